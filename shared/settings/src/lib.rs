@@ -1,0 +1,86 @@
+//! Configuration for every worker: `config/default.toml`, then `config/<OLEG_ENV>.toml` if it
+//! exists, then `OLEG__SECTION__KEY` environment variables. Values are checked at start, and every
+//! bad value is reported with its key and the form it should take.
+
+mod sections;
+mod validate;
+
+pub use sections::{AmqpSettings, LogFormat, LogSettings, MongoSettings};
+pub use validate::{Check, InvalidKey, Validate};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration is invalid:\n{}", .0.iter().map(|k| format!("  - {k}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<InvalidKey>),
+}
+
+/// Where configuration comes from; [`Sources::from_process`] for workers, explicit values in tests.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The folder holding `default.toml` and `<env>.toml`.
+    pub dir: PathBuf,
+    /// The `OLEG_ENV` name, selecting an optional `<env>.toml` on top of the defaults.
+    pub env_name: Option<String>,
+    /// Environment variables (only `OLEG__…` ones are read).
+    pub vars: HashMap<String, String>,
+}
+
+impl Sources {
+    /// `OLEG_CONFIG_DIR` (default `config`), `OLEG_ENV` and the process environment.
+    pub fn from_process() -> Self {
+        Self {
+            dir: std::env::var_os("OLEG_CONFIG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("config")),
+            env_name: std::env::var("OLEG_ENV").ok().filter(|e| !e.is_empty()),
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    pub fn for_dir(dir: impl AsRef<Path>) -> Self {
+        Self {
+            dir: dir.as_ref().to_path_buf(),
+            env_name: None,
+            vars: HashMap::new(),
+        }
+    }
+}
+
+/// Loads and validates `T`, which names the sections a worker reads.
+pub fn load<T: DeserializeOwned + Validate>(sources: &Sources) -> Result<T, SettingsError> {
+    let default_file = sources.dir.join("default.toml");
+    let mut builder = Config::builder().add_source(File::from(default_file).format(FileFormat::Toml));
+    if let Some(env_name) = &sources.env_name {
+        builder = builder.add_source(
+            File::from(sources.dir.join(format!("{env_name}.toml")))
+                .format(FileFormat::Toml)
+                .required(false),
+        );
+    }
+    let vars = sources
+        .vars
+        .iter()
+        .filter(|(k, _)| k.starts_with("OLEG__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let settings: T = builder
+        .add_source(
+            Environment::with_prefix("OLEG")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(vars)),
+        )
+        .build()?
+        .try_deserialize()?;
+    let mut check = Check::default();
+    settings.validate("", &mut check);
+    check.finish().map(|()| settings)
+}

@@ -1,0 +1,47 @@
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Gauge, Opts};
+
+/// `process_resident_memory_peak_bytes`: the high-water mark of resident memory (`VmHWM`), which
+/// catches spikes between scrapes that the plain RSS gauge misses.
+pub struct PeakMemoryCollector {
+    gauge: Gauge,
+}
+
+impl PeakMemoryCollector {
+    pub fn new() -> Self {
+        let gauge = Gauge::with_opts(Opts::new(
+            "process_resident_memory_peak_bytes",
+            "Peak resident memory size of the process in bytes (VmHWM).",
+        ))
+        .expect("a valid metric name");
+        Self { gauge }
+    }
+
+    /// The peak resident memory of this process in bytes, if the platform reports it.
+    pub fn read_peak_bytes() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
+
+impl Default for PeakMemoryCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Collector for PeakMemoryCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        if let Some(peak) = Self::read_peak_bytes() {
+            self.gauge.set(peak as f64);
+        }
+        self.gauge.collect()
+    }
+}
