@@ -1,1 +1,33 @@
+//! OLEG's RabbitMQ bus on lapin.
+//!
+//! - [`Topology`] names and declares everything, idempotently, on every (re)connect.
+//! - [`Bus::publish`] returns only once the broker confirmed a persistent message.
+//! - [`Subscription`] yields [`Incoming`] deliveries; the worker acks them after its work is
+//!   durable, dead-letters what it refuses (with a reason), or retries what failed transiently,
+//!   up to `amqp.max_attempts`.
+//! - Connection or channel loss is survived: reconnect with capped, jittered exponential backoff,
+//!   redeclare, resume. Unacked deliveries go back to their queue on the broker, so nothing is lost.
 
+mod backoff;
+mod connection;
+mod consumer;
+mod metrics;
+mod topology;
+
+pub use backoff::Backoff;
+pub use connection::{Bus, Routed};
+pub use consumer::{Incoming, Source, Subscription};
+pub use topology::{QueueName, Topology, BROKER_DELIVERY_LIMIT, REASON_HEADER};
+
+/// Errors of the bus layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("broker error: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker did not confirm the publish within {0:?}")]
+    ConfirmTimeout(std::time::Duration),
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("could not register a metric: {0}")]
+    Metrics(#[from] prometheus::Error),
+}

@@ -48,7 +48,9 @@ pub fn decode<M: Message>(body: &[u8], max_bytes: usize) -> Result<M, Rejection>
         Some(other) => {
             return Err(Rejection::new(
                 DeadLetterReason::UnsupportedSchemaVersion,
-                format!("schema_version {other} is not supported (this build reads {SCHEMA_VERSION})"),
+                format!(
+                    "schema_version {other} is not supported (this build reads {SCHEMA_VERSION})"
+                ),
             ))
         }
     }

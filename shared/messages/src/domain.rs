@@ -30,7 +30,10 @@ impl UserId {
         if raw > 0 {
             Ok(Self(raw))
         } else {
-            Err(FieldError::new("user_id", format!("must be a positive integer, got {raw}")))
+            Err(FieldError::new(
+                "user_id",
+                format!("must be a positive integer, got {raw}"),
+            ))
         }
     }
 
@@ -112,7 +115,10 @@ impl PostId {
         if raw > 0 {
             Ok(Self(raw))
         } else {
-            Err(FieldError::new("post_id", format!("must be a positive integer, got {raw}")))
+            Err(FieldError::new(
+                "post_id",
+                format!("must be a positive integer, got {raw}"),
+            ))
         }
     }
 

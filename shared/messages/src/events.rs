@@ -21,7 +21,12 @@ pub struct Vote {
 }
 
 impl Vote {
-    pub fn new(user_id: UserId, post: PostRef, reaction: Reaction, voted_at: DateTime<Utc>) -> Self {
+    pub fn new(
+        user_id: UserId,
+        post: PostRef,
+        reaction: Reaction,
+        voted_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
             user_id,

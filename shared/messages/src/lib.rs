@@ -14,7 +14,9 @@ pub use events::{
     HoldoutMetrics, MediaItem, MediaKind, ModelPublished, ScrapedPost, UserStarted, Vote,
     VotesIngested,
 };
-pub use rpc::{RecommendError, RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost};
+pub use rpc::{
+    RecommendError, RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost,
+};
 
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -69,7 +71,9 @@ impl MessageKind {
             MessageKind::UserStarted => Some("user.started"),
             MessageKind::VotesIngested => Some("votes.ingested"),
             MessageKind::ModelPublished => Some("model.published"),
-            MessageKind::RecommendRequest | MessageKind::RecommendReply | MessageKind::DeadLetter => None,
+            MessageKind::RecommendRequest
+            | MessageKind::RecommendReply
+            | MessageKind::DeadLetter => None,
         }
     }
 
@@ -79,10 +83,18 @@ impl MessageKind {
             MessageKind::ScrapedPost => include_str!("../../../schemas/scraped_post.schema.json"),
             MessageKind::Vote => include_str!("../../../schemas/vote.schema.json"),
             MessageKind::UserStarted => include_str!("../../../schemas/user_started.schema.json"),
-            MessageKind::VotesIngested => include_str!("../../../schemas/votes_ingested.schema.json"),
-            MessageKind::ModelPublished => include_str!("../../../schemas/model_published.schema.json"),
-            MessageKind::RecommendRequest => include_str!("../../../schemas/recommend_request.schema.json"),
-            MessageKind::RecommendReply => include_str!("../../../schemas/recommend_reply.schema.json"),
+            MessageKind::VotesIngested => {
+                include_str!("../../../schemas/votes_ingested.schema.json")
+            }
+            MessageKind::ModelPublished => {
+                include_str!("../../../schemas/model_published.schema.json")
+            }
+            MessageKind::RecommendRequest => {
+                include_str!("../../../schemas/recommend_request.schema.json")
+            }
+            MessageKind::RecommendReply => {
+                include_str!("../../../schemas/recommend_reply.schema.json")
+            }
             MessageKind::DeadLetter => include_str!("../../../schemas/dead_letter.schema.json"),
         }
     }

@@ -21,7 +21,11 @@ fn assert_valid(kind: MessageKind, document: &Value) {
         .iter_errors(document)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
-    assert!(errors.is_empty(), "{} rejected {document}: {errors:?}", kind.name());
+    assert!(
+        errors.is_empty(),
+        "{} rejected {document}: {errors:?}",
+        kind.name()
+    );
 }
 
 fn schema_errors(kind: MessageKind, document: &Value) -> Vec<String> {
@@ -45,7 +49,12 @@ fn at(secs: i64) -> chrono::DateTime<Utc> {
 /// One emitted value of every kind, built the way the workers build them.
 fn emitted_examples() -> Vec<(MessageKind, Value)> {
     let user = UserId::new(190_233).unwrap();
-    let vote = Vote::new(user, post("codecamp", 2371), Reaction::Dislike, at(1_764_000_000));
+    let vote = Vote::new(
+        user,
+        post("codecamp", 2371),
+        Reaction::Dislike,
+        at(1_764_000_000),
+    );
     let mut started = UserStarted::new(user, at(1_764_000_000));
     started.language_code = Some("uk".into());
     let scraped = ScrapedPost {
@@ -57,8 +66,14 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
         links: vec!["https://example.org/a".into()],
         views: Some(9000),
         media: vec![
-            MediaItem { kind: MediaKind::Photo, url: Some("https://cdn4.telesco.pe/file/x.jpg".into()) },
-            MediaItem { kind: MediaKind::Poll, url: None },
+            MediaItem {
+                kind: MediaKind::Photo,
+                url: Some("https://cdn4.telesco.pe/file/x.jpg".into()),
+            },
+            MediaItem {
+                kind: MediaKind::Poll,
+                url: None,
+            },
         ],
         forwarded_from: Some("Военное обозрение".into()),
         reply_to: Some(PostId::new(70_990).unwrap()),
@@ -76,7 +91,12 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
         version: 3,
         variant: "channel_mlp".into(),
         trained_on_votes: 1000,
-        holdout: HoldoutMetrics { auc: 0.64, mse: 0.152, log_loss: 0.47, votes: 200 },
+        holdout: HoldoutMetrics {
+            auc: 0.64,
+            mse: 0.152,
+            log_loss: 0.47,
+            votes: 200,
+        },
         published_at: Utc::now(),
     };
     let mut request = RecommendRequest::new(user, 2);
@@ -95,8 +115,22 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
         exploration_noise: 0.05,
     };
     let failed = RecommendReply::error(RecommendErrorCode::Malformed, "missing user_id");
-    let dead_text = DeadLetter::new(DeadLetterReason::UnknownPost, "no such post", "oleg.ingest", "vote.cast", 1, b"{}");
-    let dead_binary = DeadLetter::new(DeadLetterReason::Malformed, "not JSON", "oleg.ingest", "vote.cast", 3, &[0xff, 0x00, 0x9f]);
+    let dead_text = DeadLetter::new(
+        DeadLetterReason::UnknownPost,
+        "no such post",
+        "oleg.ingest",
+        "vote.cast",
+        1,
+        b"{}",
+    );
+    let dead_binary = DeadLetter::new(
+        DeadLetterReason::Malformed,
+        "not JSON",
+        "oleg.ingest",
+        "vote.cast",
+        3,
+        &[0xff, 0x00, 0x9f],
+    );
 
     fn value<M: Message>(m: &M) -> (MessageKind, Value) {
         (M::KIND, serde_json::from_slice(&encode(m)).unwrap())
@@ -120,7 +154,12 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
 fn schemas_are_valid_draft_2020_12_and_cover_every_kind() {
     for kind in MessageKind::ALL {
         let schema = schema(kind);
-        assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema", "{}", kind.name());
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema",
+            "{}",
+            kind.name()
+        );
         jsonschema::meta::validate(&schema).unwrap_or_else(|e| panic!("{}: {e}", kind.name()));
         // The file in schemas/ is what the crate embeds.
         let on_disk = std::fs::read_to_string(format!(
@@ -131,15 +170,25 @@ fn schemas_are_valid_draft_2020_12_and_cover_every_kind() {
         .unwrap();
         assert_eq!(on_disk, kind.schema());
     }
-    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas")).unwrap().count();
-    assert_eq!(files, MessageKind::ALL.len(), "a schema in schemas/ has no MessageKind");
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        files,
+        MessageKind::ALL.len(),
+        "a schema in schemas/ has no MessageKind"
+    );
 }
 
 #[test]
 fn everything_the_code_emits_validates_against_its_schema() {
     let examples = emitted_examples();
     for kind in MessageKind::ALL {
-        assert!(examples.iter().any(|(k, _)| *k == kind), "no emitted example of {}", kind.name());
+        assert!(
+            examples.iter().any(|(k, _)| *k == kind),
+            "no emitted example of {}",
+            kind.name()
+        );
     }
     for (kind, document) in &examples {
         assert_valid(*kind, document);
@@ -165,12 +214,16 @@ fn decode_as(kind: MessageKind, body: &[u8]) -> Result<Value, Rejection> {
 #[test]
 fn schema_examples_validate_and_decode_into_the_rust_types() {
     for kind in MessageKind::ALL {
-        let examples = schema(kind)["examples"].as_array().cloned().unwrap_or_default();
+        let examples = schema(kind)["examples"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         assert!(!examples.is_empty(), "{} has no examples", kind.name());
         for example in examples {
             assert_valid(kind, &example);
-            let reencoded = decode_as(kind, example.to_string().as_bytes())
-                .unwrap_or_else(|e| panic!("{} example {example} does not decode: {e}", kind.name()));
+            let reencoded = decode_as(kind, example.to_string().as_bytes()).unwrap_or_else(|e| {
+                panic!("{} example {example} does not decode: {e}", kind.name())
+            });
             // What we write back out of a decoded example is valid too.
             assert_valid(kind, &reencoded);
         }
@@ -193,14 +246,54 @@ fn invalid_documents_are_rejected_by_schema_and_decoder_with_a_reason() {
     };
     // (document, what the schema error says, decoder's reason, what the decoder's detail says)
     let cases = [
-        (with("reaction", json!("love")), "love", DeadLetterReason::UnknownReaction, "love"),
-        (without("user_id"), "user_id", DeadLetterReason::Malformed, "user_id"),
-        (with("user_id", json!(-4)), "minimum", DeadLetterReason::Malformed, "positive"),
-        (with("channel", json!("no")), "does not match", DeadLetterReason::Malformed, "5-32"),
-        (with("voted_at", json!("yesterday")), "date-time", DeadLetterReason::Malformed, "voted_at"),
-        (with("schema_version", json!(2)), "1", DeadLetterReason::UnsupportedSchemaVersion, "schema_version 2"),
-        (without("schema_version"), "schema_version", DeadLetterReason::Malformed, "schema_version"),
-        (with("extra", json!(true)), "extra", DeadLetterReason::Malformed, "extra"),
+        (
+            with("reaction", json!("love")),
+            "love",
+            DeadLetterReason::UnknownReaction,
+            "love",
+        ),
+        (
+            without("user_id"),
+            "user_id",
+            DeadLetterReason::Malformed,
+            "user_id",
+        ),
+        (
+            with("user_id", json!(-4)),
+            "minimum",
+            DeadLetterReason::Malformed,
+            "positive",
+        ),
+        (
+            with("channel", json!("no")),
+            "does not match",
+            DeadLetterReason::Malformed,
+            "5-32",
+        ),
+        (
+            with("voted_at", json!("yesterday")),
+            "date-time",
+            DeadLetterReason::Malformed,
+            "voted_at",
+        ),
+        (
+            with("schema_version", json!(2)),
+            "1",
+            DeadLetterReason::UnsupportedSchemaVersion,
+            "schema_version 2",
+        ),
+        (
+            without("schema_version"),
+            "schema_version",
+            DeadLetterReason::Malformed,
+            "schema_version",
+        ),
+        (
+            with("extra", json!(true)),
+            "extra",
+            DeadLetterReason::Malformed,
+            "extra",
+        ),
     ];
     for (document, schema_says, reason, decoder_says) in cases {
         let errors = schema_errors(MessageKind::Vote, &document);
@@ -210,7 +303,10 @@ fn invalid_documents_are_rejected_by_schema_and_decoder_with_a_reason() {
         );
         let rejection = decode::<Vote>(document.to_string().as_bytes(), 16 * 1024).unwrap_err();
         assert_eq!(rejection.reason, reason, "{document}: {rejection}");
-        assert!(rejection.detail.contains(decoder_says), "{document}: {rejection}");
+        assert!(
+            rejection.detail.contains(decoder_says),
+            "{document}: {rejection}"
+        );
     }
 }
 
@@ -231,7 +327,8 @@ fn decoder_refuses_non_json_and_oversized_bodies() {
 
 #[test]
 fn reply_schema_refuses_mixed_shapes() {
-    let bad = json!({"status": "ok", "schema_version": 1, "error": {"code": "internal", "message": "x"}});
+    let bad =
+        json!({"status": "ok", "schema_version": 1, "error": {"code": "internal", "message": "x"}});
     assert!(!schema_errors(MessageKind::RecommendReply, &bad).is_empty());
     assert!(decode::<RecommendReply>(bad.to_string().as_bytes(), 1024).is_err());
 }

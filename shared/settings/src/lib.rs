@@ -56,7 +56,8 @@ impl Sources {
 /// Loads and validates `T`, which names the sections a worker reads.
 pub fn load<T: DeserializeOwned + Validate>(sources: &Sources) -> Result<T, SettingsError> {
     let default_file = sources.dir.join("default.toml");
-    let mut builder = Config::builder().add_source(File::from(default_file).format(FileFormat::Toml));
+    let mut builder =
+        Config::builder().add_source(File::from(default_file).format(FileFormat::Toml));
     if let Some(env_name) = &sources.env_name {
         builder = builder.add_source(
             File::from(sources.dir.join(format!("{env_name}.toml")))

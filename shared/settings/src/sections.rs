@@ -23,7 +23,12 @@ pub struct LogSettings {
 
 impl Validate for LogSettings {
     fn validate(&self, prefix: &str, check: &mut Check) {
-        check.require(!self.level.trim().is_empty(), key(prefix, "level"), "a tracing filter such as \"info\"", "an empty string");
+        check.require(
+            !self.level.trim().is_empty(),
+            key(prefix, "level"),
+            "a tracing filter such as \"info\"",
+            "an empty string",
+        );
     }
 }
 
@@ -64,21 +69,34 @@ impl Validate for AmqpSettings {
         check.require(
             !self.prefix.is_empty()
                 && self.prefix.len() <= 64
-                && self.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                && self
+                    .prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
             key(prefix, "prefix"),
             "1-64 characters of letters, digits, '-', '_' or '.'",
             format!("{:?}", self.prefix),
         );
         check.in_range(key(prefix, "prefetch"), self.prefetch, 1, u16::MAX);
         check.in_range(key(prefix, "max_attempts"), self.max_attempts, 1, 100);
-        check.in_range(key(prefix, "reconnect_min_ms"), self.reconnect_min_ms, 1, 60_000);
+        check.in_range(
+            key(prefix, "reconnect_min_ms"),
+            self.reconnect_min_ms,
+            1,
+            60_000,
+        );
         check.require(
             self.reconnect_max_ms >= self.reconnect_min_ms && self.reconnect_max_ms <= 600_000,
             key(prefix, "reconnect_max_ms"),
             "at least amqp.reconnect_min_ms and at most 600000",
             self.reconnect_max_ms,
         );
-        check.in_range(key(prefix, "confirm_timeout_ms"), self.confirm_timeout_ms, 100, 600_000);
+        check.in_range(
+            key(prefix, "confirm_timeout_ms"),
+            self.confirm_timeout_ms,
+            100,
+            600_000,
+        );
     }
 }
 
@@ -139,8 +157,14 @@ mod tests {
 
     #[test]
     fn redaction_drops_credentials() {
-        assert_eq!(redact("amqp://guest:s3cret@rabbit:5672/%2f"), "amqp://rabbit:5672/%2f");
-        assert_eq!(redact("mongodb://u:p@a,b/?replicaSet=rs0&authSource=x"), "mongodb://a,b/");
+        assert_eq!(
+            redact("amqp://guest:s3cret@rabbit:5672/%2f"),
+            "amqp://rabbit:5672/%2f"
+        );
+        assert_eq!(
+            redact("mongodb://u:p@a,b/?replicaSet=rs0&authSource=x"),
+            "mongodb://a,b/"
+        );
         assert!(!redact("mongodb://u:p@[bad").contains("u:p"));
     }
 }

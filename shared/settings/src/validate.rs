@@ -46,7 +46,13 @@ impl Check {
     }
 
     /// Checks `low <= value <= high`.
-    pub fn in_range<N: PartialOrd + fmt::Display + Copy>(&mut self, key: String, value: N, low: N, high: N) {
+    pub fn in_range<N: PartialOrd + fmt::Display + Copy>(
+        &mut self,
+        key: String,
+        value: N,
+        low: N,
+        high: N,
+    ) {
         self.require(
             value >= low && value <= high,
             key,

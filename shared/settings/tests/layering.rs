@@ -2,7 +2,8 @@
 //! refused with its key named.
 
 use oleg_settings::{
-    load, AmqpSettings, Check, LogFormat, LogSettings, MongoSettings, SettingsError, Sources, Validate,
+    load, AmqpSettings, Check, LogFormat, LogSettings, MongoSettings, SettingsError, Sources,
+    Validate,
 };
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -29,7 +30,10 @@ fn repo_config() -> Sources {
 
 fn with_vars(vars: &[(&str, &str)]) -> Sources {
     let mut sources = repo_config();
-    sources.vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>();
+    sources.vars = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect::<HashMap<_, _>>();
     sources
 }
 
@@ -61,23 +65,49 @@ fn environment_variables_and_env_file_override_defaults() {
     sources.env_name = Some("production".into());
     let settings = load::<Common>(&sources).unwrap();
     assert_eq!(settings.amqp.prefetch, 64);
-    assert_eq!(settings.amqp.uri.expose_secret(), "amqp://u:pw@rabbit.internal:5672/prod");
+    assert_eq!(
+        settings.amqp.uri.expose_secret(),
+        "amqp://u:pw@rabbit.internal:5672/prod"
+    );
     assert_eq!(settings.mongo.database, "oleg_test_1");
-    assert_eq!(settings.log.format, LogFormat::Json, "production.toml applies");
-    assert_eq!(settings.amqp.max_attempts, 5, "untouched keys keep defaults");
+    assert_eq!(
+        settings.log.format,
+        LogFormat::Json,
+        "production.toml applies"
+    );
+    assert_eq!(
+        settings.amqp.max_attempts, 5,
+        "untouched keys keep defaults"
+    );
 }
 
 #[test]
 fn each_invalid_value_is_rejected_with_its_key_named() {
     let cases: &[(&str, &str, &str)] = &[
-        ("OLEG__AMQP__PREFETCH", "0", "amqp.prefetch (OLEG__AMQP__PREFETCH): expected a number from 1 to 65535, found 0"),
+        (
+            "OLEG__AMQP__PREFETCH",
+            "0",
+            "amqp.prefetch (OLEG__AMQP__PREFETCH): expected a number from 1 to 65535, found 0",
+        ),
         ("OLEG__AMQP__PREFETCH", "many", "amqp.prefetch"),
         ("OLEG__AMQP__PREFETCH", "70000", "amqp.prefetch"),
         ("OLEG__AMQP__MAX_ATTEMPTS", "0", "amqp.max_attempts"),
-        ("OLEG__AMQP__URI", "http://x", "amqp.uri (OLEG__AMQP__URI): expected an amqp:// or amqps:// URI"),
+        (
+            "OLEG__AMQP__URI",
+            "http://x",
+            "amqp.uri (OLEG__AMQP__URI): expected an amqp:// or amqps:// URI",
+        ),
         ("OLEG__AMQP__PREFIX", "a b", "amqp.prefix"),
-        ("OLEG__AMQP__RECONNECT_MAX_MS", "10", "amqp.reconnect_max_ms"),
-        ("OLEG__AMQP__CONFIRM_TIMEOUT_MS", "1", "amqp.confirm_timeout_ms"),
+        (
+            "OLEG__AMQP__RECONNECT_MAX_MS",
+            "10",
+            "amqp.reconnect_max_ms",
+        ),
+        (
+            "OLEG__AMQP__CONFIRM_TIMEOUT_MS",
+            "1",
+            "amqp.confirm_timeout_ms",
+        ),
         ("OLEG__MONGO__URI", "postgres://db", "mongo.uri"),
         ("OLEG__MONGO__DATABASE", "a.b", "mongo.database"),
         ("OLEG__MONGO__TIMEOUT_MS", "0", "mongo.timeout_ms"),

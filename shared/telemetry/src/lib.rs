@@ -35,11 +35,14 @@ pub fn init_logging(settings: &LogSettings) -> Result<(), TelemetryError> {
         Ok(from_env) if !from_env.is_empty() => from_env,
         _ => settings.level.clone(),
     };
-    let filter = EnvFilter::try_new(&filter).map_err(|source| TelemetryError::Filter { filter, source })?;
+    let filter =
+        EnvFilter::try_new(&filter).map_err(|source| TelemetryError::Filter { filter, source })?;
     let registry = tracing_subscriber::registry().with(filter);
     // A second init (tests running several workers in one process) keeps the first subscriber.
     let _ = match settings.format {
-        LogFormat::Json => registry.with(fmt::layer().json().flatten_event(true)).try_init(),
+        LogFormat::Json => registry
+            .with(fmt::layer().json().flatten_event(true))
+            .try_init(),
         LogFormat::Text => registry.with(fmt::layer()).try_init(),
     };
     Ok(())
@@ -49,7 +52,9 @@ pub fn init_logging(settings: &LogSettings) -> Result<(), TelemetryError> {
 /// the peak resident memory, all read from `/proc` at scrape time.
 pub fn new_registry() -> Result<Registry, TelemetryError> {
     let registry = Registry::new();
-    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     registry.register(Box::new(PeakMemoryCollector::new()))?;
     Ok(registry)
 }

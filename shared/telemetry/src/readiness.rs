@@ -30,7 +30,12 @@ impl Readiness {
     /// Tracks `components`, all of them down until set.
     pub fn new(components: &[Component]) -> Self {
         Self {
-            components: Arc::new(components.iter().map(|c| (*c, AtomicBool::new(false))).collect()),
+            components: Arc::new(
+                components
+                    .iter()
+                    .map(|c| (*c, AtomicBool::new(false)))
+                    .collect(),
+            ),
         }
     }
 
@@ -48,7 +53,12 @@ impl Readiness {
     pub fn report(&self) -> serde_json::Value {
         self.components
             .iter()
-            .map(|(c, f)| (c.as_str().to_owned(), serde_json::Value::Bool(f.load(Ordering::SeqCst))))
+            .map(|(c, f)| {
+                (
+                    c.as_str().to_owned(),
+                    serde_json::Value::Bool(f.load(Ordering::SeqCst)),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
             .into()
     }

@@ -30,15 +30,24 @@ pub async fn serve(
 ) -> Result<TelemetryServer, TelemetryError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| TelemetryError::Bind { addr: addr.to_owned(), source })?;
+        .map_err(|source| TelemetryError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })?;
     let local_addr = listener
         .local_addr()
-        .map_err(|source| TelemetryError::Bind { addr: addr.to_owned(), source })?;
+        .map_err(|source| TelemetryError::Bind {
+            addr: addr.to_owned(),
+            source,
+        })?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { registry, readiness });
+        .with_state(AppState {
+            registry,
+            readiness,
+        });
     let task = tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -65,5 +74,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, [(header::CONTENT_TYPE, "application/json")], state.readiness.report().to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        state.readiness.report().to_string(),
+    )
+        .into_response()
 }

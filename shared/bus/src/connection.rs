@@ -1,0 +1,313 @@
+use crate::metrics::BusMetrics;
+use crate::{Backoff, BusError, Topology, REASON_HEADER};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use oleg_messages::{encode, DeadLetter, Message};
+use oleg_settings::AmqpSettings;
+use oleg_telemetry::{Component, Readiness};
+use prometheus::Registry;
+use secrecy::ExposeSecret;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// Where a confirmed message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// At least one queue took it.
+    Queued,
+    /// No queue is bound for its routing key (e.g. a notice nobody listens to yet); the broker
+    /// returned it.
+    NoQueue,
+}
+
+/// A handle on the broker shared by a worker's tasks: one connection, re-established on loss,
+/// with one publishing channel in confirm mode and one channel per subscription.
+#[derive(Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: AmqpSettings,
+    topology: Topology,
+    name: String,
+    readiness: Readiness,
+    metrics: BusMetrics,
+    connection: Mutex<Link>,
+    publisher: Mutex<Option<(Channel, u64)>>,
+    shutdown: CancellationToken,
+}
+
+/// The current connection and how many were made so far, so that a task that saw connection n
+/// fail does not tear down connection n+1 another task already made.
+#[derive(Default)]
+struct Link {
+    connection: Option<Connection>,
+    generation: u64,
+}
+
+impl Bus {
+    /// Connects, declaring the topology, retrying with backoff until the broker answers or
+    /// `shutdown` fires. `name` shows in the broker's connection list.
+    pub async fn connect(
+        settings: AmqpSettings,
+        name: &str,
+        registry: &Registry,
+        readiness: Readiness,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BusError> {
+        let bus = Self {
+            inner: Arc::new(Inner {
+                topology: Topology::new(settings.prefix.clone()),
+                settings,
+                name: name.to_owned(),
+                readiness,
+                metrics: BusMetrics::register(registry)?,
+                connection: Mutex::new(Link::default()),
+                publisher: Mutex::new(None),
+                shutdown,
+            }),
+        };
+        bus.open_channel(None).await?;
+        Ok(bus)
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.inner.topology
+    }
+
+    pub fn settings(&self) -> &AmqpSettings {
+        &self.inner.settings
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    pub(crate) fn metrics(&self) -> &BusMetrics {
+        &self.inner.metrics
+    }
+
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(self.inner.settings.reconnect_min_ms),
+            Duration::from_millis(self.inner.settings.reconnect_max_ms),
+        )
+    }
+
+    /// Marks the broker as lost (readiness, gauge) after a failure seen by any task.
+    pub(crate) fn report_broker_lost(&self, error: &lapin::Error) {
+        tracing::warn!(%error, "broker connection or channel lost");
+        self.inner.readiness.set(Component::Broker, false);
+        self.inner.metrics.connected.set(0);
+    }
+
+    /// A new channel on a live connection, reconnecting (with backoff, until `deadline` or
+    /// shutdown) when the connection is gone. Returns the channel and its connection's generation.
+    pub(crate) async fn open_channel(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<(Channel, u64), BusError> {
+        let mut backoff = self.backoff();
+        loop {
+            match self.try_open_channel().await {
+                Ok(opened) => return Ok(opened),
+                Err(error) => {
+                    self.report_broker_lost(&error);
+                    let delay = backoff.next_delay();
+                    if deadline.is_some_and(|d| Instant::now() + delay > d) {
+                        return Err(BusError::Broker(error));
+                    }
+                    tracing::info!(?delay, uri = %self.inner.settings.redacted_uri(), "retrying the broker");
+                    tokio::select! {
+                        _ = self.inner.shutdown.cancelled() => return Err(BusError::ShuttingDown),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_open_channel(&self) -> Result<(Channel, u64), lapin::Error> {
+        let mut link = self.inner.connection.lock().await;
+        if let Some(connection) = link.connection.as_ref().filter(|c| c.status().connected()) {
+            match connection.create_channel().await {
+                Ok(channel) => return Ok((channel, link.generation)),
+                Err(error) => tracing::warn!(%error, "could not open a channel; reconnecting"),
+            }
+        }
+        if let Some(stale) = link.connection.take() {
+            // Best effort: the old connection is usually dead already.
+            let _ = stale.close(320, "reconnecting".into()).await;
+        }
+        let properties =
+            ConnectionProperties::default().with_connection_name(self.inner.name.clone().into());
+        let connection =
+            Connection::connect(self.inner.settings.uri.expose_secret(), properties).await?;
+        let channel = connection.create_channel().await?;
+        self.inner.topology.declare(&channel).await?;
+        link.generation += 1;
+        if link.generation > 1 {
+            self.inner.metrics.reconnects.inc();
+        }
+        tracing::info!(generation = link.generation, uri = %self.inner.settings.redacted_uri(), "connected to the broker");
+        link.connection = Some(connection);
+        self.inner.readiness.set(Component::Broker, true);
+        self.inner.metrics.connected.set(1);
+        Ok((channel, link.generation))
+    }
+
+    /// Publishes an event on the events exchange under its kind's routing key, returning once
+    /// the broker confirmed it.
+    pub async fn publish<M: Message>(&self, message: &M) -> Result<Routed, BusError> {
+        let key = M::KIND
+            .routing_key()
+            .expect("only event kinds are published on the events exchange");
+        self.publish_bytes(
+            &self.inner.topology.events_exchange(),
+            key,
+            &encode(message),
+            BasicProperties::default(),
+        )
+        .await
+    }
+
+    /// Sends an RPC reply straight to the requester's `reply_to` queue.
+    pub async fn reply<M: Message>(
+        &self,
+        reply_to: &str,
+        correlation_id: &str,
+        message: &M,
+    ) -> Result<Routed, BusError> {
+        let properties = BasicProperties::default().with_correlation_id(correlation_id.into());
+        self.publish_bytes("", reply_to, &encode(message), properties)
+            .await
+    }
+
+    /// Stores a dead letter on the dead-letter exchange, with its reason also as a header.
+    pub async fn publish_dead_letter(&self, letter: &DeadLetter) -> Result<Routed, BusError> {
+        let reason = letter.reason.as_str();
+        let mut headers = FieldTable::default();
+        headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+        let properties = BasicProperties::default().with_headers(headers);
+        let routed = self
+            .publish_bytes(
+                &self.inner.topology.dead_exchange(),
+                &format!("dead.{reason}"),
+                &encode(letter),
+                properties,
+            )
+            .await?;
+        self.inner
+            .metrics
+            .dead_lettered
+            .with_label_values(&[&letter.queue, reason])
+            .inc();
+        Ok(routed)
+    }
+
+    /// Publishes persistent JSON and waits for the broker's confirm; a lost channel or a nack is
+    /// retried until `amqp.confirm_timeout_ms` runs out. A retry after a lost confirm may deliver
+    /// twice: consumers are idempotent.
+    pub async fn publish_bytes(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<Routed, BusError> {
+        let timeout = Duration::from_millis(self.inner.settings.confirm_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        let properties = properties
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        let mut backoff = self.backoff();
+        loop {
+            let channel = self.publishing_channel(deadline).await?;
+            let attempt = async {
+                channel
+                    .basic_publish(
+                        exchange.into(),
+                        routing_key.into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        body,
+                        properties.clone(),
+                    )
+                    .await?
+                    .await
+            };
+            let outcome =
+                tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt)
+                    .await;
+            let failure = match outcome {
+                Err(_) => return Err(BusError::ConfirmTimeout(timeout)),
+                Ok(Ok(Confirmation::Ack(returned))) => {
+                    let routed = if returned.is_some() {
+                        Routed::NoQueue
+                    } else {
+                        Routed::Queued
+                    };
+                    let label = if returned.is_some() {
+                        "no_queue"
+                    } else {
+                        "queued"
+                    };
+                    self.inner
+                        .metrics
+                        .published
+                        .with_label_values(&[routing_key, label])
+                        .inc();
+                    return Ok(routed);
+                }
+                Ok(Ok(Confirmation::Nack(_))) => "the broker nacked the publish".to_owned(),
+                Ok(Ok(Confirmation::NotRequested)) => {
+                    "the channel was not in confirm mode".to_owned()
+                }
+                Ok(Err(error)) => {
+                    self.report_broker_lost(&error);
+                    *self.inner.publisher.lock().await = None;
+                    error.to_string()
+                }
+            };
+            self.inner.metrics.publish_retries.inc();
+            let delay = backoff.next_delay();
+            if Instant::now() + delay > deadline {
+                return Err(BusError::ConfirmTimeout(timeout));
+            }
+            tracing::warn!(%failure, exchange, routing_key, ?delay, "publish not confirmed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn publishing_channel(&self, deadline: Instant) -> Result<Channel, BusError> {
+        let mut cached = self.inner.publisher.lock().await;
+        if let Some((channel, _)) = cached.as_ref().filter(|(c, _)| c.status().connected()) {
+            return Ok(channel.clone());
+        }
+        let (channel, generation) = self.open_channel(Some(deadline)).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        *cached = Some((channel.clone(), generation));
+        Ok(channel)
+    }
+
+    /// Closes the connection after the worker finished its in-flight work; unacked deliveries
+    /// return to their queues.
+    pub async fn close(&self) {
+        *self.inner.publisher.lock().await = None;
+        if let Some(connection) = self.inner.connection.lock().await.connection.take() {
+            if let Err(error) = connection.close(200, "worker stopping".into()).await {
+                tracing::debug!(%error, "closing the broker connection");
+            }
+        }
+        self.inner.readiness.set(Component::Broker, false);
+        self.inner.metrics.connected.set(0);
+    }
+}

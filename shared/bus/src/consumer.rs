@@ -1,0 +1,279 @@
+use crate::{Bus, BusError, Routed};
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use lapin::Acker;
+use lapin::{BasicProperties, Channel, Consumer};
+use oleg_messages::{DeadLetter, DeadLetterReason, Rejection};
+use std::time::Duration;
+
+/// What a subscription consumes.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A durable shared queue: replicas compete for its messages.
+    Shared(crate::QueueName),
+    /// A queue of this replica's own, bound to these routing keys: every replica sees every
+    /// message (notices such as model-published). Messages sent while the replica is down are
+    /// not kept for it.
+    PerReplica(Vec<&'static str>),
+}
+
+/// A consumer that survives broker restarts: [`Subscription::next`] reconnects, redeclares and
+/// resumes on its own, and returns `None` only at shutdown.
+pub struct Subscription {
+    bus: Bus,
+    source: Source,
+    active: Option<Active>,
+}
+
+struct Active {
+    channel: Channel,
+    consumer: Consumer,
+    queue: String,
+}
+
+impl Subscription {
+    pub fn new(bus: Bus, source: Source) -> Self {
+        Self {
+            bus,
+            source,
+            active: None,
+        }
+    }
+
+    /// The next delivery; `None` once shutdown was requested (consuming stops; unacked messages
+    /// return to the queue when the bus closes).
+    pub async fn next(&mut self) -> Option<Incoming> {
+        let shutdown = self.bus.shutdown_token().clone();
+        loop {
+            if shutdown.is_cancelled() {
+                self.stop().await;
+                return None;
+            }
+            if self.active.is_none() {
+                match self.start().await {
+                    Ok(active) => self.active = Some(active),
+                    Err(BusError::ShuttingDown) => return None,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not start consuming; retrying");
+                        continue;
+                    }
+                }
+            }
+            let active = self.active.as_mut().expect("started above");
+            let item = tokio::select! {
+                _ = shutdown.cancelled() => continue,
+                item = active.consumer.next() => item,
+            };
+            match item {
+                Some(Ok(delivery)) => {
+                    let queue = active.queue.clone();
+                    self.bus
+                        .metrics()
+                        .consumed
+                        .with_label_values(&[&queue])
+                        .inc();
+                    return Some(Incoming::new(delivery, queue, self.bus.clone()));
+                }
+                Some(Err(error)) => {
+                    self.bus.report_broker_lost(&error);
+                    self.active = None;
+                }
+                None => {
+                    tracing::warn!(queue = %active.queue, "the broker cancelled the consumer; resubscribing");
+                    self.active = None;
+                }
+            }
+        }
+    }
+
+    async fn start(&self) -> Result<Active, BusError> {
+        let mut backoff = self.bus.backoff();
+        loop {
+            let (channel, _) = self.bus.open_channel(None).await?;
+            match self.subscribe(&channel).await {
+                Ok((consumer, queue)) => {
+                    tracing::info!(%queue, prefetch = self.bus.settings().prefetch, "consuming");
+                    return Ok(Active {
+                        channel,
+                        consumer,
+                        queue,
+                    });
+                }
+                Err(error) => {
+                    self.bus.report_broker_lost(&error);
+                    tokio::select! {
+                        _ = self.bus.shutdown_token().cancelled() => return Err(BusError::ShuttingDown),
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn subscribe(&self, channel: &Channel) -> Result<(Consumer, String), lapin::Error> {
+        channel
+            .basic_qos(self.bus.settings().prefetch, BasicQosOptions::default())
+            .await?;
+        let queue = match &self.source {
+            Source::Shared(name) => self.bus.topology().queue(*name),
+            Source::PerReplica(keys) => {
+                self.bus
+                    .topology()
+                    .declare_replica_queue(channel, keys)
+                    .await?
+            }
+        };
+        let consumer = channel
+            .basic_consume(
+                queue.clone().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((consumer, queue))
+    }
+
+    /// Stops consuming; deliveries already handed out can still be acked until the bus closes.
+    async fn stop(&mut self) {
+        if let Some(active) = self.active.take() {
+            let tag = active.consumer.tag();
+            if let Err(error) = active
+                .channel
+                .basic_cancel(tag, BasicCancelOptions::default())
+                .await
+            {
+                tracing::debug!(%error, "cancelling the consumer");
+            }
+            tracing::info!(queue = %active.queue, "stopped consuming");
+        }
+    }
+}
+
+/// One delivery. Exactly one of [`ack`](Self::ack), [`dead_letter`](Self::dead_letter) or
+/// [`retry`](Self::retry) should end it; if none does (a crash), the broker redelivers it.
+pub struct Incoming {
+    pub body: Vec<u8>,
+    pub routing_key: String,
+    pub properties: BasicProperties,
+    /// The queue it came from.
+    pub queue: String,
+    acker: Acker,
+    bus: Bus,
+}
+
+impl Incoming {
+    fn new(delivery: Delivery, queue: String, bus: Bus) -> Self {
+        Self {
+            body: delivery.data,
+            routing_key: delivery.routing_key.to_string(),
+            properties: delivery.properties,
+            queue,
+            acker: delivery.acker,
+            bus,
+        }
+    }
+
+    /// Which delivery this is, from 1. Quorum queues count earlier deliveries in `x-delivery-count`.
+    pub fn attempt(&self) -> u32 {
+        let earlier = self
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-delivery-count").cloned())
+            .and_then(|v| {
+                v.as_long_long_int()
+                    .or(v.as_long_int().map(i64::from))
+                    .or(v.as_long_uint().map(i64::from))
+            })
+            .unwrap_or(0);
+        u32::try_from(earlier).unwrap_or(0).saturating_add(1)
+    }
+
+    pub fn reply_to(&self) -> Option<String> {
+        self.properties.reply_to().as_ref().map(|s| s.to_string())
+    }
+
+    pub fn correlation_id(&self) -> Option<String> {
+        self.properties
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.to_string())
+    }
+
+    /// The work is durable: remove the message from its queue.
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Refuses the message for good: the envelope (reason, detail, original body) is confirmed on
+    /// the dead-letter queue before the original is acked, so nothing is lost in between.
+    pub async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
+        let letter = DeadLetter::new(
+            rejection.reason,
+            rejection.detail,
+            &self.queue,
+            &self.routing_key,
+            self.attempt(),
+            &self.body,
+        );
+        tracing::warn!(queue = %self.queue, reason = letter.reason.as_str(), detail = %letter.detail, "dead-lettering a message");
+        if self.bus.publish_dead_letter(&letter).await? == Routed::NoQueue {
+            tracing::error!("the dead-letter queue is missing; keeping the message");
+            return self.requeue_after(Duration::ZERO).await;
+        }
+        self.ack().await
+    }
+
+    /// The work failed for a reason that may pass (a store outage, a timeout): hand the message
+    /// back for another attempt after a short delay, or dead-letter it as `retries_exhausted`
+    /// once `amqp.max_attempts` deliveries have failed.
+    pub async fn retry(self, error: &str) -> Result<(), BusError> {
+        let attempt = self.attempt();
+        let max_attempts = self.bus.settings().max_attempts;
+        if attempt >= max_attempts {
+            return self
+                .dead_letter(Rejection::new(
+                    DeadLetterReason::RetriesExhausted,
+                    format!("failed {attempt} of {max_attempts} attempts; last error: {error}"),
+                ))
+                .await;
+        }
+        self.bus
+            .metrics()
+            .retried
+            .with_label_values(&[&self.queue])
+            .inc();
+        let delay = Duration::from_millis(
+            self.bus
+                .settings()
+                .reconnect_min_ms
+                .saturating_mul(u64::from(attempt)),
+        );
+        tracing::info!(queue = %self.queue, attempt, max_attempts, %error, ?delay, "will retry a message");
+        self.requeue_after(delay).await
+    }
+
+    /// Requeues after `delay` without holding up the caller: the delivery stays unacked (and
+    /// counts against the prefetch) until then, which also slows a consumer that keeps failing.
+    async fn requeue_after(self, delay: Duration) -> Result<(), BusError> {
+        let acker = self.acker;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            };
+            if let Err(error) = acker.nack(requeue).await {
+                // The channel is gone, which returns the message to its queue all the same.
+                tracing::debug!(%error, "requeue after a lost channel");
+            }
+        });
+        Ok(())
+    }
+}

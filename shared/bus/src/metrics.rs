@@ -1,0 +1,52 @@
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+#[derive(Clone)]
+pub(crate) struct BusMetrics {
+    pub reconnects: IntCounter,
+    pub connected: IntGauge,
+    pub published: IntCounterVec,
+    pub publish_retries: IntCounter,
+    pub consumed: IntCounterVec,
+    pub dead_lettered: IntCounterVec,
+    pub retried: IntCounterVec,
+}
+
+impl BusMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            reconnects: IntCounter::new(
+                "oleg_amqp_reconnects_total",
+                "Connections to the broker made after the first one (broker restarts, lost connections).",
+            )?,
+            connected: IntGauge::new("oleg_amqp_connected", "1 while the broker connection is up.")?,
+            published: IntCounterVec::new(
+                Opts::new("oleg_amqp_published_total", "Messages the broker confirmed, by routing key and outcome."),
+                &["routing_key", "outcome"],
+            )?,
+            publish_retries: IntCounter::new(
+                "oleg_amqp_publish_retries_total",
+                "Publishes tried again after a lost channel or a broker nack.",
+            )?,
+            consumed: IntCounterVec::new(
+                Opts::new("oleg_amqp_consumed_total", "Deliveries received, by queue."),
+                &["queue"],
+            )?,
+            dead_lettered: IntCounterVec::new(
+                Opts::new("oleg_amqp_dead_lettered_total", "Messages sent to the dead-letter queue, by queue and reason."),
+                &["queue", "reason"],
+            )?,
+            retried: IntCounterVec::new(
+                Opts::new("oleg_amqp_retried_total", "Deliveries handed back for another attempt, by queue."),
+                &["queue"],
+            )?,
+        };
+        registry.register(Box::new(metrics.reconnects.clone()))?;
+        registry.register(Box::new(metrics.connected.clone()))?;
+        registry.register(Box::new(metrics.published.clone()))?;
+        registry.register(Box::new(metrics.publish_retries.clone()))?;
+        registry.register(Box::new(metrics.consumed.clone()))?;
+        registry.register(Box::new(metrics.dead_lettered.clone()))?;
+        registry.register(Box::new(metrics.retried.clone()))?;
+        Ok(metrics)
+    }
+}

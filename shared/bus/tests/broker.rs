@@ -1,0 +1,258 @@
+//! The bus against the real RabbitMQ: confirmed round trip, dead-lettering after N failures with
+//! the reason, and surviving a connection closed by the broker without losing a confirmed message.
+
+use chrono::Utc;
+use oleg_bus::{Bus, Incoming, QueueName, Routed, Source, Subscription, REASON_HEADER};
+use oleg_messages::*;
+use oleg_settings::AmqpSettings;
+use oleg_telemetry::{Component, Readiness};
+use oleg_testkit::{amqp_settings, close_connections_named, delete_topology, queue_depth};
+use prometheus::Registry;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+struct Harness {
+    settings: AmqpSettings,
+    bus: Bus,
+    registry: Registry,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+    name: String,
+}
+
+impl Harness {
+    async fn new(test: &str) -> Self {
+        let settings = amqp_settings(test);
+        let registry = Registry::new();
+        let readiness = Readiness::new(&[Component::Broker]);
+        let shutdown = CancellationToken::new();
+        let name = settings.prefix.clone();
+        let bus = Bus::connect(
+            settings.clone(),
+            &name,
+            &registry,
+            readiness.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .expect("broker reachable (deploy/dev/setup.sh starts it)");
+        Self {
+            settings,
+            bus,
+            registry,
+            readiness,
+            shutdown,
+            name,
+        }
+    }
+
+    fn counter(&self, name: &str) -> f64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| {
+                f.get_metric()
+                    .iter()
+                    .map(|m| m.get_counter().value())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
+    async fn finish(self) {
+        self.shutdown.cancel();
+        self.bus.close().await;
+        delete_topology(&self.settings).await;
+    }
+}
+
+fn vote(user: i64, post: i64) -> Vote {
+    Vote::new(
+        UserId::new(user).unwrap(),
+        PostRef {
+            channel: ChannelName::parse("codecamp").unwrap(),
+            post_id: PostId::new(post).unwrap(),
+        },
+        Reaction::Like,
+        Utc::now(),
+    )
+}
+
+async fn next_within(subscription: &mut Subscription, limit: Duration) -> Incoming {
+    tokio::time::timeout(limit, subscription.next())
+        .await
+        .expect("a delivery in time")
+        .expect("not shut down")
+}
+
+#[tokio::test]
+async fn publish_confirm_consume_ack_round_trip() {
+    let h = Harness::new("bus-roundtrip").await;
+    assert!(h.readiness.is_ready());
+    let sent = vote(7, 2371);
+    assert_eq!(h.bus.publish(&sent).await.unwrap(), Routed::Queued);
+
+    let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
+    let incoming = next_within(&mut votes, Duration::from_secs(10)).await;
+    assert_eq!(incoming.routing_key, "vote.cast");
+    assert_eq!(incoming.attempt(), 1);
+    assert_eq!(incoming.properties.delivery_mode(), &Some(2), "persistent");
+    let received: Vote = decode(&incoming.body, 16 * 1024).unwrap();
+    assert_eq!(received, sent);
+    incoming.ack().await.unwrap();
+
+    // Acked: nothing is left or redelivered, even after the consumer's channel goes.
+    drop(votes);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        queue_depth(&h.settings, &h.bus.topology().queue(QueueName::Ingest)).await,
+        0
+    );
+    assert_eq!(h.counter("oleg_amqp_published_total"), 1.0);
+
+    // A notice nobody is bound to is confirmed but reported as unrouted.
+    let notice = ModelPublished {
+        schema_version: SCHEMA_VERSION,
+        version: 1,
+        variant: "dot".into(),
+        trained_on_votes: 1,
+        holdout: HoldoutMetrics {
+            auc: 0.5,
+            mse: 0.25,
+            log_loss: 0.69,
+            votes: 1,
+        },
+        published_at: Utc::now(),
+    };
+    assert_eq!(h.bus.publish(&notice).await.unwrap(), Routed::NoQueue);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_message_failing_n_times_is_dead_lettered_with_its_reason() {
+    let h = Harness::new("bus-deadletter").await;
+    let sent = vote(8, 2372);
+    h.bus.publish(&sent).await.unwrap();
+
+    let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
+    let max_attempts = h.settings.max_attempts;
+    for attempt in 1..=max_attempts {
+        let incoming = next_within(&mut votes, Duration::from_secs(10)).await;
+        assert_eq!(incoming.attempt(), attempt);
+        incoming.retry("store timed out").await.unwrap();
+    }
+
+    let mut dead = Subscription::new(h.bus.clone(), Source::Shared(QueueName::DeadLetters));
+    let letter_delivery = next_within(&mut dead, Duration::from_secs(10)).await;
+    let header = letter_delivery
+        .properties
+        .headers()
+        .as_ref()
+        .unwrap()
+        .inner()[REASON_HEADER]
+        .clone();
+    assert_eq!(
+        header.as_long_string().unwrap().to_string(),
+        "retries_exhausted"
+    );
+    let letter: DeadLetter = decode(&letter_delivery.body, 1 << 20).unwrap();
+    assert_eq!(letter.reason, DeadLetterReason::RetriesExhausted);
+    assert_eq!(letter.attempts, max_attempts);
+    assert!(
+        letter.detail.contains("store timed out"),
+        "{}",
+        letter.detail
+    );
+    assert_eq!(letter.queue, h.bus.topology().queue(QueueName::Ingest));
+    assert_eq!(
+        decode::<Vote>(&letter.payload.to_bytes().unwrap(), 1 << 20).unwrap(),
+        sent
+    );
+    letter_delivery.ack().await.unwrap();
+
+    // Nothing loops: the original is gone from its queue.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), votes.next())
+            .await
+            .is_err()
+    );
+
+    // A refusal dead-letters at once with the refusal's own reason.
+    h.bus.publish(&vote(9, 1)).await.unwrap();
+    let refused = next_within(&mut votes, Duration::from_secs(10)).await;
+    refused
+        .dead_letter(Rejection::new(
+            DeadLetterReason::UnknownPost,
+            "codecamp/1 is not stored",
+        ))
+        .await
+        .unwrap();
+    let letter: DeadLetter = decode(
+        &next_within(&mut dead, Duration::from_secs(10)).await.body,
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(
+        (letter.reason, letter.attempts),
+        (DeadLetterReason::UnknownPost, 1)
+    );
+    assert_eq!(h.counter("oleg_amqp_dead_lettered_total"), 2.0);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn survives_the_broker_closing_its_connection_without_losing_confirmed_messages() {
+    let h = Harness::new("bus-reconnect").await;
+    const TOTAL: i64 = 300;
+    let publisher = {
+        let bus = h.bus.clone();
+        tokio::spawn(async move {
+            for post in 1..=TOTAL {
+                bus.publish(&vote(1, post))
+                    .await
+                    .expect("confirmed despite the lost connection");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
+    let mut seen = BTreeSet::new();
+    let mut closed = false;
+    while seen.len() < TOTAL as usize {
+        let incoming = next_within(&mut votes, Duration::from_secs(30)).await;
+        let received: Vote = decode(&incoming.body, 16 * 1024).unwrap();
+        // Acks on a channel that the broker closed fail; the message comes back and is seen again.
+        let _ = incoming.ack().await;
+        seen.insert(received.post_id.get());
+        if !closed && seen.len() == 100 {
+            assert!(
+                close_connections_named(&h.name) >= 1,
+                "the bus's connection was found on the broker"
+            );
+            closed = true;
+        }
+    }
+    publisher.await.unwrap();
+    assert_eq!(seen, (1..=TOTAL).collect::<BTreeSet<_>>());
+    assert!(h.counter("oleg_amqp_reconnects_total") >= 1.0);
+    assert!(h.readiness.is_ready(), "ready again after reconnecting");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_the_subscription() {
+    let h = Harness::new("bus-shutdown").await;
+    let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
+    let stopper = h.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stopper.cancel();
+    });
+    assert!(tokio::time::timeout(Duration::from_secs(5), votes.next())
+        .await
+        .unwrap()
+        .is_none());
+    h.finish().await;
+}
