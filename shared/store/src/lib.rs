@@ -1,1 +1,110 @@
+//! OLEG's MongoDB store.
+//!
+//! Written for at-least-once delivery: every write is an idempotent upsert keyed by a unique
+//! index, so a redelivered message changes nothing; no multi-document transactions. Times are
+//! Int64 epoch milliseconds (the Mongo-wire stand-in used in development stores BSON dates
+//! written by updates as strings). Hot-path filters use explicit `$eq` on `_id`, which is what
+//! MongoDB does anyway and what the stand-in needs to use its index.
 
+mod collections;
+mod keys;
+mod records;
+mod users;
+mod votes;
+
+pub use collections::Collections;
+pub use keys::{post_key, vote_key};
+pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
+pub use users::UserSighting;
+pub use votes::{VoteWrite, VoteWriteSummary};
+
+use mongodb::bson::{doc, Document};
+use mongodb::options::ClientOptions;
+use mongodb::{Client, Database};
+use oleg_settings::MongoSettings;
+use secrecy::ExposeSecret;
+use std::time::Duration;
+
+/// MongoDB's duplicate-key error code; the stand-in sends a different message, so only the code
+/// is matched.
+pub const DUPLICATE_KEY: i32 = 11000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("MongoDB: {0}")]
+    Mongo(#[from] mongodb::error::Error),
+    #[error("MongoDB answered {command} with write errors: {detail}")]
+    WriteErrors {
+        command: &'static str,
+        detail: String,
+    },
+    #[error("a stored document has an unexpected shape: {0}")]
+    Shape(String),
+}
+
+/// A handle on OLEG's database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    db: Database,
+}
+
+impl Store {
+    /// Connects lazily (the driver connects on first use) with the configured timeouts.
+    pub async fn connect(settings: &MongoSettings, app_name: &str) -> Result<Self, StoreError> {
+        let mut options = ClientOptions::parse(settings.uri.expose_secret()).await?;
+        let timeout = Duration::from_millis(settings.timeout_ms);
+        options.app_name = Some(app_name.to_owned());
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        let client = Client::with_options(options)?;
+        let db = client.database(&settings.database);
+        Ok(Self { client, db })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn collections(&self) -> Collections {
+        Collections::new(&self.db)
+    }
+
+    /// Round trip to the server; readiness probes call it.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await?;
+        Ok(())
+    }
+
+    /// Creates every collection's indexes; repeating it changes nothing.
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.collections().ensure_indexes().await
+    }
+
+    /// Drops the whole database (tests and `oleg` resets only).
+    pub async fn drop_database(&self) -> Result<(), StoreError> {
+        self.db.drop().await?;
+        Ok(())
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Runs a raw `update` command with unordered statements and returns the reply; the raw command
+/// reports per-statement upserts and duplicate-key errors on both MongoDB and the stand-in.
+pub(crate) async fn run_update(
+    db: &Database,
+    collection: &str,
+    updates: Vec<Document>,
+) -> Result<Document, StoreError> {
+    let reply = db
+        .run_command(doc! {
+            "update": collection,
+            "updates": updates,
+            "ordered": false,
+        })
+        .await?;
+    Ok(reply)
+}

@@ -1,0 +1,253 @@
+//! The store against the Mongo-wire server (or a real MongoDB via `MONGODB_URI`).
+
+use chrono::{TimeZone, Utc};
+use mongodb::bson::doc;
+use oleg_messages::{ChannelName, PostId, PostRef, Reaction, UserId, Vote};
+use oleg_store::{vote_key, Store, UserSighting, VoteWrite, VoteWriteSummary};
+use oleg_testkit::mongo_settings;
+
+async fn store(test: &str) -> Store {
+    let store = Store::connect(&mongo_settings(test), "oleg-store-test")
+        .await
+        .unwrap();
+    store
+        .ensure_indexes()
+        .await
+        .expect("the store is reachable (deploy/dev/setup.sh starts it)");
+    store
+}
+
+fn post(id: i64) -> PostRef {
+    PostRef {
+        channel: ChannelName::parse("codecamp").unwrap(),
+        post_id: PostId::new(id).unwrap(),
+    }
+}
+
+fn vote(user: i64, post_id: i64, reaction: Reaction, at_secs: i64) -> Vote {
+    Vote::new(
+        UserId::new(user).unwrap(),
+        post(post_id),
+        reaction,
+        Utc.timestamp_opt(at_secs, 0).unwrap(),
+    )
+}
+
+async fn stored(store: &Store, user: i64, post_id: i64) -> Option<oleg_store::VoteRecord> {
+    let key = vote_key(UserId::new(user).unwrap(), &post(post_id));
+    store
+        .collections()
+        .votes
+        .find_one(doc! {"_id": {"$eq": key}})
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn index_creation_is_idempotent() {
+    let store = store("store-indexes").await;
+    let names = |store: Store| async move {
+        let mut all = Vec::new();
+        for collection in ["posts", "votes", "deliveries", "models"] {
+            let mut names = store
+                .database()
+                .collection::<mongodb::bson::Document>(collection)
+                .list_index_names()
+                .await
+                .unwrap();
+            names.sort();
+            all.push((collection, names));
+        }
+        all
+    };
+    let first = names(store.clone()).await;
+    store.ensure_indexes().await.unwrap();
+    store.ensure_indexes().await.unwrap();
+    assert_eq!(names(store.clone()).await, first);
+    // The unique (user, post) index refuses a second document for a pair, whatever its _id.
+    let votes = store
+        .database()
+        .collection::<mongodb::bson::Document>("votes");
+    votes
+        .insert_one(doc! {"_id": "a", "user_id": 1_i64, "channel": "codecamp", "post_id": 5_i64})
+        .await
+        .unwrap();
+    let again = votes
+        .insert_one(doc! {"_id": "b", "user_id": 1_i64, "channel": "codecamp", "post_id": 5_i64})
+        .await;
+    assert!(
+        again.is_err(),
+        "unique index on (user_id, channel, post_id)"
+    );
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn upserting_the_same_vote_twice_leaves_one_document() {
+    let store = store("store-same-vote").await;
+    let v = vote(11, 2371, Reaction::Like, 1_000);
+    assert_eq!(
+        store
+            .upsert_votes(std::slice::from_ref(&v), 5)
+            .await
+            .unwrap(),
+        vec![VoteWrite::New]
+    );
+    assert_eq!(
+        store
+            .upsert_votes(std::slice::from_ref(&v), 6)
+            .await
+            .unwrap(),
+        vec![VoteWrite::Unchanged]
+    );
+    assert_eq!(
+        store
+            .collections()
+            .votes
+            .estimated_document_count()
+            .await
+            .unwrap(),
+        1
+    );
+    let record = stored(&store, 11, 2371).await.unwrap();
+    assert_eq!(
+        (record.reaction, record.revision, record.ingested_at_ms),
+        (Reaction::Like, 1, 5)
+    );
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_later_vote_replaces_an_earlier_one_and_an_older_one_cannot_come_back() {
+    let store = store("store-revote").await;
+    let first = vote(12, 2372, Reaction::Like, 1_000);
+    let later = vote(12, 2372, Reaction::Dislike, 2_000);
+    store
+        .upsert_votes(std::slice::from_ref(&first), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .upsert_votes(std::slice::from_ref(&later), 2)
+            .await
+            .unwrap(),
+        vec![VoteWrite::Changed]
+    );
+    let record = stored(&store, 12, 2372).await.unwrap();
+    assert_eq!(
+        (record.reaction, record.voted_at_ms, record.revision),
+        (Reaction::Dislike, 2_000_000, 2)
+    );
+
+    // The first vote redelivered after the change: nothing moves.
+    assert_eq!(
+        store.upsert_votes(&[first], 3).await.unwrap(),
+        vec![VoteWrite::Unchanged]
+    );
+    let record = stored(&store, 12, 2372).await.unwrap();
+    assert_eq!(
+        (record.reaction, record.revision, record.ingested_at_ms),
+        (Reaction::Dislike, 2, 2)
+    );
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn one_batch_with_duplicates_and_out_of_order_revotes_ends_at_the_newest_votes() {
+    let store = store("store-batch").await;
+    let batch = vec![
+        vote(1, 10, Reaction::Dislike, 300), // newest for (1, 10), arrives first
+        vote(1, 10, Reaction::Like, 100),
+        vote(1, 10, Reaction::Like, 200),
+        vote(2, 10, Reaction::Like, 100),
+        vote(2, 10, Reaction::Like, 100), // duplicate
+        vote(3, 11, Reaction::Dislike, 50),
+    ];
+    let writes = store.upsert_votes(&batch, 9).await.unwrap();
+    let summary = VoteWriteSummary::of(&writes);
+    assert_eq!(summary.new, 3, "{writes:?}");
+    assert_eq!(summary.new + summary.changed + summary.unchanged, 6);
+    assert_eq!(
+        store
+            .collections()
+            .votes
+            .estimated_document_count()
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        stored(&store, 1, 10).await.unwrap().reaction,
+        Reaction::Dislike,
+        "the newest vote (at 300) wins"
+    );
+    assert_eq!(stored(&store, 1, 10).await.unwrap().voted_at_ms, 300_000);
+    assert_eq!(
+        stored(&store, 2, 10).await.unwrap().reaction,
+        Reaction::Like
+    );
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn people_are_created_on_first_sight_once() {
+    let store = store("store-users").await;
+    let seen = |user: i64, at_ms: i64, started: bool| UserSighting {
+        user_id: UserId::new(user).unwrap(),
+        at_ms,
+        started,
+        language_code: started.then(|| "ru".to_owned()),
+    };
+    assert_eq!(
+        store
+            .upsert_users(&[
+                seen(5, 2_000, false),
+                seen(5, 2_500, false),
+                seen(6, 1_000, true)
+            ])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .upsert_users(&[seen(5, 1_500, true), seen(6, 3_000, true)])
+            .await
+            .unwrap(),
+        0
+    );
+    let five = store
+        .collections()
+        .users
+        .find_one(doc! {"_id": {"$eq": 5_i64}})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            five.first_seen_ms,
+            five.started_at_ms,
+            five.language_code.as_deref()
+        ),
+        (1_500, Some(1_500), Some("ru"))
+    );
+    let six = store
+        .collections()
+        .users
+        .find_one(doc! {"_id": {"$eq": 6_i64}})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((six.first_seen_ms, six.started_at_ms), (1_000, Some(1_000)));
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn ping_fails_cleanly_when_the_server_is_absent() {
+    let mut settings = mongo_settings("store-absent");
+    settings.uri = secrecy::SecretString::from("mongodb://127.0.0.1:1".to_owned());
+    settings.timeout_ms = 300;
+    let store = Store::connect(&settings, "oleg-store-test").await.unwrap();
+    let error = store.ping().await.unwrap_err();
+    assert!(error.to_string().contains("MongoDB"), "{error}");
+}
