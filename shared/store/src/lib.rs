@@ -8,6 +8,7 @@
 
 mod collections;
 mod keys;
+mod posts;
 mod records;
 mod users;
 mod votes;

@@ -127,3 +127,222 @@ pub fn close_connections_named(name: &str) -> usize {
     }
     closed
 }
+
+/// The repository root (for `config/` and `var/`).
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A scratch folder under `target/test-runs/`, emptied first.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = repo_root().join("target/test-runs").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// `OLEG__…` variables that point a worker at these services.
+pub fn worker_env(amqp: &AmqpSettings, mongo: &MongoSettings) -> Vec<(String, String)> {
+    vec![
+        (
+            "OLEG_CONFIG_DIR".into(),
+            repo_root().join("config").display().to_string(),
+        ),
+        (
+            "OLEG__AMQP__URI".into(),
+            amqp.uri.expose_secret().to_owned(),
+        ),
+        ("OLEG__AMQP__PREFIX".into(), amqp.prefix.clone()),
+        (
+            "OLEG__AMQP__RECONNECT_MIN_MS".into(),
+            amqp.reconnect_min_ms.to_string(),
+        ),
+        (
+            "OLEG__AMQP__RECONNECT_MAX_MS".into(),
+            amqp.reconnect_max_ms.to_string(),
+        ),
+        (
+            "OLEG__MONGO__URI".into(),
+            mongo.uri.expose_secret().to_owned(),
+        ),
+        ("OLEG__MONGO__DATABASE".into(), mongo.database.clone()),
+        (
+            "OLEG__MONGO__TIMEOUT_MS".into(),
+            mongo.timeout_ms.to_string(),
+        ),
+    ]
+}
+
+/// A worker binary running as its own process, logging to `<scratch>/<name>.log`.
+pub struct WorkerProcess {
+    child: std::process::Child,
+    pub metrics_addr: String,
+    pub log: std::path::PathBuf,
+}
+
+impl WorkerProcess {
+    /// Starts `binary` with `env`; `metrics_key` is its metrics address key (e.g.
+    /// `OLEG__INGEST__METRICS_ADDR`), set to a free port.
+    pub fn spawn(
+        binary: &str,
+        env: &[(String, String)],
+        metrics_key: &str,
+        log: std::path::PathBuf,
+    ) -> Self {
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("worker log");
+        let child = std::process::Command::new(binary)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(metrics_key, &metrics_addr)
+            .env("RUST_LOG", "info,lapin=warn")
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
+        Self {
+            child,
+            metrics_addr,
+            log,
+        }
+    }
+
+    /// GET `path` on the worker's telemetry endpoint: `(status, body)`, or `None` if it does not answer.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = reqwest::get(format!("http://{}{path}", self.metrics_addr))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// Waits until `/readyz` says 200.
+    pub async fn wait_ready(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if matches!(self.get("/readyz").await, Some((200, _))) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "worker not ready within {limit:?}; log:\n{}",
+            self.log_tail()
+        );
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the process to exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        signal(self.child.id(), "TERM");
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+}
+
+/// A private Mongo-wire server (nx-27017) that a test may stop and start again, keeping its data.
+pub struct StandInServer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl StandInServer {
+    pub fn start(name: &str) -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: scratch_dir(name),
+            child: None,
+        };
+        server.resume();
+        server
+    }
+
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM and wait (acknowledged writes survive, as with MongoDB).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts (again) on the same port and data.
+    pub fn resume(&mut self) {
+        let binary = std::env::var("OLEG_NX_27017").unwrap_or_else(|_| {
+            repo_root()
+                .join("var/venv/bin/nx-27017")
+                .display()
+                .to_string()
+        });
+        let data = self.dir.join("data");
+        std::fs::create_dir_all(&data).expect("data dir");
+        let child = Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--log-file")
+            .arg(self.dir.join("server.log"))
+            .arg("--pid-file")
+            .arg(self.dir.join("server.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {binary} (deploy/dev/setup.sh installs it): {e}"));
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nx-27017 did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for StandInServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

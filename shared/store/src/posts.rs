@@ -1,0 +1,108 @@
+//! Posts: upserted by the scraper (edits update text and views), looked up by ingest.
+
+use crate::{post_key, run_update, Collections, Store, StoreError};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Bson, Document};
+use oleg_messages::{PostRef, ScrapedPost};
+use std::collections::HashSet;
+
+impl Store {
+    /// Stores posts idempotently: new ones are inserted, known ones get the current text, views
+    /// and media (a post may be edited). Returns the posts that were new.
+    pub async fn upsert_posts(
+        &self,
+        posts: &[ScrapedPost],
+        seen_at_ms: i64,
+    ) -> Result<Vec<PostRef>, StoreError> {
+        if posts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let updates: Vec<Document> = posts
+            .iter()
+            .map(|post| {
+                let reference = PostRef {
+                    channel: post.channel.clone(),
+                    post_id: post.post_id,
+                };
+                let media: Vec<Document> = post
+                    .media
+                    .iter()
+                    .map(|m| {
+                        let kind = mongodb::bson::to_bson(&m.kind).unwrap_or(Bson::Null);
+                        doc! {"kind": kind, "url": m.url.clone()}
+                    })
+                    .collect();
+                doc! {
+                    "q": {"_id": {"$eq": post_key(&reference)}},
+                    "u": {
+                        "$set": {
+                            "channel": post.channel.as_str(),
+                            "post_id": post.post_id.get(),
+                            "published_at_ms": post.published_at.timestamp_millis(),
+                            "text": &post.text,
+                            "links": &post.links,
+                            "views": post.views.map(|v| v as i64),
+                            "media": media,
+                            "forwarded_from": post.forwarded_from.clone(),
+                            "reply_to": post.reply_to.map(|r| r.get()),
+                            "scraped_at_ms": post.scraped_at.timestamp_millis(),
+                        },
+                        "$setOnInsert": {"first_seen_ms": seen_at_ms},
+                    },
+                    "upsert": true,
+                    "multi": false,
+                }
+            })
+            .collect();
+        let reply = run_update(self.database(), Collections::POSTS, updates).await?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            if !errors.is_empty() {
+                return Err(StoreError::WriteErrors {
+                    command: "update posts",
+                    detail: errors
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                });
+            }
+        }
+        let mut new = Vec::new();
+        if let Ok(upserted) = reply.get_array("upserted") {
+            for entry in upserted.iter().filter_map(Bson::as_document) {
+                let index = match entry.get("index") {
+                    Some(Bson::Int32(i)) => *i as usize,
+                    Some(Bson::Int64(i)) => *i as usize,
+                    other => return Err(StoreError::Shape(format!("upserted index {other:?}"))),
+                };
+                let post = posts.get(index).ok_or_else(|| {
+                    StoreError::Shape(format!("upserted index {index} of {}", posts.len()))
+                })?;
+                new.push(PostRef {
+                    channel: post.channel.clone(),
+                    post_id: post.post_id,
+                });
+            }
+        }
+        Ok(new)
+    }
+
+    /// Which of `keys` (see [`post_key`]) are stored.
+    pub async fn known_post_keys(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let found: Vec<Document> = self
+            .database()
+            .collection::<Document>(Collections::POSTS)
+            .find(doc! {"_id": {"$in": keys}})
+            .projection(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect())
+    }
+}

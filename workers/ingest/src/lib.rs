@@ -1,0 +1,320 @@
+//! `oleg-ingest`: turns the bot's stream of votes and user starts into the store the trainer
+//! learns from. Each batch is written with one bulk upsert and acked only after the store
+//! acknowledged it; refused messages go to the dead-letter queue with their reason; while the
+//! store is down nothing is acked and the worker reports not-ready until it returns.
+
+mod metrics;
+mod settings;
+
+pub use metrics::IngestMetrics;
+pub use settings::{IngestConfig, IngestSettings};
+
+use chrono::Utc;
+use oleg_bus::{Backoff, Bus, Incoming, QueueName, Source, Subscription};
+use oleg_messages::{
+    decode, DeadLetterReason, MessageKind, Rejection, UserStarted, Vote, VotesIngested,
+    SCHEMA_VERSION,
+};
+use oleg_store::{post_key, Store, StoreError, UserSighting, VoteWrite, VoteWriteSummary};
+use oleg_telemetry::{Component, Readiness};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A batch's valid messages, decoded.
+#[derive(Default)]
+struct Batch {
+    votes: Vec<(Incoming, Vote)>,
+    starts: Vec<(Incoming, UserStarted)>,
+}
+
+pub struct Ingest {
+    bus: Bus,
+    store: Store,
+    settings: IngestSettings,
+    metrics: IngestMetrics,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+    known_posts: HashSet<String>,
+}
+
+impl Ingest {
+    pub fn new(
+        bus: Bus,
+        store: Store,
+        settings: IngestSettings,
+        metrics: IngestMetrics,
+        readiness: Readiness,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            bus,
+            store,
+            settings,
+            metrics,
+            readiness,
+            shutdown,
+            known_posts: HashSet::new(),
+        }
+    }
+
+    /// Consumes until shutdown; the batch in hand is finished (or left unacked if the store is
+    /// down) before returning.
+    pub async fn run(mut self) {
+        let mut subscription =
+            Subscription::new(self.bus.clone(), Source::Shared(QueueName::Ingest));
+        loop {
+            let deliveries = self.collect(&mut subscription).await;
+            if deliveries.is_empty() {
+                return;
+            }
+            self.process(deliveries).await;
+        }
+    }
+
+    /// Up to `batch_size` deliveries, waiting at most `batch_max_wait_ms` after the first.
+    async fn collect(&self, subscription: &mut Subscription) -> Vec<Incoming> {
+        let Some(first) = subscription.next().await else {
+            return Vec::new();
+        };
+        let mut deliveries = vec![first];
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.settings.batch_max_wait_ms);
+        while deliveries.len() < self.settings.batch_size {
+            match tokio::time::timeout_at(deadline, subscription.next()).await {
+                Ok(Some(incoming)) => deliveries.push(incoming),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        deliveries
+    }
+
+    async fn process(&mut self, deliveries: Vec<Incoming>) {
+        let mut batch = Batch::default();
+        let mut refused = Vec::new();
+        for incoming in deliveries {
+            match self.decode(&incoming) {
+                Ok(Decoded::Vote(vote)) => batch.votes.push((incoming, vote)),
+                Ok(Decoded::Start(start)) => batch.starts.push((incoming, start)),
+                Err(rejection) => refused.push((incoming, rejection)),
+            }
+        }
+        // Refusals need no store: they leave now, whatever happens to the valid messages.
+        self.dead_letter(refused).await;
+
+        let mut backoff = self.store_backoff();
+        let unknown = loop {
+            match self.find_unknown_posts(&batch.votes).await {
+                Ok(unknown) => break unknown,
+                Err(error) if self.wait_for_store(&error, &mut backoff).await => {}
+                Err(_) => return,
+            }
+        };
+        if !unknown.is_empty() {
+            let (kept, refused): (Vec<_>, Vec<_>) = batch
+                .votes
+                .into_iter()
+                .partition(|(_, vote)| !unknown.contains(&post_key(&vote.post())));
+            batch.votes = kept;
+            self.dead_letter(
+                refused
+                    .into_iter()
+                    .map(|(incoming, vote)| {
+                        let detail = format!("post {} is not stored", vote.post());
+                        (
+                            incoming,
+                            Rejection::new(DeadLetterReason::UnknownPost, detail),
+                        )
+                    })
+                    .collect(),
+            )
+            .await;
+        }
+        if batch.votes.is_empty() && batch.starts.is_empty() {
+            return;
+        }
+
+        let ingested_at = Utc::now();
+        let writes = loop {
+            match self.write(&batch, ingested_at.timestamp_millis()).await {
+                Ok(writes) => break writes,
+                Err(error) if self.wait_for_store(&error, &mut backoff).await => {}
+                Err(_) => return,
+            }
+        };
+        self.readiness.set(Component::Store, true);
+        self.record(&batch, &writes);
+        let summary = VoteWriteSummary::of(&writes);
+        let has_votes = !batch.votes.is_empty();
+        for incoming in batch
+            .votes
+            .into_iter()
+            .map(|(i, _)| i)
+            .chain(batch.starts.into_iter().map(|(i, _)| i))
+        {
+            if let Err(error) = incoming.ack().await {
+                // The channel is gone: the broker redelivers, and the rewrite changes nothing.
+                tracing::warn!(%error, "ack failed after the write; the message will be redelivered");
+            }
+        }
+        if has_votes {
+            self.announce(summary, ingested_at).await;
+        }
+    }
+
+    fn decode(&self, incoming: &Incoming) -> Result<Decoded, Rejection> {
+        let max = self.settings.max_message_bytes;
+        let vote_key = MessageKind::Vote.routing_key();
+        let start_key = MessageKind::UserStarted.routing_key();
+        let routing_key = Some(incoming.routing_key.as_str());
+        let decoded = if routing_key == vote_key {
+            self.metrics.received.with_label_values(&["vote"]).inc();
+            decode::<Vote>(&incoming.body, max).map(Decoded::Vote)
+        } else if routing_key == start_key {
+            self.metrics
+                .received
+                .with_label_values(&["user_started"])
+                .inc();
+            decode::<UserStarted>(&incoming.body, max).map(Decoded::Start)
+        } else {
+            self.metrics.received.with_label_values(&["unknown"]).inc();
+            Err(Rejection::new(
+                DeadLetterReason::Malformed,
+                format!(
+                    "routing key {:?} is neither a vote nor a user start",
+                    incoming.routing_key
+                ),
+            ))
+        };
+        decoded
+    }
+
+    async fn dead_letter(&self, refused: Vec<(Incoming, Rejection)>) {
+        for (incoming, rejection) in refused {
+            if let Err(error) = incoming.dead_letter(rejection).await {
+                // Not acked: the broker redelivers it and it is refused again.
+                tracing::warn!(%error, "could not dead-letter a message; it will come back");
+            }
+        }
+    }
+
+    /// Post keys among the votes that the store does not hold.
+    async fn find_unknown_posts(
+        &mut self,
+        votes: &[(Incoming, Vote)],
+    ) -> Result<HashSet<String>, StoreError> {
+        let wanted: Vec<String> = votes
+            .iter()
+            .map(|(_, vote)| post_key(&vote.post()))
+            .filter(|key| !self.known_posts.contains(key))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let found = self.store.known_post_keys(&wanted).await?;
+        if self.known_posts.len() + found.len() > self.settings.known_posts_cache {
+            self.known_posts.clear();
+        }
+        if found.len() <= self.settings.known_posts_cache {
+            self.known_posts.extend(found.iter().cloned());
+        }
+        Ok(wanted
+            .into_iter()
+            .filter(|key| !found.contains(key))
+            .collect())
+    }
+
+    async fn write(
+        &self,
+        batch: &Batch,
+        ingested_at_ms: i64,
+    ) -> Result<Vec<VoteWrite>, StoreError> {
+        let sightings: Vec<UserSighting> = batch
+            .starts
+            .iter()
+            .map(|(_, start)| UserSighting {
+                user_id: start.user_id,
+                at_ms: start.started_at.timestamp_millis(),
+                started: true,
+                language_code: start.language_code.clone(),
+            })
+            .chain(batch.votes.iter().map(|(_, vote)| UserSighting {
+                user_id: vote.user_id,
+                at_ms: vote.voted_at.timestamp_millis(),
+                started: false,
+                language_code: None,
+            }))
+            .collect();
+        let started = Instant::now();
+        let created = self.store.upsert_users(&sightings).await?;
+        let votes: Vec<Vote> = batch.votes.iter().map(|(_, vote)| vote.clone()).collect();
+        let writes = self.store.upsert_votes(&votes, ingested_at_ms).await?;
+        self.metrics
+            .write_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.users_created.inc_by(created);
+        Ok(writes)
+    }
+
+    fn store_backoff(&self) -> Backoff {
+        Backoff::new(
+            Duration::from_millis(self.settings.store_retry_min_ms),
+            Duration::from_millis(self.settings.store_retry_max_ms),
+        )
+    }
+
+    /// After a failed store step: reports the store down and waits before the next attempt.
+    /// Returns `false` if shutdown came first; nothing of the batch is acked then, so the broker
+    /// redelivers it.
+    async fn wait_for_store(&self, error: &StoreError, backoff: &mut Backoff) -> bool {
+        self.readiness.set(Component::Store, false);
+        self.metrics.store_failures.inc();
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, ?delay, "store unavailable; holding the batch unacked and retrying");
+        tokio::select! {
+            _ = self.shutdown.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    fn record(&self, batch: &Batch, writes: &[VoteWrite]) {
+        self.metrics
+            .batch_size
+            .observe((batch.votes.len() + batch.starts.len()) as f64);
+        let now = Utc::now();
+        for ((_, vote), write) in batch.votes.iter().zip(writes) {
+            let outcome = match write {
+                VoteWrite::New => "new",
+                VoteWrite::Changed => "changed",
+                VoteWrite::Unchanged => "duplicate",
+            };
+            self.metrics
+                .votes_stored
+                .with_label_values(&[outcome])
+                .inc();
+            if *write != VoteWrite::Unchanged {
+                let lag = (now - vote.voted_at).to_std().unwrap_or_default();
+                self.metrics.vote_lag_seconds.observe(lag.as_secs_f64());
+            }
+        }
+    }
+
+    /// Tells the trainer; a lost notice is harmless (the next one covers everything up to its
+    /// `ingested_through`), so a failure is only logged.
+    async fn announce(&self, summary: VoteWriteSummary, ingested_at: chrono::DateTime<Utc>) {
+        let notice = VotesIngested {
+            schema_version: SCHEMA_VERSION,
+            new_votes: summary.new,
+            changed_votes: summary.changed,
+            duplicate_votes: summary.unchanged,
+            ingested_through: ingested_at,
+        };
+        if let Err(error) = self.bus.publish(&notice).await {
+            tracing::warn!(%error, "could not announce ingested votes");
+        }
+    }
+}
+
+enum Decoded {
+    Vote(Vote),
+    Start(UserStarted),
+}

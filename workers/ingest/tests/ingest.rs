@@ -1,0 +1,608 @@
+//! `oleg-ingest` as a process against the real broker and Mongo-wire server: exactly-once storage
+//! under duplicates, out-of-order re-votes, SIGKILL, a store outage and competing replicas; and
+//! every kind of invalid message dead-lettered with its reason while valid ones are stored.
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::TryStreamExt;
+use mongodb::bson::doc;
+use oleg_bus::{Bus, QueueName, Source, Subscription};
+use oleg_messages::*;
+use oleg_settings::{AmqpSettings, MongoSettings};
+use oleg_store::{Store, VoteRecord};
+use oleg_telemetry::Readiness;
+use oleg_testkit::*;
+use prometheus::Registry;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_oleg-ingest");
+const CHANNEL: &str = "codecamp";
+const POSTS: i64 = 200;
+
+struct Services {
+    amqp: AmqpSettings,
+    mongo: MongoSettings,
+    bus: Bus,
+    store: Store,
+    shutdown: CancellationToken,
+    name: String,
+}
+
+impl Services {
+    async fn new(test: &str, mongo_uri: Option<String>) -> Self {
+        let amqp = amqp_settings(test);
+        let mut mongo = mongo_settings(test);
+        if let Some(uri) = mongo_uri {
+            mongo.uri = secrecy::SecretString::from(uri);
+        }
+        mongo.timeout_ms = 1_000;
+        let shutdown = CancellationToken::new();
+        let bus = Bus::connect(
+            amqp.clone(),
+            "ingest-test-publisher",
+            &Registry::new(),
+            Readiness::default(),
+            shutdown.clone(),
+        )
+        .await
+        .expect("broker");
+        let store = Store::connect(&mongo, "ingest-test").await.unwrap();
+        store.ensure_indexes().await.expect("store");
+        let posts: Vec<ScrapedPost> = (1..=POSTS).map(scraped_post).collect();
+        store.upsert_posts(&posts, 0).await.unwrap();
+        Self {
+            amqp,
+            mongo,
+            bus,
+            store,
+            shutdown,
+            name: test.to_owned(),
+        }
+    }
+
+    fn spawn_worker(&self, extra: &[(&str, &str)], log: &str) -> WorkerProcess {
+        let mut env = worker_env(&self.amqp, &self.mongo);
+        env.push(("OLEG__INGEST__STORE_PROBE_MS".into(), "200".into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let dir = scratch_dir_once(&self.name);
+        WorkerProcess::spawn(BINARY, &env, "OLEG__INGEST__METRICS_ADDR", dir.join(log))
+    }
+
+    async fn publish_all(&self, votes: &[Vote]) {
+        for vote in votes {
+            self.bus.publish(vote).await.expect("confirmed");
+        }
+    }
+
+    async fn stored_votes(&self) -> HashMap<(i64, i64), VoteRecord> {
+        let records: Vec<VoteRecord> = self
+            .store
+            .collections()
+            .votes
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        records
+            .into_iter()
+            .map(|r| ((r.user_id, r.post_id), r))
+            .collect()
+    }
+
+    /// Waits until the store holds exactly `expected` (newest vote per pair, nothing else) and
+    /// the queue is drained, then checks once more that nothing moves.
+    async fn assert_final_votes(&self, scenario: &Scenario, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let stored = self.stored_votes().await;
+            let matches = scenario.matches(&stored);
+            let drained =
+                queue_depth(&self.amqp, &self.bus.topology().queue(QueueName::Ingest)).await == 0;
+            if matches.is_ok() && drained {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                scenario
+                    .matches(&self.stored_votes().await)
+                    .expect("stable after draining");
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "store never reached the expected votes: {}",
+                    matches.unwrap_err()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    async fn finish(self) {
+        self.shutdown.cancel();
+        self.bus.close().await;
+        delete_topology(&self.amqp).await;
+        let _ = self.store.drop_database().await;
+    }
+}
+
+fn scratch_dir_once(name: &str) -> std::path::PathBuf {
+    let dir = repo_root().join("target/test-runs").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn post_ref(id: i64) -> PostRef {
+    PostRef {
+        channel: ChannelName::parse(CHANNEL).unwrap(),
+        post_id: PostId::new(id).unwrap(),
+    }
+}
+
+fn scraped_post(id: i64) -> ScrapedPost {
+    ScrapedPost {
+        schema_version: SCHEMA_VERSION,
+        channel: ChannelName::parse(CHANNEL).unwrap(),
+        post_id: PostId::new(id).unwrap(),
+        published_at: Utc::now(),
+        text: format!("post {id}"),
+        links: vec![],
+        views: Some(10),
+        media: vec![],
+        forwarded_from: None,
+        reply_to: None,
+        scraped_at: Utc::now(),
+    }
+}
+
+fn at_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(1_764_000_000_000 + ms).unwrap()
+}
+
+/// Votes in publishing order and the final vote each (person, post) pair must end with.
+struct Scenario {
+    messages: Vec<Vote>,
+    newest: HashMap<(i64, i64), Vote>,
+    revoted: std::collections::HashSet<(i64, i64)>,
+}
+
+impl Scenario {
+    /// `total` messages: distinct pairs, plus 5 % re-votes (half of them delivered before the
+    /// vote they replace) and 10 % exact duplicates delivered later than their original.
+    fn generate(total: usize, seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let revotes = total * 5 / 100;
+        let duplicates = total * 10 / 100;
+        let base = total - revotes - duplicates;
+        let mut pairs = std::collections::HashSet::new();
+        let mut messages = Vec::with_capacity(total);
+        while messages.len() < base {
+            let pair = (rng.random_range(1..=2_000_i64), rng.random_range(1..=POSTS));
+            if pairs.insert(pair) {
+                let reaction = if rng.random_bool(0.7) {
+                    Reaction::Like
+                } else {
+                    Reaction::Dislike
+                };
+                let vote = Vote::new(
+                    UserId::new(pair.0).unwrap(),
+                    post_ref(pair.1),
+                    reaction,
+                    at_ms(messages.len() as i64),
+                );
+                messages.push(vote);
+            }
+        }
+        let mut revoted = std::collections::HashSet::new();
+        for i in 0..revotes {
+            let original_index = rng.random_range(0..messages.len());
+            let original = messages[original_index].clone();
+            let key = (original.user_id.get(), original.post_id.get());
+            if !revoted.insert(key) {
+                continue;
+            }
+            let flipped = if original.reaction == Reaction::Like {
+                Reaction::Dislike
+            } else {
+                Reaction::Like
+            };
+            let newer = Vote::new(
+                original.user_id,
+                original.post(),
+                flipped,
+                original.voted_at + chrono::Duration::hours(1),
+            );
+            if i % 2 == 0 {
+                messages.insert(original_index, newer); // out of order: the newer vote arrives first
+            } else {
+                let later = rng.random_range(original_index + 1..=messages.len());
+                messages.insert(later, newer);
+            }
+        }
+        while messages.len() < total {
+            let original_index = rng.random_range(0..messages.len());
+            let copy = messages[original_index].clone();
+            let later = rng.random_range(original_index + 1..=messages.len());
+            messages.insert(later, copy);
+        }
+        let mut newest: HashMap<(i64, i64), Vote> = HashMap::new();
+        for vote in &messages {
+            let key = (vote.user_id.get(), vote.post_id.get());
+            if newest.get(&key).is_none_or(|v| v.voted_at < vote.voted_at) {
+                newest.insert(key, vote.clone());
+            }
+        }
+        Self {
+            messages,
+            newest,
+            revoted,
+        }
+    }
+
+    fn matches(&self, stored: &HashMap<(i64, i64), VoteRecord>) -> Result<(), String> {
+        if stored.len() != self.newest.len() {
+            return Err(format!(
+                "{} stored votes, expected {}",
+                stored.len(),
+                self.newest.len()
+            ));
+        }
+        for (key, vote) in &self.newest {
+            let record = stored.get(key).ok_or_else(|| format!("{key:?} missing"))?;
+            if record.reaction != vote.reaction
+                || record.voted_at_ms != vote.voted_at.timestamp_millis()
+            {
+                return Err(format!("{key:?} holds {record:?}, expected {vote:?}"));
+            }
+            // One document per pair; a replaced vote only raises the revision count.
+            let max_revision = if self.revoted.contains(key) { 2 } else { 1 };
+            if !(1..=max_revision).contains(&record.revision) {
+                return Err(format!("{key:?} has revision {}", record.revision));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn ten_thousand_votes_with_duplicates_and_out_of_order_revotes_are_stored_exactly() {
+    let services = Services::new("ingest-10k", None).await;
+    let scenario = Scenario::generate(10_000, 7);
+    assert_eq!(scenario.messages.len(), 10_000);
+    let worker = services.spawn_worker(&[], "worker.log");
+    worker.wait_ready(Duration::from_secs(30)).await;
+    services.publish_all(&scenario.messages).await;
+    services
+        .assert_final_votes(&scenario, Duration::from_secs(120))
+        .await;
+
+    let (_, metrics) = worker.get("/metrics").await.expect("metrics answer");
+    assert_eq!(
+        metric_sum(&metrics, "oleg_ingest_votes_stored_total"),
+        10_000.0,
+        "every message accounted for"
+    );
+    assert!(
+        metric_sum(
+            &metrics,
+            "oleg_ingest_votes_stored_total{outcome=\"duplicate\"}"
+        ) >= 1_000.0
+    );
+    assert!(metrics.contains("process_resident_memory_bytes"));
+    let users = services
+        .store
+        .collections()
+        .users
+        .estimated_document_count()
+        .await
+        .unwrap();
+    let distinct_users = scenario
+        .newest
+        .keys()
+        .map(|(u, _)| *u)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    assert_eq!(users as usize, distinct_users, "each person created once");
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn invalid_messages_are_dead_lettered_with_their_reason_and_valid_ones_stored() {
+    let services = Services::new("ingest-invalid", None).await;
+    let valid: Vec<Vote> = (1..=5)
+        .map(|u| {
+            Vote::new(
+                UserId::new(u).unwrap(),
+                post_ref(u),
+                Reaction::Like,
+                at_ms(u),
+            )
+        })
+        .collect();
+    let good = serde_json::to_value(&valid[0]).unwrap();
+    let with = |key: &str, value: serde_json::Value| {
+        let mut doc = good.clone();
+        doc[key] = value;
+        doc.to_string().into_bytes()
+    };
+    let mut oversized = good.clone();
+    oversized["padding"] = serde_json::Value::String("x".repeat(17 * 1024));
+    let invalid: Vec<(&str, Vec<u8>, DeadLetterReason)> = vec![
+        (
+            "vote.cast",
+            b"{not json".to_vec(),
+            DeadLetterReason::Malformed,
+        ),
+        (
+            "vote.cast",
+            with("reaction", "love".into()),
+            DeadLetterReason::UnknownReaction,
+        ),
+        (
+            "vote.cast",
+            oversized.to_string().into_bytes(),
+            DeadLetterReason::TooLarge,
+        ),
+        (
+            "vote.cast",
+            with("schema_version", 2.into()),
+            DeadLetterReason::UnsupportedSchemaVersion,
+        ),
+        (
+            "vote.cast",
+            with("post_id", 999.into()),
+            DeadLetterReason::UnknownPost,
+        ),
+        (
+            "user.started",
+            br#"{"schema_version":1,"user_id":"abc"}"#.to_vec(),
+            DeadLetterReason::Malformed,
+        ),
+    ];
+    // Interleave so that one batch holds all of them.
+    let exchange = services.bus.topology().events_exchange();
+    for (i, (key, body, _)) in invalid.iter().enumerate() {
+        services
+            .bus
+            .publish_bytes(&exchange, key, body, Default::default())
+            .await
+            .unwrap();
+        services.bus.publish(&valid[i % valid.len()]).await.unwrap();
+    }
+    services
+        .bus
+        .publish(&UserStarted::new(UserId::new(77).unwrap(), at_ms(0)))
+        .await
+        .unwrap();
+    let worker = services.spawn_worker(&[], "worker.log");
+    worker.wait_ready(Duration::from_secs(30)).await;
+
+    let mut dead = Subscription::new(services.bus.clone(), Source::Shared(QueueName::DeadLetters));
+    let mut reasons = Vec::new();
+    for _ in 0..invalid.len() {
+        let incoming = tokio::time::timeout(Duration::from_secs(30), dead.next())
+            .await
+            .expect("a dead letter")
+            .unwrap();
+        let letter: DeadLetter = decode(&incoming.body, 1 << 20).unwrap();
+        let original = letter.payload.to_bytes().unwrap();
+        let expected = invalid
+            .iter()
+            .find(|(_, body, _)| *body == original)
+            .expect("the original body, untouched");
+        assert_eq!(letter.reason, expected.2, "{}", letter.detail);
+        assert!(!letter.detail.is_empty());
+        reasons.push(letter.reason);
+        incoming.ack().await.unwrap();
+    }
+    assert_eq!(reasons.len(), 6);
+    let newest = valid
+        .iter()
+        .map(|v| ((v.user_id.get(), v.post_id.get()), v.clone()))
+        .collect();
+    let scenario = Scenario {
+        messages: valid.clone(),
+        newest,
+        revoted: Default::default(),
+    };
+    services
+        .assert_final_votes(&scenario, Duration::from_secs(30))
+        .await;
+    let started = services
+        .store
+        .collections()
+        .users
+        .find_one(doc! {"_id": {"$eq": 77_i64}})
+        .await
+        .unwrap();
+    assert!(
+        started.and_then(|u| u.started_at_ms).is_some(),
+        "the start was stored"
+    );
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert_eq!(metric_sum(&metrics, "oleg_amqp_dead_lettered_total"), 6.0);
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_stream_and_restarted_stores_every_vote_exactly_once() {
+    let services = Services::new("ingest-sigkill", None).await;
+    let scenario = Scenario::generate(10_000, 11);
+    let mut worker = services.spawn_worker(
+        &[
+            ("OLEG__INGEST__BATCH_SIZE", "200"),
+            ("OLEG__AMQP__PREFETCH", "400"),
+        ],
+        "first.log",
+    );
+    worker.wait_ready(Duration::from_secs(30)).await;
+    let publishing = {
+        let bus = services.bus.clone();
+        let messages = scenario.messages.clone();
+        tokio::spawn(async move {
+            for vote in &messages {
+                bus.publish(vote).await.expect("confirmed");
+            }
+        })
+    };
+    while services
+        .store
+        .collections()
+        .votes
+        .estimated_document_count()
+        .await
+        .unwrap()
+        < 2_000
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.kill();
+    let restarted = services.spawn_worker(&[], "second.log");
+    restarted.wait_ready(Duration::from_secs(30)).await;
+    publishing.await.unwrap();
+    services
+        .assert_final_votes(&scenario, Duration::from_secs(120))
+        .await;
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn a_store_outage_holds_the_votes_and_readiness_until_it_returns() {
+    let mut server = StandInServer::start("ingest-outage-store");
+    let services = Services::new("ingest-outage", Some(server.uri())).await;
+    let scenario = Scenario::generate(3_000, 13);
+    let worker = services.spawn_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")], "worker.log");
+    worker.wait_ready(Duration::from_secs(30)).await;
+    let publishing = {
+        let bus = services.bus.clone();
+        let messages = scenario.messages.clone();
+        tokio::spawn(async move {
+            for vote in &messages {
+                bus.publish(vote).await.expect("confirmed");
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        })
+    };
+    while services
+        .store
+        .collections()
+        .votes
+        .estimated_document_count()
+        .await
+        .unwrap()
+        < 500
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((503, body)) = worker.get("/readyz").await {
+            assert!(body.contains(r#""store":false"#), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never went false; log:\n{}",
+            worker.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.resume();
+    worker.wait_ready(Duration::from_secs(30)).await;
+    publishing.await.unwrap();
+    services
+        .assert_final_votes(&scenario, Duration::from_secs(120))
+        .await;
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert!(metric_sum(&metrics, "oleg_ingest_store_failures_total") >= 1.0);
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn two_competing_workers_store_every_vote_exactly_once() {
+    let services = Services::new("ingest-two", None).await;
+    let scenario = Scenario::generate(10_000, 17);
+    let first = services.spawn_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")], "first.log");
+    let second = services.spawn_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")], "second.log");
+    first.wait_ready(Duration::from_secs(30)).await;
+    second.wait_ready(Duration::from_secs(30)).await;
+    services.publish_all(&scenario.messages).await;
+    services
+        .assert_final_votes(&scenario, Duration::from_secs(120))
+        .await;
+    let received = |body: &str| metric_sum(body, "oleg_ingest_received_total");
+    let (a, b) = (
+        received(&first.get("/metrics").await.unwrap().1),
+        received(&second.get("/metrics").await.unwrap().1),
+    );
+    assert!(a > 0.0 && b > 0.0, "both replicas took work: {a} and {b}");
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
+    let services = Services::new("ingest-sigterm", None).await;
+    let mut worker = services.spawn_worker(&[], "worker.log");
+    worker.wait_ready(Duration::from_secs(30)).await;
+    let votes: Vec<Vote> = (1..=50)
+        .map(|u| {
+            Vote::new(
+                UserId::new(u).unwrap(),
+                post_ref(u),
+                Reaction::Like,
+                at_ms(u),
+            )
+        })
+        .collect();
+    services.publish_all(&votes).await;
+    let newest = votes
+        .iter()
+        .map(|v| ((v.user_id.get(), v.post_id.get()), v.clone()))
+        .collect();
+    let scenario = Scenario {
+        messages: votes,
+        newest,
+        revoted: Default::default(),
+    };
+    services
+        .assert_final_votes(&scenario, Duration::from_secs(30))
+        .await;
+    assert!(
+        worker.terminate(),
+        "exit status 0 after SIGTERM; log:\n{}",
+        worker.log_tail()
+    );
+    services.finish().await;
+}
+
+#[test]
+fn bad_configuration_fails_fast_naming_the_key() {
+    let output = std::process::Command::new(BINARY)
+        .env("OLEG_CONFIG_DIR", repo_root().join("config"))
+        .env("OLEG__INGEST__BATCH_SIZE", "0")
+        .env("OLEG__AMQP__URI", "amqp://user:sekrit@[")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ingest.batch_size (OLEG__INGEST__BATCH_SIZE)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("amqp.uri"), "{stderr}");
+    assert!(
+        !stderr.contains("sekrit"),
+        "the password must not be printed: {stderr}"
+    );
+}
