@@ -12,12 +12,12 @@ pub use settings::{IngestConfig, IngestSettings};
 use chrono::Utc;
 use oleg_bus::{Backoff, Bus, Incoming, QueueName, Source, Subscription};
 use oleg_messages::{
-    decode, DeadLetterReason, MessageKind, Rejection, UserStarted, Vote, VotesIngested,
+    decode, DeadLetterReason, MessageKind, Rejection, UserId, UserStarted, Vote, VotesIngested,
     SCHEMA_VERSION,
 };
 use oleg_store::{post_key, Store, StoreError, UserSighting, VoteWrite, VoteWriteSummary};
 use oleg_telemetry::{Component, Readiness};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -36,6 +36,7 @@ pub struct Ingest {
     readiness: Readiness,
     shutdown: CancellationToken,
     known_posts: HashSet<String>,
+    known_users: HashSet<UserId>,
 }
 
 impl Ingest {
@@ -55,6 +56,7 @@ impl Ingest {
             readiness,
             shutdown,
             known_posts: HashSet::new(),
+            known_users: HashSet::new(),
         }
     }
 
@@ -211,12 +213,8 @@ impl Ingest {
             .into_iter()
             .collect();
         let found = self.store.known_post_keys(&wanted).await?;
-        if self.known_posts.len() + found.len() > self.settings.known_posts_cache {
-            self.known_posts.clear();
-        }
-        if found.len() <= self.settings.known_posts_cache {
-            self.known_posts.extend(found.iter().cloned());
-        }
+        let capacity = self.settings.known_posts_cache;
+        remember(&mut self.known_posts, found.iter().cloned(), capacity);
         Ok(wanted
             .into_iter()
             .filter(|key| !found.contains(key))
@@ -224,10 +222,19 @@ impl Ingest {
     }
 
     async fn write(
-        &self,
+        &mut self,
         batch: &Batch,
         ingested_at_ms: i64,
     ) -> Result<Vec<VoteWrite>, StoreError> {
+        // One sighting per person per batch (their earliest vote), and none for people already
+        // stored; a start always goes through, since it records when and in which language.
+        let mut voters: HashMap<UserId, i64> = HashMap::new();
+        for (_, vote) in &batch.votes {
+            if !self.known_users.contains(&vote.user_id) {
+                let at = voters.entry(vote.user_id).or_insert(i64::MAX);
+                *at = (*at).min(vote.voted_at.timestamp_millis());
+            }
+        }
         let sightings: Vec<UserSighting> = batch
             .starts
             .iter()
@@ -237,9 +244,9 @@ impl Ingest {
                 started: true,
                 language_code: start.language_code.clone(),
             })
-            .chain(batch.votes.iter().map(|(_, vote)| UserSighting {
-                user_id: vote.user_id,
-                at_ms: vote.voted_at.timestamp_millis(),
+            .chain(voters.into_iter().map(|(user_id, at_ms)| UserSighting {
+                user_id,
+                at_ms,
                 started: false,
                 language_code: None,
             }))
@@ -252,6 +259,12 @@ impl Ingest {
             .write_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.users_created.inc_by(created);
+        let capacity = self.settings.known_users_cache;
+        remember(
+            &mut self.known_users,
+            sightings.iter().map(|s| s.user_id),
+            capacity,
+        );
         Ok(writes)
     }
 
@@ -310,6 +323,23 @@ impl Ingest {
         };
         if let Err(error) = self.bus.publish(&notice).await {
             tracing::warn!(%error, "could not announce ingested votes");
+        }
+    }
+}
+
+/// Adds to a bounded memo of what the store already holds; when full it starts over, which costs
+/// only repeated (idempotent) lookups or upserts.
+fn remember<T: std::hash::Hash + Eq>(
+    memo: &mut HashSet<T>,
+    items: impl Iterator<Item = T>,
+    capacity: usize,
+) {
+    for item in items {
+        if memo.len() >= capacity {
+            memo.clear();
+        }
+        if capacity > 0 {
+            memo.insert(item);
         }
     }
 }

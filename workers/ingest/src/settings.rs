@@ -28,6 +28,8 @@ pub struct IngestSettings {
     pub store_probe_ms: u64,
     /// Post ids remembered as stored, to spare a lookup per vote.
     pub known_posts_cache: usize,
+    /// People remembered as stored, to spare an upsert per vote.
+    pub known_users_cache: usize,
 }
 
 impl Validate for IngestConfig {
@@ -83,6 +85,12 @@ impl Validate for IngestConfig {
         check.in_range(
             "ingest.known_posts_cache".into(),
             s.known_posts_cache,
+            0,
+            100_000_000,
+        );
+        check.in_range(
+            "ingest.known_users_cache".into(),
+            s.known_users_cache,
             0,
             100_000_000,
         );

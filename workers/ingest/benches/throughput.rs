@@ -1,0 +1,219 @@
+//! Ingest throughput on this machine, with the two raw rates it is bounded by, measured in one
+//! run against the real broker and store:
+//! - broker: publish with confirms + consume + ack, no store;
+//! - store: bulk vote upserts in ingest-sized batches, no broker;
+//! - pipeline: publish → oleg-ingest (in process) → stored, end to end.
+//!
+//! `cargo bench -p oleg-ingest --bench throughput` (after deploy/dev/setup.sh; `OLEG_BENCH_VOTES`
+//! sets the count, default 20000). Prints a Markdown table.
+
+use chrono::{TimeZone, Utc};
+use futures::future::join_all;
+use oleg_bus::{Bus, QueueName, Source, Subscription};
+use oleg_ingest::{Ingest, IngestMetrics, IngestSettings};
+use oleg_messages::*;
+use oleg_store::Store;
+use oleg_telemetry::{Component, Readiness};
+use oleg_testkit::{amqp_settings, delete_topology, mongo_settings};
+use prometheus::Registry;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const PUBLISHERS: usize = 16;
+const BATCH: usize = 500;
+
+fn votes(n: usize, salt: i64) -> Vec<Vote> {
+    let channel = ChannelName::parse("codecamp").unwrap();
+    (0..n as i64)
+        .map(|i| {
+            let post = PostRef {
+                channel: channel.clone(),
+                post_id: PostId::new(1 + i % 500).unwrap(),
+            };
+            let user = UserId::new(1 + salt * 1_000_000 + i / 500).unwrap();
+            Vote::new(
+                user,
+                post,
+                Reaction::Like,
+                Utc.timestamp_millis_opt(1_764_000_000_000 + i).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Publishes with `PUBLISHERS` concurrent confirmed publishers, as a busy bot frontend would.
+async fn publish(bus: &Bus, votes: &[Vote]) {
+    let chunk = votes.len().div_ceil(PUBLISHERS);
+    join_all(votes.chunks(chunk).map(|part| async move {
+        for vote in part {
+            bus.publish(vote).await.expect("confirmed");
+        }
+    }))
+    .await;
+}
+
+async fn connect(
+    test: &str,
+    prefetch: u16,
+) -> (Bus, oleg_settings::AmqpSettings, CancellationToken) {
+    let mut settings = amqp_settings(test);
+    settings.prefetch = prefetch;
+    let shutdown = CancellationToken::new();
+    let bus = Bus::connect(
+        settings.clone(),
+        test,
+        &Registry::new(),
+        Readiness::default(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("broker (run deploy/dev/setup.sh)");
+    (bus, settings, shutdown)
+}
+
+async fn seeded_store(test: &str) -> Store {
+    let store = Store::connect(&mongo_settings(test), test).await.unwrap();
+    store
+        .ensure_indexes()
+        .await
+        .expect("store (run deploy/dev/setup.sh)");
+    let posts: Vec<ScrapedPost> = (1..=500)
+        .map(|id| ScrapedPost {
+            schema_version: SCHEMA_VERSION,
+            channel: ChannelName::parse("codecamp").unwrap(),
+            post_id: PostId::new(id).unwrap(),
+            published_at: Utc::now(),
+            text: String::new(),
+            links: vec![],
+            views: None,
+            media: vec![],
+            forwarded_from: None,
+            reply_to: None,
+            scraped_at: Utc::now(),
+        })
+        .collect();
+    store.upsert_posts(&posts, 0).await.unwrap();
+    store
+}
+
+async fn broker_rate(n: usize) -> f64 {
+    let (bus, settings, shutdown) = connect("bench-broker", 1000).await;
+    let votes = votes(n, 1);
+    let started = Instant::now();
+    let consumer = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            let mut subscription = Subscription::new(bus, Source::Shared(QueueName::Ingest));
+            for _ in 0..n {
+                subscription
+                    .next()
+                    .await
+                    .expect("delivery")
+                    .ack()
+                    .await
+                    .expect("ack");
+            }
+        })
+    };
+    publish(&bus, &votes).await;
+    consumer.await.unwrap();
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    bus.close().await;
+    delete_topology(&settings).await;
+    rate
+}
+
+async fn store_rate(n: usize) -> f64 {
+    let store = seeded_store("bench_store").await;
+    let votes = votes(n, 2);
+    let started = Instant::now();
+    for batch in votes.chunks(BATCH) {
+        store.upsert_votes(batch, 1).await.unwrap();
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    store.drop_database().await.unwrap();
+    rate
+}
+
+async fn pipeline_rate(n: usize) -> f64 {
+    let (bus, settings, shutdown) = connect("bench-pipeline", 1000).await;
+    let store = seeded_store("bench_pipeline").await;
+    let ingest_settings = IngestSettings {
+        metrics_addr: "127.0.0.1:0".into(),
+        batch_size: BATCH,
+        batch_max_wait_ms: 100,
+        max_message_bytes: 16 * 1024,
+        store_retry_min_ms: 100,
+        store_retry_max_ms: 2_000,
+        store_probe_ms: 2_000,
+        known_posts_cache: 1_000_000,
+        known_users_cache: 1_000_000,
+    };
+    let readiness = Readiness::new(&[Component::Broker, Component::Store]);
+    let registry = Registry::new();
+    let ingest = Ingest::new(
+        bus.clone(),
+        store.clone(),
+        ingest_settings,
+        IngestMetrics::register(&registry).unwrap(),
+        readiness,
+        shutdown.clone(),
+    );
+    let worker = tokio::spawn(ingest.run());
+    let votes = votes(n, 3);
+    let started = Instant::now();
+    publish(&bus, &votes).await;
+    while store
+        .collections()
+        .votes
+        .estimated_document_count()
+        .await
+        .unwrap()
+        < n as u64
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    worker.await.unwrap();
+    bus.close().await;
+    delete_topology(&settings).await;
+    store.drop_database().await.unwrap();
+    rate
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("OLEG_BENCH_VOTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let broker = broker_rate(n).await;
+    let store = store_rate(n).await;
+    let pipeline = pipeline_rate(n).await;
+    let bound = broker.min(store);
+    println!("ingest throughput, {n} votes, {PUBLISHERS} concurrent confirmed publishers, batches of {BATCH}\n");
+    println!("| path | votes/s | ratio to the slower raw rate |");
+    println!("|---|---:|---:|");
+    println!(
+        "| raw broker (publish+confirm, consume, ack) | {broker:.0} | {:.2} |",
+        broker / bound
+    );
+    println!(
+        "| raw store (bulk upserts of {BATCH}) | {store:.0} | {:.2} |",
+        store / bound
+    );
+    println!(
+        "| oleg-ingest pipeline (publish → stored) | {pipeline:.0} | {:.2} |",
+        pipeline / bound
+    );
+    println!(
+        "\ntarget: pipeline ≥ 0.5 × the slower raw rate → {}",
+        if pipeline >= 0.5 * bound {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+}
