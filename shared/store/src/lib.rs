@@ -19,7 +19,7 @@ pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
 pub use users::UserSighting;
 pub use votes::{VoteWrite, VoteWriteSummary};
 
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Bson, Document};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use oleg_settings::MongoSettings;
@@ -34,9 +34,9 @@ pub const DUPLICATE_KEY: i32 = 11000;
 pub enum StoreError {
     #[error("MongoDB: {0}")]
     Mongo(#[from] mongodb::error::Error),
-    #[error("MongoDB answered {command} with write errors: {detail}")]
+    #[error("MongoDB refused writes to {collection}: {detail}")]
     WriteErrors {
-        command: &'static str,
+        collection: &'static str,
         detail: String,
     },
     #[error("a stored document has an unexpected shape: {0}")]
@@ -93,13 +93,23 @@ impl Store {
     }
 }
 
-/// Runs a raw `update` command with unordered statements and returns the reply; the raw command
-/// reports per-statement upserts and duplicate-key errors on both MongoDB and the stand-in.
+/// What an unordered `update` command did, per statement index.
+pub(crate) struct UpdateOutcome {
+    /// Statements that inserted a document.
+    pub upserted: Vec<usize>,
+    /// Statements refused with a duplicate key: for a conditional upsert, "nothing to do".
+    pub duplicates: Vec<usize>,
+}
+
+/// Runs a raw `update` command with unordered statements. The raw command reports per-statement
+/// upserts and duplicate-key errors on both MongoDB and the stand-in. Any other write error fails
+/// the call (the caller retries; the statements that did land are idempotent).
 pub(crate) async fn run_update(
     db: &Database,
-    collection: &str,
+    collection: &'static str,
     updates: Vec<Document>,
-) -> Result<Document, StoreError> {
+) -> Result<UpdateOutcome, StoreError> {
+    let statements = updates.len();
     let reply = db
         .run_command(doc! {
             "update": collection,
@@ -107,5 +117,53 @@ pub(crate) async fn run_update(
             "ordered": false,
         })
         .await?;
-    Ok(reply)
+    let index_of = |entry: &Bson| -> Result<usize, StoreError> {
+        let index = match entry.as_document().and_then(|e| e.get("index")) {
+            Some(Bson::Int32(i)) => *i as usize,
+            Some(Bson::Int64(i)) => *i as usize,
+            other => return Err(StoreError::Shape(format!("update reply index {other:?}"))),
+        };
+        if index < statements {
+            Ok(index)
+        } else {
+            Err(StoreError::Shape(format!(
+                "update reply index {index} of {statements}"
+            )))
+        }
+    };
+    let mut outcome = UpdateOutcome {
+        upserted: Vec::new(),
+        duplicates: Vec::new(),
+    };
+    if let Ok(upserted) = reply.get_array("upserted") {
+        for entry in upserted {
+            outcome.upserted.push(index_of(entry)?);
+        }
+    }
+    let mut failures = Vec::new();
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        for entry in errors {
+            let code = match entry.as_document().and_then(|e| e.get("code")) {
+                Some(Bson::Int32(c)) => i64::from(*c),
+                Some(Bson::Int64(c)) => *c,
+                _ => 0,
+            };
+            if code == i64::from(DUPLICATE_KEY) {
+                outcome.duplicates.push(index_of(entry)?);
+            } else {
+                failures.push(entry.to_string());
+            }
+        }
+    }
+    if let Ok(concern) = reply.get_document("writeConcernError") {
+        failures.push(concern.to_string());
+    }
+    if failures.is_empty() {
+        Ok(outcome)
+    } else {
+        Err(StoreError::WriteErrors {
+            collection,
+            detail: failures.join("; "),
+        })
+    }
 }

@@ -54,36 +54,15 @@ impl Store {
                 }
             })
             .collect();
-        let reply = run_update(self.database(), Collections::POSTS, updates).await?;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            if !errors.is_empty() {
-                return Err(StoreError::WriteErrors {
-                    command: "update posts",
-                    detail: errors
-                        .iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                });
-            }
-        }
-        let mut new = Vec::new();
-        if let Ok(upserted) = reply.get_array("upserted") {
-            for entry in upserted.iter().filter_map(Bson::as_document) {
-                let index = match entry.get("index") {
-                    Some(Bson::Int32(i)) => *i as usize,
-                    Some(Bson::Int64(i)) => *i as usize,
-                    other => return Err(StoreError::Shape(format!("upserted index {other:?}"))),
-                };
-                let post = posts.get(index).ok_or_else(|| {
-                    StoreError::Shape(format!("upserted index {index} of {}", posts.len()))
-                })?;
-                new.push(PostRef {
-                    channel: post.channel.clone(),
-                    post_id: post.post_id,
-                });
-            }
-        }
+        let done = run_update(self.database(), Collections::POSTS, updates).await?;
+        let new = done
+            .upserted
+            .into_iter()
+            .map(|index| PostRef {
+                channel: posts[index].channel.clone(),
+                post_id: posts[index].post_id,
+            })
+            .collect();
         Ok(new)
     }
 

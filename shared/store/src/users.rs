@@ -1,7 +1,7 @@
 //! People, created on first sight.
 
 use crate::{run_update, Collections, Store, StoreError};
-use mongodb::bson::{doc, Bson, Document};
+use mongodb::bson::{doc, Document};
 use oleg_messages::UserId;
 
 /// A person seen at `at_ms`: from a start message (with its details) or from a vote.
@@ -34,26 +34,9 @@ impl Store {
                 doc! {"q": {"_id": {"$eq": s.user_id.get()}}, "u": update, "upsert": true, "multi": false}
             })
             .collect();
-        let reply = run_update(self.database(), Collections::USERS, updates).await?;
-        if let Ok(errors) = reply.get_array("writeErrors") {
-            // Two sightings of one new person in a batch may race to insert: the loser is a
-            // duplicate key, and the winner already created the person.
-            let other: Vec<String> = errors
-                .iter()
-                .filter_map(Bson::as_document)
-                .filter(|e| e.get_i32("code").ok() != Some(crate::DUPLICATE_KEY))
-                .map(|e| e.to_string())
-                .collect();
-            if !other.is_empty() {
-                return Err(StoreError::WriteErrors {
-                    command: "update users",
-                    detail: other.join("; "),
-                });
-            }
-        }
-        Ok(reply
-            .get_array("upserted")
-            .map(|u| u.len() as u64)
-            .unwrap_or(0))
+        // A duplicate key means two sightings of one new person raced to insert it: the
+        // winner created the person.
+        let done = run_update(self.database(), Collections::USERS, updates).await?;
+        Ok(done.upserted.len() as u64)
     }
 }

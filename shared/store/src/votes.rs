@@ -1,7 +1,7 @@
 //! Order-safe, idempotent vote writes.
 
-use crate::{run_update, vote_key, Collections, Store, StoreError, DUPLICATE_KEY};
-use mongodb::bson::{doc, Bson, Document};
+use crate::{run_update, vote_key, Collections, Store, StoreError};
+use mongodb::bson::{doc, Document};
 use oleg_messages::Vote;
 
 /// What happened to one vote of a batch.
@@ -61,73 +61,18 @@ impl Store {
                 }
             })
             .collect();
-        let reply = run_update(self.database(), Collections::VOTES, updates).await?;
-        classify(&reply, votes.len())
-    }
-}
-
-/// Per-statement outcome from an `update` reply: listed in `upserted` → new; duplicate-key write
-/// error → unchanged; otherwise it matched an older vote → changed. Any other write error fails
-/// the whole batch (it is retried; the writes that did land are idempotent).
-fn classify(reply: &Document, statements: usize) -> Result<Vec<VoteWrite>, StoreError> {
-    let mut outcome = vec![VoteWrite::Changed; statements];
-    let index_of = |entry: &Document| -> Result<usize, StoreError> {
-        match entry.get("index") {
-            Some(Bson::Int32(i)) => Ok(*i as usize),
-            Some(Bson::Int64(i)) => Ok(*i as usize),
-            other => Err(StoreError::Shape(format!(
-                "update reply entry index {other:?}"
-            ))),
+        let done = run_update(self.database(), Collections::VOTES, updates).await?;
+        // Upserted → new; duplicate key → an equal or newer vote is stored, nothing to do;
+        // otherwise the statement matched an older vote and replaced it.
+        let mut writes = vec![VoteWrite::Changed; votes.len()];
+        for index in done.upserted {
+            writes[index] = VoteWrite::New;
         }
-        .and_then(|i| {
-            if i < statements {
-                Ok(i)
-            } else {
-                Err(StoreError::Shape(format!(
-                    "update reply index {i} of {statements}"
-                )))
-            }
-        })
-    };
-    if let Ok(upserted) = reply.get_array("upserted") {
-        for entry in upserted {
-            let entry = entry
-                .as_document()
-                .ok_or_else(|| StoreError::Shape("upserted entry is not a document".into()))?;
-            outcome[index_of(entry)?] = VoteWrite::New;
+        for index in done.duplicates {
+            writes[index] = VoteWrite::Unchanged;
         }
+        Ok(writes)
     }
-    if let Ok(errors) = reply.get_array("writeErrors") {
-        let mut other = Vec::new();
-        for entry in errors {
-            let entry = entry
-                .as_document()
-                .ok_or_else(|| StoreError::Shape("write error is not a document".into()))?;
-            let code = match entry.get("code") {
-                Some(Bson::Int32(c)) => *c,
-                Some(Bson::Int64(c)) => *c as i32,
-                _ => 0,
-            };
-            if code == DUPLICATE_KEY {
-                outcome[index_of(entry)?] = VoteWrite::Unchanged;
-            } else {
-                other.push(entry.to_string());
-            }
-        }
-        if !other.is_empty() {
-            return Err(StoreError::WriteErrors {
-                command: "update votes",
-                detail: other.join("; "),
-            });
-        }
-    }
-    if let Ok(concern) = reply.get_document("writeConcernError") {
-        return Err(StoreError::WriteErrors {
-            command: "update votes",
-            detail: concern.to_string(),
-        });
-    }
-    Ok(outcome)
 }
 
 impl VoteWriteSummary {

@@ -241,6 +241,19 @@ impl Scenario {
         }
     }
 
+    /// Distinct pairs, each voted once.
+    fn from_votes(votes: Vec<Vote>) -> Self {
+        let newest = votes
+            .iter()
+            .map(|v| ((v.user_id.get(), v.post_id.get()), v.clone()))
+            .collect();
+        Self {
+            messages: votes,
+            newest,
+            revoted: Default::default(),
+        }
+    }
+
     fn matches(&self, stored: &HashMap<(i64, i64), VoteRecord>) -> Result<(), String> {
         if stored.len() != self.newest.len() {
             return Err(format!(
@@ -405,15 +418,7 @@ async fn invalid_messages_are_dead_lettered_with_their_reason_and_valid_ones_sto
         incoming.ack().await.unwrap();
     }
     assert_eq!(reasons.len(), 6);
-    let newest = valid
-        .iter()
-        .map(|v| ((v.user_id.get(), v.post_id.get()), v.clone()))
-        .collect();
-    let scenario = Scenario {
-        messages: valid.clone(),
-        newest,
-        revoted: Default::default(),
-    };
+    let scenario = Scenario::from_votes(valid);
     services
         .assert_final_votes(&scenario, Duration::from_secs(30))
         .await;
@@ -566,15 +571,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
         })
         .collect();
     services.publish_all(&votes).await;
-    let newest = votes
-        .iter()
-        .map(|v| ((v.user_id.get(), v.post_id.get()), v.clone()))
-        .collect();
-    let scenario = Scenario {
-        messages: votes,
-        newest,
-        revoted: Default::default(),
-    };
+    let scenario = Scenario::from_votes(votes);
     services
         .assert_final_votes(&scenario, Duration::from_secs(30))
         .await;
