@@ -8,6 +8,8 @@
 
 mod collections;
 mod keys;
+mod leases;
+mod models;
 mod posts;
 mod records;
 mod users;
@@ -15,6 +17,7 @@ mod votes;
 
 pub use collections::Collections;
 pub use keys::{post_key, vote_key};
+pub use models::{as_i64, ChunkWriter, StoredFile, CHUNK_BYTES};
 pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
 pub use users::UserSighting;
 pub use votes::{VoteWrite, VoteWriteSummary};

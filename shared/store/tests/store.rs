@@ -251,3 +251,53 @@ async fn ping_fails_cleanly_when_the_server_is_absent() {
     let error = store.ping().await.unwrap_err();
     assert!(error.to_string().contains("MongoDB"), "{error}");
 }
+
+#[tokio::test]
+async fn a_lease_has_one_holder_until_it_expires() {
+    let store = store("store-lease").await;
+    assert!(store
+        .acquire_lease("trainer", "a", 1_000, 500)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .acquire_lease("trainer", "b", 1_100, 500)
+            .await
+            .unwrap(),
+        "a holds it"
+    );
+    assert!(
+        store
+            .acquire_lease("trainer", "a", 1_400, 500)
+            .await
+            .unwrap(),
+        "a renews"
+    );
+    assert!(
+        !store
+            .acquire_lease("trainer", "b", 1_800, 500)
+            .await
+            .unwrap(),
+        "renewed until 1900"
+    );
+    assert!(
+        store
+            .acquire_lease("trainer", "b", 2_000, 500)
+            .await
+            .unwrap(),
+        "expired: b takes it"
+    );
+    assert!(!store
+        .acquire_lease("trainer", "a", 2_100, 500)
+        .await
+        .unwrap());
+    store.release_lease("trainer", "b").await.unwrap();
+    assert!(
+        store
+            .acquire_lease("trainer", "a", 2_200, 500)
+            .await
+            .unwrap(),
+        "released"
+    );
+    store.drop_database().await.unwrap();
+}

@@ -5,7 +5,7 @@ mod memory;
 mod readiness;
 mod server;
 
-pub use memory::PeakMemoryCollector;
+pub use memory::{resident_bytes, PeakMemoryCollector};
 pub use readiness::{Component, Readiness};
 pub use server::{serve, TelemetryServer};
 

@@ -1,0 +1,37 @@
+//! OLEG's recommendation network in tch.
+//!
+//! Each vote is (person, post, channel of the post) → like = 1 / dislike = 0.
+//! - [`Variant::ChannelMlp`] (the default, the original OLEG network): embeddings of the person
+//!   (100), the post (20) and its channel (80) are concatenated → Linear(200, 70) → ReLU →
+//!   Linear(70, 1) → sigmoid × 1.05. Most posts get few votes; the channel embedding carries what
+//!   is known of a channel to its new and rarely-voted posts.
+//! - [`Variant::Dot`]: the earlier baseline, the dot product of person and post embeddings plus
+//!   biases, for comparison.
+//!
+//! Memory discipline: embedding gradients are sparse (only the rows a batch touched), losses are
+//! read out as `f64`, evaluation runs under no-grad, and nothing keeps a batch, a prediction or
+//! the graph past its step.
+
+mod config;
+mod metrics;
+mod network;
+mod optimizer;
+mod serialize;
+mod training;
+
+pub use config::{LossKind, ModelConfig, OptimizerKind, Variant};
+pub use metrics::{evaluate_predictions, Evaluation};
+pub use network::{Batch, Network, Sizes};
+pub use optimizer::Optimizer;
+pub use serialize::{read_tensors, write_safetensors, NamedTensor, Weights};
+pub use training::{labels_of, predict, train_epoch, Votes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("writing weights: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("weights: {0}")]
+    Weights(String),
+}

@@ -1,0 +1,330 @@
+use crate::{LossKind, ModelConfig, ModelError, Variant};
+use tch::{Device, Kind, Reduction, Tensor};
+
+/// Rows of each embedding table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    pub users: i64,
+    pub posts: i64,
+    pub channels: i64,
+}
+
+/// Row indices (Int64, one per vote) of the person, the post and its channel.
+pub struct Batch {
+    pub users: Tensor,
+    pub posts: Tensor,
+    pub channels: Tensor,
+}
+
+/// The network's parameters as named tensors, in a fixed order. Names and layouts follow
+/// PyTorch (`hidden.weight` is out × in), so weights read the same anywhere.
+pub struct Network {
+    config: ModelConfig,
+    params: Vec<(&'static str, Tensor)>,
+    device: Device,
+}
+
+const USER: &str = "user_embedding";
+const POST: &str = "post_embedding";
+const CHANNEL: &str = "channel_embedding";
+const HIDDEN_W: &str = "hidden.weight";
+const HIDDEN_B: &str = "hidden.bias";
+const OUTPUT_W: &str = "output.weight";
+const OUTPUT_B: &str = "output.bias";
+const USER_BIAS: &str = "user_bias";
+const POST_BIAS: &str = "post_bias";
+const GLOBAL_BIAS: &str = "global_bias";
+
+/// Embedding tables (indexed by row) and whether each is a per-post table.
+const TABLES: [(&str, Table); 5] = [
+    (USER, Table::User),
+    (POST, Table::Post),
+    (CHANNEL, Table::Channel),
+    (USER_BIAS, Table::User),
+    (POST_BIAS, Table::Post),
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Table {
+    User,
+    Post,
+    Channel,
+}
+
+impl Network {
+    /// A freshly initialised network: embeddings ~ N(0, init_std) (PyTorch's default for
+    /// `nn.Embedding` at init_std = 1), linear layers ~ U(±1/√fan_in) (PyTorch's default).
+    pub fn new(config: &ModelConfig, sizes: Sizes, device: Device) -> Self {
+        let options = (Kind::Float, device);
+        let normal =
+            |rows: i64, dim: i64, std: f64| Tensor::zeros([rows, dim], options).normal_(0.0, std);
+        let uniform = |shape: &[i64], fan_in: i64| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            Tensor::zeros(shape, options).uniform_(-bound, bound)
+        };
+        let params = match config.variant {
+            Variant::ChannelMlp => {
+                let input = config.user_dim + config.post_dim + config.channel_dim;
+                vec![
+                    (USER, normal(sizes.users, config.user_dim, config.init_std)),
+                    (POST, normal(sizes.posts, config.post_dim, config.init_std)),
+                    (
+                        CHANNEL,
+                        normal(sizes.channels, config.channel_dim, config.init_std),
+                    ),
+                    (HIDDEN_W, uniform(&[config.hidden, input], input)),
+                    (HIDDEN_B, uniform(&[config.hidden], input)),
+                    (OUTPUT_W, uniform(&[1, config.hidden], config.hidden)),
+                    (OUTPUT_B, uniform(&[1], config.hidden)),
+                ]
+            }
+            Variant::Dot => {
+                // Dot products of N(0, s) vectors have variance dim·s⁴: this keeps it at init_std⁴.
+                let std = config.init_std / (config.dot_dim as f64).powf(0.25);
+                vec![
+                    (USER, normal(sizes.users, config.dot_dim, std)),
+                    (POST, normal(sizes.posts, config.dot_dim, std)),
+                    (USER_BIAS, Tensor::zeros([sizes.users, 1], options)),
+                    (POST_BIAS, Tensor::zeros([sizes.posts, 1], options)),
+                    (GLOBAL_BIAS, Tensor::zeros([1], options)),
+                ]
+            }
+        };
+        Self::with_params(config.clone(), params, device)
+    }
+
+    fn with_params(
+        config: ModelConfig,
+        params: Vec<(&'static str, Tensor)>,
+        device: Device,
+    ) -> Self {
+        let params = params
+            .into_iter()
+            .map(|(n, t)| (n, t.set_requires_grad(true)))
+            .collect();
+        Self {
+            config,
+            params,
+            device,
+        }
+    }
+
+    /// Rebuilds a network from named tensors (as written by [`Network::named_tensors`]).
+    pub fn from_named(
+        config: &ModelConfig,
+        named: Vec<(String, Tensor)>,
+        device: Device,
+    ) -> Result<Self, ModelError> {
+        let fresh = Self::new(
+            config,
+            Sizes {
+                users: 1,
+                posts: 1,
+                channels: 1,
+            },
+            Device::Cpu,
+        );
+        let mut params = Vec::new();
+        for (name, template) in &fresh.params {
+            let (_, tensor) = named
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| ModelError::Weights(format!("{name} is missing")))?;
+            let (expected, found) = (template.size(), tensor.size());
+            let is_table = TABLES.iter().any(|(t, _)| t == name);
+            let same_shape = if is_table {
+                expected[1..] == found[1..]
+            } else {
+                expected == found
+            };
+            if !same_shape {
+                return Err(ModelError::Weights(format!(
+                    "{name} has shape {found:?}, the configuration needs {expected:?}"
+                )));
+            }
+            params.push((
+                *name,
+                tensor
+                    .to_kind(Kind::Float)
+                    .to_device(device)
+                    .detach()
+                    .copy(),
+            ));
+        }
+        Ok(Self::with_params(config.clone(), params, device))
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        let rows = |name| self.param(name).size()[0];
+        Sizes {
+            users: rows(USER),
+            posts: rows(POST),
+            channels: match self.config.variant {
+                Variant::ChannelMlp => rows(CHANNEL),
+                Variant::Dot => 0,
+            },
+        }
+    }
+
+    pub fn named_tensors(&self) -> &[(&'static str, Tensor)] {
+        &self.params
+    }
+
+    pub(crate) fn params_mut(&mut self) -> &mut [(&'static str, Tensor)] {
+        &mut self.params
+    }
+
+    fn param(&self, name: &str) -> &Tensor {
+        &self
+            .params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .expect("parameter of this variant")
+            .1
+    }
+
+    /// Logits (before the sigmoid) and the L2 penalty on what the batch used.
+    fn logits(&self, batch: &Batch) -> (Tensor, Option<Tensor>) {
+        // Sparse gradients: a step touches only the rows its batch used.
+        let lookup =
+            |name: &str, rows: &Tensor| Tensor::embedding(self.param(name), rows, -1, false, true);
+        let n = batch.users.size()[0] as f64;
+        let decay = self.config.weight_decay;
+        match self.config.variant {
+            Variant::ChannelMlp => {
+                let u = lookup(USER, &batch.users);
+                let p = lookup(POST, &batch.posts);
+                let c = lookup(CHANNEL, &batch.channels);
+                let x = Tensor::cat(&[&u, &p, &c], 1);
+                let hidden = x
+                    .linear(self.param(HIDDEN_W), Some(self.param(HIDDEN_B)))
+                    .relu();
+                let logits = hidden
+                    .linear(self.param(OUTPUT_W), Some(self.param(OUTPUT_B)))
+                    .squeeze_dim(-1);
+                let penalty = (decay > 0.0).then(|| {
+                    (u.square().sum(Kind::Float)
+                        + p.square().sum(Kind::Float)
+                        + c.square().sum(Kind::Float))
+                        * (decay / n)
+                        + (self.param(HIDDEN_W).square().sum(Kind::Float)
+                            + self.param(OUTPUT_W).square().sum(Kind::Float))
+                            * decay
+                });
+                (logits, penalty)
+            }
+            Variant::Dot => {
+                let u = lookup(USER, &batch.users);
+                let p = lookup(POST, &batch.posts);
+                let logits = (&u * &p).sum_dim_intlist(1, false, Kind::Float)
+                    + lookup(USER_BIAS, &batch.users).squeeze_dim(-1)
+                    + lookup(POST_BIAS, &batch.posts).squeeze_dim(-1)
+                    + self.param(GLOBAL_BIAS);
+                let penalty = (decay > 0.0).then(|| {
+                    (u.square().sum(Kind::Float) + p.square().sum(Kind::Float)) * (decay / n)
+                });
+                (logits, penalty)
+            }
+        }
+    }
+
+    fn output(&self, logits: &Tensor) -> Tensor {
+        logits.sigmoid() * self.config.output_scale
+    }
+
+    /// The training loss of a batch, with its graph (call `backward` on it, then drop it).
+    pub fn loss(&self, batch: &Batch, labels: &Tensor) -> Tensor {
+        let (logits, penalty) = self.logits(batch);
+        let loss = match self.config.loss {
+            LossKind::Mse => self.output(&logits).mse_loss(labels, Reduction::Mean),
+            LossKind::Bce => logits.binary_cross_entropy_with_logits::<Tensor>(
+                labels,
+                None,
+                None,
+                Reduction::Mean,
+            ),
+        };
+        match penalty {
+            Some(penalty) => loss + penalty,
+            None => loss,
+        }
+    }
+
+    /// Predicted like probabilities (scaled as trained), without a graph.
+    pub fn predict(&self, batch: &Batch) -> Tensor {
+        tch::no_grad(|| self.output(&self.logits(batch).0))
+    }
+
+    /// Grows the tables to `sizes` without retraining what is known. New people and channels
+    /// start from the average row; a new post starts from the average post of its channel
+    /// (`post_channels[row]` is the channel row of every post, old and new), or from the
+    /// average post when its channel has none yet.
+    pub fn grow(&mut self, sizes: Sizes, post_channels: &[i64]) -> Result<(), ModelError> {
+        let old = self.sizes();
+        if sizes.users < old.users || sizes.posts < old.posts || sizes.channels < old.channels {
+            return Err(ModelError::Weights(format!(
+                "cannot shrink {old:?} to {sizes:?}"
+            )));
+        }
+        if post_channels.len() as i64 != sizes.posts {
+            return Err(ModelError::Weights(format!(
+                "{} post channels given for {} posts",
+                post_channels.len(),
+                sizes.posts
+            )));
+        }
+        let channel_rows = Tensor::from_slice(post_channels).to_device(self.device);
+        let channels_needed = post_channels.iter().copied().max().map_or(0, |m| m + 1);
+        let channel_slots = sizes.channels.max(channels_needed);
+        tch::no_grad(|| {
+            for (name, tensor) in self.params.iter_mut() {
+                let Some((_, table)) = TABLES.iter().find(|(t, _)| t == name) else {
+                    continue;
+                };
+                let (old_rows, new_rows) = match table {
+                    Table::User => (old.users, sizes.users),
+                    Table::Post => (old.posts, sizes.posts),
+                    Table::Channel => (old.channels, sizes.channels),
+                };
+                if new_rows == old_rows {
+                    continue;
+                }
+                let dim = tensor.size()[1];
+                let grown = Tensor::zeros([new_rows, dim], (Kind::Float, self.device));
+                grown.narrow(0, 0, old_rows).copy_(tensor);
+                let average = tensor.mean_dim(0, true, Kind::Float);
+                let mut fresh = grown.narrow(0, old_rows, new_rows - old_rows);
+                if *table == Table::Post && old_rows > 0 {
+                    // Sum and count the old posts of each channel, then average per channel.
+                    let old_channels = channel_rows.narrow(0, 0, old_rows);
+                    let sums = Tensor::zeros([channel_slots, dim], (Kind::Float, self.device))
+                        .index_add(0, &old_channels, tensor);
+                    let counts = Tensor::zeros([channel_slots], (Kind::Float, self.device))
+                        .index_add(
+                            0,
+                            &old_channels,
+                            &Tensor::ones([old_rows], (Kind::Float, self.device)),
+                        );
+                    let per_channel = (&sums / counts.clamp_min(1.0).unsqueeze(1)).where_self(
+                        &counts.gt(0.0).unsqueeze(1),
+                        &average.expand([channel_slots, dim], false),
+                    );
+                    let new_channels = channel_rows.narrow(0, old_rows, new_rows - old_rows);
+                    fresh.copy_(&per_channel.index_select(0, &new_channels));
+                } else {
+                    fresh.copy_(&average.expand([new_rows - old_rows, dim], false));
+                }
+                *tensor = grown.set_requires_grad(true);
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! Epochs over votes held as whole columns: a batch is an `index_select` of a shuffled row order,
+//! so no tensor is built per row and nothing is copied to the host in the loop but the loss.
+
+use crate::{Batch, Network, Optimizer};
+use tch::{Device, Kind, Tensor};
+
+/// Votes as columns of row indices and 0/1 labels, on the network's device.
+pub struct Votes {
+    pub users: Tensor,
+    pub posts: Tensor,
+    pub channels: Tensor,
+    pub labels: Tensor,
+}
+
+impl Votes {
+    pub fn from_columns(
+        users: &[i64],
+        posts: &[i64],
+        channels: &[i64],
+        labels: &[f32],
+        device: Device,
+    ) -> Self {
+        assert!(
+            users.len() == posts.len()
+                && posts.len() == channels.len()
+                && channels.len() == labels.len(),
+            "columns of one length"
+        );
+        Self {
+            users: Tensor::from_slice(users).to_device(device),
+            posts: Tensor::from_slice(posts).to_device(device),
+            channels: Tensor::from_slice(channels).to_device(device),
+            labels: Tensor::from_slice(labels).to_device(device),
+        }
+    }
+
+    pub fn len(&self) -> i64 {
+        self.labels.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every row, in order.
+    pub fn all_rows(&self) -> Tensor {
+        Tensor::arange(self.len(), (Kind::Int64, self.labels.device()))
+    }
+
+    fn select(&self, rows: &Tensor) -> (Batch, Tensor) {
+        (
+            Batch {
+                users: self.users.index_select(0, rows),
+                posts: self.posts.index_select(0, rows),
+                channels: self.channels.index_select(0, rows),
+            },
+            self.labels.index_select(0, rows),
+        )
+    }
+}
+
+/// One epoch over `rows` (indices into `votes`) in a random order; returns the mean loss, read
+/// out of each step as a plain number.
+pub fn train_epoch(
+    network: &mut Network,
+    optimizer: &mut Optimizer,
+    votes: &Votes,
+    rows: &Tensor,
+    batch_size: i64,
+    mut on_batch: impl FnMut(i64),
+) -> f64 {
+    let n = rows.size()[0];
+    let order = rows.index_select(0, &Tensor::randperm(n, (Kind::Int64, rows.device())));
+    let mut loss_sum = 0.0;
+    let mut start = 0;
+    while start < n {
+        let len = batch_size.min(n - start);
+        let (batch, labels) = votes.select(&order.narrow(0, start, len));
+        let loss = network.loss(&batch, &labels);
+        loss.backward();
+        loss_sum += loss.double_value(&[]) * len as f64;
+        optimizer.step(network);
+        on_batch(len);
+        start += len;
+    }
+    if n == 0 {
+        f64::NAN
+    } else {
+        loss_sum / n as f64
+    }
+}
+
+/// Predictions for `rows` of `votes`, in blocks, without a graph.
+pub fn predict(network: &Network, votes: &Votes, rows: &Tensor) -> Vec<f32> {
+    const BLOCK: i64 = 1 << 16;
+    let n = rows.size()[0];
+    let mut out = Vec::with_capacity(n as usize);
+    let mut start = 0;
+    while start < n {
+        let len = BLOCK.min(n - start);
+        let (batch, _) = votes.select(&rows.narrow(0, start, len));
+        let scores = network.predict(&batch).to_device(Device::Cpu);
+        let mut block = vec![0f32; len as usize];
+        scores.copy_data(&mut block, len as usize);
+        out.extend_from_slice(&block);
+        start += len;
+    }
+    out
+}
+
+/// Labels of `rows`, on the host.
+pub fn labels_of(votes: &Votes, rows: &Tensor) -> Vec<f32> {
+    let labels = votes.labels.index_select(0, rows).to_device(Device::Cpu);
+    let n = rows.size()[0] as usize;
+    let mut out = vec![0f32; n];
+    labels.copy_data(&mut out, n);
+    out
+}

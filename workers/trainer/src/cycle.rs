@@ -1,0 +1,157 @@
+//! One training cycle: read votes from the store, hold out the most recent ones, train, compare
+//! with the live model on the same holdout, publish or reject.
+
+use crate::dataset::{Columns, Vocabularies};
+use oleg_model::{
+    evaluate_predictions, labels_of, predict, train_epoch, Evaluation, ModelConfig, Network,
+    Optimizer, Sizes, Votes,
+};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CycleKind {
+    /// From scratch on every vote.
+    Full,
+    /// The live model, a few more epochs on the new votes plus a sample of older ones.
+    Incremental,
+}
+
+impl CycleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CycleKind::Full => "full",
+            CycleKind::Incremental => "incremental",
+        }
+    }
+}
+
+/// A cycle's votes: training rows, holdout rows, and the vocabularies they index.
+pub struct CycleData {
+    pub train: Columns,
+    pub holdout: Columns,
+}
+
+/// What a cycle measured.
+#[derive(Debug, Clone, Copy)]
+pub struct CycleFigures {
+    pub epochs: usize,
+    pub last_epoch_loss: f64,
+    pub candidate: Evaluation,
+    /// The live model on the same holdout, when there is one.
+    pub live: Option<Evaluation>,
+    pub votes_per_second: f64,
+    pub train_votes: usize,
+}
+
+/// Splits the cycle's votes: the most recent `share` (by vote time) of `recent_pool` rows, at
+/// most `max`, are held out; everything else trains.
+pub fn hold_out_recent(
+    columns: Columns,
+    voted_at_ms: &[i64],
+    recent_pool: std::ops::Range<usize>,
+    share: f64,
+    max: u64,
+) -> CycleData {
+    let mut pool: Vec<usize> = recent_pool.collect();
+    pool.sort_by_key(|&i| std::cmp::Reverse(voted_at_ms[i]));
+    let count = ((pool.len() as f64 * share).round() as usize).min(max as usize);
+    let mut held = vec![false; columns.len()];
+    for &i in &pool[..count] {
+        held[i] = true;
+    }
+    let (holdout, train): (Vec<usize>, Vec<usize>) = (0..columns.len()).partition(|&i| held[i]);
+    CycleData {
+        train: columns.pick(&train),
+        holdout: columns.pick(&holdout),
+    }
+}
+
+/// Brings `network` to the vocabularies' sizes (new rows start from averages, see
+/// [`Network::grow`]).
+pub fn fit_to(network: &mut Network, vocab: &Vocabularies) -> Result<(), oleg_model::ModelError> {
+    let sizes = Sizes {
+        users: vocab.users.len(),
+        posts: vocab.posts.len(),
+        channels: vocab.channels.len(),
+    };
+    let current = network.sizes();
+    if sizes.users > current.users
+        || sizes.posts > current.posts
+        || sizes.channels > current.channels
+    {
+        let sizes = Sizes {
+            users: sizes.users.max(current.users),
+            posts: sizes.posts.max(current.posts),
+            channels: sizes.channels.max(current.channels),
+        };
+        network.grow(sizes, &vocab.post_channels())?;
+    }
+    Ok(())
+}
+
+fn to_votes(columns: &Columns, device: Device) -> Votes {
+    Votes::from_columns(
+        &columns.users,
+        &columns.posts,
+        &columns.channels,
+        &columns.labels,
+        device,
+    )
+}
+
+/// Evaluates `network` on `holdout`.
+pub fn evaluate(network: &Network, holdout: &Columns) -> Evaluation {
+    let votes = to_votes(holdout, network.device());
+    let rows = votes.all_rows();
+    evaluate_predictions(&predict(network, &votes, &rows), &labels_of(&votes, &rows))
+}
+
+/// Trains `network` for `epochs` on `data.train` and evaluates it on `data.holdout`. Everything
+/// allocated here is dropped on return: losses come back as numbers, the optimizer (and any Adam
+/// state) dies with this call.
+pub fn train(
+    network: &mut Network,
+    data: &CycleData,
+    epochs: usize,
+    live: Option<Evaluation>,
+) -> CycleFigures {
+    let device = network.device();
+    let votes = to_votes(&data.train, device);
+    let rows = Tensor::arange(votes.len(), (Kind::Int64, device));
+    let batch_size = network.config().batch_size;
+    let mut optimizer = Optimizer::new(network);
+    let started = Instant::now();
+    let mut last_epoch_loss = f64::NAN;
+    for _ in 0..epochs {
+        last_epoch_loss = train_epoch(network, &mut optimizer, &votes, &rows, batch_size, |_| {});
+    }
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    CycleFigures {
+        epochs,
+        last_epoch_loss,
+        candidate: evaluate(network, &data.holdout),
+        live,
+        votes_per_second: (data.train.len() * epochs) as f64 / seconds,
+        train_votes: data.train.len(),
+    }
+}
+
+/// A fresh network for a full cycle, sized to the vocabularies.
+pub fn fresh_network(config: &ModelConfig, vocab: &Vocabularies, device: Device) -> Network {
+    let sizes = Sizes {
+        users: vocab.users.len(),
+        posts: vocab.posts.len(),
+        channels: vocab.channels.len(),
+    };
+    Network::new(config, sizes, device)
+}
+
+/// Whether the candidate may replace the live model.
+pub fn accept(figures: &CycleFigures, max_auc_drop: f64) -> bool {
+    match figures.live {
+        None => figures.candidate.auc.is_finite() || figures.candidate.count == 0,
+        Some(live) if !live.auc.is_finite() => true,
+        Some(live) => figures.candidate.auc >= live.auc - max_auc_drop,
+    }
+}

@@ -1,0 +1,207 @@
+//! `oleg-trainer eval`: trains each configured variant offline on a votes file with a seeded
+//! split and reports holdout figures, speed and peak memory.
+
+use crate::dataset::{Columns, Vocabularies};
+use oleg_model::{
+    evaluate_predictions, labels_of, predict, train_epoch, Evaluation, ModelConfig, Network,
+    Optimizer, Sizes, Votes,
+};
+use oleg_telemetry::PeakMemoryCollector;
+use std::time::Instant;
+use tch::Device;
+
+/// Figures after one epoch.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct EpochFigures {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub holdout_mse: f64,
+    pub holdout_auc: f64,
+    pub seconds: f64,
+}
+
+/// One variant's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VariantReport {
+    pub variant: String,
+    pub network: String,
+    pub holdout_auc: f64,
+    pub holdout_mse: f64,
+    pub holdout_log_loss: f64,
+    /// Mean training time of one epoch (evaluation excluded).
+    pub sec_per_epoch: f64,
+    pub peak_rss_mb: f64,
+    pub train_votes: usize,
+    pub holdout_votes: usize,
+    pub epochs: Vec<EpochFigures>,
+}
+
+/// Resets the process's peak-RSS mark, so each variant reports its own peak (Linux ≥ 4.0).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A seeded split of one votes file.
+pub struct Split {
+    pub vocab: Vocabularies,
+    pub train: Columns,
+    pub holdout: Columns,
+}
+
+pub fn evaluate_variant(
+    name: &str,
+    config: &ModelConfig,
+    split: &Split,
+    device: Device,
+    seed: u64,
+    mut progress: impl FnMut(i64),
+) -> VariantReport {
+    let Split {
+        vocab,
+        train,
+        holdout,
+    } = split;
+    reset_peak_rss();
+    tch::manual_seed(seed as i64);
+    let sizes = Sizes {
+        users: vocab.users.len(),
+        posts: vocab.posts.len(),
+        channels: vocab.channels.len(),
+    };
+    let mut network = Network::new(config, sizes, device);
+    let mut optimizer = Optimizer::new(&network);
+    let to_votes =
+        |c: &Columns| Votes::from_columns(&c.users, &c.posts, &c.channels, &c.labels, device);
+    let (train_votes, holdout_votes) = (to_votes(train), to_votes(holdout));
+    let (train_rows, holdout_rows) = (train_votes.all_rows(), holdout_votes.all_rows());
+    let labels = labels_of(&holdout_votes, &holdout_rows);
+    let mut epochs = Vec::new();
+    let mut last = Evaluation {
+        mse: f64::NAN,
+        log_loss: f64::NAN,
+        auc: f64::NAN,
+        count: 0,
+    };
+    let mut training_seconds = 0.0;
+    for epoch in 1..=config.epochs {
+        let started = Instant::now();
+        let train_loss = train_epoch(
+            &mut network,
+            &mut optimizer,
+            &train_votes,
+            &train_rows,
+            config.batch_size,
+            &mut progress,
+        );
+        let seconds = started.elapsed().as_secs_f64();
+        training_seconds += seconds;
+        last = evaluate_predictions(&predict(&network, &holdout_votes, &holdout_rows), &labels);
+        epochs.push(EpochFigures {
+            epoch,
+            train_loss,
+            holdout_mse: last.mse,
+            holdout_auc: last.auc,
+            seconds,
+        });
+    }
+    VariantReport {
+        variant: name.to_owned(),
+        network: config.variant.as_str().to_owned(),
+        holdout_auc: last.auc,
+        holdout_mse: last.mse,
+        holdout_log_loss: last.log_loss,
+        sec_per_epoch: training_seconds / config.epochs as f64,
+        peak_rss_mb: PeakMemoryCollector::read_peak_bytes().unwrap_or(0) as f64 / (1 << 20) as f64,
+        train_votes: train.len(),
+        holdout_votes: holdout.len(),
+        epochs,
+    }
+}
+
+/// A Markdown table of the reports.
+pub fn table(reports: &[VariantReport]) -> String {
+    let mut out = String::from(
+        "| variant | network | holdout AUC | holdout MSE | log-loss | sec/epoch | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.2} | {:.0} |\n",
+            r.variant,
+            r.network,
+            r.holdout_auc,
+            r.holdout_mse,
+            r.holdout_log_loss,
+            r.sec_per_epoch,
+            r.peak_rss_mb
+        ));
+    }
+    out
+}
+
+/// An SVG of the loss curves: training loss (solid) and holdout MSE (dashed) per epoch.
+pub fn plot_svg(reports: &[VariantReport]) -> String {
+    const W: f64 = 720.0;
+    const H: f64 = 420.0;
+    const PAD: f64 = 56.0;
+    let colours = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+    ];
+    let values = reports
+        .iter()
+        .flat_map(|r| r.epochs.iter().flat_map(|e| [e.train_loss, e.holdout_mse]));
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = if lo < hi { (lo, hi) } else { (0.0, 1.0) };
+    let max_epochs = reports
+        .iter()
+        .map(|r| r.epochs.len())
+        .max()
+        .unwrap_or(1)
+        .max(2) as f64;
+    let x = |epoch: usize| PAD + (epoch as f64 - 1.0) / (max_epochs - 1.0) * (W - 2.0 * PAD);
+    let y = |v: f64| H - PAD - (v - lo) / (hi - lo) * (H - 2.0 * PAD);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{PAD}\" y=\"24\" font-size=\"15\">Loss per epoch: training (solid), holdout MSE (dashed)</text>\n\
+         <line x1=\"{PAD}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <line x1=\"{PAD}\" y1=\"{PAD}\" x2=\"{PAD}\" y2=\"{b}\" stroke=\"black\"/>\n\
+         <text x=\"{PAD}\" y=\"{tb}\">epoch 1</text><text x=\"{r}\" y=\"{tb}\" text-anchor=\"end\">epoch {me}</text>\n\
+         <text x=\"{tl}\" y=\"{b}\" text-anchor=\"end\">{lo:.3}</text><text x=\"{tl}\" y=\"{PAD}\" text-anchor=\"end\">{hi:.3}</text>\n",
+        b = H - PAD,
+        r = W - PAD,
+        tb = H - PAD + 18.0,
+        tl = PAD - 6.0,
+        me = max_epochs as usize,
+    );
+    for (i, report) in reports.iter().enumerate() {
+        let colour = colours[i % colours.len()];
+        for (dash, pick) in [("", 0usize), (" stroke-dasharray=\"6 4\"", 1)] {
+            let points: Vec<String> = report
+                .epochs
+                .iter()
+                .map(|e| {
+                    let v = if pick == 0 {
+                        e.train_loss
+                    } else {
+                        e.holdout_mse
+                    };
+                    format!("{:.1},{:.1}", x(e.epoch), y(v))
+                })
+                .collect();
+            svg.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{dash} points=\"{}\"/>\n",
+                points.join(" ")
+            ));
+        }
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>\n",
+            W - PAD - 150.0,
+            PAD + 16.0 * i as f64,
+            report.variant
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}

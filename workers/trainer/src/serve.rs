@@ -1,0 +1,559 @@
+//! The trainer worker: counts announced votes, and when enough arrived (and long enough passed)
+//! takes the training lease and runs an incremental or full cycle.
+
+use crate::artifact::{self, model_document};
+use crate::cycle::{self, CycleFigures, CycleKind};
+use crate::dataset::{Columns, Vocabularies};
+use crate::metrics::TrainerMetrics;
+use crate::{TrainerConfig, TrainerSettings};
+use anyhow::Context;
+use chrono::Utc;
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use oleg_bus::{Bus, QueueName, Source, Subscription};
+use oleg_messages::{
+    decode, HoldoutMetrics, ModelPublished, Reaction, VotesIngested, SCHEMA_VERSION,
+};
+use oleg_model::{Evaluation, Network};
+use oleg_runtime::{shutdown_on_signals, WorkerContext};
+use oleg_store::{as_i64, Store, VoteRecord};
+use oleg_telemetry::Component;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const LEASE: &str = "trainer";
+
+/// `oleg-trainer serve`, or with `one_full_cycle` (`oleg-trainer retrain`) a single full cycle.
+pub fn main(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> {
+    tch::set_num_threads(config.trainer.threads);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(run(config, one_full_cycle))
+}
+
+async fn run(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signals()?;
+    let ctx = WorkerContext::start(
+        "oleg-trainer",
+        &config.log,
+        &config.trainer.metrics_addr,
+        &[Component::Broker, Component::Store],
+        shutdown.clone(),
+    )
+    .await?;
+    let metrics = TrainerMetrics::register(&ctx.registry)?;
+    let store = ctx
+        .connect_store(&config.mongo, Duration::from_secs(2))
+        .await?;
+    let bus = ctx.connect_bus(&config.amqp).await?;
+    let mut trainer = Trainer::start(
+        store,
+        bus.clone(),
+        config.trainer,
+        metrics,
+        shutdown.clone(),
+    )
+    .await?;
+    if one_full_cycle {
+        trainer.cycle(CycleKind::Full).await?;
+        bus.close().await;
+        return Ok(());
+    }
+    let mut notices = Subscription::new(bus.clone(), Source::Shared(QueueName::Trainer));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            incoming = notices.next() => {
+                let Some(incoming) = incoming else { break };
+                match decode::<VotesIngested>(&incoming.body, 64 * 1024) {
+                    Ok(notice) => {
+                        trainer.note(&notice);
+                        let _ = incoming.ack().await;
+                    }
+                    Err(rejection) => {
+                        let _ = incoming.dead_letter(rejection).await;
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if let Some(kind) = trainer.due() {
+                    if let Err(error) = trainer.cycle(kind).await {
+                        tracing::error!(error = format!("{error:#}"), kind = kind.as_str(), "training cycle failed");
+                        trainer.metrics.cycles.with_label_values(&[kind.as_str(), "failed"]).inc();
+                    }
+                }
+            }
+        }
+    }
+    bus.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The live model as this trainer holds it.
+struct Live {
+    network: Network,
+    vocab: Vocabularies,
+    version: i64,
+    /// Every vote ingested at or before this was part of its training.
+    trained_through_ms: i64,
+}
+
+pub struct Trainer {
+    store: Store,
+    bus: Bus,
+    settings: TrainerSettings,
+    metrics: TrainerMetrics,
+    shutdown: CancellationToken,
+    holder: String,
+    device: tch::Device,
+    live: Option<Live>,
+    pending_votes: u64,
+    last_cycle: Option<Instant>,
+    incrementals_since_full: u64,
+}
+
+impl Trainer {
+    async fn start(
+        store: Store,
+        bus: Bus,
+        settings: TrainerSettings,
+        metrics: TrainerMetrics,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let device = settings.device().context("trainer.device")?;
+        let mut trainer = Self {
+            store,
+            bus,
+            settings,
+            metrics,
+            shutdown,
+            holder: format!("{}-{}", hostname(), uuid::Uuid::new_v4()),
+            device,
+            live: None,
+            pending_votes: 0,
+            last_cycle: None,
+            incrementals_since_full: 0,
+        };
+        trainer.reload_live().await?;
+        // Votes stored since the live model (or at all, without one) are work to do.
+        let since = trainer
+            .live
+            .as_ref()
+            .map_or(i64::MIN, |l| l.trained_through_ms);
+        let newer = trainer
+            .store
+            .collections()
+            .votes
+            .find_one(doc! {"ingested_at_ms": {"$gt": since}})
+            .await?;
+        if newer.is_some() {
+            trainer.pending_votes = trainer.settings.min_new_votes;
+        }
+        trainer
+            .metrics
+            .pending_votes
+            .set(trainer.pending_votes as i64);
+        Ok(trainer)
+    }
+
+    async fn reload_live(&mut self) -> anyhow::Result<()> {
+        self.live = None;
+        let Some(document) = self.store.live_model().await? else {
+            tracing::info!("no published model yet");
+            return Ok(());
+        };
+        let version = as_i64(document.get("_id")).context("model version")?;
+        let (network, vocab) =
+            artifact::load(&self.store, version, &self.settings.model, self.device)
+                .await
+                .with_context(|| format!("loading model {version}"))?;
+        let trained_through_ms = document
+            .get_document("figures")
+            .ok()
+            .and_then(|f| as_i64(f.get("trained_through_ms")))
+            .unwrap_or(0);
+        tracing::info!(version, "loaded the live model");
+        self.metrics.model_version.set(version);
+        self.live = Some(Live {
+            network,
+            vocab,
+            version,
+            trained_through_ms,
+        });
+        Ok(())
+    }
+
+    fn note(&mut self, notice: &VotesIngested) {
+        self.pending_votes += notice.new_votes + notice.changed_votes;
+        self.metrics.pending_votes.set(self.pending_votes as i64);
+    }
+
+    fn due(&self) -> Option<CycleKind> {
+        let s = &self.settings;
+        let waited = self
+            .last_cycle
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(s.min_interval_s));
+        if self.pending_votes < s.min_new_votes || !waited {
+            return None;
+        }
+        Some(
+            if self.live.is_none() || self.incrementals_since_full + 1 >= s.full_every {
+                CycleKind::Full
+            } else {
+                CycleKind::Incremental
+            },
+        )
+    }
+
+    /// Runs one cycle under the lease.
+    pub async fn cycle(&mut self, kind: CycleKind) -> anyhow::Result<()> {
+        let now = Utc::now().timestamp_millis();
+        let ttl_ms = (self.settings.lease_ttl_s * 1000) as i64;
+        if !self
+            .store
+            .acquire_lease(LEASE, &self.holder, now, ttl_ms)
+            .await?
+        {
+            tracing::info!("another trainer holds the lease; not training");
+            self.metrics.lease_lost.with_label_values(&["before"]).inc();
+            self.last_cycle = Some(Instant::now());
+            return Ok(());
+        }
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewal = self.renew_lease(lost.clone());
+        let started = Instant::now();
+        let outcome = match self.catch_up().await {
+            // Another trainer may have published while this one waited for the lease.
+            Ok(true) => self.train_and_publish(kind, &lost).await,
+            Ok(false) => Ok("nothing_new"),
+            Err(error) => Err(error),
+        };
+        renewal.cancel();
+        let _ = self.store.release_lease(LEASE, &self.holder).await;
+        self.last_cycle = Some(Instant::now());
+        let outcome = outcome?;
+        self.metrics
+            .cycle_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .cycles
+            .with_label_values(&[kind.as_str(), outcome])
+            .inc();
+        match kind {
+            CycleKind::Full => self.incrementals_since_full = 0,
+            CycleKind::Incremental => self.incrementals_since_full += 1,
+        }
+        Ok(())
+    }
+
+    /// Loads the newest published model if it is not the one held; returns whether any vote was
+    /// ingested after it.
+    async fn catch_up(&mut self) -> anyhow::Result<bool> {
+        let published = self
+            .store
+            .live_model()
+            .await?
+            .and_then(|d| as_i64(d.get("_id")));
+        if published != self.live.as_ref().map(|l| l.version) {
+            self.reload_live().await?;
+        }
+        let since = self
+            .live
+            .as_ref()
+            .map_or(i64::MIN, |l| l.trained_through_ms);
+        let newer = self
+            .store
+            .collections()
+            .votes
+            .find_one(doc! {"ingested_at_ms": {"$gt": since}})
+            .await?;
+        if newer.is_none() {
+            self.pending_votes = 0;
+            self.metrics.pending_votes.set(0);
+        }
+        Ok(newer.is_some())
+    }
+
+    /// Renews the lease every third of its time to live until cancelled; flags a lost lease.
+    fn renew_lease(&self, lost: Arc<AtomicBool>) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let (store, holder, ttl_s, token) = (
+            self.store.clone(),
+            self.holder.clone(),
+            self.settings.lease_ttl_s,
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(ttl_s * 1000 / 3)) => {}
+                }
+                let now = Utc::now().timestamp_millis();
+                if !matches!(
+                    store
+                        .acquire_lease(LEASE, &holder, now, (ttl_s * 1000) as i64)
+                        .await,
+                    Ok(true)
+                ) {
+                    lost.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        stop
+    }
+
+    async fn train_and_publish(
+        &mut self,
+        kind: CycleKind,
+        lost: &AtomicBool,
+    ) -> anyhow::Result<&'static str> {
+        let mut vocab = self
+            .live
+            .as_ref()
+            .map(|l| l.vocab.clone())
+            .unwrap_or_default();
+        let since = match kind {
+            CycleKind::Full => i64::MIN,
+            CycleKind::Incremental => self
+                .live
+                .as_ref()
+                .map_or(i64::MIN, |l| l.trained_through_ms),
+        };
+        let read = self.read_votes(&mut vocab, since, kind).await?;
+        if read.new_rows == 0 {
+            self.pending_votes = 0;
+            return Ok("nothing_new");
+        }
+        let new_range = read.new_range();
+        let trained_through_ms = read.trained_through_ms;
+        let data = cycle::hold_out_recent(
+            read.columns,
+            &read.voted_at_ms,
+            new_range,
+            self.settings.holdout_share,
+            self.settings.holdout_max,
+        );
+        let epochs = match kind {
+            CycleKind::Full => self.settings.model.epochs,
+            CycleKind::Incremental => self.settings.incremental_epochs,
+        };
+        let (config, device) = (self.settings.model.clone(), self.device);
+        let live = self.live.take();
+        // Training is CPU-bound: off the async threads, taking the live network along.
+        let (candidate, figures, live) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let mut live = live;
+                let live_evaluation = match live.as_mut() {
+                    Some(live) => {
+                        cycle::fit_to(&mut live.network, &vocab)?;
+                        Some(cycle::evaluate(&live.network, &data.holdout))
+                    }
+                    None => None,
+                };
+                let mut candidate = match (kind, live.take()) {
+                    (CycleKind::Incremental, Some(live)) => live.network,
+                    (_, live_taken) => {
+                        live = live_taken;
+                        cycle::fresh_network(&config, &vocab, device)
+                    }
+                };
+                cycle::fit_to(&mut candidate, &vocab)?;
+                let figures = cycle::train(&mut candidate, &data, epochs, live_evaluation);
+                Ok(((candidate, vocab), figures, live))
+            })
+            .await
+            .context("the training task panicked")??;
+        self.live = live;
+        self.report(&figures);
+        if lost.load(Ordering::SeqCst) {
+            self.metrics.lease_lost.with_label_values(&["during"]).inc();
+            self.reload_live().await?;
+            anyhow::bail!("lost the training lease during the cycle; discarding its model");
+        }
+        let version = self.store.next_model_version().await?;
+        let accepted = cycle::accept(&figures, self.settings.max_auc_drop);
+        let (network, vocab) = candidate;
+        let summary = figures_document(&figures, kind, trained_through_ms);
+        self.pending_votes = 0;
+        self.metrics.pending_votes.set(0);
+        if !accepted {
+            tracing::warn!(
+                version,
+                candidate_auc = figures.candidate.auc,
+                live_auc = figures.live.map(|l| l.auc),
+                "model rejected: holdout AUC worse than the live model's beyond trainer.max_auc_drop"
+            );
+            self.store
+                .record_model(
+                    version,
+                    model_document("rejected", &self.settings.model, summary),
+                )
+                .await?;
+            if kind == CycleKind::Incremental {
+                // It was trained in place: go back to the published weights.
+                self.reload_live().await?;
+            }
+            return Ok("rejected");
+        }
+        let files = artifact::store_files(&self.store, version, &network, &vocab).await?;
+        let mut document = model_document("published", &self.settings.model, summary);
+        document.insert("files", files);
+        document.insert("trained_on_votes", figures.train_votes as i64);
+        self.store.record_model(version, document).await?;
+        let notice = ModelPublished {
+            schema_version: SCHEMA_VERSION,
+            version: version as u64,
+            variant: self.settings.model.variant.as_str().to_owned(),
+            trained_on_votes: figures.train_votes as u64,
+            holdout: holdout_metrics(&figures.candidate),
+            published_at: Utc::now(),
+        };
+        self.live = Some(Live {
+            network,
+            vocab,
+            version,
+            trained_through_ms,
+        });
+        self.metrics.model_version.set(version);
+        self.metrics
+            .model_published_at
+            .set(Utc::now().timestamp() as f64);
+        tracing::info!(
+            version,
+            kind = kind.as_str(),
+            auc = figures.candidate.auc,
+            mse = figures.candidate.mse,
+            "model published"
+        );
+        if let Err(error) = self.bus.publish(&notice).await {
+            tracing::warn!(%error, version, "could not announce the model; rankers see it on their next check");
+        }
+        Ok("published")
+    }
+
+    fn report(&self, figures: &CycleFigures) {
+        self.metrics.epoch_loss.set(figures.last_epoch_loss);
+        self.metrics.holdout_auc.set(figures.candidate.auc);
+        self.metrics.holdout_mse.set(figures.candidate.mse);
+        self.metrics
+            .holdout_log_loss
+            .set(figures.candidate.log_loss);
+        self.metrics.votes_per_second.set(figures.votes_per_second);
+    }
+
+    /// Streams the cycle's votes into columns: for a full cycle every vote; for an incremental
+    /// one the votes ingested after `since` plus a random sample of older ones.
+    async fn read_votes(
+        &self,
+        vocab: &mut Vocabularies,
+        since: i64,
+        kind: CycleKind,
+    ) -> anyhow::Result<ReadVotes> {
+        let mut read = ReadVotes::default();
+        let votes = &self.store.collections().votes;
+        let mut cursor = votes
+            .find(doc! {"ingested_at_ms": {"$gt": since}})
+            .batch_size(self.settings.read_batch)
+            .await?;
+        while let Some(vote) = cursor.try_next().await? {
+            read.push(vocab, &vote);
+            if self.shutdown.is_cancelled() {
+                anyhow::bail!("shutting down");
+            }
+        }
+        read.new_rows = read.columns.len();
+        if kind == CycleKind::Incremental {
+            let batch = self
+                .live
+                .as_ref()
+                .map_or(512, |l| l.network.config().batch_size) as u64;
+            let wanted = (read.new_rows as u64 * self.settings.older_sample_factor)
+                .max(batch * self.settings.min_batches)
+                .saturating_sub(read.new_rows as u64);
+            let mut sample = votes
+                .aggregate([
+                    doc! {"$match": {"ingested_at_ms": {"$lte": since}}},
+                    doc! {"$sample": {"size": wanted as i64}},
+                ])
+                .with_type::<VoteRecord>()
+                .batch_size(self.settings.read_batch)
+                .await?;
+            // The older votes go first, so the new ones stay the range holdouts come from.
+            let mut older = ReadVotes::default();
+            while let Some(vote) = sample.try_next().await? {
+                older.push(vocab, &vote);
+            }
+            older.columns.extend(&read.columns);
+            older.voted_at_ms.extend_from_slice(&read.voted_at_ms);
+            older.new_rows = read.new_rows;
+            older.trained_through_ms = read.trained_through_ms.max(since);
+            return Ok(older);
+        }
+        Ok(read)
+    }
+}
+
+#[derive(Default)]
+struct ReadVotes {
+    columns: Columns,
+    voted_at_ms: Vec<i64>,
+    /// The last `new_rows` rows are the cycle's new votes.
+    new_rows: usize,
+    trained_through_ms: i64,
+}
+
+impl ReadVotes {
+    fn push(&mut self, vocab: &mut Vocabularies, vote: &VoteRecord) {
+        let label = match vote.reaction {
+            Reaction::Like => 1.0,
+            Reaction::Dislike => 0.0,
+        };
+        self.columns
+            .push(vocab, vote.user_id, &vote.channel, vote.post_id, label);
+        self.voted_at_ms.push(vote.voted_at_ms);
+        self.trained_through_ms = self.trained_through_ms.max(vote.ingested_at_ms);
+    }
+
+    fn new_range(&self) -> std::ops::Range<usize> {
+        self.columns.len() - self.new_rows..self.columns.len()
+    }
+}
+
+fn holdout_metrics(e: &Evaluation) -> HoldoutMetrics {
+    let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+    HoldoutMetrics {
+        auc: finite(e.auc).clamp(0.0, 1.0),
+        mse: finite(e.mse).max(0.0),
+        log_loss: finite(e.log_loss).max(0.0),
+        votes: e.count as u64,
+    }
+}
+
+fn figures_document(figures: &CycleFigures, kind: CycleKind, trained_through_ms: i64) -> Document {
+    let evaluation = |e: &Evaluation| doc! {"auc": e.auc, "mse": e.mse, "log_loss": e.log_loss, "votes": e.count as i64};
+    let mut document = doc! {
+        "kind": kind.as_str(),
+        "epochs": figures.epochs as i64,
+        "last_epoch_loss": figures.last_epoch_loss,
+        "holdout": evaluation(&figures.candidate),
+        "votes_per_second": figures.votes_per_second,
+        "train_votes": figures.train_votes as i64,
+        "trained_through_ms": trained_through_ms,
+    };
+    if let Some(live) = &figures.live {
+        document.insert("live_holdout", evaluation(live));
+    }
+    document
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "trainer".into())
+}

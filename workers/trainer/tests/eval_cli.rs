@@ -1,0 +1,102 @@
+//! `oleg-trainer eval` on a small votes file: JSON lines with the promised keys, a table, a plot,
+//! and clear errors for a bad file.
+
+use std::process::Command;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_oleg-trainer");
+
+fn votes_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut csv = String::from("user,post,channel,vote\n");
+    for i in 0..3_000 {
+        let (user, channel) = (i % 97, i % 4);
+        let post = channel * 1000 + (i * 13) % 50;
+        let vote = i32::from((user + channel) % 2 == 0);
+        csv.push_str(&format!("{user},{post},{channel},{vote}\n"));
+    }
+    let path = dir.join("votes.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+fn eval(args: &[&str]) -> std::process::Output {
+    Command::new(BINARY)
+        .env("OLEG_CONFIG_DIR", oleg_testkit::repo_root().join("config"))
+        .env("OMP_NUM_THREADS", "1")
+        .arg("eval")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn json_lines_table_and_plot() {
+    let dir = oleg_testkit::scratch_dir("trainer-eval-cli");
+    let votes = votes_file(&dir);
+    let plot = dir.join("loss.svg");
+    let out = eval(&[
+        "--votes",
+        votes.to_str().unwrap(),
+        "--format",
+        "json",
+        "--epochs",
+        "2",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(lines.len() >= 2, "every configured variant");
+    for line in &lines {
+        for key in [
+            "variant",
+            "holdout_auc",
+            "holdout_mse",
+            "sec_per_epoch",
+            "peak_rss_mb",
+        ] {
+            assert!(line.get(key).is_some(), "{key} missing in {line}");
+        }
+        assert_eq!(line["train_votes"], 2_400);
+        assert_eq!(line["epochs"].as_array().unwrap().len(), 2);
+    }
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() == 2 * lines.len());
+
+    let table = eval(&[
+        "--votes",
+        votes.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--variants",
+        "original",
+        "--threads",
+        "1",
+    ]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("| variant | network | holdout AUC"), "{text}");
+    assert!(text.contains("| original | channel_mlp |"), "{text}");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = oleg_testkit::scratch_dir("trainer-eval-bad");
+    let path = dir.join("bad.csv");
+    std::fs::write(&path, "user,post,channel,vote\n1,2,3,1\n1,2,3,maybe\n").unwrap();
+    let out = eval(&["--votes", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 3") && stderr.contains("maybe"),
+        "{stderr}"
+    );
+    let out = eval(&["--votes", path.to_str().unwrap(), "--variants", "nonesuch"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonesuch"));
+}
