@@ -26,9 +26,10 @@ impl CycleKind {
     }
 }
 
-/// A cycle's votes: training rows, holdout rows, and the vocabularies they index.
+/// A cycle's votes: the training rows already as tensors (the host columns are gone), the
+/// holdout rows as columns.
 pub struct CycleData {
-    pub train: Columns,
+    pub train: Votes,
     pub holdout: Columns,
 }
 
@@ -45,13 +46,14 @@ pub struct CycleFigures {
 }
 
 /// Splits the cycle's votes: the most recent `share` (by vote time) of `recent_pool` rows, at
-/// most `max`, are held out; everything else trains.
+/// most `max`, are held out; everything else trains, moved to `device`.
 pub fn hold_out_recent(
     columns: Columns,
     voted_at_ms: &[i64],
     recent_pool: std::ops::Range<usize>,
     share: f64,
     max: u64,
+    device: Device,
 ) -> CycleData {
     let mut pool: Vec<usize> = recent_pool.collect();
     pool.sort_by_key(|&i| std::cmp::Reverse(voted_at_ms[i]));
@@ -61,10 +63,9 @@ pub fn hold_out_recent(
         held[i] = true;
     }
     let (holdout, train): (Vec<usize>, Vec<usize>) = (0..columns.len()).partition(|&i| held[i]);
-    CycleData {
-        train: columns.pick(&train),
-        holdout: columns.pick(&holdout),
-    }
+    let holdout = columns.pick(&holdout);
+    let train = to_votes(&columns.pick(&train), device);
+    CycleData { train, holdout }
 }
 
 /// Brings `network` to the vocabularies' sizes (new rows start from averages, see
@@ -117,14 +118,14 @@ pub fn train(
     live: Option<Evaluation>,
 ) -> CycleFigures {
     let device = network.device();
-    let votes = to_votes(&data.train, device);
+    let votes = &data.train;
     let rows = Tensor::arange(votes.len(), (Kind::Int64, device));
     let batch_size = network.config().batch_size;
     let mut optimizer = Optimizer::new(network);
     let started = Instant::now();
     let mut last_epoch_loss = f64::NAN;
     for _ in 0..epochs {
-        last_epoch_loss = train_epoch(network, &mut optimizer, &votes, &rows, batch_size, |_| {});
+        last_epoch_loss = train_epoch(network, &mut optimizer, votes, &rows, batch_size, |_| {});
     }
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     CycleFigures {
@@ -132,8 +133,8 @@ pub fn train(
         last_epoch_loss,
         candidate: evaluate(network, &data.holdout),
         live,
-        votes_per_second: (data.train.len() * epochs) as f64 / seconds,
-        train_votes: data.train.len(),
+        votes_per_second: (votes.len() as usize * epochs) as f64 / seconds,
+        train_votes: votes.len() as usize,
     }
 }
 

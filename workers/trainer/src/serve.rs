@@ -338,6 +338,7 @@ impl Trainer {
             new_range,
             self.settings.holdout_share,
             self.settings.holdout_max,
+            self.device,
         );
         let epochs = match kind {
             CycleKind::Full => self.settings.model.epochs,

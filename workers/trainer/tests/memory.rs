@@ -25,7 +25,8 @@ fn resident_memory_stays_flat_over_two_hundred_cycles() {
     tch::set_num_threads(1);
     let (vocab, columns) = fixed_votes(12_000);
     let voted_at: Vec<i64> = (0..columns.len() as i64).collect();
-    let data: CycleData = cycle::hold_out_recent(columns, &voted_at, 0..12_000, 0.1, 10_000);
+    let data: CycleData =
+        cycle::hold_out_recent(columns, &voted_at, 0..12_000, 0.1, 10_000, Device::Cpu);
     let config = ModelConfig::default();
     let mut network = cycle::fresh_network(&config, &vocab, Device::Cpu);
     let mut after_tenth = 0;

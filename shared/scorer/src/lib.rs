@@ -1,0 +1,419 @@
+//! A published model, ready to score in plain Rust.
+//!
+//! For the channel network the first layer splits: `W₁·[u; p; c] + b₁ = W_u·u + (W_p·p + W_c·c + b₁)`.
+//! The bracket depends only on the post, so it is computed once per post when the model loads;
+//! a request costs one `hidden × user_dim` matrix-vector product for the person, then per
+//! candidate one add-ReLU-dot over `hidden` numbers.
+
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScorerError {
+    #[error("weights: {0}")]
+    Weights(String),
+    #[error("vocabulary: {0}")]
+    Vocab(String),
+}
+
+/// `vocab.json` as the trainer writes it: rows are positions.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct VocabFile {
+    pub users: Vec<i64>,
+    pub channels: Vec<String>,
+    /// (channel row, post id) per post row.
+    pub posts: Vec<(i64, i64)>,
+}
+
+enum Network {
+    Channel {
+        user_dim: usize,
+        hidden: usize,
+        users: Vec<f32>,
+        /// `hidden × user_dim`, the person's block of the first layer.
+        user_block: Vec<f32>,
+        /// Per post row: `W_p·p + W_c·c + b₁`.
+        post_parts: Vec<f32>,
+        /// For a post the model has not seen, per channel row: `W_p·p̄_c + W_c·c + b₁`, with
+        /// `p̄_c` the channel's average post.
+        channel_parts: Vec<f32>,
+        /// For a post of an unknown channel: `W_p·p̄ + W_c·c̄ + b₁`.
+        average_part: Vec<f32>,
+        output: Vec<f32>,
+        output_bias: f32,
+    },
+    Dot {
+        dim: usize,
+        users: Vec<f32>,
+        user_bias: Vec<f32>,
+        posts: Vec<f32>,
+        post_bias: Vec<f32>,
+        global_bias: f32,
+        /// Per channel row, the average post (and its bias) for posts the model has not seen.
+        channel_average: Vec<f32>,
+        channel_average_bias: Vec<f32>,
+        average_post: Vec<f32>,
+        average_post_bias: f32,
+    },
+}
+
+/// A post to score: its row in the model if the model saw it, else its channel (name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate<'a> {
+    Known(usize),
+    New { channel: &'a str },
+}
+
+pub struct ScoringModel {
+    network: Network,
+    output_scale: f32,
+    user_rows: HashMap<i64, usize>,
+    channel_rows: HashMap<String, usize>,
+    post_rows: HashMap<(String, i64), usize>,
+}
+
+struct Tensors<'a>(safetensors::SafeTensors<'a>);
+
+impl Tensors<'_> {
+    fn get(&self, name: &str, rank: usize) -> Result<(Vec<usize>, Vec<f32>), ScorerError> {
+        let view = self
+            .0
+            .tensor(name)
+            .map_err(|e| ScorerError::Weights(format!("{name}: {e}")))?;
+        if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != rank {
+            return Err(ScorerError::Weights(format!(
+                "{name} is {:?} {:?}, expected rank-{rank} F32",
+                view.dtype(),
+                view.shape()
+            )));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((view.shape().to_vec(), values))
+    }
+}
+
+fn column_means(values: &[f32], rows: usize, dim: usize) -> Vec<f32> {
+    let mut mean = vec![0f32; dim];
+    if rows == 0 {
+        return mean;
+    }
+    for row in values.chunks_exact(dim) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v;
+        }
+    }
+    mean.iter_mut().for_each(|m| *m /= rows as f32);
+    mean
+}
+
+/// Per channel row, the mean of its posts' rows (or `fallback` for a channel without posts).
+fn channel_means(
+    values: &[f32],
+    dim: usize,
+    post_channels: &[usize],
+    channels: usize,
+    fallback: &[f32],
+) -> Vec<f32> {
+    let mut sums = vec![0f32; channels * dim];
+    let mut counts = vec![0usize; channels];
+    for (row, &channel) in post_channels.iter().enumerate() {
+        counts[channel] += 1;
+        for k in 0..dim {
+            sums[channel * dim + k] += values[row * dim + k];
+        }
+    }
+    for channel in 0..channels {
+        for k in 0..dim {
+            sums[channel * dim + k] = if counts[channel] == 0 {
+                fallback[k]
+            } else {
+                sums[channel * dim + k] / counts[channel] as f32
+            };
+        }
+    }
+    sums
+}
+
+/// `out = M·x (+ out)`, with M `rows × cols` row-major, `x` starting at column `offset` of M.
+fn mat_vec_add(m: &[f32], cols: usize, offset: usize, x: &[f32], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        let row = &m[r * cols + offset..r * cols + offset + x.len()];
+        *o += row.iter().zip(x).map(|(a, b)| a * b).sum::<f32>();
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+impl ScoringModel {
+    /// Builds a model from the trainer's two files.
+    pub fn load(weights: &[u8], vocab: &[u8]) -> Result<Self, ScorerError> {
+        let vocab: VocabFile =
+            serde_json::from_slice(vocab).map_err(|e| ScorerError::Vocab(e.to_string()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(weights)
+            .map_err(|e| ScorerError::Weights(e.to_string()))?;
+        let metadata: BTreeMap<String, String> = header
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let tensors = Tensors(
+            safetensors::SafeTensors::deserialize(weights)
+                .map_err(|e| ScorerError::Weights(e.to_string()))?,
+        );
+        let output_scale: f32 = metadata
+            .get("output_scale")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ScorerError::Weights("metadata output_scale missing".into()))?;
+        let channels = vocab.channels.len();
+        let post_channels: Vec<usize> = vocab
+            .posts
+            .iter()
+            .map(|(c, _)| usize::try_from(*c).ok().filter(|c| *c < channels))
+            .collect::<Option<_>>()
+            .ok_or_else(|| ScorerError::Vocab("a post names a channel row out of range".into()))?;
+        let check_rows = |name: &str, shape: &[usize], rows: usize| {
+            if shape[0] == rows {
+                Ok(())
+            } else {
+                Err(ScorerError::Vocab(format!(
+                    "{name} has {} rows for {rows} ids",
+                    shape[0]
+                )))
+            }
+        };
+        let network = match metadata.get("variant").map(String::as_str) {
+            Some("channel_mlp") => {
+                let (us, users) = tensors.get("user_embedding", 2)?;
+                let (ps, posts) = tensors.get("post_embedding", 2)?;
+                let (cs, channel_emb) = tensors.get("channel_embedding", 2)?;
+                let (hs, w1) = tensors.get("hidden.weight", 2)?;
+                let (_, b1) = tensors.get("hidden.bias", 1)?;
+                let (_, w2) = tensors.get("output.weight", 2)?;
+                let (_, b2) = tensors.get("output.bias", 1)?;
+                check_rows("user_embedding", &us, vocab.users.len())?;
+                check_rows("post_embedding", &ps, vocab.posts.len())?;
+                check_rows("channel_embedding", &cs, channels)?;
+                let (user_dim, post_dim, channel_dim, hidden) = (us[1], ps[1], cs[1], hs[0]);
+                if hs[1] != user_dim + post_dim + channel_dim
+                    || w2.len() != hidden
+                    || b1.len() != hidden
+                    || b2.len() != 1
+                {
+                    return Err(ScorerError::Weights(
+                        "layer shapes do not fit the embeddings".into(),
+                    ));
+                }
+                let cols = hs[1];
+                let part = |post: &[f32], channel: &[f32]| {
+                    let mut out = b1.clone();
+                    mat_vec_add(&w1, cols, user_dim, post, &mut out);
+                    mat_vec_add(&w1, cols, user_dim + post_dim, channel, &mut out);
+                    out
+                };
+                let post_parts: Vec<f32> = (0..vocab.posts.len())
+                    .flat_map(|row| {
+                        let c = post_channels[row];
+                        part(
+                            &posts[row * post_dim..(row + 1) * post_dim],
+                            &channel_emb[c * channel_dim..(c + 1) * channel_dim],
+                        )
+                    })
+                    .collect();
+                // A post the model has not seen starts where the trainer would start it: at the
+                // average post of its channel.
+                let average_post = column_means(&posts, vocab.posts.len(), post_dim);
+                let channel_posts =
+                    channel_means(&posts, post_dim, &post_channels, channels, &average_post);
+                let channel_parts: Vec<f32> = (0..channels)
+                    .flat_map(|c| {
+                        part(
+                            &channel_posts[c * post_dim..(c + 1) * post_dim],
+                            &channel_emb[c * channel_dim..(c + 1) * channel_dim],
+                        )
+                    })
+                    .collect();
+                let average_part = part(
+                    &average_post,
+                    &column_means(&channel_emb, channels, channel_dim),
+                );
+                let user_block: Vec<f32> = (0..hidden)
+                    .flat_map(|r| w1[r * cols..r * cols + user_dim].to_vec())
+                    .collect();
+                Network::Channel {
+                    user_dim,
+                    hidden,
+                    users,
+                    user_block,
+                    post_parts,
+                    channel_parts,
+                    average_part,
+                    output: w2,
+                    output_bias: b2[0],
+                }
+            }
+            Some("dot") => {
+                let (us, users) = tensors.get("user_embedding", 2)?;
+                let (ps, posts) = tensors.get("post_embedding", 2)?;
+                let (_, user_bias) = tensors.get("user_bias", 2)?;
+                let (_, post_bias) = tensors.get("post_bias", 2)?;
+                let (_, global) = tensors.get("global_bias", 1)?;
+                check_rows("user_embedding", &us, vocab.users.len())?;
+                check_rows("post_embedding", &ps, vocab.posts.len())?;
+                let dim = us[1];
+                let average_post = column_means(&posts, vocab.posts.len(), dim);
+                let average_post_bias = column_means(&post_bias, vocab.posts.len(), 1)[0];
+                Network::Dot {
+                    dim,
+                    channel_average: channel_means(
+                        &posts,
+                        dim,
+                        &post_channels,
+                        channels,
+                        &average_post,
+                    ),
+                    channel_average_bias: channel_means(
+                        &post_bias,
+                        1,
+                        &post_channels,
+                        channels,
+                        &[average_post_bias],
+                    ),
+                    average_post,
+                    average_post_bias,
+                    users,
+                    user_bias,
+                    posts,
+                    post_bias,
+                    global_bias: global[0],
+                }
+            }
+            other => return Err(ScorerError::Weights(format!("unknown variant {other:?}"))),
+        };
+        Ok(Self {
+            network,
+            output_scale,
+            user_rows: vocab
+                .users
+                .iter()
+                .enumerate()
+                .map(|(row, id)| (*id, row))
+                .collect(),
+            channel_rows: vocab
+                .channels
+                .iter()
+                .enumerate()
+                .map(|(row, c)| (c.clone(), row))
+                .collect(),
+            post_rows: vocab
+                .posts
+                .iter()
+                .enumerate()
+                .map(|(row, (c, id))| ((vocab.channels[*c as usize].clone(), *id), row))
+                .collect(),
+        })
+    }
+
+    pub fn user_row(&self, user_id: i64) -> Option<usize> {
+        self.user_rows.get(&user_id).copied()
+    }
+
+    pub fn candidate<'a>(&self, channel: &'a str, post_id: i64) -> Candidate<'a> {
+        match self.post_rows.get(&(channel.to_owned(), post_id)) {
+            Some(&row) => Candidate::Known(row),
+            None => Candidate::New { channel },
+        }
+    }
+
+    /// Scores candidates for the person at `user_row`, in order.
+    pub fn score(&self, user_row: usize, candidates: &[Candidate<'_>], out: &mut Vec<f32>) {
+        out.clear();
+        match &self.network {
+            Network::Channel {
+                user_dim,
+                hidden,
+                users,
+                user_block,
+                post_parts,
+                channel_parts,
+                average_part,
+                output,
+                output_bias,
+            } => {
+                let (dim, hidden) = (*user_dim, *hidden);
+                let mut person = vec![0f32; hidden];
+                mat_vec_add(
+                    user_block,
+                    dim,
+                    0,
+                    &users[user_row * dim..(user_row + 1) * dim],
+                    &mut person,
+                );
+                for candidate in candidates {
+                    let part = match candidate {
+                        Candidate::Known(row) => &post_parts[row * hidden..(row + 1) * hidden],
+                        Candidate::New { channel } => match self.channel_rows.get(*channel) {
+                            Some(&c) => &channel_parts[c * hidden..(c + 1) * hidden],
+                            None => &average_part[..],
+                        },
+                    };
+                    let logit: f32 = person
+                        .iter()
+                        .zip(part)
+                        .zip(output)
+                        .map(|((p, q), w)| (p + q).max(0.0) * w)
+                        .sum::<f32>()
+                        + output_bias;
+                    out.push(sigmoid(logit) * self.output_scale);
+                }
+            }
+            Network::Dot {
+                dim,
+                users,
+                user_bias,
+                posts,
+                post_bias,
+                global_bias,
+                channel_average,
+                channel_average_bias,
+                average_post,
+                average_post_bias,
+            } => {
+                let dim = *dim;
+                let u = &users[user_row * dim..(user_row + 1) * dim];
+                for candidate in candidates {
+                    let (p, b) = match candidate {
+                        Candidate::Known(row) => {
+                            (&posts[row * dim..(row + 1) * dim], post_bias[*row])
+                        }
+                        Candidate::New { channel } => match self.channel_rows.get(*channel) {
+                            Some(&c) => (
+                                &channel_average[c * dim..(c + 1) * dim],
+                                channel_average_bias[c],
+                            ),
+                            None => (&average_post[..], *average_post_bias),
+                        },
+                    };
+                    let logit = u.iter().zip(p).map(|(a, b)| a * b).sum::<f32>()
+                        + user_bias[user_row]
+                        + b
+                        + global_bias;
+                    out.push(sigmoid(logit) * self.output_scale);
+                }
+            }
+        }
+    }
+
+    pub fn users(&self) -> usize {
+        self.user_rows.len()
+    }
+
+    pub fn posts(&self) -> usize {
+        self.post_rows.len()
+    }
+}

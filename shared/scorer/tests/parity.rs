@@ -1,0 +1,190 @@
+//! The ranker's Rust scores equal the trainer's forward pass (tch) within 1e-5, on random models
+//! and inputs, for both variants; posts the model never saw score from their channel.
+
+use oleg_model::{write_safetensors, Batch, LossKind, ModelConfig, Network, Sizes, Variant};
+use oleg_scorer::{Candidate, ScoringModel};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use tch::{Device, Kind, Tensor};
+
+const USERS: i64 = 40;
+const POSTS: i64 = 300;
+const CHANNELS: i64 = 7;
+
+fn files(network: &Network) -> (Vec<u8>, Vec<u8>) {
+    let named: Vec<(&str, &Tensor)> = network
+        .named_tensors()
+        .iter()
+        .map(|(n, t)| (*n, t))
+        .collect();
+    let metadata = BTreeMap::from([
+        (
+            "variant".to_owned(),
+            network.config().variant.as_str().to_owned(),
+        ),
+        (
+            "output_scale".to_owned(),
+            network.config().output_scale.to_string(),
+        ),
+    ]);
+    let mut weights = Vec::new();
+    write_safetensors(&named, &metadata, &mut weights).unwrap();
+    let vocab = serde_json::json!({
+        "users": (0..USERS).map(|u| 1000 + u).collect::<Vec<_>>(),
+        "channels": (0..CHANNELS).map(|c| format!("channel_{c}")).collect::<Vec<_>>(),
+        "posts": (0..POSTS).map(|p| (p % CHANNELS, 5000 + p)).collect::<Vec<_>>(),
+    });
+    (weights, vocab.to_string().into_bytes())
+}
+
+fn random_network(config: &ModelConfig, seed: i64) -> Network {
+    tch::manual_seed(seed);
+    let mut network = Network::new(
+        config,
+        Sizes {
+            users: USERS,
+            posts: POSTS,
+            channels: CHANNELS,
+        },
+        Device::Cpu,
+    );
+    // Trained-looking weights: perturb every parameter, biases included.
+    let post_channels: Vec<i64> = (0..POSTS).map(|p| p % CHANNELS).collect();
+    network
+        .grow(
+            Sizes {
+                users: USERS,
+                posts: POSTS,
+                channels: CHANNELS,
+            },
+            &post_channels,
+        )
+        .unwrap();
+    tch::no_grad(|| {
+        for (_, t) in network.named_tensors() {
+            let _ = t.shallow_clone().f_add_(&(t.randn_like() * 0.3)).unwrap();
+        }
+    });
+    network
+}
+
+#[test]
+fn rust_scores_match_the_tch_forward_pass() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let configs = [
+        ModelConfig::default(),
+        ModelConfig {
+            loss: LossKind::Bce,
+            output_scale: 1.0,
+            hidden: 33,
+            user_dim: 17,
+            post_dim: 9,
+            channel_dim: 5,
+            ..ModelConfig::default()
+        },
+        ModelConfig {
+            variant: Variant::Dot,
+            dot_dim: 12,
+            ..ModelConfig::default()
+        },
+    ];
+    for (i, config) in configs.iter().enumerate() {
+        for seed in 0..3 {
+            let network = random_network(config, (i * 10 + seed) as i64);
+            let (weights, vocab) = files(&network);
+            let model = ScoringModel::load(&weights, &vocab).unwrap();
+            for _ in 0..5 {
+                let user = rng.random_range(0..USERS);
+                let posts: Vec<i64> = (0..50).map(|_| rng.random_range(0..POSTS)).collect();
+                let expected = network.predict(&Batch {
+                    users: Tensor::full([50], user, (Kind::Int64, Device::Cpu)),
+                    posts: Tensor::from_slice(&posts),
+                    channels: Tensor::from_slice(
+                        &posts.iter().map(|p| p % CHANNELS).collect::<Vec<_>>(),
+                    ),
+                });
+                let mut expected_values = vec![0f32; 50];
+                expected.copy_data(&mut expected_values, 50);
+                let row = model.user_row(1000 + user).unwrap();
+                let channel_names: Vec<String> = posts
+                    .iter()
+                    .map(|p| format!("channel_{}", p % CHANNELS))
+                    .collect();
+                let candidates: Vec<Candidate> = posts
+                    .iter()
+                    .zip(&channel_names)
+                    .map(|(p, c)| model.candidate(c, 5000 + p))
+                    .collect();
+                assert!(candidates.iter().all(|c| matches!(c, Candidate::Known(_))));
+                let mut scores = Vec::new();
+                model.score(row, &candidates, &mut scores);
+                for (a, b) in scores.iter().zip(&expected_values) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "{:?}: rust {a} vs tch {b}",
+                        config.variant
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_post_newer_than_the_model_scores_with_its_channel_and_the_average_post() {
+    let network = random_network(&ModelConfig::default(), 77);
+    let (weights, vocab) = files(&network);
+    let model = ScoringModel::load(&weights, &vocab).unwrap();
+    // The trainer's own way to give a new post a row: grow, which starts it from its channel's
+    // average post. The scorer must agree with that model.
+    // A copy of the same weights (the seed is global and other tests use it concurrently).
+    let copy = network
+        .named_tensors()
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.detach().copy()))
+        .collect();
+    let mut grown = Network::from_named(&ModelConfig::default(), copy, Device::Cpu).unwrap();
+    let mut post_channels: Vec<i64> = (0..POSTS).map(|p| p % CHANNELS).collect();
+    post_channels.push(3);
+    grown
+        .grow(
+            Sizes {
+                users: USERS,
+                posts: POSTS + 1,
+                channels: CHANNELS,
+            },
+            &post_channels,
+        )
+        .unwrap();
+    let expected = grown.predict(&Batch {
+        users: Tensor::from_slice(&[4_i64]),
+        posts: Tensor::from_slice(&[POSTS]),
+        channels: Tensor::from_slice(&[3_i64]),
+    });
+    let new_post = model.candidate("channel_3", 999_999);
+    assert_eq!(
+        new_post,
+        Candidate::New {
+            channel: "channel_3"
+        }
+    );
+    let mut scores = Vec::new();
+    model.score(model.user_row(1004).unwrap(), &[new_post], &mut scores);
+    assert!(
+        (scores[0] - expected.double_value(&[0]) as f32).abs() < 1e-5,
+        "{} vs {}",
+        scores[0],
+        expected.double_value(&[0])
+    );
+}
+
+#[test]
+fn mismatched_files_are_refused() {
+    let network = random_network(&ModelConfig::default(), 5);
+    let (weights, _) = files(&network);
+    let short_vocab =
+        serde_json::json!({"users": [1], "channels": ["a"], "posts": [[0, 1]]}).to_string();
+    assert!(ScoringModel::load(&weights, short_vocab.as_bytes()).is_err());
+    assert!(ScoringModel::load(b"not safetensors", short_vocab.as_bytes()).is_err());
+}
