@@ -1,5 +1,5 @@
 use crate::metrics::BusMetrics;
-use crate::{Backoff, BusError, Topology, REASON_HEADER};
+use crate::{Backoff, BusError, Topology, REASON_HEADER, SENT_AT_HEADER};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -221,7 +221,11 @@ impl Bus {
     ) -> Result<Routed, BusError> {
         let timeout = Duration::from_millis(self.inner.settings.confirm_timeout_ms);
         let deadline = Instant::now() + timeout;
+        // When it was sent, so consumers can measure how long it waited in the queue.
+        let mut headers = properties.headers().clone().unwrap_or_default();
+        headers.insert(SENT_AT_HEADER.into(), AMQPValue::LongLongInt(now_ms()));
         let properties = properties
+            .with_headers(headers)
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
         let mut backoff = self.backoff();
@@ -310,4 +314,10 @@ impl Bus {
         self.inner.readiness.set(Component::Broker, false);
         self.inner.metrics.connected.set(0);
     }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

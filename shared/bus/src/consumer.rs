@@ -194,6 +194,20 @@ impl Incoming {
         u32::try_from(earlier).unwrap_or(0).saturating_add(1)
     }
 
+    /// How long the message waited since it was published (from its `x-sent-at-ms` header).
+    pub fn queue_wait(&self) -> Option<Duration> {
+        let sent = self
+            .properties
+            .headers()
+            .as_ref()?
+            .inner()
+            .get(crate::SENT_AT_HEADER)?
+            .as_long_long_int()?;
+        u64::try_from(crate::connection::now_ms() - sent)
+            .ok()
+            .map(Duration::from_millis)
+    }
+
     pub fn reply_to(&self) -> Option<String> {
         self.properties.reply_to().as_ref().map(|s| s.to_string())
     }

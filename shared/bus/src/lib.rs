@@ -12,12 +12,14 @@ mod backoff;
 mod connection;
 mod consumer;
 mod metrics;
+mod rpc;
 mod topology;
 
 pub use backoff::Backoff;
 pub use connection::{Bus, Routed};
 pub use consumer::{Incoming, Source, Subscription};
-pub use topology::{QueueName, Topology, BROKER_DELIVERY_LIMIT, REASON_HEADER};
+pub use rpc::{RpcClient, RpcError};
+pub use topology::{QueueName, Topology, BROKER_DELIVERY_LIMIT, REASON_HEADER, SENT_AT_HEADER};
 
 /// Errors of the bus layer.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,9 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 use oleg_messages::MessageKind;
 
+/// Header carrying the publish time (Unix milliseconds) of every message.
+pub const SENT_AT_HEADER: &str = "x-sent-at-ms";
+
 /// Header carrying a dead letter's machine-readable reason.
 pub const REASON_HEADER: &str = "x-oleg-reason";
 

@@ -7,6 +7,7 @@
 //! MongoDB does anyway and what the stand-in needs to use its index.
 
 mod collections;
+mod deliveries;
 mod keys;
 mod leases;
 mod models;

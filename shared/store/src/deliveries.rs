@@ -1,0 +1,104 @@
+//! What a person has seen (voted on or been sent), and the record that a post was sent.
+
+use crate::leases::is_duplicate_key;
+use crate::{vote_key, Collections, Store, StoreError};
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use oleg_messages::{PostRef, UserId};
+use std::collections::HashSet;
+
+impl Store {
+    /// Post keys ([`crate::post_key`]) the person voted on or was sent.
+    pub async fn seen_posts(&self, user: UserId) -> Result<HashSet<String>, StoreError> {
+        let mut seen = HashSet::new();
+        for collection in [Collections::VOTES, Collections::DELIVERIES] {
+            let mut cursor = self
+                .database()
+                .collection::<Document>(collection)
+                .find(doc! {"user_id": {"$eq": user.get()}})
+                .projection(doc! {"channel": 1, "post_id": 1})
+                .await?;
+            while let Some(d) = cursor.try_next().await? {
+                if let (Ok(channel), Some(post_id)) =
+                    (d.get_str("channel"), crate::as_i64(d.get("post_id")))
+                {
+                    seen.insert(format!("{channel}/{post_id}"));
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Records that `post` was sent to `user`; `false` if it already was (by this or another
+    /// replica), in which case it must not be sent.
+    pub async fn record_delivery(
+        &self,
+        user: UserId,
+        post: &PostRef,
+        at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let document = doc! {
+            "_id": vote_key(user, post),
+            "user_id": user.get(),
+            "channel": post.channel.as_str(),
+            "post_id": post.post_id.get(),
+            "delivered_at_ms": at_ms,
+        };
+        match self
+            .database()
+            .collection::<Document>(Collections::DELIVERIES)
+            .insert_one(document)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(error) if is_duplicate_key(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Posts published at or after `since_ms`, as (channel, post id, published at).
+    pub async fn recent_posts(&self, since_ms: i64) -> Result<Vec<(String, i64, i64)>, StoreError> {
+        let mut cursor = self
+            .database()
+            .collection::<Document>(Collections::POSTS)
+            .find(doc! {"published_at_ms": {"$gte": since_ms}})
+            .projection(doc! {"channel": 1, "post_id": 1, "published_at_ms": 1})
+            .await?;
+        let mut posts = Vec::new();
+        while let Some(d) = cursor.try_next().await? {
+            if let (Ok(channel), Some(id), Some(at)) = (
+                d.get_str("channel"),
+                crate::as_i64(d.get("post_id")),
+                crate::as_i64(d.get("published_at_ms")),
+            ) {
+                posts.push((channel.to_owned(), id, at));
+            }
+        }
+        Ok(posts)
+    }
+
+    /// Like and vote counts per post key, over votes ingested at or after `since_ms`.
+    pub async fn vote_counts(
+        &self,
+        since_ms: i64,
+    ) -> Result<std::collections::HashMap<String, (u32, u32)>, StoreError> {
+        let mut cursor = self
+            .database()
+            .collection::<Document>(Collections::VOTES)
+            .find(doc! {"ingested_at_ms": {"$gte": since_ms}})
+            .projection(doc! {"channel": 1, "post_id": 1, "reaction": 1})
+            .await?;
+        let mut counts = std::collections::HashMap::new();
+        while let Some(d) = cursor.try_next().await? {
+            if let (Ok(channel), Some(id)) = (d.get_str("channel"), crate::as_i64(d.get("post_id")))
+            {
+                let entry: &mut (u32, u32) = counts.entry(format!("{channel}/{id}")).or_default();
+                entry.1 += 1;
+                if d.get_str("reaction") == Ok("like") {
+                    entry.0 += 1;
+                }
+            }
+        }
+        Ok(counts)
+    }
+}

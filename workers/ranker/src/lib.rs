@@ -1,0 +1,399 @@
+//! `oleg-ranker`: answers "what should this person see next?" over RabbitMQ RPC.
+//!
+//! Candidates are the posts of the last `candidate_days` minus what the person voted on or was
+//! sent. A person the model knows is scored by the model (in plain Rust, see `oleg-scorer`);
+//! anyone else by smoothed popularity (cold start). Gaussian noise and a share of posts from
+//! untried channels explore. Every post sent is recorded in `deliveries` first (a unique key per
+//! person and post), so no post goes to a person twice, across replicas and restarts.
+
+mod metrics;
+pub mod model;
+pub mod pool;
+mod settings;
+
+pub use metrics::RankerMetrics;
+pub use settings::{RankerConfig, RankerSettings};
+
+use chrono::Utc;
+use model::ModelSlot;
+use oleg_bus::{Bus, Incoming, QueueName, Source, Subscription};
+use oleg_messages::{
+    decode, ChannelName, DeadLetterReason, ModelPublished, PostId, PostRef, RecommendErrorCode,
+    RecommendReply, RecommendRequest, RecommendedPost, ScrapedPost, SCHEMA_VERSION,
+};
+use oleg_scorer::Candidate;
+use oleg_store::Store;
+use pool::Pool;
+use rand::Rng;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Ranker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    bus: Bus,
+    store: Store,
+    settings: RankerSettings,
+    metrics: RankerMetrics,
+    model: ModelSlot,
+    pool: RwLock<Arc<Pool>>,
+    shutdown: CancellationToken,
+}
+
+impl Ranker {
+    pub fn new(
+        bus: Bus,
+        store: Store,
+        settings: RankerSettings,
+        metrics: RankerMetrics,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                bus,
+                store,
+                settings,
+                metrics,
+                model: ModelSlot::default(),
+                pool: RwLock::new(Arc::new(Pool::default())),
+                shutdown,
+            }),
+        }
+    }
+
+    fn window_start_ms(&self) -> i64 {
+        Utc::now().timestamp_millis() - i64::from(self.inner.settings.candidate_days) * 86_400_000
+    }
+
+    /// Reloads candidates and popularity from the store.
+    pub async fn refresh_pool(&self) -> Result<(), oleg_store::StoreError> {
+        let since = self.window_start_ms();
+        let posts = self.inner.store.recent_posts(since).await?;
+        let counts = self.inner.store.vote_counts(since).await?;
+        let mut pool = Pool::new(posts, counts, self.inner.settings.prior_strength);
+        // Keep posts announced since the read began.
+        for post in &self.pool().posts {
+            pool.insert(post.channel.clone(), post.post_id, post.published_at_ms);
+        }
+        pool.expire(since);
+        self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
+        *self.inner.pool.write().expect("not poisoned") = Arc::new(pool);
+        Ok(())
+    }
+
+    fn pool(&self) -> Arc<Pool> {
+        self.inner.pool.read().expect("not poisoned").clone()
+    }
+
+    fn add_post(&self, post: &ScrapedPost) {
+        let published = post.published_at.timestamp_millis();
+        if published < self.window_start_ms() {
+            return;
+        }
+        let mut slot = self.inner.pool.write().expect("not poisoned");
+        let mut pool = (**slot).clone();
+        if pool.insert(post.channel.to_string(), post.post_id.get(), published) {
+            self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
+            *slot = Arc::new(pool);
+        }
+    }
+
+    /// Loads `version` and swaps it in; a model that fails to load is refused and the current
+    /// one keeps serving.
+    pub async fn load_model(&self, version: i64) {
+        if self
+            .inner
+            .model
+            .current()
+            .is_some_and(|m| m.version >= version)
+        {
+            return;
+        }
+        match model::load(&self.inner.store, version).await {
+            Ok(loaded) => {
+                let published_at_ms = loaded.published_at_ms;
+                if self.inner.model.offer(loaded) {
+                    tracing::info!(version, "serving a new model");
+                    self.inner.metrics.model_version.set(version);
+                    self.inner
+                        .metrics
+                        .model_age_seconds
+                        .set((Utc::now().timestamp_millis() - published_at_ms) as f64 / 1e3);
+                }
+            }
+            Err(error) => {
+                self.inner.metrics.model_load_failures.inc();
+                tracing::error!(version, %error, "refused a model that failed to load; the current one keeps serving");
+            }
+        }
+    }
+
+    /// Serves until shutdown: requests, notices, and the periodic refreshes.
+    pub async fn run(self) {
+        if let Err(error) = self.refresh_pool().await {
+            tracing::warn!(%error, "could not load candidates yet");
+        }
+        if let Ok(Some(version)) = model::live_version(&self.inner.store).await {
+            self.load_model(version).await;
+        }
+        let notices = tokio::spawn(self.clone().follow_notices());
+        let refresher = tokio::spawn(self.clone().refresh_periodically());
+        let mut requests =
+            Subscription::new(self.inner.bus.clone(), Source::Shared(QueueName::Recommend));
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.inner.settings.concurrency));
+        let mut in_flight = tokio::task::JoinSet::new();
+        while let Some(incoming) = requests.next().await {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let ranker = self.clone();
+            in_flight.spawn(async move {
+                ranker.answer(incoming).await;
+                drop(permit);
+            });
+            while in_flight.try_join_next().is_some() {}
+        }
+        // Shutdown: finish what was taken, then stop.
+        while in_flight.join_next().await.is_some() {}
+        notices.abort();
+        refresher.abort();
+    }
+
+    async fn follow_notices(self) {
+        let mut notices = Subscription::new(
+            self.inner.bus.clone(),
+            Source::PerReplica(vec!["model.published", "post.scraped"]),
+        );
+        while let Some(incoming) = notices.next().await {
+            let max = self.inner.settings.max_message_bytes.max(1 << 20);
+            if incoming.routing_key == "model.published" {
+                if let Ok(notice) = decode::<ModelPublished>(&incoming.body, max) {
+                    let ranker = self.clone();
+                    // Load in the background: requests keep being served by the current model.
+                    tokio::spawn(async move { ranker.load_model(notice.version as i64).await });
+                }
+            } else if let Ok(post) = decode::<ScrapedPost>(&incoming.body, max) {
+                self.add_post(&post);
+            }
+            let _ = incoming.ack().await;
+        }
+    }
+
+    async fn refresh_periodically(self) {
+        let (mut pool_due, mut model_due) = (Instant::now(), Instant::now());
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if let Some(current) = self.inner.model.current() {
+                let age = (Utc::now().timestamp_millis() - current.published_at_ms) as f64 / 1e3;
+                self.inner.metrics.model_age_seconds.set(age);
+            }
+            if pool_due.elapsed() >= Duration::from_secs(self.inner.settings.refresh_s) {
+                pool_due = Instant::now();
+                if let Err(error) = self.refresh_pool().await {
+                    tracing::warn!(%error, "could not refresh candidates");
+                }
+            }
+            if model_due.elapsed() >= Duration::from_secs(self.inner.settings.model_check_s) {
+                model_due = Instant::now();
+                if let Ok(Some(version)) = model::live_version(&self.inner.store).await {
+                    self.load_model(version).await;
+                }
+            }
+        }
+    }
+
+    async fn answer(&self, incoming: Incoming) {
+        let started = Instant::now();
+        let metrics = &self.inner.metrics;
+        if let Some(wait) = incoming.queue_wait() {
+            metrics.queue_wait_seconds.observe(wait.as_secs_f64());
+        }
+        let (Some(reply_to), Some(correlation_id)) =
+            (incoming.reply_to(), incoming.correlation_id())
+        else {
+            metrics.errors.with_label_values(&["no_reply_to"]).inc();
+            let _ = incoming
+                .dead_letter(oleg_messages::Rejection::new(
+                    DeadLetterReason::Malformed,
+                    "a request needs reply_to and correlation_id",
+                ))
+                .await;
+            return;
+        };
+        let reply =
+            match decode::<RecommendRequest>(&incoming.body, self.inner.settings.max_message_bytes)
+            {
+                Ok(request) => self.recommend(&request).await,
+                Err(rejection) => {
+                    let code = if rejection.reason == DeadLetterReason::UnsupportedSchemaVersion {
+                        RecommendErrorCode::UnsupportedSchemaVersion
+                    } else {
+                        RecommendErrorCode::Malformed
+                    };
+                    RecommendReply::error(code, rejection.detail)
+                }
+            };
+        let outcome = match &reply {
+            RecommendReply::Ok { .. } => "ok",
+            RecommendReply::Error { error, .. } => {
+                let kind = serde_json::to_value(error.code)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                metrics.errors.with_label_values(&[&kind]).inc();
+                "error"
+            }
+        };
+        match self
+            .inner
+            .bus
+            .reply(&reply_to, &correlation_id, &reply)
+            .await
+        {
+            Ok(_) => {
+                metrics.requests.with_label_values(&[outcome]).inc();
+                let _ = incoming.ack().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not send a reply; the request will be answered again");
+                let _ = incoming.retry(&error.to_string()).await;
+            }
+        }
+        metrics
+            .handle_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Picks, records and returns the posts for one request.
+    pub async fn recommend(&self, request: &RecommendRequest) -> RecommendReply {
+        let settings = &self.inner.settings;
+        let count = request.count.clamp(1, settings.max_count) as usize;
+        let seen = match self.inner.store.seen_posts(request.user_id).await {
+            Ok(seen) => seen,
+            Err(error) => {
+                return RecommendReply::error(
+                    RecommendErrorCode::Unavailable,
+                    format!("store: {error}"),
+                )
+            }
+        };
+        let excluded: HashSet<String> = request
+            .exclude
+            .iter()
+            .map(|p| format!("{}/{}", p.channel, p.post_id))
+            .collect();
+        let pool = self.pool();
+        let candidates: Vec<&pool::CandidatePost> = pool
+            .posts
+            .iter()
+            .filter(|p| !seen.contains(&p.key) && !excluded.contains(&p.key))
+            .collect();
+        self.inner
+            .metrics
+            .candidates
+            .observe(candidates.len() as f64);
+        let model = self.inner.model.current();
+        let user_row = model
+            .as_ref()
+            .and_then(|m| m.scorer.user_row(request.user_id.get()));
+        let mut scores: Vec<f64> = match (&model, user_row) {
+            (Some(model), Some(row)) => {
+                let refs: Vec<Candidate> = candidates
+                    .iter()
+                    .map(|p| model.scorer.candidate(&p.channel, p.post_id))
+                    .collect();
+                let mut out = Vec::with_capacity(refs.len());
+                model.scorer.score(row, &refs, &mut out);
+                out.into_iter().map(f64::from).collect()
+            }
+            _ => candidates.iter().map(|p| pool.popularity(p)).collect(),
+        };
+        let cold_start = user_row.is_none();
+        if cold_start {
+            self.inner.metrics.cold_start.inc();
+        }
+        if settings.exploration_noise > 0.0 {
+            let mut rng = rand::rng();
+            for score in scores.iter_mut() {
+                *score += settings.exploration_noise * standard_normal(&mut rng);
+            }
+        }
+        let mut order: Vec<usize> = (0..candidates.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        // Exploration by channel: the best posts of channels the person has not tried take the
+        // first `fresh_share` of the slots.
+        let tried: HashSet<&str> = seen
+            .iter()
+            .filter_map(|k| k.rsplit_once('/').map(|(c, _)| c))
+            .collect();
+        let fresh_slots = (count as f64 * settings.fresh_share).round() as usize;
+        let fresh: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| !tried.contains(candidates[i].channel.as_str()))
+            .take(fresh_slots)
+            .collect();
+        let picks = fresh.iter().map(|&i| (i, true)).chain(
+            order
+                .iter()
+                .filter(|i| !fresh.contains(i))
+                .map(|&i| (i, false)),
+        );
+        let now = Utc::now().timestamp_millis();
+        let mut posts = Vec::with_capacity(count);
+        for (i, explored) in picks {
+            if posts.len() == count {
+                break;
+            }
+            let post = candidates[i];
+            let (Ok(channel), Ok(post_id)) =
+                (ChannelName::parse(&post.channel), PostId::new(post.post_id))
+            else {
+                continue;
+            };
+            let reference = PostRef { channel, post_id };
+            match self
+                .inner
+                .store
+                .record_delivery(request.user_id, &reference, now)
+                .await
+            {
+                Ok(true) => posts.push(RecommendedPost {
+                    channel: reference.channel,
+                    post_id,
+                    score: scores[i],
+                    explored,
+                }),
+                // Sent already (a concurrent request for the same person won it): next.
+                Ok(false) => {}
+                Err(error) => {
+                    return RecommendReply::error(
+                        RecommendErrorCode::Unavailable,
+                        format!("store: {error}"),
+                    )
+                }
+            }
+        }
+        RecommendReply::Ok {
+            schema_version: SCHEMA_VERSION,
+            user_id: request.user_id,
+            posts,
+            model_version: model.as_ref().map(|m| m.version as u64),
+            cold_start,
+            exploration_noise: settings.exploration_noise,
+        }
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}

@@ -1,0 +1,57 @@
+use prometheus::{
+    exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry,
+};
+
+#[derive(Clone)]
+pub struct RankerMetrics {
+    pub requests: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub handle_seconds: Histogram,
+    pub queue_wait_seconds: Histogram,
+    pub candidates: Histogram,
+    pub cold_start: IntCounter,
+    pub model_version: IntGauge,
+    pub model_age_seconds: Gauge,
+    pub model_load_failures: IntCounter,
+    pub pool_posts: IntGauge,
+}
+
+impl RankerMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let latency = |name: &str, help: &str| {
+            Histogram::with_opts(
+                HistogramOpts::new(name, help)
+                    .buckets(exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
+            )
+        };
+        let metrics = Self {
+            requests: IntCounterVec::new(Opts::new("oleg_ranker_requests_total", "Recommendation requests, by outcome (ok, error)."), &["outcome"])?,
+            errors: IntCounterVec::new(
+                Opts::new("oleg_ranker_errors_total", "Failed requests by kind (malformed, unsupported_schema_version, unavailable, no_reply_to)."),
+                &["kind"],
+            )?,
+            handle_seconds: latency("oleg_ranker_handle_seconds", "From taking a request off the queue to its reply being confirmed: scoring, store and reply.")?,
+            queue_wait_seconds: latency("oleg_ranker_queue_wait_seconds", "Time a request waited in the queue (from its x-sent-at-ms header).")?,
+            candidates: Histogram::with_opts(
+                HistogramOpts::new("oleg_ranker_candidates", "Candidate posts scored per request.").buckets(exponential_buckets(1.0, 4.0, 10)?),
+            )?,
+            cold_start: IntCounter::new("oleg_ranker_cold_start_total", "Requests answered by popularity (person unknown to the model).")?,
+            model_version: IntGauge::new("oleg_ranker_model_version", "The model version serving requests (0: none yet).")?,
+            model_age_seconds: Gauge::new("oleg_ranker_model_age_seconds", "Seconds since the serving model was published.")?,
+            model_load_failures: IntCounter::new("oleg_ranker_model_load_failures_total", "Published models that failed to load and were refused.")?,
+            pool_posts: IntGauge::new("oleg_ranker_candidate_posts", "Posts in the candidate window.")?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.errors.clone()))?;
+        registry.register(Box::new(metrics.handle_seconds.clone()))?;
+        registry.register(Box::new(metrics.queue_wait_seconds.clone()))?;
+        registry.register(Box::new(metrics.candidates.clone()))?;
+        registry.register(Box::new(metrics.cold_start.clone()))?;
+        registry.register(Box::new(metrics.model_version.clone()))?;
+        registry.register(Box::new(metrics.model_age_seconds.clone()))?;
+        registry.register(Box::new(metrics.model_load_failures.clone()))?;
+        registry.register(Box::new(metrics.pool_posts.clone()))?;
+        Ok(metrics)
+    }
+}

@@ -1,0 +1,137 @@
+//! The candidate posts (published in the window) and the popularity figures of the cold-start
+//! ranking: a like rate smoothed toward its channel's, which is smoothed toward the global one,
+//! so a new post starts at its channel's rate instead of at zero.
+
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct CandidatePost {
+    pub channel: String,
+    pub post_id: i64,
+    pub published_at_ms: i64,
+    /// `channel/post_id`, as the store keys posts.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Pool {
+    pub posts: Vec<CandidatePost>,
+    /// Likes and votes per post key.
+    pub counts: HashMap<String, (u32, u32)>,
+    /// Smoothed like rate per channel.
+    pub channel_rates: HashMap<String, f64>,
+    pub global_rate: f64,
+    pub prior_strength: f64,
+}
+
+impl Pool {
+    pub fn new(
+        posts: Vec<(String, i64, i64)>,
+        counts: HashMap<String, (u32, u32)>,
+        prior_strength: f64,
+    ) -> Self {
+        let mut pool = Self {
+            posts: Vec::new(),
+            counts,
+            channel_rates: HashMap::new(),
+            global_rate: 0.5,
+            prior_strength,
+        };
+        for (channel, post_id, published_at_ms) in posts {
+            pool.insert(channel, post_id, published_at_ms);
+        }
+        pool.rates();
+        pool
+    }
+
+    /// Adds a post unless it is already a candidate.
+    pub fn insert(&mut self, channel: String, post_id: i64, published_at_ms: i64) -> bool {
+        let key = format!("{channel}/{post_id}");
+        if self.posts.iter().any(|p| p.key == key) {
+            return false;
+        }
+        self.posts.push(CandidatePost {
+            channel,
+            post_id,
+            published_at_ms,
+            key,
+        });
+        true
+    }
+
+    /// Drops posts published before `cutoff_ms`.
+    pub fn expire(&mut self, cutoff_ms: i64) {
+        self.posts.retain(|p| p.published_at_ms >= cutoff_ms);
+    }
+
+    fn rates(&mut self) {
+        let (likes, votes) = self.counts.values().fold((0u64, 0u64), |(l, v), (a, b)| {
+            (l + u64::from(*a), v + u64::from(*b))
+        });
+        // Half a vote each way keeps an empty store at 0.5.
+        self.global_rate = (likes as f64 + 0.5) / (votes as f64 + 1.0);
+        let mut per_channel: HashMap<&str, (u64, u64)> = HashMap::new();
+        for (key, (l, v)) in &self.counts {
+            let channel = key.rsplit_once('/').map_or(key.as_str(), |(c, _)| c);
+            let entry = per_channel.entry(channel).or_default();
+            entry.0 += u64::from(*l);
+            entry.1 += u64::from(*v);
+        }
+        let k = self.prior_strength;
+        self.channel_rates = per_channel
+            .into_iter()
+            .map(|(c, (l, v))| {
+                (
+                    c.to_owned(),
+                    (l as f64 + k * self.global_rate) / (v as f64 + k),
+                )
+            })
+            .collect();
+    }
+
+    /// The cold-start score of a post.
+    pub fn popularity(&self, post: &CandidatePost) -> f64 {
+        let k = self.prior_strength;
+        let prior = self
+            .channel_rates
+            .get(&post.channel)
+            .copied()
+            .unwrap_or(self.global_rate);
+        let (likes, votes) = self.counts.get(&post.key).copied().unwrap_or((0, 0));
+        (f64::from(likes) + k * prior) / (f64::from(votes) + k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_post_starts_at_its_channels_rate_not_at_zero() {
+        let counts = HashMap::from([
+            ("good_channel/1".to_owned(), (9, 10)),
+            ("bad_channel/1".to_owned(), (1, 10)),
+        ]);
+        let pool = Pool::new(
+            vec![
+                ("good_channel".into(), 1, 0),
+                ("good_channel".into(), 2, 0),
+                ("bad_channel".into(), 1, 0),
+                ("bad_channel".into(), 2, 0),
+            ],
+            counts,
+            5.0,
+        );
+        let score = |key: &str| pool.popularity(pool.posts.iter().find(|p| p.key == key).unwrap());
+        assert!(
+            score("good_channel/2") > score("bad_channel/1"),
+            "an unvoted post of a good channel beats a disliked one"
+        );
+        assert!(
+            score("good_channel/1") > score("good_channel/2"),
+            "a liked post beats its unvoted sibling"
+        );
+        assert!(score("bad_channel/2") > score("bad_channel/1"));
+        assert!(score("bad_channel/2") < score("good_channel/2"));
+    }
+}

@@ -1,0 +1,68 @@
+use oleg_settings::{AmqpSettings, Check, LogSettings, MongoSettings, Validate};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RankerConfig {
+    pub log: LogSettings,
+    pub amqp: AmqpSettings,
+    pub mongo: MongoSettings,
+    pub ranker: RankerSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankerSettings {
+    pub metrics_addr: String,
+    /// Posts published in the last this many days are candidates.
+    pub candidate_days: u32,
+    /// Most posts one request may ask for.
+    pub max_count: u32,
+    /// Standard deviation of the Gaussian noise added to every score (0: none).
+    pub exploration_noise: f64,
+    /// Share of each reply's posts taken from channels the person has not tried yet.
+    pub fresh_share: f64,
+    /// Candidates and popularity are reloaded from the store this often (new posts also arrive
+    /// at once through post-scraped notices).
+    pub refresh_s: u64,
+    /// How often the store is asked for a newer model, in case a notice was missed.
+    pub model_check_s: u64,
+    /// Weight of the prior in the smoothed like rates of the cold-start ranking.
+    pub prior_strength: f64,
+    pub max_message_bytes: usize,
+    /// Requests handled at once by one replica.
+    pub concurrency: usize,
+}
+
+impl Validate for RankerConfig {
+    fn validate(&self, _: &str, check: &mut Check) {
+        self.log.validate("log", check);
+        self.amqp.validate("amqp", check);
+        self.mongo.validate("mongo", check);
+        let s = &self.ranker;
+        check.require(
+            s.metrics_addr.parse::<std::net::SocketAddr>().is_ok(),
+            "ranker.metrics_addr".into(),
+            "an address such as 127.0.0.1:9104",
+            format!("{:?}", s.metrics_addr),
+        );
+        check.in_range("ranker.candidate_days".into(), s.candidate_days, 1, 3650);
+        check.in_range("ranker.max_count".into(), s.max_count, 1, 1000);
+        check.in_range(
+            "ranker.exploration_noise".into(),
+            s.exploration_noise,
+            0.0,
+            10.0,
+        );
+        check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
+        check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);
+        check.in_range("ranker.model_check_s".into(), s.model_check_s, 1, 86_400);
+        check.in_range("ranker.prior_strength".into(), s.prior_strength, 0.0, 1e6);
+        check.in_range(
+            "ranker.max_message_bytes".into(),
+            s.max_message_bytes,
+            256,
+            16 << 20,
+        );
+        check.in_range("ranker.concurrency".into(), s.concurrency, 1, 10_000);
+    }
+}

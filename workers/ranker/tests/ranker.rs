@@ -1,0 +1,500 @@
+//! `oleg-ranker` as a process against the real broker and Mongo-wire server.
+
+use chrono::{TimeZone, Utc};
+use futures::future::join_all;
+use mongodb::bson::doc;
+use oleg_bus::{Bus, QueueName, RpcClient};
+use oleg_messages::*;
+use oleg_model::{write_safetensors, ModelConfig, Network, Sizes};
+use oleg_scorer::ScoringModel;
+use oleg_settings::{AmqpSettings, MongoSettings};
+use oleg_store::{ChunkWriter, Store};
+use oleg_telemetry::Readiness;
+use oleg_testkit::*;
+use prometheus::Registry;
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_oleg-ranker");
+const CHANNELS: [&str; 2] = ["channel_a", "channel_b"];
+const POSTS_PER_CHANNEL: i64 = 10;
+const USERS: i64 = 20;
+
+struct Services {
+    amqp: AmqpSettings,
+    mongo: MongoSettings,
+    bus: Bus,
+    store: Store,
+    rpc: RpcClient,
+    shutdown: CancellationToken,
+    name: String,
+}
+
+fn post(channel: usize, id: i64) -> PostRef {
+    PostRef {
+        channel: ChannelName::parse(CHANNELS[channel]).unwrap(),
+        post_id: PostId::new(id).unwrap(),
+    }
+}
+
+fn scraped(reference: &PostRef) -> ScrapedPost {
+    ScrapedPost {
+        schema_version: SCHEMA_VERSION,
+        channel: reference.channel.clone(),
+        post_id: reference.post_id,
+        published_at: Utc::now(),
+        text: format!("post {reference}"),
+        links: vec![],
+        views: None,
+        media: vec![],
+        forwarded_from: None,
+        reply_to: None,
+        scraped_at: Utc::now(),
+    }
+}
+
+impl Services {
+    async fn new(test: &str) -> Self {
+        let amqp = amqp_settings(test);
+        let mongo = mongo_settings(test);
+        let shutdown = CancellationToken::new();
+        let bus = Bus::connect(
+            amqp.clone(),
+            test,
+            &Registry::new(),
+            Readiness::default(),
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let store = Store::connect(&mongo, test).await.unwrap();
+        store.ensure_indexes().await.unwrap();
+        let posts: Vec<ScrapedPost> = (0..2)
+            .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| scraped(&post(c, id))))
+            .collect();
+        store.upsert_posts(&posts, 0).await.unwrap();
+        let rpc = RpcClient::new(&bus).await.unwrap();
+        Self {
+            amqp,
+            mongo,
+            bus,
+            store,
+            rpc,
+            shutdown,
+            name: test.to_owned(),
+        }
+    }
+
+    fn spawn_ranker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+        let mut env = worker_env(&self.amqp, &self.mongo);
+        env.push(("OLEG__RANKER__EXPLORATION_NOISE".into(), "0".into()));
+        env.push(("OLEG__RANKER__REFRESH_S".into(), "3600".into()));
+        env.push(("OLEG__RANKER__MODEL_CHECK_S".into(), "3600".into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let dir = repo_root().join("target/test-runs").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        WorkerProcess::spawn(
+            BINARY,
+            &env,
+            "OLEG__RANKER__METRICS_ADDR",
+            dir.join("ranker.log"),
+        )
+    }
+
+    /// Publishes a model version the way the trainer does (files in chunks, a document, a
+    /// notice) and returns its files, or stores `corrupt` bytes as its weights.
+    async fn publish_model(&self, version: i64, seed: i64, corrupt: bool) -> (Vec<u8>, Vec<u8>) {
+        tch::manual_seed(seed);
+        let network = Network::new(
+            &ModelConfig::default(),
+            Sizes {
+                users: USERS,
+                posts: 2 * POSTS_PER_CHANNEL,
+                channels: 2,
+            },
+            tch::Device::Cpu,
+        );
+        let named: Vec<(&str, &tch::Tensor)> = network
+            .named_tensors()
+            .iter()
+            .map(|(n, t)| (*n, t))
+            .collect();
+        let metadata = BTreeMap::from([
+            ("variant".to_owned(), "channel_mlp".to_owned()),
+            ("output_scale".to_owned(), "1.05".to_owned()),
+        ]);
+        let mut weights = Vec::new();
+        write_safetensors(&named, &metadata, &mut weights).unwrap();
+        let vocab = serde_json::json!({
+            "users": (1..=USERS).collect::<Vec<_>>(),
+            "channels": CHANNELS,
+            "posts": (0..2).flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| (c, id))).collect::<Vec<_>>(),
+        })
+        .to_string()
+        .into_bytes();
+        let stored_weights = if corrupt {
+            b"this is not a safetensors file".to_vec()
+        } else {
+            weights.clone()
+        };
+        let mut files = mongodb::bson::Document::new();
+        for (name, bytes) in [
+            ("weights.safetensors", &stored_weights),
+            ("vocab.json", &vocab),
+        ] {
+            let mut writer = ChunkWriter::new(&self.store, version, name);
+            writer.write(bytes).await.unwrap();
+            files.insert(name, writer.finish().await.unwrap().to_document());
+        }
+        self.store
+            .record_model(version, doc! {"status": "published", "created_at_ms": Utc::now().timestamp_millis(), "files": files})
+            .await
+            .unwrap();
+        let notice = ModelPublished {
+            schema_version: SCHEMA_VERSION,
+            version: version as u64,
+            variant: "channel_mlp".into(),
+            trained_on_votes: 1,
+            holdout: HoldoutMetrics {
+                auc: 0.7,
+                mse: 0.15,
+                log_loss: 0.4,
+                votes: 1,
+            },
+            published_at: Utc::now(),
+        };
+        self.bus.publish(&notice).await.unwrap();
+        (weights, vocab)
+    }
+
+    async fn ask(&self, user: i64, count: u32) -> RecommendReply {
+        let request = RecommendRequest::new(UserId::new(user).unwrap(), count);
+        let body = self
+            .rpc
+            .call(QueueName::Recommend, &request, Duration::from_secs(20))
+            .await
+            .expect("a reply");
+        decode(&body, 1 << 20).expect("a schema-valid reply")
+    }
+
+    async fn finish(self) {
+        self.shutdown.cancel();
+        self.bus.close().await;
+        delete_topology(&self.amqp).await;
+        let _ = self.store.drop_database().await;
+    }
+}
+
+fn posts_of(reply: &RecommendReply) -> Vec<String> {
+    match reply {
+        RecommendReply::Ok { posts, .. } => posts
+            .iter()
+            .map(|p| format!("{}/{}", p.channel, p.post_id))
+            .collect(),
+        RecommendReply::Error { error, .. } => panic!("error reply: {error:?}"),
+    }
+}
+
+async fn wait_for_model(services: &Services, user: i64, version: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Ask for nothing new: an excluded-everything request does not use up posts.
+        let mut request = RecommendRequest::new(UserId::new(user).unwrap(), 1);
+        request.exclude = (0..2)
+            .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| post(c, id)))
+            .collect();
+        let body = services
+            .rpc
+            .call(QueueName::Recommend, &request, Duration::from_secs(20))
+            .await
+            .unwrap();
+        if let RecommendReply::Ok {
+            model_version: Some(v),
+            ..
+        } = decode(&body, 1 << 20).unwrap()
+        {
+            if v == version {
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "model {version} never served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
+    let services = Services::new("ranker-order").await;
+    let (weights, vocab) = services.publish_model(1, 11, false).await;
+    let ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    wait_for_model(&services, 3, 1).await;
+
+    // The expected order, from the same files.
+    let scorer = ScoringModel::load(&weights, &vocab).unwrap();
+    let keys: Vec<(usize, i64)> = (0..2)
+        .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| (c, id)))
+        .collect();
+    let candidates: Vec<_> = keys
+        .iter()
+        .map(|(c, id)| scorer.candidate(CHANNELS[*c], *id))
+        .collect();
+    let mut scores = Vec::new();
+    scorer.score(scorer.user_row(3).unwrap(), &candidates, &mut scores);
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let expected: Vec<String> = order
+        .iter()
+        .map(|&i| format!("{}/{}", CHANNELS[keys[i].0], keys[i].1))
+        .collect();
+
+    // The person already voted on the best post: it is not a candidate.
+    let (channel, id) = expected[0].split_once('/').unwrap();
+    let voted = Vote::new(
+        UserId::new(3).unwrap(),
+        PostRef {
+            channel: ChannelName::parse(channel).unwrap(),
+            post_id: PostId::new(id.parse().unwrap()).unwrap(),
+        },
+        Reaction::Like,
+        Utc.timestamp_millis_opt(0).unwrap(),
+    );
+    services.store.upsert_votes(&[voted], 1).await.unwrap();
+
+    let reply = services.ask(3, 3).await;
+    assert!(
+        matches!(
+            reply,
+            RecommendReply::Ok {
+                cold_start: false,
+                model_version: Some(1),
+                ..
+            }
+        ),
+        "{reply:?}"
+    );
+    assert_eq!(posts_of(&reply), expected[1..4].to_vec());
+    // Delivered posts are never returned again; the rest come in order until none is left.
+    let mut seen: HashSet<String> = posts_of(&reply).into_iter().collect();
+    seen.insert(expected[0].clone());
+    loop {
+        let next = posts_of(&services.ask(3, 4).await);
+        if next.is_empty() {
+            break;
+        }
+        for key in next {
+            assert!(seen.insert(key.clone()), "{key} returned twice");
+        }
+    }
+    assert_eq!(seen.len(), 2 * POSTS_PER_CHANNEL as usize);
+    let delivered = services
+        .store
+        .collections()
+        .deliveries
+        .count_documents(doc! {"user_id": {"$eq": 3_i64}})
+        .await
+        .unwrap();
+    assert_eq!(delivered, 2 * POSTS_PER_CHANNEL as u64 - 1);
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_requests_for_one_person_never_share_a_post() {
+    let services = Services::new("ranker-concurrent").await;
+    services.publish_model(1, 12, false).await;
+    let ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    wait_for_model(&services, 5, 1).await;
+    let replies = join_all((0..50).map(|_| services.ask(5, 1))).await;
+    let all: Vec<String> = replies.iter().flat_map(posts_of).collect();
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), distinct.len(), "a post went out twice: {all:?}");
+    assert_eq!(
+        all.len(),
+        2 * POSTS_PER_CHANNEL as usize,
+        "every post went out once"
+    );
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn a_new_post_becomes_a_candidate_after_its_notice() {
+    let services = Services::new("ranker-new-post").await;
+    services.publish_model(1, 13, false).await;
+    let ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    wait_for_model(&services, 6, 1).await;
+    let fresh = post(1, 500);
+    services
+        .store
+        .upsert_posts(&[scraped(&fresh)], 0)
+        .await
+        .unwrap();
+    services.bus.publish(&scraped(&fresh)).await.unwrap();
+    let key = fresh.to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut user = 100;
+    loop {
+        // A new person each time (cold start) so nothing is used up; max_count is 20.
+        let mut request = RecommendRequest::new(UserId::new(user).unwrap(), 20);
+        request.exclude = (0..2)
+            .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| post(c, id)))
+            .collect();
+        let body = services
+            .rpc
+            .call(QueueName::Recommend, &request, Duration::from_secs(20))
+            .await
+            .unwrap();
+        if posts_of(&decode(&body, 1 << 20).unwrap()).contains(&key) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new post never became a candidate"
+        );
+        user += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn models_swap_under_load_without_a_failed_request_and_a_corrupt_one_is_refused() {
+    let services = Services::new("ranker-swap").await;
+    services.publish_model(1, 14, false).await;
+    let ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    wait_for_model(&services, 1, 1).await;
+    let load = async {
+        let mut versions = Vec::new();
+        for round in 0..40 {
+            let replies = join_all((1..=USERS).map(|u| {
+                let mut request = RecommendRequest::new(UserId::new(u).unwrap(), 1);
+                request.exclude = (0..2)
+                    .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| post(c, id)))
+                    .collect();
+                let rpc = &services.rpc;
+                async move {
+                    rpc.call(QueueName::Recommend, &request, Duration::from_secs(20))
+                        .await
+                }
+            }))
+            .await;
+            for reply in replies {
+                match decode::<RecommendReply>(&reply.expect("every request answered"), 1 << 20)
+                    .unwrap()
+                {
+                    RecommendReply::Ok { model_version, .. } => versions.push(model_version),
+                    RecommendReply::Error { error, .. } => panic!("round {round}: {error:?}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        versions
+    };
+    let swap = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        services.publish_model(2, 15, false).await;
+    };
+    let (versions, ()) = tokio::join!(load, swap);
+    assert_eq!(versions.first(), Some(&Some(1)));
+    assert_eq!(versions.last(), Some(&Some(2)), "swapped under load");
+
+    services.publish_model(3, 16, true).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = ranker.get("/metrics").await.unwrap();
+        if metrics.contains("oleg_ranker_model_load_failures_total 1") {
+            assert!(
+                metrics.contains("oleg_ranker_model_version 2"),
+                "the old model keeps serving"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the corrupt model was not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_model(&services, 1, 2).await;
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_error_replies_and_strangers_get_popular_posts() {
+    let services = Services::new("ranker-errors").await;
+    // Other people liked channel_b/7 a lot and disliked channel_a/1.
+    let votes: Vec<Vote> = (1..=6)
+        .flat_map(|u| {
+            [
+                Vote::new(
+                    UserId::new(u).unwrap(),
+                    post(1, 7),
+                    Reaction::Like,
+                    Utc::now(),
+                ),
+                Vote::new(
+                    UserId::new(u).unwrap(),
+                    post(0, 1),
+                    Reaction::Dislike,
+                    Utc::now(),
+                ),
+            ]
+        })
+        .collect();
+    services
+        .store
+        .upsert_votes(&votes, Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    let ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    for (body, code) in [
+        (&b"{not json"[..], RecommendErrorCode::Malformed),
+        (
+            br#"{"schema_version":2,"user_id":5}"#,
+            RecommendErrorCode::UnsupportedSchemaVersion,
+        ),
+        (br#"{"schema_version":1}"#, RecommendErrorCode::Malformed),
+        (
+            br#"{"schema_version":1,"user_id":-5}"#,
+            RecommendErrorCode::Malformed,
+        ),
+    ] {
+        let reply = services
+            .rpc
+            .call_raw(QueueName::Recommend, body, Duration::from_secs(20))
+            .await
+            .expect("an answer, never silence");
+        match decode::<RecommendReply>(&reply, 1 << 20).unwrap() {
+            RecommendReply::Error { error, .. } => {
+                assert_eq!(error.code, code, "{}", String::from_utf8_lossy(body))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // No model yet: a stranger gets the popularity ranking.
+    let reply = services.ask(999, 20).await;
+    assert!(matches!(
+        reply,
+        RecommendReply::Ok {
+            cold_start: true,
+            model_version: None,
+            ..
+        }
+    ));
+    let posts = posts_of(&reply);
+    assert_eq!(posts[0], "channel_b/7");
+    assert_eq!(posts.last().unwrap(), "channel_a/1");
+    let (_, metrics) = ranker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("oleg_ranker_errors_total{kind=\"malformed\"} 3"),
+        "{metrics}"
+    );
+    services.finish().await;
+}
