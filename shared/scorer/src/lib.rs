@@ -145,6 +145,31 @@ fn mat_vec_add(m: &[f32], cols: usize, offset: usize, x: &[f32], out: &mut [f32]
     }
 }
 
+/// `Σ max(a + b, 0) · w`, summed in 8 independent lanes: a single running sum is a chain of
+/// dependent additions that the compiler may not reorder, and costs 4× more on 70 hidden units.
+fn relu_dot(a: &[f32], b: &[f32], w: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut lanes = [0f32; LANES];
+    let (a8, b8, w8) = (
+        a.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+        w.chunks_exact(LANES),
+    );
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .zip(w8.remainder())
+        .map(|((x, y), z)| (x + y).max(0.0) * z)
+        .sum();
+    for ((x, y), z) in a8.zip(b8).zip(w8) {
+        for (lane, ((x, y), z)) in lanes.iter_mut().zip(x.iter().zip(y).zip(z)) {
+            *lane += (x + y).max(0.0) * z;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -362,13 +387,7 @@ impl ScoringModel {
                             None => &average_part[..],
                         },
                     };
-                    let logit: f32 = person
-                        .iter()
-                        .zip(part)
-                        .zip(output)
-                        .map(|((p, q), w)| (p + q).max(0.0) * w)
-                        .sum::<f32>()
-                        + output_bias;
+                    let logit = relu_dot(&person, part, output) + output_bias;
                     out.push(sigmoid(logit) * self.output_scale);
                 }
             }

@@ -1,0 +1,221 @@
+//! Ranker latency with 10,000 candidate posts and 100,000 people:
+//! - in-process scoring of all candidates for one person (p50/p99);
+//! - RPC round trip through RabbitMQ to one in-process ranker replica (p50/p99 and throughput at
+//!   a fixed concurrency), store reads and delivery records included.
+//!
+//! `cargo bench -p oleg-ranker --bench latency` (after deploy/dev/setup.sh). Prints a Markdown table.
+
+use chrono::Utc;
+use futures::future::join_all;
+use mongodb::bson::doc;
+use oleg_bus::{Bus, QueueName, RpcClient};
+use oleg_messages::*;
+use oleg_model::{write_safetensors, ModelConfig, Network, Sizes};
+use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
+use oleg_scorer::{Candidate, ScoringModel};
+use oleg_store::{ChunkWriter, Store};
+use oleg_telemetry::Readiness;
+use oleg_testkit::{amqp_settings, delete_topology, mongo_settings};
+use prometheus::Registry;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const USERS: i64 = 100_000;
+const POSTS: i64 = 10_000;
+const CHANNELS: i64 = 50;
+const CONCURRENCY: usize = 8;
+const REQUESTS: usize = 2_000;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn channel(c: i64) -> String {
+    format!("channel_{c:03}")
+}
+
+fn model_files() -> (Vec<u8>, Vec<u8>) {
+    tch::manual_seed(1);
+    let network = Network::new(
+        &ModelConfig::default(),
+        Sizes {
+            users: USERS,
+            posts: POSTS,
+            channels: CHANNELS,
+        },
+        tch::Device::Cpu,
+    );
+    let named: Vec<(&str, &tch::Tensor)> = network
+        .named_tensors()
+        .iter()
+        .map(|(n, t)| (*n, t))
+        .collect();
+    let metadata = BTreeMap::from([
+        ("variant".to_owned(), "channel_mlp".to_owned()),
+        ("output_scale".to_owned(), "1.05".to_owned()),
+    ]);
+    let mut weights = Vec::new();
+    write_safetensors(&named, &metadata, &mut weights).unwrap();
+    let vocab = serde_json::json!({
+        "users": (1..=USERS).collect::<Vec<_>>(),
+        "channels": (0..CHANNELS).map(channel).collect::<Vec<_>>(),
+        "posts": (0..POSTS).map(|p| (p % CHANNELS, p + 1)).collect::<Vec<_>>(),
+    })
+    .to_string()
+    .into_bytes();
+    (weights, vocab)
+}
+
+fn in_process(weights: &[u8], vocab: &[u8]) -> (f64, f64) {
+    let model = ScoringModel::load(weights, vocab).unwrap();
+    let names: Vec<String> = (0..POSTS).map(|p| channel(p % CHANNELS)).collect();
+    let candidates: Vec<Candidate> = (0..POSTS)
+        .map(|p| model.candidate(&names[p as usize], p + 1))
+        .collect();
+    let mut out = Vec::new();
+    let mut times = Vec::new();
+    for i in 0..2_000 {
+        let started = Instant::now();
+        model.score((i * 7919) as usize % USERS as usize, &candidates, &mut out);
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> (f64, f64, f64) {
+    let amqp = amqp_settings("bench-ranker");
+    let mongo = mongo_settings("bench-ranker");
+    let shutdown = CancellationToken::new();
+    let bus = Bus::connect(
+        amqp.clone(),
+        "bench-ranker",
+        &Registry::new(),
+        Readiness::default(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let store = Store::connect(&mongo, "bench-ranker").await.unwrap();
+    store.ensure_indexes().await.unwrap();
+    let posts: Vec<ScrapedPost> = (0..POSTS)
+        .map(|p| ScrapedPost {
+            schema_version: SCHEMA_VERSION,
+            channel: ChannelName::parse(&channel(p % CHANNELS)).unwrap(),
+            post_id: PostId::new(p + 1).unwrap(),
+            published_at: Utc::now(),
+            text: String::new(),
+            links: vec![],
+            views: None,
+            media: vec![],
+            forwarded_from: None,
+            reply_to: None,
+            scraped_at: Utc::now(),
+        })
+        .collect();
+    for chunk in posts.chunks(1_000) {
+        store.upsert_posts(chunk, 0).await.unwrap();
+    }
+    let mut files = mongodb::bson::Document::new();
+    for (name, bytes) in [("weights.safetensors", &weights), ("vocab.json", &vocab)] {
+        let mut writer = ChunkWriter::new(&store, 1, name);
+        writer.write(bytes).await.unwrap();
+        files.insert(name, writer.finish().await.unwrap().to_document());
+    }
+    store.record_model(1, doc! {"status": "published", "created_at_ms": Utc::now().timestamp_millis(), "files": files}).await.unwrap();
+    let settings = RankerSettings {
+        metrics_addr: "127.0.0.1:0".into(),
+        candidate_days: 10,
+        max_count: 20,
+        exploration_noise: 0.05,
+        fresh_share: 0.0,
+        refresh_s: 3600,
+        model_check_s: 3600,
+        prior_strength: 5.0,
+        max_message_bytes: 16 * 1024,
+        concurrency: 64,
+    };
+    let ranker = Ranker::new(
+        bus.clone(),
+        store.clone(),
+        settings,
+        RankerMetrics::register(&Registry::new()).unwrap(),
+        shutdown.clone(),
+    );
+    let serving = tokio::spawn(ranker.run());
+    let rpc = RpcClient::new(&bus).await.unwrap();
+    // Warm up until the model serves.
+    loop {
+        let body = rpc
+            .call(
+                QueueName::Recommend,
+                &RecommendRequest::new(UserId::new(1).unwrap(), 1),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        if matches!(
+            decode::<RecommendReply>(&body, 1 << 20).unwrap(),
+            RecommendReply::Ok {
+                model_version: Some(1),
+                ..
+            }
+        ) {
+            break;
+        }
+    }
+    let started = Instant::now();
+    let per_client = REQUESTS / CONCURRENCY;
+    let latencies: Vec<Vec<f64>> = join_all((0..CONCURRENCY).map(|client| {
+        let rpc = &rpc;
+        async move {
+            let mut times = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let user = 2 + ((client * per_client + i) * 7919) as i64 % (USERS - 1);
+                let request = RecommendRequest::new(UserId::new(user).unwrap(), 1);
+                let sent = Instant::now();
+                let body = rpc
+                    .call(QueueName::Recommend, &request, Duration::from_secs(30))
+                    .await
+                    .unwrap();
+                times.push(sent.elapsed().as_secs_f64() * 1e3);
+                assert!(matches!(
+                    decode::<RecommendReply>(&body, 1 << 20).unwrap(),
+                    RecommendReply::Ok { .. }
+                ));
+            }
+            times
+        }
+    }))
+    .await;
+    let throughput = REQUESTS as f64 / started.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = latencies.into_iter().flatten().collect();
+    all.sort_by(f64::total_cmp);
+    shutdown.cancel();
+    let _ = serving.await;
+    bus.close().await;
+    delete_topology(&amqp).await;
+    let _ = store.drop_database().await;
+    (percentile(&all, 0.5), percentile(&all, 0.99), throughput)
+}
+
+#[tokio::main]
+async fn main() {
+    let (weights, vocab) = model_files();
+    let (p50, p99) = in_process(&weights, &vocab);
+    let (rt50, rt99, throughput) = round_trips(weights, vocab).await;
+    println!(
+        "ranker latency: {POSTS} candidate posts, {USERS} people, channel_mlp 100/20/80 → 70\n"
+    );
+    println!("| measurement | p50 ms | p99 ms | throughput | target |");
+    println!("|---|---:|---:|---:|---|");
+    println!(
+        "| in-process scoring of {POSTS} candidates | {p50:.3} | {p99:.3} | | p99 < 1 ms: {} |",
+        if p99 < 1.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "| RPC round trip, 1 replica, {CONCURRENCY} concurrent clients, {REQUESTS} requests | {rt50:.2} | {rt99:.2} | {throughput:.0} req/s | p99 < 5 ms: {} |",
+        if rt99 < 5.0 { "met" } else { "NOT met" }
+    );
+}

@@ -1,0 +1,3 @@
+//! `oleg-scraper`: reads public channels' web preview pages into posts.
+
+pub mod parse;
