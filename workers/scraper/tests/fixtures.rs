@@ -19,7 +19,7 @@ fn page(name: &str) -> ParsedPage {
     page
 }
 
-fn post<'a>(page: &'a ParsedPage, id: i64) -> &'a ParsedPost {
+fn post(page: &ParsedPage, id: i64) -> &ParsedPost {
     page.posts
         .iter()
         .find(|p| p.id == id)
