@@ -26,15 +26,18 @@ pub enum QueueName {
     Trainer,
     /// Recommendation RPC requests, for the ranker.
     Recommend,
+    /// Channels to follow, for the scraper.
+    Scraper,
     /// Everything refused or failed too often.
     DeadLetters,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 4] = [
+    pub const ALL: [QueueName; 5] = [
         QueueName::Ingest,
         QueueName::Trainer,
         QueueName::Recommend,
+        QueueName::Scraper,
         QueueName::DeadLetters,
     ];
 
@@ -43,6 +46,7 @@ impl QueueName {
             QueueName::Ingest => "ingest",
             QueueName::Trainer => "trainer",
             QueueName::Recommend => "recommend",
+            QueueName::Scraper => "scraper",
             QueueName::DeadLetters => "dead-letters",
         }
     }
@@ -53,6 +57,7 @@ impl QueueName {
         match self {
             QueueName::Ingest => vec![key(MessageKind::Vote), key(MessageKind::UserStarted)],
             QueueName::Trainer => vec![key(MessageKind::VotesIngested)],
+            QueueName::Scraper => vec![key(MessageKind::AddChannel)],
             QueueName::Recommend | QueueName::DeadLetters => vec![],
         }
     }

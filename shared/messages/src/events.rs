@@ -179,3 +179,18 @@ pub struct ModelPublished {
 impl Message for ModelPublished {
     const KIND: MessageKind = MessageKind::ModelPublished;
 }
+
+/// Follow a public channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddChannel {
+    pub schema_version: u32,
+    pub channel: ChannelName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<UserId>,
+    pub requested_at: DateTime<Utc>,
+}
+
+impl Message for AddChannel {
+    const KIND: MessageKind = MessageKind::AddChannel;
+}

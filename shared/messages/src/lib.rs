@@ -11,8 +11,8 @@ pub use dead_letter::{DeadLetter, DeadLetterReason, Payload};
 pub use decode::{decode, encode, Rejection};
 pub use domain::{ChannelName, FieldError, PostId, PostRef, Reaction, UserId};
 pub use events::{
-    HoldoutMetrics, MediaItem, MediaKind, ModelPublished, ScrapedPost, UserStarted, Vote,
-    VotesIngested,
+    AddChannel, HoldoutMetrics, MediaItem, MediaKind, ModelPublished, ScrapedPost, UserStarted,
+    Vote, VotesIngested,
 };
 pub use rpc::{
     RecommendError, RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost,
@@ -34,10 +34,11 @@ pub enum MessageKind {
     RecommendRequest,
     RecommendReply,
     DeadLetter,
+    AddChannel,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 8] = [
+    pub const ALL: [MessageKind; 9] = [
         MessageKind::ScrapedPost,
         MessageKind::Vote,
         MessageKind::UserStarted,
@@ -46,6 +47,7 @@ impl MessageKind {
         MessageKind::RecommendRequest,
         MessageKind::RecommendReply,
         MessageKind::DeadLetter,
+        MessageKind::AddChannel,
     ];
 
     /// The schema's file name under `schemas/`, without `.schema.json`.
@@ -59,6 +61,7 @@ impl MessageKind {
             MessageKind::RecommendRequest => "recommend_request",
             MessageKind::RecommendReply => "recommend_reply",
             MessageKind::DeadLetter => "dead_letter",
+            MessageKind::AddChannel => "add_channel",
         }
     }
 
@@ -71,6 +74,7 @@ impl MessageKind {
             MessageKind::UserStarted => Some("user.started"),
             MessageKind::VotesIngested => Some("votes.ingested"),
             MessageKind::ModelPublished => Some("model.published"),
+            MessageKind::AddChannel => Some("channel.add"),
             MessageKind::RecommendRequest
             | MessageKind::RecommendReply
             | MessageKind::DeadLetter => None,
@@ -96,6 +100,7 @@ impl MessageKind {
                 include_str!("../../../schemas/recommend_reply.schema.json")
             }
             MessageKind::DeadLetter => include_str!("../../../schemas/dead_letter.schema.json"),
+            MessageKind::AddChannel => include_str!("../../../schemas/add_channel.schema.json"),
         }
     }
 }

@@ -147,6 +147,12 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
         value(&failed),
         value(&dead_text),
         value(&dead_binary),
+        value(&AddChannel {
+            schema_version: SCHEMA_VERSION,
+            channel: ChannelName::parse("air_alert_ua").unwrap(),
+            requested_by: Some(user),
+            requested_at: Utc::now(),
+        }),
     ]
 }
 
@@ -208,6 +214,7 @@ fn decode_as(kind: MessageKind, body: &[u8]) -> Result<Value, Rejection> {
         MessageKind::RecommendRequest => via::<RecommendRequest>(body),
         MessageKind::RecommendReply => via::<RecommendReply>(body),
         MessageKind::DeadLetter => via::<DeadLetter>(body),
+        MessageKind::AddChannel => via::<AddChannel>(body),
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Sources {
     pub env_name: Option<String>,
     /// Environment variables (only `OLEG__…` ones are read).
     pub vars: HashMap<String, String>,
+    /// Keys whose environment value is a comma-separated list (e.g. `scraper.channels`).
+    pub list_keys: Vec<&'static str>,
 }
 
 impl Sources {
@@ -41,6 +43,7 @@ impl Sources {
                 .unwrap_or_else(|| PathBuf::from("config")),
             env_name: std::env::var("OLEG_ENV").ok().filter(|e| !e.is_empty()),
             vars: std::env::vars().collect(),
+            list_keys: Vec::new(),
         }
     }
 
@@ -49,6 +52,7 @@ impl Sources {
             dir: dir.as_ref().to_path_buf(),
             env_name: None,
             vars: HashMap::new(),
+            list_keys: Vec::new(),
         }
     }
 }
@@ -71,16 +75,18 @@ pub fn load<T: DeserializeOwned + Validate>(sources: &Sources) -> Result<T, Sett
         .filter(|(k, _)| k.starts_with("OLEG__"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let settings: T = builder
-        .add_source(
-            Environment::with_prefix("OLEG")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(vars)),
-        )
-        .build()?
-        .try_deserialize()?;
+    let mut environment = Environment::with_prefix("OLEG")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(vars));
+    if !sources.list_keys.is_empty() {
+        environment = environment.list_separator(",");
+        for key in &sources.list_keys {
+            environment = environment.with_list_parse_key(key);
+        }
+    }
+    let settings: T = builder.add_source(environment).build()?.try_deserialize()?;
     let mut check = Check::default();
     settings.validate("", &mut check);
     check.finish().map(|()| settings)

@@ -6,6 +6,7 @@
 //! written by updates as strings). Hot-path filters use explicit `$eq` on `_id`, which is what
 //! MongoDB does anyway and what the stand-in needs to use its index.
 
+mod channels;
 mod collections;
 mod deliveries;
 mod keys;
@@ -16,6 +17,7 @@ mod records;
 mod users;
 mod votes;
 
+pub use channels::{ChannelPoll, ChannelRecord};
 pub use collections::Collections;
 pub use keys::{post_key, vote_key};
 pub use models::{as_i64, ChunkWriter, StoredFile, CHUNK_BYTES};

@@ -1,0 +1,99 @@
+//! Channels the scraper follows (`channels`, `_id` = channel username).
+
+use crate::{run_update, Collections, Store, StoreError};
+use futures::TryStreamExt;
+use mongodb::bson::doc;
+use serde::{Deserialize, Serialize};
+
+/// A followed channel and where its scraping stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    #[serde(rename = "_id")]
+    pub name: String,
+    /// `active`, or `missing` (does not exist or is private; retried rarely).
+    pub status: String,
+    /// The newest post stored; older ones are not fetched again.
+    #[serde(default)]
+    pub newest_post_id: Option<i64>,
+    pub next_poll_ms: i64,
+    /// Consecutive failed polls (server errors, timeouts), for the backoff.
+    pub failures: i64,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub subscribers: Option<i64>,
+}
+
+/// What one poll learned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelPoll {
+    pub status: &'static str,
+    pub newest_post_id: Option<i64>,
+    pub title: Option<String>,
+    pub subscribers: Option<i64>,
+    pub failures: i64,
+    pub next_poll_ms: i64,
+}
+
+impl Store {
+    /// Follows a channel (due at once); `false` if it was followed already.
+    pub async fn add_channel(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let update = doc! {
+            "q": {"_id": {"$eq": name}},
+            "u": {"$setOnInsert": {"status": "active", "next_poll_ms": now_ms, "failures": 0_i64, "added_at_ms": now_ms}},
+            "upsert": true,
+            "multi": false,
+        };
+        Ok(
+            !run_update(self.database(), Collections::CHANNELS, vec![update])
+                .await?
+                .upserted
+                .is_empty(),
+        )
+    }
+
+    /// Channels whose next poll is due, soonest first.
+    pub async fn due_channels(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<ChannelRecord>, StoreError> {
+        Ok(self
+            .database()
+            .collection::<ChannelRecord>(Collections::CHANNELS)
+            .find(doc! {"next_poll_ms": {"$lte": now_ms}})
+            .sort(doc! {"next_poll_ms": 1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    pub async fn channel(&self, name: &str) -> Result<Option<ChannelRecord>, StoreError> {
+        Ok(self
+            .database()
+            .collection::<ChannelRecord>(Collections::CHANNELS)
+            .find_one(doc! {"_id": {"$eq": name}})
+            .await?)
+    }
+
+    /// Records a poll's outcome. The newest post id only ever grows.
+    pub async fn record_poll(&self, name: &str, poll: &ChannelPoll) -> Result<(), StoreError> {
+        let mut set = doc! {"status": poll.status, "failures": poll.failures, "next_poll_ms": poll.next_poll_ms};
+        if let Some(title) = &poll.title {
+            set.insert("title", title);
+        }
+        if let Some(subscribers) = poll.subscribers {
+            set.insert("subscribers", subscribers);
+        }
+        let mut update = doc! {"$set": set};
+        if let Some(newest) = poll.newest_post_id {
+            update.insert("$max", doc! {"newest_post_id": newest});
+        }
+        self.database()
+            .collection::<mongodb::bson::Document>(Collections::CHANNELS)
+            .update_one(doc! {"_id": {"$eq": name}}, update)
+            .await?;
+        Ok(())
+    }
+}

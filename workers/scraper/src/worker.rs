@@ -1,0 +1,300 @@
+//! The scraping loop: polls due channels, follows `?before=` pages back to known posts (or to a
+//! depth on first sight), stores posts idempotently, then announces the new ones.
+
+use crate::fetch::{FetchError, Fetched, Fetcher};
+use crate::parse::{parse_page, ParsedPage, ParsedPost};
+use crate::ScraperSettings;
+use chrono::Utc;
+use oleg_bus::{Bus, QueueName, Source, Subscription};
+use oleg_messages::{decode, AddChannel, ChannelName, PostId, ScrapedPost, SCHEMA_VERSION};
+use oleg_store::{ChannelPoll, ChannelRecord, Store};
+use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use rand::Rng;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct ScraperMetrics {
+    pub requests: IntCounterVec,
+    pub pages: IntCounter,
+    pub posts: IntCounterVec,
+    pub parse_warnings: IntCounter,
+}
+
+impl ScraperMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let metrics = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "oleg_scraper_requests_total",
+                    "Page requests by outcome (ok, missing, rate_limited, server_error, failed).",
+                ),
+                &["outcome"],
+            )?,
+            pages: IntCounter::new("oleg_scraper_pages_parsed_total", "Pages parsed.")?,
+            posts: IntCounterVec::new(
+                Opts::new(
+                    "oleg_scraper_posts_total",
+                    "Posts stored, by outcome (new, seen).",
+                ),
+                &["outcome"],
+            )?,
+            parse_warnings: IntCounter::new(
+                "oleg_scraper_parse_warnings_total",
+                "Posts or markup that could not be read and were skipped.",
+            )?,
+        };
+        registry.register(Box::new(metrics.requests.clone()))?;
+        registry.register(Box::new(metrics.pages.clone()))?;
+        registry.register(Box::new(metrics.posts.clone()))?;
+        registry.register(Box::new(metrics.parse_warnings.clone()))?;
+        Ok(metrics)
+    }
+}
+
+pub struct Scraper {
+    pub bus: Bus,
+    pub store: Store,
+    pub settings: ScraperSettings,
+    pub metrics: ScraperMetrics,
+    pub fetcher: Fetcher,
+    pub shutdown: CancellationToken,
+}
+
+enum Outcome {
+    Scraped {
+        newest: Option<i64>,
+        header: crate::parse::ChannelHeader,
+    },
+    Missing,
+    RateLimited(Duration),
+    Failed(String),
+}
+
+impl Scraper {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let now = Utc::now().timestamp_millis();
+        for channel in &self.settings.channels {
+            self.store.add_channel(channel, now).await?;
+        }
+        let additions = tokio::spawn(follow_additions(self.bus.clone(), self.store.clone()));
+        while !self.shutdown.is_cancelled() {
+            let due = match self
+                .store
+                .due_channels(Utc::now().timestamp_millis(), 16)
+                .await
+            {
+                Ok(due) => due,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read channels; retrying");
+                    Vec::new()
+                }
+            };
+            for channel in &due {
+                if self.shutdown.is_cancelled() {
+                    break;
+                }
+                self.poll(channel).await;
+            }
+            if due.is_empty() {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+        }
+        additions.abort();
+        Ok(())
+    }
+
+    async fn poll(&self, channel: &ChannelRecord) {
+        let outcome = self.crawl(channel).await;
+        let now = Utc::now().timestamp_millis();
+        let s = &self.settings;
+        let poll = match outcome {
+            Outcome::Scraped { newest, header } => {
+                let jitter = rand::rng().random_range(-s.poll_jitter..=s.poll_jitter);
+                ChannelPoll {
+                    status: "active",
+                    newest_post_id: newest,
+                    title: header.title,
+                    subscribers: header.subscribers.map(|n| n as i64),
+                    failures: 0,
+                    next_poll_ms: now + (s.poll_interval_s as f64 * 1000.0 * (1.0 + jitter)) as i64,
+                }
+            }
+            Outcome::Missing => {
+                tracing::info!(channel = %channel.name, "channel does not exist or is private; retrying rarely");
+                ChannelPoll {
+                    status: "missing",
+                    newest_post_id: None,
+                    title: None,
+                    subscribers: None,
+                    failures: 0,
+                    next_poll_ms: now + (s.missing_retry_s * 1000) as i64,
+                }
+            }
+            Outcome::RateLimited(wait) => ChannelPoll {
+                status: "active",
+                newest_post_id: None,
+                title: None,
+                subscribers: None,
+                failures: channel.failures,
+                next_poll_ms: now + wait.as_millis() as i64,
+            },
+            Outcome::Failed(problem) => {
+                let failures = channel.failures + 1;
+                let backoff =
+                    (s.backoff_min_s.saturating_mul(1 << failures.min(20))).min(s.backoff_max_s);
+                tracing::warn!(channel = %channel.name, %problem, failures, backoff_s = backoff, "poll failed");
+                ChannelPoll {
+                    status: "active",
+                    newest_post_id: None,
+                    title: None,
+                    subscribers: None,
+                    failures,
+                    next_poll_ms: now + (backoff * 1000) as i64,
+                }
+            }
+        };
+        if let Err(error) = self.store.record_poll(&channel.name, &poll).await {
+            tracing::warn!(%error, channel = %channel.name, "could not record the poll");
+        }
+    }
+
+    async fn fetch(&self, channel: &str, before: Option<i64>) -> Result<ParsedPage, Outcome> {
+        let fetched = self.fetcher.channel_page(channel, before).await;
+        let label = match &fetched {
+            Ok(Fetched::Page(_)) => "ok",
+            Ok(Fetched::Missing) => "missing",
+            Ok(Fetched::RateLimited(_)) => "rate_limited",
+            Ok(Fetched::ServerError(_)) => "server_error",
+            Err(_) => "failed",
+        };
+        self.metrics.requests.with_label_values(&[label]).inc();
+        match fetched {
+            Ok(Fetched::Page(html)) => {
+                let page = parse_page(&html);
+                self.metrics.pages.inc();
+                for warning in &page.warnings {
+                    self.metrics.parse_warnings.inc();
+                    tracing::warn!(channel, post = ?warning.post, problem = %warning.problem, "skipped unreadable markup");
+                }
+                Ok(page)
+            }
+            Ok(Fetched::Missing) => Err(Outcome::Missing),
+            Ok(Fetched::RateLimited(wait)) => Err(Outcome::RateLimited(wait)),
+            Ok(Fetched::ServerError(status)) => Err(Outcome::Failed(format!("status {status}"))),
+            Err(
+                error @ (FetchError::Network(_) | FetchError::TooLarge(_) | FetchError::Status(_)),
+            ) => Err(Outcome::Failed(error.to_string())),
+        }
+    }
+
+    async fn crawl(&self, channel: &ChannelRecord) -> Outcome {
+        let known = channel.newest_post_id;
+        let first = match self.fetch(&channel.name, None).await {
+            Ok(page) => page,
+            Err(outcome) => return outcome,
+        };
+        if first.posts.is_empty() && first.header.title.is_none() {
+            return Outcome::Missing;
+        }
+        let header = first.header.clone();
+        let mut posts: Vec<ParsedPost> = Vec::new();
+        let mut page = first;
+        let mut pages = 1;
+        loop {
+            let reached_known = known.is_some_and(|k| page.posts.iter().any(|p| p.id <= k));
+            posts.extend(
+                page.posts
+                    .drain(..)
+                    .filter(|p| known.is_none_or(|k| p.id > k)),
+            );
+            let deep_enough = known.is_none() && pages >= self.settings.first_sight_pages;
+            let Some(before) = page.before.filter(|_| !reached_known && !deep_enough) else {
+                break;
+            };
+            if known.is_some_and(|k| before <= k + 1) {
+                break;
+            }
+            page = match self.fetch(&channel.name, Some(before)).await {
+                Ok(page) => page,
+                // Keep what was read; the rest comes next time.
+                Err(_) if !posts.is_empty() => break,
+                Err(outcome) => return outcome,
+            };
+            pages += 1;
+        }
+        posts.sort_by_key(|p| p.id);
+        posts.dedup_by_key(|p| p.id);
+        let scraped: Vec<ScrapedPost> = posts.iter().filter_map(to_message).collect();
+        let newest = scraped.iter().map(|p| p.post_id.get()).max().or(known);
+        match self
+            .store
+            .upsert_posts(&scraped, Utc::now().timestamp_millis())
+            .await
+        {
+            Ok(new) => {
+                self.metrics
+                    .posts
+                    .with_label_values(&["new"])
+                    .inc_by(new.len() as u64);
+                self.metrics
+                    .posts
+                    .with_label_values(&["seen"])
+                    .inc_by((scraped.len() - new.len()) as u64);
+                for post in scraped.iter().filter(|p| {
+                    new.iter()
+                        .any(|n| n.channel == p.channel && n.post_id == p.post_id)
+                }) {
+                    if let Err(error) = self.bus.publish(post).await {
+                        tracing::warn!(%error, post = %post.post_id, "could not announce a post");
+                    }
+                }
+                Outcome::Scraped { newest, header }
+            }
+            Err(error) => Outcome::Failed(format!("store: {error}")),
+        }
+    }
+}
+
+fn to_message(post: &ParsedPost) -> Option<ScrapedPost> {
+    Some(ScrapedPost {
+        schema_version: SCHEMA_VERSION,
+        channel: ChannelName::parse(&post.channel).ok()?,
+        post_id: PostId::new(post.id).ok()?,
+        published_at: post.date,
+        text: post.text.clone(),
+        links: post.links.clone(),
+        views: post.views,
+        media: post.media.clone(),
+        forwarded_from: post.forwarded_from.clone(),
+        reply_to: post.reply_to.and_then(|r| PostId::new(r).ok()),
+        scraped_at: Utc::now(),
+    })
+}
+
+/// Channels asked for on the bus; a name that is not a username is dead-lettered with the reason.
+async fn follow_additions(bus: Bus, store: Store) {
+    let mut requests = Subscription::new(bus, Source::Shared(QueueName::Scraper));
+    while let Some(incoming) = requests.next().await {
+        match decode::<AddChannel>(&incoming.body, 16 * 1024) {
+            Ok(request) => match store
+                .add_channel(request.channel.as_str(), Utc::now().timestamp_millis())
+                .await
+            {
+                Ok(added) => {
+                    tracing::info!(channel = %request.channel, added, "channel requested");
+                    let _ = incoming.ack().await;
+                }
+                Err(error) => {
+                    let _ = incoming.retry(&error.to_string()).await;
+                }
+            },
+            Err(rejection) => {
+                let _ = incoming.dead_letter(rejection).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! `oleg-scraper` as a process against pages served from loopback: every post stored once,
+//! `?before=` pagination, a 429 with Retry-After, a 500, a slow response, a missing channel, the
+//! rate limit kept, and a restart that resumes from the newest stored post.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use mongodb::bson::doc;
+use oleg_bus::{Bus, Source, Subscription};
+use oleg_messages::{decode, ScrapedPost};
+use oleg_store::Store;
+use oleg_telemetry::Readiness;
+use oleg_testkit::*;
+use prometheus::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_oleg-scraper");
+
+#[derive(Default)]
+struct Site {
+    requests: Mutex<Vec<(Instant, String)>>,
+    hits: Mutex<HashMap<String, u32>>,
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("../shared/fixtures/telegram").join(name)).unwrap()
+}
+
+async fn channel_page(
+    Path(channel): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    State(site): State<Arc<Site>>,
+) -> Response {
+    let before = query.get("before").cloned();
+    site.requests.lock().unwrap().push((
+        Instant::now(),
+        format!("{channel}?{}", before.clone().unwrap_or_default()),
+    ));
+    let hit = {
+        let mut hits = site.hits.lock().unwrap();
+        let n = hits.entry(channel.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    let html =
+        |body: String| ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
+    match channel.as_str() {
+        "campcode" if before.as_deref() == Some("2357") => {
+            // An older page: the same markup with ids 1357–1376.
+            html(
+                fixture("codecamp.html")
+                    .replace("campcode/23", "campcode/13")
+                    .replace("data-before=\"2357\"", "data-before=\"1357\""),
+            )
+        }
+        "campcode" => html(fixture("codecamp.html")),
+        "excelhackru" if hit == 1 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        "excelhackru" => html(fixture("excelhackru.html")),
+        "topwar_official" if hit == 1 => {
+            (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")]).into_response()
+        }
+        "topwar_official" => html(fixture("topwar_official.html")),
+        "air_alert_ua" => {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            html(fixture("air_alert_ua.html"))
+        }
+        // Telegram sends unknown and private channels to their info page.
+        other => (StatusCode::FOUND, [(header::LOCATION, format!("/{other}"))]).into_response(),
+    }
+}
+
+async fn serve_site(site: Arc<Site>) -> String {
+    let app = Router::new()
+        .route("/s/{channel}", get(channel_page))
+        .route("/{channel}", get(|| async { "a channel info page" }))
+        .with_state(site);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
+    let site = Arc::new(Site::default());
+    let base = serve_site(site.clone()).await;
+    let amqp = amqp_settings("scraper-e2e");
+    let mongo = mongo_settings("scraper-e2e");
+    let shutdown = CancellationToken::new();
+    let bus = Bus::connect(
+        amqp.clone(),
+        "scraper-e2e",
+        &Registry::new(),
+        Readiness::default(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let store = Store::connect(&mongo, "scraper-e2e").await.unwrap();
+    store.ensure_indexes().await.unwrap();
+    let mut notices = Subscription::new(bus.clone(), Source::PerReplica(vec!["post.scraped"]));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), notices.next())
+            .await
+            .is_err(),
+        "bound, nothing yet"
+    );
+
+    let mut env = worker_env(&amqp, &mongo);
+    for (key, value) in [
+        ("OLEG__SCRAPER__BASE_URL", base.as_str()),
+        (
+            "OLEG__SCRAPER__CHANNELS",
+            "campcode,excelhackru,topwar_official,air_alert_ua,nosuchchannel",
+        ),
+        ("OLEG__SCRAPER__REQUEST_INTERVAL_MS", "300"),
+        ("OLEG__SCRAPER__POLL_INTERVAL_S", "3"),
+        ("OLEG__SCRAPER__BACKOFF_MIN_S", "1"),
+        ("OLEG__SCRAPER__FIRST_SIGHT_PAGES", "2"),
+        ("OLEG__SCRAPER__REQUEST_TIMEOUT_MS", "5000"),
+    ] {
+        env.push((key.into(), value.into()));
+    }
+    let dir = repo_root().join("target/test-runs/scraper-e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut scraper = WorkerProcess::spawn(
+        BINARY,
+        &env,
+        "OLEG__SCRAPER__METRICS_ADDR",
+        dir.join("first.log"),
+    );
+
+    // 40 campcode posts (two pages), 18 + 12 + 20 from the others.
+    let mut announced = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while announced.len() < 90 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let incoming = tokio::time::timeout(left, notices.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{} of 90 posts announced; log:\n{}",
+                    announced.len(),
+                    scraper.log_tail()
+                )
+            })
+            .unwrap();
+        let post: ScrapedPost = decode(&incoming.body, 1 << 20).unwrap();
+        *announced
+            .entry(format!("{}/{}", post.channel, post.post_id))
+            .or_insert(0) += 1;
+        incoming.ack().await.unwrap();
+    }
+    assert!(
+        announced.values().all(|&n| n == 1),
+        "each post announced once"
+    );
+    assert_eq!(
+        store
+            .collections()
+            .posts
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        90
+    );
+    assert!(announced.contains_key("campcode/1357") && announced.contains_key("campcode/2376"));
+
+    let channel = |name: &'static str| {
+        let store = store.clone();
+        async move { store.channel(name).await.unwrap().unwrap() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while channel("nosuchchannel").await.status != "missing" {
+        assert!(
+            Instant::now() < deadline,
+            "the missing channel was never marked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(channel("campcode").await.newest_post_id, Some(2376));
+    assert_eq!(channel("campcode").await.title.as_deref(), Some("CodeCamp"));
+    assert_eq!(
+        channel("topwar_official").await.newest_post_id,
+        Some(71008),
+        "read after its 429"
+    );
+    assert_eq!(
+        channel("excelhackru").await.failures,
+        0,
+        "recovered after its 500"
+    );
+
+    // Polite: never two requests closer than the interval.
+    let mut starts: Vec<Instant> = site
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _)| *t)
+        .collect();
+    starts.sort();
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(280),
+            "requests {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+
+    // Restart: it polls again from the newest stored post, without older pages or new notices.
+    scraper.kill();
+    let before_restart = site.requests.lock().unwrap().len();
+    let scraper = WorkerProcess::spawn(
+        BINARY,
+        &env,
+        "OLEG__SCRAPER__METRICS_ADDR",
+        dir.join("second.log"),
+    );
+    scraper.wait_ready(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after: Vec<String> = site.requests.lock().unwrap()[before_restart..]
+        .iter()
+        .map(|(_, r)| r.clone())
+        .collect();
+    assert!(
+        after.iter().any(|r| r == "campcode?"),
+        "it polled again: {after:?}"
+    );
+    assert!(
+        after.iter().all(|r| r.ends_with('?')),
+        "no older pages after a restart: {after:?}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), notices.next())
+            .await
+            .is_err(),
+        "nothing new to announce"
+    );
+    assert_eq!(
+        store
+            .collections()
+            .posts
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        90
+    );
+    let (_, metrics) = scraper.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("oleg_scraper_posts_total{outcome=\"seen\"}"),
+        "re-read posts are counted as seen"
+    );
+
+    shutdown.cancel();
+    bus.close().await;
+    delete_topology(&amqp).await;
+    let _ = store.drop_database().await;
+}
