@@ -3,7 +3,7 @@
 
 use crate::{Bus, BusError, QueueName};
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::BasicConsumeOptions;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use oleg_messages::{encode, Message};
@@ -34,18 +34,7 @@ pub enum RpcError {
 impl RpcClient {
     pub async fn new(bus: &Bus) -> Result<Self, BusError> {
         let (channel, _) = bus.open_channel(None).await?;
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let reply_queue = queue.name().to_string();
+        let reply_queue = bus.topology().declare_replica_queue(&channel, &[]).await?;
         let mut consumer = channel
             .basic_consume(
                 reply_queue.clone().into(),

@@ -346,3 +346,86 @@ impl Drop for StandInServer {
         self.stop();
     }
 }
+
+/// The services one integration test uses: a bus connection and a store, under names of its own.
+pub struct TestServices {
+    pub amqp: AmqpSettings,
+    pub mongo: MongoSettings,
+    pub bus: oleg_bus::Bus,
+    pub store: oleg_store::Store,
+    pub shutdown: tokio_util::sync::CancellationToken,
+    pub name: String,
+}
+
+impl TestServices {
+    /// Connects to the broker (fresh prefix) and to `mongo`, whose indexes it creates.
+    pub async fn start(test: &str, mongo: MongoSettings) -> Self {
+        let amqp = amqp_settings(test);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let bus = oleg_bus::Bus::connect(
+            amqp.clone(),
+            test,
+            &prometheus::Registry::new(),
+            oleg_telemetry::Readiness::default(),
+            shutdown.clone(),
+        )
+        .await
+        .expect("the broker is reachable (deploy/dev/setup.sh starts it)");
+        let store = oleg_store::Store::connect(&mongo, test)
+            .await
+            .expect("store client");
+        store
+            .ensure_indexes()
+            .await
+            .expect("the store is reachable (deploy/dev/setup.sh starts it)");
+        Self {
+            amqp,
+            mongo,
+            bus,
+            store,
+            shutdown,
+            name: test.to_owned(),
+        }
+    }
+
+    /// Starts a worker binary on these services, with `extra` settings, logging to
+    /// `target/test-runs/<test>/<log>`.
+    pub fn spawn(
+        &self,
+        binary: &str,
+        metrics_key: &str,
+        log: &str,
+        extra: &[(&str, &str)],
+    ) -> WorkerProcess {
+        let mut env = worker_env(&self.amqp, &self.mongo);
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let dir = repo_root().join("target/test-runs").join(&self.name);
+        std::fs::create_dir_all(&dir).expect("log dir");
+        WorkerProcess::spawn(binary, &env, metrics_key, dir.join(log))
+    }
+
+    /// Closes the bus and removes the test's queues, exchanges and database.
+    pub async fn finish(self) {
+        self.shutdown.cancel();
+        self.bus.close().await;
+        delete_topology(&self.amqp).await;
+        let _ = self.store.drop_database().await;
+    }
+}
+
+/// A post as the scraper would announce it, published now.
+pub fn scraped_post(post: &oleg_messages::PostRef) -> oleg_messages::ScrapedPost {
+    oleg_messages::ScrapedPost {
+        schema_version: oleg_messages::SCHEMA_VERSION,
+        channel: post.channel.clone(),
+        post_id: post.post_id,
+        published_at: chrono::Utc::now(),
+        text: format!("post {post}"),
+        links: vec![],
+        views: None,
+        media: vec![],
+        forwarded_from: None,
+        reply_to: None,
+        scraped_at: chrono::Utc::now(),
+    }
+}

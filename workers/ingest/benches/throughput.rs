@@ -14,7 +14,7 @@ use oleg_ingest::{Ingest, IngestMetrics, IngestSettings};
 use oleg_messages::*;
 use oleg_store::Store;
 use oleg_telemetry::{Component, Readiness};
-use oleg_testkit::{amqp_settings, delete_topology, mongo_settings};
+use oleg_testkit::{amqp_settings, delete_topology, mongo_settings, scraped_post};
 use prometheus::Registry;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -77,19 +77,13 @@ async fn seeded_store(test: &str) -> Store {
         .ensure_indexes()
         .await
         .expect("store (run deploy/dev/setup.sh)");
+    let channel = ChannelName::parse("codecamp").unwrap();
     let posts: Vec<ScrapedPost> = (1..=500)
-        .map(|id| ScrapedPost {
-            schema_version: SCHEMA_VERSION,
-            channel: ChannelName::parse("codecamp").unwrap(),
-            post_id: PostId::new(id).unwrap(),
-            published_at: Utc::now(),
-            text: String::new(),
-            links: vec![],
-            views: None,
-            media: vec![],
-            forwarded_from: None,
-            reply_to: None,
-            scraped_at: Utc::now(),
+        .map(|id| {
+            scraped_post(&PostRef {
+                channel: channel.clone(),
+                post_id: PostId::new(id).unwrap(),
+            })
         })
         .collect();
     store.upsert_posts(&posts, 0).await.unwrap();

@@ -5,70 +5,46 @@
 use chrono::{DateTime, TimeZone, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::doc;
-use oleg_bus::{Bus, QueueName, Source, Subscription};
+use oleg_bus::{QueueName, Source, Subscription};
 use oleg_messages::*;
-use oleg_settings::{AmqpSettings, MongoSettings};
-use oleg_store::{Store, VoteRecord};
-use oleg_telemetry::Readiness;
+use oleg_store::VoteRecord;
 use oleg_testkit::*;
-use prometheus::Registry;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_oleg-ingest");
 const CHANNEL: &str = "codecamp";
 const POSTS: i64 = 200;
 
-struct Services {
-    amqp: AmqpSettings,
-    mongo: MongoSettings,
-    bus: Bus,
-    store: Store,
-    shutdown: CancellationToken,
-    name: String,
+struct Services(TestServices);
+
+impl std::ops::Deref for Services {
+    type Target = TestServices;
+    fn deref(&self) -> &TestServices {
+        &self.0
+    }
 }
 
 impl Services {
+    /// Fresh services with posts 1..=POSTS stored; `mongo_uri` replaces the store under test.
     async fn new(test: &str, mongo_uri: Option<String>) -> Self {
-        let amqp = amqp_settings(test);
         let mut mongo = mongo_settings(test);
         if let Some(uri) = mongo_uri {
             mongo.uri = secrecy::SecretString::from(uri);
         }
         mongo.timeout_ms = 1_000;
-        let shutdown = CancellationToken::new();
-        let bus = Bus::connect(
-            amqp.clone(),
-            "ingest-test-publisher",
-            &Registry::new(),
-            Readiness::default(),
-            shutdown.clone(),
-        )
-        .await
-        .expect("broker");
-        let store = Store::connect(&mongo, "ingest-test").await.unwrap();
-        store.ensure_indexes().await.expect("store");
-        let posts: Vec<ScrapedPost> = (1..=POSTS).map(scraped_post).collect();
-        store.upsert_posts(&posts, 0).await.unwrap();
-        Self {
-            amqp,
-            mongo,
-            bus,
-            store,
-            shutdown,
-            name: test.to_owned(),
-        }
+        let base = TestServices::start(test, mongo).await;
+        let posts: Vec<ScrapedPost> = (1..=POSTS).map(|id| scraped_post(&post_ref(id))).collect();
+        base.store.upsert_posts(&posts, 0).await.unwrap();
+        Self(base)
     }
 
     fn spawn_worker(&self, extra: &[(&str, &str)], log: &str) -> WorkerProcess {
-        let mut env = worker_env(&self.amqp, &self.mongo);
-        env.push(("OLEG__INGEST__STORE_PROBE_MS".into(), "200".into()));
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let dir = scratch_dir_once(&self.name);
-        WorkerProcess::spawn(BINARY, &env, "OLEG__INGEST__METRICS_ADDR", dir.join(log))
+        let mut settings = vec![("OLEG__INGEST__STORE_PROBE_MS", "200")];
+        settings.extend_from_slice(extra);
+        self.spawn(BINARY, "OLEG__INGEST__METRICS_ADDR", log, &settings)
     }
 
     async fn publish_all(&self, votes: &[Vote]) {
@@ -121,39 +97,14 @@ impl Services {
     }
 
     async fn finish(self) {
-        self.shutdown.cancel();
-        self.bus.close().await;
-        delete_topology(&self.amqp).await;
-        let _ = self.store.drop_database().await;
+        self.0.finish().await;
     }
-}
-
-fn scratch_dir_once(name: &str) -> std::path::PathBuf {
-    let dir = repo_root().join("target/test-runs").join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn post_ref(id: i64) -> PostRef {
     PostRef {
         channel: ChannelName::parse(CHANNEL).unwrap(),
         post_id: PostId::new(id).unwrap(),
-    }
-}
-
-fn scraped_post(id: i64) -> ScrapedPost {
-    ScrapedPost {
-        schema_version: SCHEMA_VERSION,
-        channel: ChannelName::parse(CHANNEL).unwrap(),
-        post_id: PostId::new(id).unwrap(),
-        published_at: Utc::now(),
-        text: format!("post {id}"),
-        links: vec![],
-        views: Some(10),
-        media: vec![],
-        forwarded_from: None,
-        reply_to: None,
-        scraped_at: Utc::now(),
     }
 }
 

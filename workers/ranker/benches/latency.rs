@@ -15,7 +15,7 @@ use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::{ChunkWriter, Store};
 use oleg_telemetry::Readiness;
-use oleg_testkit::{amqp_settings, delete_topology, mongo_settings};
+use oleg_testkit::{amqp_settings, delete_topology, mongo_settings, scraped_post};
 use prometheus::Registry;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -100,18 +100,11 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> (f64, f64, f64) {
     let store = Store::connect(&mongo, "bench-ranker").await.unwrap();
     store.ensure_indexes().await.unwrap();
     let posts: Vec<ScrapedPost> = (0..POSTS)
-        .map(|p| ScrapedPost {
-            schema_version: SCHEMA_VERSION,
-            channel: ChannelName::parse(&channel(p % CHANNELS)).unwrap(),
-            post_id: PostId::new(p + 1).unwrap(),
-            published_at: Utc::now(),
-            text: String::new(),
-            links: vec![],
-            views: None,
-            media: vec![],
-            forwarded_from: None,
-            reply_to: None,
-            scraped_at: Utc::now(),
+        .map(|p| {
+            scraped_post(&PostRef {
+                channel: ChannelName::parse(&channel(p % CHANNELS)).unwrap(),
+                post_id: PostId::new(p + 1).unwrap(),
+            })
         })
         .collect();
     for chunk in posts.chunks(1_000) {

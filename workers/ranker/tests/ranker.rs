@@ -3,18 +3,14 @@
 use chrono::{TimeZone, Utc};
 use futures::future::join_all;
 use mongodb::bson::doc;
-use oleg_bus::{Bus, QueueName, RpcClient};
+use oleg_bus::{QueueName, RpcClient};
 use oleg_messages::*;
 use oleg_model::{write_safetensors, ModelConfig, Network, Sizes};
 use oleg_scorer::ScoringModel;
-use oleg_settings::{AmqpSettings, MongoSettings};
-use oleg_store::{ChunkWriter, Store};
-use oleg_telemetry::Readiness;
+use oleg_store::ChunkWriter;
 use oleg_testkit::*;
-use prometheus::Registry;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_oleg-ranker");
 const CHANNELS: [&str; 2] = ["channel_a", "channel_b"];
@@ -22,13 +18,15 @@ const POSTS_PER_CHANNEL: i64 = 10;
 const USERS: i64 = 20;
 
 struct Services {
-    amqp: AmqpSettings,
-    mongo: MongoSettings,
-    bus: Bus,
-    store: Store,
+    base: TestServices,
     rpc: RpcClient,
-    shutdown: CancellationToken,
-    name: String,
+}
+
+impl std::ops::Deref for Services {
+    type Target = TestServices;
+    fn deref(&self) -> &TestServices {
+        &self.base
+    }
 }
 
 fn post(channel: usize, id: i64) -> PostRef {
@@ -38,67 +36,29 @@ fn post(channel: usize, id: i64) -> PostRef {
     }
 }
 
-fn scraped(reference: &PostRef) -> ScrapedPost {
-    ScrapedPost {
-        schema_version: SCHEMA_VERSION,
-        channel: reference.channel.clone(),
-        post_id: reference.post_id,
-        published_at: Utc::now(),
-        text: format!("post {reference}"),
-        links: vec![],
-        views: None,
-        media: vec![],
-        forwarded_from: None,
-        reply_to: None,
-        scraped_at: Utc::now(),
-    }
-}
-
 impl Services {
     async fn new(test: &str) -> Self {
-        let amqp = amqp_settings(test);
-        let mongo = mongo_settings(test);
-        let shutdown = CancellationToken::new();
-        let bus = Bus::connect(
-            amqp.clone(),
-            test,
-            &Registry::new(),
-            Readiness::default(),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        let store = Store::connect(&mongo, test).await.unwrap();
-        store.ensure_indexes().await.unwrap();
+        let base = TestServices::start(test, mongo_settings(test)).await;
         let posts: Vec<ScrapedPost> = (0..2)
-            .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| scraped(&post(c, id))))
+            .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| scraped_post(&post(c, id))))
             .collect();
-        store.upsert_posts(&posts, 0).await.unwrap();
-        let rpc = RpcClient::new(&bus).await.unwrap();
-        Self {
-            amqp,
-            mongo,
-            bus,
-            store,
-            rpc,
-            shutdown,
-            name: test.to_owned(),
-        }
+        base.store.upsert_posts(&posts, 0).await.unwrap();
+        let rpc = RpcClient::new(&base.bus).await.unwrap();
+        Self { base, rpc }
     }
 
     fn spawn_ranker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
-        let mut env = worker_env(&self.amqp, &self.mongo);
-        env.push(("OLEG__RANKER__EXPLORATION_NOISE".into(), "0".into()));
-        env.push(("OLEG__RANKER__REFRESH_S".into(), "3600".into()));
-        env.push(("OLEG__RANKER__MODEL_CHECK_S".into(), "3600".into()));
-        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let dir = repo_root().join("target/test-runs").join(&self.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        WorkerProcess::spawn(
+        let mut settings = vec![
+            ("OLEG__RANKER__EXPLORATION_NOISE", "0"),
+            ("OLEG__RANKER__REFRESH_S", "3600"),
+            ("OLEG__RANKER__MODEL_CHECK_S", "3600"),
+        ];
+        settings.extend_from_slice(extra);
+        self.spawn(
             BINARY,
-            &env,
             "OLEG__RANKER__METRICS_ADDR",
-            dir.join("ranker.log"),
+            "ranker.log",
+            &settings,
         )
     }
 
@@ -179,10 +139,7 @@ impl Services {
     }
 
     async fn finish(self) {
-        self.shutdown.cancel();
-        self.bus.close().await;
-        delete_topology(&self.amqp).await;
-        let _ = self.store.drop_database().await;
+        self.base.finish().await;
     }
 }
 
@@ -331,10 +288,10 @@ async fn a_new_post_becomes_a_candidate_after_its_notice() {
     let fresh = post(1, 500);
     services
         .store
-        .upsert_posts(&[scraped(&fresh)], 0)
+        .upsert_posts(&[scraped_post(&fresh)], 0)
         .await
         .unwrap();
-    services.bus.publish(&scraped(&fresh)).await.unwrap();
+    services.bus.publish(&scraped_post(&fresh)).await.unwrap();
     let key = fresh.to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut user = 100;

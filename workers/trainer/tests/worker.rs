@@ -6,71 +6,45 @@
 use chrono::{TimeZone, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use oleg_bus::{Bus, Source, Subscription};
+use oleg_bus::{Source, Subscription};
 use oleg_messages::*;
-use oleg_settings::{AmqpSettings, MongoSettings};
-use oleg_store::{as_i64, Store, StoredFile};
-use oleg_telemetry::Readiness;
+use oleg_store::{as_i64, StoredFile};
 use oleg_testkit::*;
-use prometheus::Registry;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_oleg-trainer");
 const CHANNELS: [&str; 4] = ["channel_a", "channel_b", "channel_c", "channel_d"];
 
-struct Services {
-    amqp: AmqpSettings,
-    mongo: MongoSettings,
-    bus: Bus,
-    store: Store,
-    shutdown: CancellationToken,
-    name: String,
+struct Services(TestServices);
+
+impl std::ops::Deref for Services {
+    type Target = TestServices;
+    fn deref(&self) -> &TestServices {
+        &self.0
+    }
 }
 
 impl Services {
     async fn new(test: &str) -> Self {
-        let amqp = amqp_settings(test);
-        let mongo = mongo_settings(test);
-        let shutdown = CancellationToken::new();
-        let bus = Bus::connect(
-            amqp.clone(),
-            test,
-            &Registry::new(),
-            Readiness::default(),
-            shutdown.clone(),
-        )
-        .await
-        .unwrap();
-        let store = Store::connect(&mongo, test).await.unwrap();
-        store.ensure_indexes().await.unwrap();
-        Self {
-            amqp,
-            mongo,
-            bus,
-            store,
-            shutdown,
-            name: test.to_owned(),
-        }
+        Self(TestServices::start(test, mongo_settings(test)).await)
     }
 
     fn spawn_trainer(&self, log: &str) -> WorkerProcess {
-        let mut env = worker_env(&self.amqp, &self.mongo);
-        for (key, value) in [
-            ("OLEG__TRAINER__MIN_NEW_VOTES", "100"),
-            ("OLEG__TRAINER__MIN_INTERVAL_S", "0"),
-            ("OLEG__TRAINER__FULL_EVERY", "5"),
-            ("OLEG__TRAINER__HOLDOUT_SHARE", "0.2"),
-            ("OLEG__TRAINER__LEASE_TTL_S", "5"),
-            ("OLEG__TRAINER__MODEL__EPOCHS", "4"),
-            ("OLEG__TRAINER__INCREMENTAL_EPOCHS", "2"),
-            ("OMP_NUM_THREADS", "1"),
-        ] {
-            env.push((key.into(), value.into()));
-        }
-        let dir = repo_root().join("target/test-runs").join(&self.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        WorkerProcess::spawn(BINARY, &env, "OLEG__TRAINER__METRICS_ADDR", dir.join(log))
+        self.spawn(
+            BINARY,
+            "OLEG__TRAINER__METRICS_ADDR",
+            log,
+            &[
+                ("OLEG__TRAINER__MIN_NEW_VOTES", "100"),
+                ("OLEG__TRAINER__MIN_INTERVAL_S", "0"),
+                ("OLEG__TRAINER__FULL_EVERY", "5"),
+                ("OLEG__TRAINER__HOLDOUT_SHARE", "0.2"),
+                ("OLEG__TRAINER__LEASE_TTL_S", "5"),
+                ("OLEG__TRAINER__MODEL__EPOCHS", "4"),
+                ("OLEG__TRAINER__INCREMENTAL_EPOCHS", "2"),
+                ("OMP_NUM_THREADS", "1"),
+            ],
+        )
     }
 
     /// Stores `count` votes of people `first_user..` with a planted taste: a person likes the
@@ -118,10 +92,7 @@ impl Services {
     }
 
     async fn finish(self) {
-        self.shutdown.cancel();
-        self.bus.close().await;
-        delete_topology(&self.amqp).await;
-        let _ = self.store.drop_database().await;
+        self.0.finish().await;
     }
 }
 
@@ -239,14 +210,29 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
     );
     assert_eq!(as_i64(figures.get("trained_through_ms")), Some(2_000));
 
-    let (_, metrics) = trainer.get("/metrics").await.unwrap();
-    for name in [
+    // The notice goes out before the cycle's duration is recorded: wait for the figures.
+    let wanted = [
         "oleg_trainer_holdout_auc",
         "oleg_trainer_model_version 2",
         "oleg_trainer_cycle_seconds_count 2",
         "process_resident_memory_bytes",
-    ] {
-        assert!(metrics.contains(name), "{name} missing");
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = trainer.get("/metrics").await.unwrap();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|name| !metrics.contains(name))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{missing:?} missing from /metrics"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     services.finish().await;
 }
