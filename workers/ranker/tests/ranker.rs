@@ -455,3 +455,31 @@ async fn malformed_requests_get_error_replies_and_strangers_get_popular_posts() 
     );
     services.finish().await;
 }
+
+#[tokio::test]
+async fn a_share_of_each_reply_explores_channels_the_person_has_not_tried() {
+    let services = Services::new("ranker-fresh").await;
+    let tried = Vote::new(
+        UserId::new(42).unwrap(),
+        post(0, 1),
+        Reaction::Like,
+        Utc::now(),
+    );
+    services
+        .store
+        .upsert_votes(&[tried], Utc::now().timestamp_millis())
+        .await
+        .unwrap();
+    let ranker = services.spawn_ranker(&[("OLEG__RANKER__FRESH_SHARE", "0.5")]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    let RecommendReply::Ok { posts, .. } = services.ask(42, 4).await else {
+        panic!("an error reply")
+    };
+    let explored: Vec<&RecommendedPost> = posts.iter().filter(|p| p.explored).collect();
+    assert_eq!(explored.len(), 2, "half of 4: {posts:?}");
+    assert!(
+        explored.iter().all(|p| p.channel.as_str() == "channel_b"),
+        "untried channel only: {posts:?}"
+    );
+    services.finish().await;
+}

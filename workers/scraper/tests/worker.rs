@@ -8,8 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use mongodb::bson::doc;
-use oleg_bus::{Bus, Source, Subscription};
-use oleg_messages::{decode, ScrapedPost};
+use oleg_bus::{Bus, QueueName, Source, Subscription};
+use oleg_messages::{
+    decode, AddChannel, ChannelName, DeadLetter, DeadLetterReason, ScrapedPost, SCHEMA_VERSION,
+};
 use oleg_store::Store;
 use oleg_telemetry::Readiness;
 use oleg_testkit::*;
@@ -65,6 +67,7 @@ async fn channel_page(
             (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")]).into_response()
         }
         "topwar_official" => html(fixture("topwar_official.html")),
+        "infoscape_test" => html(fixture("infoscape_test.html")),
         "air_alert_ua" => {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             html(fixture("air_alert_ua.html"))
@@ -256,6 +259,42 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
         metrics.contains("oleg_scraper_posts_total{outcome=\"seen\"}"),
         "re-read posts are counted as seen"
     );
+
+    // A channel asked for on the bus is followed; a name that is no username is refused.
+    let request = AddChannel {
+        schema_version: SCHEMA_VERSION,
+        channel: ChannelName::parse("infoscape_test").unwrap(),
+        requested_by: None,
+        requested_at: chrono::Utc::now(),
+    };
+    bus.publish(&request).await.unwrap();
+    let bad =
+        br#"{"schema_version":1,"channel":"no/such name","requested_at":"2026-11-27T10:30:00Z"}"#;
+    bus.publish_bytes(
+        &bus.topology().events_exchange(),
+        "channel.add",
+        bad,
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        let incoming = tokio::time::timeout(Duration::from_secs(30), notices.next())
+            .await
+            .expect("the requested channel's posts")
+            .unwrap();
+        let post: ScrapedPost = decode(&incoming.body, 1 << 20).unwrap();
+        assert_eq!(post.channel.as_str(), "infoscape_test");
+        incoming.ack().await.unwrap();
+    }
+    let mut dead = Subscription::new(bus.clone(), Source::Shared(QueueName::DeadLetters));
+    let letter = tokio::time::timeout(Duration::from_secs(10), dead.next())
+        .await
+        .expect("the bad name refused")
+        .unwrap();
+    let letter: DeadLetter = decode(&letter.body, 1 << 20).unwrap();
+    assert_eq!(letter.reason, DeadLetterReason::Malformed);
+    assert!(letter.detail.contains("channel"), "{}", letter.detail);
 
     shutdown.cancel();
     bus.close().await;
