@@ -301,3 +301,48 @@ async fn a_lease_has_one_holder_until_it_expires() {
     );
     store.drop_database().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_edited_post_updates_its_text_and_views_without_counting_as_new() {
+    let store = store("store-posts").await;
+    let mut scraped = oleg_testkit::scraped_post(&post(2371));
+    scraped.views = Some(100);
+    assert_eq!(
+        store
+            .upsert_posts(std::slice::from_ref(&scraped), 1)
+            .await
+            .unwrap(),
+        vec![post(2371)]
+    );
+    scraped.text = "edited".into();
+    scraped.views = Some(9_000);
+    assert!(
+        store
+            .upsert_posts(std::slice::from_ref(&scraped), 2)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not new"
+    );
+    let stored = store
+        .collections()
+        .posts
+        .find_one(doc! {"_id": {"$eq": "codecamp/2371"}})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.text.as_str(), stored.views, stored.first_seen_ms),
+        ("edited", Some(9_000), 1)
+    );
+    assert_eq!(
+        store
+            .collections()
+            .posts
+            .estimated_document_count()
+            .await
+            .unwrap(),
+        1
+    );
+    store.drop_database().await.unwrap();
+}
