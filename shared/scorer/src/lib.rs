@@ -68,7 +68,8 @@ pub struct ScoringModel {
     output_scale: f32,
     user_rows: HashMap<i64, usize>,
     channel_rows: HashMap<String, usize>,
-    post_rows: HashMap<(String, i64), usize>,
+    /// (channel row, post id) → post row: a lookup costs no allocation.
+    post_rows: HashMap<(usize, i64), usize>,
 }
 
 struct Tensors<'a>(safetensors::SafeTensors<'a>);
@@ -335,11 +336,11 @@ impl ScoringModel {
                 .enumerate()
                 .map(|(row, c)| (c.clone(), row))
                 .collect(),
-            post_rows: vocab
-                .posts
+            post_rows: post_channels
                 .iter()
+                .zip(&vocab.posts)
                 .enumerate()
-                .map(|(row, (c, id))| ((vocab.channels[*c as usize].clone(), *id), row))
+                .map(|(row, (channel, (_, id)))| ((*channel, *id), row))
                 .collect(),
         })
     }
@@ -349,7 +350,11 @@ impl ScoringModel {
     }
 
     pub fn candidate<'a>(&self, channel: &'a str, post_id: i64) -> Candidate<'a> {
-        match self.post_rows.get(&(channel.to_owned(), post_id)) {
+        let row = self
+            .channel_rows
+            .get(channel)
+            .and_then(|&c| self.post_rows.get(&(c, post_id)));
+        match row {
             Some(&row) => Candidate::Known(row),
             None => Candidate::New { channel },
         }

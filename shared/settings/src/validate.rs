@@ -61,6 +61,16 @@ impl Check {
         );
     }
 
+    /// Checks that `value` is a socket address such as `127.0.0.1:9102`.
+    pub fn socket_addr(&mut self, key: String, value: &str) {
+        self.require(
+            value.parse::<std::net::SocketAddr>().is_ok(),
+            key,
+            "an address such as 127.0.0.1:9102",
+            format!("{value:?}"),
+        );
+    }
+
     pub fn finish(self) -> Result<(), crate::SettingsError> {
         if self.invalid.is_empty() {
             Ok(())

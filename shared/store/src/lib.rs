@@ -52,7 +52,6 @@ pub enum StoreError {
 /// A handle on OLEG's database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
-    client: Client,
     db: Database,
 }
 
@@ -66,7 +65,7 @@ impl Store {
         options.connect_timeout = Some(timeout);
         let client = Client::with_options(options)?;
         let db = client.database(&settings.database);
-        Ok(Self { client, db })
+        Ok(Self { db })
     }
 
     pub fn database(&self) -> &Database {
@@ -92,10 +91,6 @@ impl Store {
     pub async fn drop_database(&self) -> Result<(), StoreError> {
         self.db.drop().await?;
         Ok(())
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 }
 

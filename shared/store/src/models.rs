@@ -2,8 +2,7 @@
 //! explicit chunk documents (`model_chunks`). Not GridFS: on the Mongo-wire stand-in GridFS
 //! downloads fail, and explicit chunks work the same on MongoDB, past its 16 MB document limit.
 
-use crate::{Collections, Store, StoreError};
-use futures::TryStreamExt;
+use crate::{Store, StoreError};
 use mongodb::bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
 use mongodb::options::FindOneOptions;
 use sha2::{Digest, Sha256};
@@ -177,23 +176,6 @@ impl Store {
         }
         Ok(bytes)
     }
-
-    /// Deletes every chunk of a version (a rejected or rolled-back model).
-    pub async fn delete_model_files(&self, version: i64) -> Result<(), StoreError> {
-        let chunks = self.database().collection::<Document>(CHUNKS);
-        let ids: Vec<Document> = chunks
-            .find(doc! {"version": {"$eq": version}})
-            .projection(doc! {"_id": 1})
-            .await?
-            .try_collect()
-            .await?;
-        for id in ids {
-            chunks
-                .delete_one(doc! {"_id": {"$eq": id.get("_id").cloned().unwrap_or(Bson::Null)}})
-                .await?;
-        }
-        Ok(())
-    }
 }
 
 impl StoredFile {
@@ -222,8 +204,4 @@ pub fn as_i64(value: Option<&Bson>) -> Option<i64> {
         Bson::Int64(v) => Some(*v),
         _ => None,
     }
-}
-
-impl Collections {
-    pub const MODEL_CHUNKS: &'static str = CHUNKS;
 }

@@ -169,7 +169,7 @@ impl Ingest {
         let vote_key = MessageKind::Vote.routing_key();
         let start_key = MessageKind::UserStarted.routing_key();
         let routing_key = Some(incoming.routing_key.as_str());
-        let decoded = if routing_key == vote_key {
+        if routing_key == vote_key {
             self.metrics.received.with_label_values(&["vote"]).inc();
             decode::<Vote>(&incoming.body, max).map(Decoded::Vote)
         } else if routing_key == start_key {
@@ -187,8 +187,7 @@ impl Ingest {
                     incoming.routing_key
                 ),
             ))
-        };
-        decoded
+        }
     }
 
     async fn dead_letter(&self, refused: Vec<(Incoming, Rejection)>) {

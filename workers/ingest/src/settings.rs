@@ -38,12 +38,7 @@ impl Validate for IngestConfig {
         self.amqp.validate("amqp", check);
         self.mongo.validate("mongo", check);
         let s = &self.ingest;
-        check.require(
-            s.metrics_addr.parse::<std::net::SocketAddr>().is_ok(),
-            "ingest.metrics_addr".into(),
-            "an address such as 127.0.0.1:9102",
-            format!("{:?}", s.metrics_addr),
-        );
+        check.socket_addr("ingest.metrics_addr".into(), &s.metrics_addr);
         check.in_range("ingest.batch_size".into(), s.batch_size, 1, 10_000);
         // A batch can only fill up to the number of unacknowledged deliveries the broker sends.
         check.require(

@@ -2,7 +2,7 @@
 //! ranking: a like rate smoothed toward its channel's, which is smoothed toward the global one,
 //! so a new post starts at its channel's rate instead of at zero.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone)]
 pub struct CandidatePost {
@@ -16,6 +16,8 @@ pub struct CandidatePost {
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
     pub posts: Vec<CandidatePost>,
+    /// The keys of `posts`, so that adding one is not a scan of them all.
+    keys: HashSet<String>,
     /// Likes and votes per post key.
     pub counts: HashMap<String, (u32, u32)>,
     /// Smoothed like rate per channel.
@@ -32,6 +34,7 @@ impl Pool {
     ) -> Self {
         let mut pool = Self {
             posts: Vec::new(),
+            keys: HashSet::new(),
             counts,
             channel_rates: HashMap::new(),
             global_rate: 0.5,
@@ -47,7 +50,7 @@ impl Pool {
     /// Adds a post unless it is already a candidate.
     pub fn insert(&mut self, channel: String, post_id: i64, published_at_ms: i64) -> bool {
         let key = format!("{channel}/{post_id}");
-        if self.posts.iter().any(|p| p.key == key) {
+        if !self.keys.insert(key.clone()) {
             return false;
         }
         self.posts.push(CandidatePost {
@@ -61,7 +64,14 @@ impl Pool {
 
     /// Drops posts published before `cutoff_ms`.
     pub fn expire(&mut self, cutoff_ms: i64) {
-        self.posts.retain(|p| p.published_at_ms >= cutoff_ms);
+        let keys = &mut self.keys;
+        self.posts.retain(|p| {
+            let keep = p.published_at_ms >= cutoff_ms;
+            if !keep {
+                keys.remove(&p.key);
+            }
+            keep
+        });
     }
 
     fn rates(&mut self) {

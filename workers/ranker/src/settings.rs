@@ -39,12 +39,7 @@ impl Validate for RankerConfig {
         self.amqp.validate("amqp", check);
         self.mongo.validate("mongo", check);
         let s = &self.ranker;
-        check.require(
-            s.metrics_addr.parse::<std::net::SocketAddr>().is_ok(),
-            "ranker.metrics_addr".into(),
-            "an address such as 127.0.0.1:9104",
-            format!("{:?}", s.metrics_addr),
-        );
+        check.socket_addr("ranker.metrics_addr".into(), &s.metrics_addr);
         check.in_range("ranker.candidate_days".into(), s.candidate_days, 1, 3650);
         check.in_range("ranker.max_count".into(), s.max_count, 1, 1000);
         check.in_range(

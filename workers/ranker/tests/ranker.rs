@@ -36,12 +36,17 @@ fn post(channel: usize, id: i64) -> PostRef {
     }
 }
 
+/// Every post the services seed: ids 1..=POSTS_PER_CHANNEL in each channel.
+fn seeded_posts() -> Vec<PostRef> {
+    (0..2)
+        .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| post(c, id)))
+        .collect()
+}
+
 impl Services {
     async fn new(test: &str) -> Self {
         let base = TestServices::start(test, mongo_settings(test)).await;
-        let posts: Vec<ScrapedPost> = (0..2)
-            .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| scraped_post(&post(c, id))))
-            .collect();
+        let posts: Vec<ScrapedPost> = seeded_posts().iter().map(scraped_post).collect();
         base.store.upsert_posts(&posts, 0).await.unwrap();
         let rpc = RpcClient::new(&base.bus).await.unwrap();
         Self { base, rpc }
@@ -158,9 +163,7 @@ async fn wait_for_model(services: &Services, user: i64, version: u64) {
     loop {
         // Ask for nothing new: an excluded-everything request does not use up posts.
         let mut request = RecommendRequest::new(UserId::new(user).unwrap(), 1);
-        request.exclude = (0..2)
-            .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| post(c, id)))
-            .collect();
+        request.exclude = seeded_posts();
         let body = services
             .rpc
             .call(QueueName::Recommend, &request, Duration::from_secs(20))
@@ -298,9 +301,7 @@ async fn a_new_post_becomes_a_candidate_after_its_notice() {
     loop {
         // A new person each time (cold start) so nothing is used up; max_count is 20.
         let mut request = RecommendRequest::new(UserId::new(user).unwrap(), 20);
-        request.exclude = (0..2)
-            .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| post(c, id)))
-            .collect();
+        request.exclude = seeded_posts();
         let body = services
             .rpc
             .call(QueueName::Recommend, &request, Duration::from_secs(20))
@@ -331,9 +332,7 @@ async fn models_swap_under_load_without_a_failed_request_and_a_corrupt_one_is_re
         for round in 0..40 {
             let replies = join_all((1..=USERS).map(|u| {
                 let mut request = RecommendRequest::new(UserId::new(u).unwrap(), 1);
-                request.exclude = (0..2)
-                    .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| post(c, id)))
-                    .collect();
+                request.exclude = seeded_posts();
                 let rpc = &services.rpc;
                 async move {
                     rpc.call(QueueName::Recommend, &request, Duration::from_secs(20))

@@ -42,12 +42,7 @@ impl Validate for ScraperConfig {
         self.amqp.validate("amqp", check);
         self.mongo.validate("mongo", check);
         let s = &self.scraper;
-        check.require(
-            s.metrics_addr.parse::<std::net::SocketAddr>().is_ok(),
-            "scraper.metrics_addr".into(),
-            "an address such as 127.0.0.1:9101",
-            format!("{:?}", s.metrics_addr),
-        );
+        check.socket_addr("scraper.metrics_addr".into(), &s.metrics_addr);
         check.require(
             url::Url::parse(&s.base_url)
                 .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some()),

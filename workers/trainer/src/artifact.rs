@@ -40,7 +40,7 @@ pub async fn store_files(
     network: &Network,
     vocab: &Vocabularies,
 ) -> Result<Document, ArtifactError> {
-    let weights = tempfile()?;
+    let weights = TempFile::new()?;
     {
         let mut out = BufWriter::new(weights.reopen()?);
         let metadata = BTreeMap::from([
@@ -62,7 +62,7 @@ pub async fn store_files(
         write_safetensors(&named, &metadata, &mut out)?;
         std::io::Write::flush(&mut out)?;
     }
-    let vocab_file = tempfile()?;
+    let vocab_file = TempFile::new()?;
     {
         let out = BufWriter::new(vocab_file.reopen()?);
         let stored = VocabFile {
@@ -145,10 +145,6 @@ pub fn model_document(status: &str, config: &ModelConfig, figures: Document) -> 
         "created_at_ms": chrono::Utc::now().timestamp_millis(),
         "figures": figures,
     }
-}
-
-fn tempfile() -> std::io::Result<TempFile> {
-    TempFile::new()
 }
 
 /// A file in the temp folder, deleted when dropped.

@@ -79,12 +79,7 @@ impl Validate for TrainerConfig {
         self.amqp.validate("amqp", check);
         self.mongo.validate("mongo", check);
         let s = &self.trainer;
-        check.require(
-            s.metrics_addr.parse::<std::net::SocketAddr>().is_ok(),
-            "trainer.metrics_addr".into(),
-            "an address such as 127.0.0.1:9103",
-            format!("{:?}", s.metrics_addr),
-        );
+        check.socket_addr("trainer.metrics_addr".into(), &s.metrics_addr);
         check.require(
             s.device().is_some(),
             "trainer.device".into(),
