@@ -71,6 +71,7 @@ async fn run(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> 
                 let Some(incoming) = incoming else { break };
                 match decode::<VotesIngested>(&incoming.body, 64 * 1024) {
                     Ok(notice) => {
+                        tracing::debug!(new_votes = notice.new_votes, changed_votes = notice.changed_votes, "votes announced");
                         trainer.note(&notice);
                         let _ = incoming.ack().await;
                     }
@@ -224,6 +225,11 @@ impl Trainer {
             self.last_cycle = Some(Instant::now());
             return Ok(());
         }
+        tracing::info!(
+            kind = kind.as_str(),
+            pending_votes = self.pending_votes,
+            "training cycle started"
+        );
         let lost = Arc::new(AtomicBool::new(false));
         let renewal = self.renew_lease(lost.clone());
         let started = Instant::now();
@@ -237,6 +243,7 @@ impl Trainer {
         let _ = self.store.release_lease(LEASE, &self.holder).await;
         self.last_cycle = Some(Instant::now());
         let outcome = outcome?;
+        tracing::info!(kind = kind.as_str(), outcome, "training cycle finished");
         self.metrics
             .cycle_seconds
             .observe(started.elapsed().as_secs_f64());

@@ -101,15 +101,23 @@ async fn next_published(
     within: Duration,
     trainer: &WorkerProcess,
 ) -> ModelPublished {
-    let incoming = tokio::time::timeout(within, subscription.next())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "no model published in {within:?}; trainer log:\n{}",
-                trainer.log_tail()
-            )
-        })
-        .unwrap();
+    let Ok(incoming) = tokio::time::timeout(within, subscription.next()).await else {
+        let metrics = trainer
+            .get("/metrics")
+            .await
+            .map(|(_, m)| m)
+            .unwrap_or_default();
+        let progress: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("oleg_trainer_") || l.starts_with("oleg_bus_"))
+            .collect();
+        panic!(
+            "no model published in {within:?}; trainer metrics:\n{}\ntrainer log:\n{}",
+            progress.join("\n"),
+            trainer.log_tail()
+        );
+    };
+    let incoming = incoming.unwrap();
     let notice: ModelPublished = decode(&incoming.body, 1 << 20).unwrap();
     incoming.ack().await.unwrap();
     notice
