@@ -201,6 +201,17 @@ impl WorkerProcess {
         log: std::path::PathBuf,
     ) -> Self {
         let metrics_addr = format!("127.0.0.1:{}", free_port());
+        Self::spawn_at(binary, env, metrics_key, metrics_addr, log)
+    }
+
+    /// As [`spawn`](Self::spawn), serving telemetry on `metrics_addr`.
+    pub fn spawn_at(
+        binary: &str,
+        env: &[(String, String)],
+        metrics_key: &str,
+        metrics_addr: String,
+        log: std::path::PathBuf,
+    ) -> Self {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

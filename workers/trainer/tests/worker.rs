@@ -109,7 +109,7 @@ async fn next_published(
             .unwrap_or_default();
         let progress: Vec<&str> = metrics
             .lines()
-            .filter(|l| l.starts_with("oleg_trainer_") || l.starts_with("oleg_bus_"))
+            .filter(|l| l.starts_with("oleg_trainer_") || l.starts_with("oleg_amqp_"))
             .collect();
         panic!(
             "no model published in {within:?}; trainer metrics:\n{}\ntrainer log:\n{}",

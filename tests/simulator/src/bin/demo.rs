@@ -1,0 +1,183 @@
+//! `oleg-demo`, the README's main job: the whole pipeline on this machine. The scraper reads the
+//! saved channel pages from a local site, simulated people use OLEG through its queues, the
+//! trainer retrains as their votes arrive and the ranker swaps models. Ends with the like rate of
+//! recommended posts per round, against random order and the best possible pick.
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use oleg_simulator::run::{Observer, PipelineRun, RunSettings};
+use oleg_simulator::simulation::{table, RoundReport, SimulationSettings};
+use oleg_simulator::ServiceConfig;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "oleg-demo",
+    about = "Runs the whole OLEG pipeline locally on saved channel pages and simulated people"
+)]
+struct Cli {
+    #[arg(long, default_value_t = 300)]
+    people: u32,
+    #[arg(long, default_value_t = 15)]
+    rounds: u32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Saved t.me/s/<channel> pages (default: ../shared/fixtures/telegram beside the repository).
+    #[arg(long)]
+    fixtures: Option<PathBuf>,
+    /// Keep the workers and Prometheus running at the end (for Grafana / Prometheus) until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+    /// Do not start Prometheus.
+    #[arg(long)]
+    no_prometheus: bool,
+}
+
+/// A progress bar per round and a line per finished round.
+struct Display {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Observer for Display {
+    fn stage(&self, what: &str) {
+        println!("· {what}");
+    }
+
+    fn round_started(&self, round: u32, requests: u32) {
+        let bar = ProgressBar::new(u64::from(requests)).with_prefix(format!("round {round:>2}"));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} recommendations")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        *self.bar.lock().expect("not poisoned") = Some(bar);
+    }
+
+    fn answered(&self) {
+        if let Some(bar) = &*self.bar.lock().expect("not poisoned") {
+            bar.inc(1);
+        }
+    }
+
+    fn round_finished(&self, r: &RoundReport, stored_votes: u64) {
+        if let Some(bar) = self.bar.lock().expect("not poisoned").take() {
+            bar.finish_and_clear();
+        }
+        println!(
+            "round {:>2} · model {:>3} · {} votes ({} stored in all) · 👍 rate {:.3} · P(👍) recommended {:.3}, random {:.3}, best {:.3}{}",
+            r.round,
+            r.model_version.map_or("–".into(), |v| format!("v{v}")),
+            r.votes,
+            stored_votes,
+            r.like_rate(),
+            r.recommended_rate(),
+            r.random_rate(),
+            r.best_rate(),
+            if r.cold_starts > 0 { format!(" · {} cold starts", r.cold_starts) } else { String::new() },
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,lapin=off".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = ServiceConfig::load(Some("demo"))?;
+    let root = oleg_testkit::repo_root();
+    // The ports of config/default.toml, which deploy/prometheus/prometheus.yml scrapes too.
+    let metrics_addrs = BTreeMap::from([
+        ("scraper", "127.0.0.1:9101".to_owned()),
+        ("ingest", "127.0.0.1:9102".to_owned()),
+        ("trainer", "127.0.0.1:9103".to_owned()),
+        ("ranker", "127.0.0.1:9104".to_owned()),
+    ]);
+    let prometheus_found = std::process::Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !cli.no_prometheus && !prometheus_found {
+        println!(
+            "· prometheus is not installed (deploy/dev/setup.sh installs it); running without it"
+        );
+    }
+    let settings = RunSettings {
+        simulation: SimulationSettings {
+            people: cli.people,
+            rounds: cli.rounds,
+            seed: cli.seed,
+            ..Default::default()
+        },
+        fixtures: cli
+            .fixtures
+            .unwrap_or_else(|| root.join("../shared/fixtures/telegram")),
+        amqp: config.amqp,
+        mongo: config.mongo,
+        work_dir: root.join("var/demo"),
+        metrics_addrs,
+        prometheus_listen: (!cli.no_prometheus && prometheus_found)
+            .then(|| "127.0.0.1:9090".to_owned()),
+        rabbitmq_metrics: "127.0.0.1:15692".into(),
+        model_wait: Duration::from_secs(30),
+        extra: Vec::new(),
+    };
+    let display = Display {
+        bar: Mutex::new(None),
+    };
+    let started = std::time::Instant::now();
+    let run = PipelineRun::start(settings, &display).await?;
+    let outcome = run.simulate(&display).await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            run.stop(false).await;
+            return Err(error);
+        }
+    };
+
+    println!("\n{}", table(&outcome.reports));
+    let rounds = outcome.reports.len();
+    let tail = RoundReport::combined(&outcome.reports[rounds.saturating_sub(3)..]);
+    let first = &outcome.reports[0];
+    println!(
+        "Like rate of recommended posts: {:.3} in round 1 (random order {:.3}), {:.3} in the last 3 rounds (random order {:.3}, best possible {:.3}); {:.1} standard deviations above random order.",
+        first.like_rate(),
+        first.random_rate(),
+        tail.like_rate(),
+        tail.random_rate(),
+        tail.best_rate(),
+        tail.z_over_random(),
+    );
+    println!(
+        "{} votes sent, {} stored; {} posts, {} sent to a person twice; {:.0} s.",
+        outcome.votes_sent,
+        outcome.votes_stored,
+        outcome.posts,
+        outcome.repeats,
+        started.elapsed().as_secs_f64()
+    );
+    if cli.keep {
+        println!("\nKept running (Ctrl-C stops everything):");
+        if let Some(prometheus) = &run.prometheus {
+            println!("  Prometheus  {}", prometheus.url);
+        }
+        for (name, addr) in run.pipeline.metrics_targets() {
+            println!("  {name:<8}    http://{addr}/metrics");
+        }
+        println!("  logs        {}", root.join("var/demo/logs").display());
+        tokio::signal::ctrl_c().await?;
+    }
+    let unclean = run.stop(cli.keep).await;
+    anyhow::ensure!(
+        unclean.is_empty(),
+        "workers that did not stop cleanly: {unclean:?}"
+    );
+    Ok(())
+}

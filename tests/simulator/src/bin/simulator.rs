@@ -1,0 +1,92 @@
+//! `oleg-simulator`: simulated people use a running OLEG through its queues (sign up, ask the
+//! ranker, vote), and the like rate of what they were recommended is printed per round. Reusable
+//! as a load generator: raise `--people` and `--concurrency`.
+
+use anyhow::Context;
+use clap::Parser;
+use oleg_simulator::simulation::{table, RoundReport, SimulationSettings, Simulator};
+use oleg_simulator::ServiceConfig;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "oleg-simulator",
+    about = "Simulated people use a running OLEG through its queues"
+)]
+struct Cli {
+    #[arg(long, default_value_t = 300)]
+    people: u32,
+    #[arg(long, default_value_t = 15)]
+    rounds: u32,
+    /// Ids of the simulated people start here (keep them apart from real people).
+    #[arg(long, default_value_t = 1_000_000)]
+    first_user: i64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// After each round, wait this long for a model trained on its votes (0: do not wait).
+    #[arg(long, default_value_t = 30)]
+    model_wait_s: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,lapin=off".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let config = ServiceConfig::load(None)?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let bus = oleg_bus::Bus::connect(
+        config.amqp.clone(),
+        "oleg-simulator",
+        &prometheus::Registry::new(),
+        oleg_telemetry::Readiness::default(),
+        shutdown.clone(),
+    )
+    .await
+    .context("connecting to the broker")?;
+    let store = oleg_store::Store::connect(&config.mongo, "oleg-simulator")
+        .await
+        .context("connecting to the store")?;
+    let settings = SimulationSettings {
+        people: cli.people,
+        rounds: cli.rounds,
+        first_user: cli.first_user,
+        seed: cli.seed,
+        concurrency: cli.concurrency,
+        ..Default::default()
+    };
+    let mut simulator = Simulator::new(bus.clone(), store, settings).await?;
+    simulator.sign_up().await?;
+    let mut reports: Vec<RoundReport> = Vec::new();
+    for round in 1..=cli.rounds {
+        let started = std::time::Instant::now();
+        let report = simulator.play_round(round, &|| {}).await?;
+        let elapsed = started.elapsed();
+        eprintln!(
+            "round {round}: {} votes in {:.1} s ({:.0} requests/s), 👍 rate {:.3}, {} failed",
+            report.votes,
+            elapsed.as_secs_f64(),
+            f64::from(cli.people) / elapsed.as_secs_f64(),
+            report.like_rate(),
+            report.failures
+        );
+        let served = report.model_version.max(simulator.newest_model());
+        reports.push(report);
+        if cli.model_wait_s > 0 && round < cli.rounds {
+            simulator
+                .wait_for_model_newer(served, Duration::from_secs(cli.model_wait_s))
+                .await;
+        }
+    }
+    println!("{}", table(&reports));
+    shutdown.cancel();
+    bus.close().await;
+    Ok(())
+}

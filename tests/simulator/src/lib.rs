@@ -1,0 +1,43 @@
+//! OLEG's bot frontend, simulated: people with hidden tastes who sign up, ask the ranker for posts
+//! and vote on them through the same queues and messages a real bot uses. Also runs the whole
+//! pipeline on one machine (the demo and the end-to-end test).
+
+pub mod dashboards;
+pub mod fixtures;
+pub mod pipeline;
+pub mod prometheus;
+pub mod run;
+pub mod simulation;
+pub mod taste;
+
+use oleg_settings::{AmqpSettings, Check, MongoSettings, Validate};
+
+/// The services the simulator talks to: `config/` files (`OLEG_ENV=demo` for the demo's queue
+/// prefix and database) plus `OLEG__AMQP__…` / `OLEG__MONGO__…` overrides.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ServiceConfig {
+    pub amqp: AmqpSettings,
+    pub mongo: MongoSettings,
+}
+
+impl Validate for ServiceConfig {
+    fn validate(&self, _: &str, check: &mut Check) {
+        self.amqp.validate("amqp", check);
+        self.mongo.validate("mongo", check);
+    }
+}
+
+impl ServiceConfig {
+    /// Loads the configuration from `OLEG_CONFIG_DIR` (else the repository's `config/`), with
+    /// `config/<default_env>.toml` on top when `OLEG_ENV` is not set.
+    pub fn load(default_env: Option<&str>) -> anyhow::Result<Self> {
+        let mut sources = oleg_settings::Sources::from_process();
+        if std::env::var_os("OLEG_CONFIG_DIR").is_none() {
+            sources.dir = oleg_testkit::repo_root().join("config");
+        }
+        if sources.env_name.is_none() {
+            sources.env_name = default_env.map(str::to_owned);
+        }
+        oleg_settings::load(&sources).map_err(|e| anyhow::anyhow!("configuration: {e}"))
+    }
+}

@@ -1,0 +1,267 @@
+//! The whole pipeline on one machine: the saved channel pages on a local site, the four workers,
+//! optionally Prometheus, and the simulated people. The demo and the end-to-end test both run it.
+
+use crate::fixtures::FixtureSite;
+use crate::pipeline::{LocalPipeline, MetricsWatch, PipelineOptions};
+use crate::prometheus::{scrape_config, PrometheusServer};
+use crate::simulation::{RoundReport, SimulationSettings, Simulator};
+use mongodb::bson::doc;
+use oleg_bus::Bus;
+use oleg_settings::{AmqpSettings, MongoSettings};
+use oleg_store::Store;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    pub simulation: SimulationSettings,
+    /// Saved `t.me/s/<channel>` pages.
+    pub fixtures: PathBuf,
+    pub amqp: AmqpSettings,
+    pub mongo: MongoSettings,
+    /// Worker logs, Prometheus' data and configuration.
+    pub work_dir: PathBuf,
+    /// Telemetry addresses by worker name; free ports where absent.
+    pub metrics_addrs: BTreeMap<&'static str, String>,
+    /// Where a local Prometheus listens; none started when absent.
+    pub prometheus_listen: Option<String>,
+    /// RabbitMQ's Prometheus plugin, scraped beside the workers.
+    pub rabbitmq_metrics: String,
+    /// How long to wait after a round for the trainer to publish a model from its votes.
+    pub model_wait: Duration,
+    /// Further `OLEG__…` settings for every worker.
+    pub extra: Vec<(String, String)>,
+}
+
+/// Told about progress (the demo draws it; tests ignore it).
+pub trait Observer: Sync {
+    fn stage(&self, _what: &str) {}
+    fn round_started(&self, _round: u32, _requests: u32) {}
+    fn answered(&self) {}
+    fn round_finished(&self, _report: &RoundReport, _stored_votes: u64) {}
+}
+
+/// Draws nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+pub struct PipelineRun {
+    pub settings: RunSettings,
+    pub channels: Vec<String>,
+    pub pipeline: LocalPipeline,
+    pub prometheus: Option<PrometheusServer>,
+    pub bus: Bus,
+    pub store: Store,
+    watch: Option<MetricsWatch>,
+    shutdown: CancellationToken,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunOutcome {
+    pub reports: Vec<RoundReport>,
+    pub votes_sent: u64,
+    pub votes_stored: u64,
+    pub repeats: u64,
+    pub posts: usize,
+}
+
+impl PipelineRun {
+    /// Serves the pages, clears the run's database and queues, starts the workers (and
+    /// Prometheus) and waits until the scraper has stored posts of every channel.
+    pub async fn start(settings: RunSettings, observer: &dyn Observer) -> anyhow::Result<Self> {
+        let site = FixtureSite::load(&settings.fixtures)?;
+        let channels = site.channels();
+        let site_url = site.serve().await?;
+        observer.stage(&format!(
+            "serving {} saved channel pages at {site_url}",
+            channels.len()
+        ));
+
+        let shutdown = CancellationToken::new();
+        let store = Store::connect(&settings.mongo, "oleg-demo").await?;
+        store.drop_database().await?;
+        oleg_testkit::delete_topology(&settings.amqp).await;
+        let bus = Bus::connect(
+            settings.amqp.clone(),
+            "oleg-demo",
+            &prometheus::Registry::new(),
+            oleg_telemetry::Readiness::default(),
+            shutdown.clone(),
+        )
+        .await?;
+
+        let pipeline = LocalPipeline::start(&PipelineOptions {
+            amqp: settings.amqp.clone(),
+            mongo: settings.mongo.clone(),
+            site_url,
+            channels: channels.clone(),
+            log_dir: settings.work_dir.join("logs"),
+            metrics_addrs: settings.metrics_addrs.clone(),
+            extra: settings.extra.clone(),
+        })?;
+        observer.stage("started the scraper, ingest, trainer and ranker");
+        pipeline.wait_ready(Duration::from_secs(60)).await;
+        let watch = MetricsWatch::start(pipeline.metrics_targets(), Duration::from_millis(500));
+
+        let prometheus = match &settings.prometheus_listen {
+            Some(listen) => {
+                let config = settings.work_dir.join("prometheus.yml");
+                std::fs::write(
+                    &config,
+                    scrape_config(
+                        &pipeline.metrics_targets(),
+                        &settings.rabbitmq_metrics,
+                        "2s",
+                        &crate::prometheus::deploy_dir().join("alerts.yml"),
+                    ),
+                )?;
+                let server = PrometheusServer::start(
+                    &config,
+                    &settings.work_dir.join("prometheus-data"),
+                    listen,
+                    &settings.work_dir.join("logs/prometheus.log"),
+                )?;
+                server.wait_ready(Duration::from_secs(30)).await?;
+                observer.stage(&format!("Prometheus scrapes every worker: {}", server.url));
+                Some(server)
+            }
+            None => None,
+        };
+
+        let run = Self {
+            settings,
+            channels,
+            pipeline,
+            prometheus,
+            bus,
+            store,
+            watch: Some(watch),
+            shutdown,
+        };
+        run.wait_for_posts(Duration::from_secs(90)).await?;
+        observer.stage("the scraper stored posts of every channel");
+        Ok(run)
+    }
+
+    async fn wait_for_posts(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let stored = self
+                .store
+                .collections()
+                .posts
+                .distinct("channel", doc! {})
+                .await?;
+            if stored.len() >= self.channels.len() {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "posts of only {} of {} channels stored within {within:?}; scraper log:\n{}",
+                stored.len(),
+                self.channels.len(),
+                self.pipeline.worker("scraper").log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// The simulated people sign up and play their rounds; after each round the run waits until
+    /// the votes are stored and for the model trained on them to serve.
+    pub async fn simulate(&self, observer: &dyn Observer) -> anyhow::Result<RunOutcome> {
+        let simulation = &self.settings.simulation;
+        let mut simulator =
+            Simulator::new(self.bus.clone(), self.store.clone(), simulation.clone()).await?;
+        simulator.sign_up().await?;
+        observer.stage(&format!(
+            "{} people signed up; {} posts to recommend",
+            simulation.people,
+            simulator.posts()
+        ));
+        let mut reports = Vec::new();
+        let mut stored = 0;
+        for round in 1..=simulation.rounds {
+            let models_before = self.store.next_model_version().await?;
+            observer.round_started(round, simulation.people);
+            let report = simulator.play_round(round, &|| observer.answered()).await?;
+            stored = simulator.wait_until_stored(Duration::from_secs(60)).await?;
+            observer.round_finished(&report, stored);
+            reports.push(report);
+            if round < simulation.rounds {
+                self.wait_for_training(models_before).await?;
+            }
+        }
+        Ok(RunOutcome {
+            reports,
+            votes_sent: simulator.votes_sent(),
+            votes_stored: stored,
+            repeats: simulator.repeats,
+            posts: simulator.posts(),
+        })
+    }
+
+    /// Waits for the trainer's cycle on the round's votes to record a model (published or
+    /// rejected), and for the ranker to serve it if it was published.
+    async fn wait_for_training(&self, first_new_version: i64) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + self.settings.model_wait;
+        while self.store.next_model_version().await? <= first_new_version {
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if let Some(live) = self.store.live_model().await? {
+            if let Some(version) = oleg_store::as_i64(live.get("_id")) {
+                self.wait_until_ranker_serves(version as u64, Duration::from_secs(20))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the ranker's `oleg_ranker_model_version` until it reaches `version`.
+    async fn wait_until_ranker_serves(&self, version: u64, within: Duration) {
+        let ranker = self.pipeline.worker("ranker");
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if let Some((_, metrics)) = ranker.get("/metrics").await {
+                let serving = metrics
+                    .lines()
+                    .find_map(|l| l.strip_prefix("oleg_ranker_model_version "))
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if serving >= Some(version) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Rounds of `/metrics` scrapes so far and the failed ones by worker; stops watching.
+    pub fn metrics_answered(&mut self) -> (u32, BTreeMap<&'static str, u32>) {
+        self.watch
+            .take()
+            .map(MetricsWatch::finish)
+            .unwrap_or_default()
+    }
+
+    /// Stops the workers and Prometheus; unless `keep_data`, removes the run's database and
+    /// queues. Returns the workers that did not exit cleanly.
+    pub async fn stop(mut self, keep_data: bool) -> Vec<&'static str> {
+        let _ = self.metrics_answered();
+        let unclean = self.pipeline.stop();
+        if let Some(mut prometheus) = self.prometheus.take() {
+            prometheus.stop();
+        }
+        self.shutdown.cancel();
+        self.bus.close().await;
+        if !keep_data {
+            let _ = self.store.drop_database().await;
+            oleg_testkit::delete_topology(&self.settings.amqp).await;
+        }
+        unclean
+    }
+}

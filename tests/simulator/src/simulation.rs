@@ -1,0 +1,427 @@
+//! The simulated bot frontend: people sign up, ask the ranker for a post each round and vote on
+//! it, through the same queues and messages a real bot uses. It keeps score of how likely each
+//! person was to like what they got, against picking at random and against the best pick.
+
+use crate::taste::{population, Person, PostTraits, TasteSpread};
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::doc;
+use oleg_bus::{Bus, QueueName, RpcClient, Source, Subscription};
+use oleg_messages::{
+    decode, ModelPublished, PostRef, Reaction, RecommendReply, RecommendRequest, UserStarted, Vote,
+};
+use oleg_store::Store;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct SimulationSettings {
+    pub people: u32,
+    pub rounds: u32,
+    /// Ids are `first_user..first_user + people`.
+    pub first_user: i64,
+    pub seed: u64,
+    /// Requests (and votes) in flight at once.
+    pub concurrency: usize,
+    pub request_timeout: Duration,
+    pub spread: TasteSpread,
+}
+
+impl Default for SimulationSettings {
+    fn default() -> Self {
+        Self {
+            people: 300,
+            rounds: 15,
+            first_user: 1_000_000,
+            seed: 42,
+            concurrency: 32,
+            request_timeout: Duration::from_secs(10),
+            spread: TasteSpread::default(),
+        }
+    }
+}
+
+/// What one round produced. Probabilities are the people's hidden ones, summed over votes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoundReport {
+    pub round: u32,
+    pub votes: u32,
+    pub likes: u32,
+    /// Requests answered with no post (the person has seen everything).
+    pub empty_replies: u32,
+    /// Requests that failed (error reply or timeout).
+    pub failures: u32,
+    pub cold_starts: u32,
+    /// Newest model version that answered in the round.
+    pub model_version: Option<u64>,
+    /// Σ P(like) of the recommended posts.
+    pub recommended: f64,
+    /// Σ of the mean P(like) over each person's unseen posts (a random pick's expectation).
+    pub random: f64,
+    /// Σ of its variance, for the significance test.
+    pub random_variance: f64,
+    /// Σ of the best P(like) among each person's unseen posts.
+    pub best: f64,
+}
+
+impl RoundReport {
+    fn rate(&self, sum: f64) -> f64 {
+        if self.votes == 0 {
+            0.0
+        } else {
+            sum / f64::from(self.votes)
+        }
+    }
+    pub fn like_rate(&self) -> f64 {
+        self.rate(f64::from(self.likes))
+    }
+    pub fn recommended_rate(&self) -> f64 {
+        self.rate(self.recommended)
+    }
+    pub fn random_rate(&self) -> f64 {
+        self.rate(self.random)
+    }
+    pub fn best_rate(&self) -> f64 {
+        self.rate(self.best)
+    }
+
+    /// Rounds added together (for "the last N rounds").
+    pub fn combined(reports: &[RoundReport]) -> RoundReport {
+        reports.iter().fold(RoundReport::default(), |mut total, r| {
+            total.round = r.round;
+            total.votes += r.votes;
+            total.likes += r.likes;
+            total.empty_replies += r.empty_replies;
+            total.failures += r.failures;
+            total.cold_starts += r.cold_starts;
+            total.model_version = total.model_version.max(r.model_version);
+            total.recommended += r.recommended;
+            total.random += r.random;
+            total.random_variance += r.random_variance;
+            total.best += r.best;
+            total
+        })
+    }
+
+    /// How many standard deviations the observed likes lie above what random picks would give.
+    pub fn z_over_random(&self) -> f64 {
+        if self.random_variance <= 0.0 {
+            return 0.0;
+        }
+        (f64::from(self.likes) - self.random) / self.random_variance.sqrt()
+    }
+}
+
+/// One answered request, before its vote.
+struct Answer {
+    person: usize,
+    reply: Result<RecommendReply, String>,
+}
+
+pub struct Simulator {
+    bus: Bus,
+    rpc: RpcClient,
+    store: Store,
+    settings: SimulationSettings,
+    people: Vec<Person>,
+    posts: HashMap<PostRef, PostTraits>,
+    /// What each person has been sent so far.
+    received: Vec<HashSet<PostRef>>,
+    rng: StdRng,
+    newest_model: watch::Receiver<Option<u64>>,
+    votes_sent: u64,
+    /// Posts sent to a person a second time (the ranker promises none).
+    pub repeats: u64,
+}
+
+impl Simulator {
+    /// Reads the stored posts (people need to see a post to judge it) and draws the people's
+    /// tastes over the channels those posts come from.
+    pub async fn new(bus: Bus, store: Store, settings: SimulationSettings) -> anyhow::Result<Self> {
+        let posts = load_posts(&store).await?;
+        anyhow::ensure!(
+            !posts.is_empty(),
+            "no posts in the store: the scraper has not stored any yet"
+        );
+        let mut channels: Vec<_> = posts.keys().map(|p| p.channel.clone()).collect();
+        channels.sort();
+        channels.dedup();
+        let people = population(
+            settings.people,
+            settings.first_user,
+            &channels,
+            settings.spread,
+            settings.seed,
+        );
+        let rpc = RpcClient::new(&bus).await?;
+        let newest_model = follow_models(bus.clone());
+        Ok(Self {
+            received: vec![HashSet::new(); people.len()],
+            rng: StdRng::seed_from_u64(settings.seed ^ 0x5eed),
+            bus,
+            rpc,
+            store,
+            settings,
+            people,
+            posts,
+            newest_model,
+            votes_sent: 0,
+            repeats: 0,
+        })
+    }
+
+    pub fn posts(&self) -> usize {
+        self.posts.len()
+    }
+
+    pub fn votes_sent(&self) -> u64 {
+        self.votes_sent
+    }
+
+    /// The newest model version announced on the bus since the simulator started.
+    pub fn newest_model(&self) -> Option<u64> {
+        *self.newest_model.borrow()
+    }
+
+    /// Waits until a model newer than `than` is announced; returns it, or `None` after `within`.
+    pub async fn wait_for_model_newer(
+        &mut self,
+        than: Option<u64>,
+        within: Duration,
+    ) -> Option<u64> {
+        let newer = self.newest_model.wait_for(|version| *version > than);
+        tokio::time::timeout(within, newer)
+            .await
+            .ok()
+            .and_then(|v| v.ok().and_then(|v| *v))
+    }
+
+    /// Every person starts the bot.
+    pub async fn sign_up(&self) -> anyhow::Result<()> {
+        let now = Utc::now();
+        let starts: Vec<UserStarted> = self
+            .people
+            .iter()
+            .map(|person| UserStarted::new(person.user_id, now))
+            .collect();
+        futures::stream::iter(&starts)
+            .map(|start| self.bus.publish(start))
+            .buffer_unordered(self.settings.concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Every person asks for one post and votes on it. `on_answer` is called per request (for a
+    /// progress display).
+    pub async fn play_round(
+        &mut self,
+        round: u32,
+        on_answer: &(dyn Fn() + Sync),
+    ) -> anyhow::Result<RoundReport> {
+        let rpc = &self.rpc;
+        let people = &self.people;
+        let timeout = self.settings.request_timeout;
+        let answers: Vec<Answer> = futures::stream::iter(0..people.len())
+            .map(|person| async move {
+                let request = RecommendRequest::new(people[person].user_id, 1);
+                let reply = match rpc.call(QueueName::Recommend, &request, timeout).await {
+                    Ok(body) => decode::<RecommendReply>(&body, 1 << 20)
+                        .map_err(|rejection| rejection.detail),
+                    Err(error) => Err(error.to_string()),
+                };
+                on_answer();
+                Answer { person, reply }
+            })
+            .buffer_unordered(self.settings.concurrency)
+            .collect()
+            .await;
+
+        let mut report = RoundReport {
+            round,
+            ..Default::default()
+        };
+        let mut votes = Vec::new();
+        for answer in answers {
+            let (posts, model_version, cold_start) = match answer.reply {
+                Ok(RecommendReply::Ok {
+                    posts,
+                    model_version,
+                    cold_start,
+                    ..
+                }) => (posts, model_version, cold_start),
+                Ok(RecommendReply::Error { error, .. }) => {
+                    tracing::warn!(code = ?error.code, message = %error.message, "the ranker refused a request");
+                    report.failures += 1;
+                    continue;
+                }
+                Err(problem) => {
+                    tracing::warn!(%problem, "a request failed");
+                    report.failures += 1;
+                    continue;
+                }
+            };
+            report.model_version = report.model_version.max(model_version);
+            report.cold_starts += u32::from(cold_start);
+            let Some(recommended) = posts.first() else {
+                report.empty_replies += 1;
+                continue;
+            };
+            let post = PostRef {
+                channel: recommended.channel.clone(),
+                post_id: recommended.post_id,
+            };
+            if !self.posts.contains_key(&post) {
+                // Scraped after the simulator read the posts.
+                self.posts = load_posts(&self.store).await?;
+            }
+            let Some(traits) = self.posts.get(&post) else {
+                anyhow::bail!("the ranker recommended {post}, which is not in the store");
+            };
+            let person = &self.people[answer.person];
+            let (random, variance, best) =
+                baselines(person, &self.posts, &self.received[answer.person]);
+            let probability = person.like_probability(traits);
+            let liked = self.rng.random_bool(probability);
+            report.votes += 1;
+            report.likes += u32::from(liked);
+            report.recommended += probability;
+            report.random += random;
+            report.random_variance += variance;
+            report.best += best;
+            if !self.received[answer.person].insert(post.clone()) {
+                self.repeats += 1;
+            }
+            let reaction = if liked {
+                Reaction::Like
+            } else {
+                Reaction::Dislike
+            };
+            votes.push(Vote::new(person.user_id, post, reaction, Utc::now()));
+        }
+        futures::stream::iter(&votes)
+            .map(|vote| self.bus.publish(vote))
+            .buffer_unordered(self.settings.concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        self.votes_sent += votes.len() as u64;
+        Ok(report)
+    }
+
+    /// Waits until the store holds every vote sent (ingest stores each exactly once).
+    pub async fn wait_until_stored(&self, within: Duration) -> anyhow::Result<u64> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let stored = self
+                .store
+                .collections()
+                .votes
+                .count_documents(doc! {"user_id": {"$gte": self.settings.first_user}})
+                .await?;
+            if stored >= self.votes_sent || tokio::time::Instant::now() >= deadline {
+                return Ok(stored);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// For a person and the posts they have not been sent: the mean P(like) (what a random pick
+/// expects), the variance of a random pick's vote, and the best P(like).
+fn baselines(
+    person: &Person,
+    posts: &HashMap<PostRef, PostTraits>,
+    received: &HashSet<PostRef>,
+) -> (f64, f64, f64) {
+    let unseen: Vec<f64> = posts
+        .iter()
+        .filter(|(post, _)| !received.contains(*post))
+        .map(|(_, traits)| person.like_probability(traits))
+        .collect();
+    if unseen.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let mean = unseen.iter().sum::<f64>() / unseen.len() as f64;
+    let best = unseen.iter().copied().fold(0.0, f64::max);
+    (mean, mean * (1.0 - mean), best)
+}
+
+async fn load_posts(store: &Store) -> anyhow::Result<HashMap<PostRef, PostTraits>> {
+    let documents: Vec<_> = store
+        .collections()
+        .posts
+        .clone_with_type::<mongodb::bson::Document>()
+        .find(doc! {})
+        .await?
+        .try_collect()
+        .await?;
+    Ok(documents
+        .iter()
+        .filter_map(PostTraits::from_document)
+        .map(|p| (p.post.clone(), p))
+        .collect())
+}
+
+/// Follows model-published notices into a watch (the newest version seen).
+fn follow_models(bus: Bus) -> watch::Receiver<Option<u64>> {
+    let (sender, receiver) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut notices = Subscription::new(bus, Source::PerReplica(vec!["model.published"]));
+        while let Some(incoming) = notices.next().await {
+            if let Ok(notice) = decode::<ModelPublished>(&incoming.body, 1 << 20) {
+                sender.send_modify(|newest| *newest = (*newest).max(Some(notice.version)));
+            }
+            let _ = incoming.ack().await;
+        }
+    });
+    receiver
+}
+
+/// The summary table: per round, the like rate of what was recommended against random order
+/// and the best possible pick.
+pub fn table(reports: &[RoundReport]) -> String {
+    let mut out = String::from(
+        "| round | model | cold start | votes | 👍 rate (votes) | P(👍) recommended | P(👍) random order | P(👍) best possible |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            r.round,
+            r.model_version.map_or("–".into(), |v| v.to_string()),
+            r.cold_starts,
+            r.votes,
+            r.like_rate(),
+            r.recommended_rate(),
+            r.random_rate(),
+            r.best_rate(),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_rounds_add_up_and_z_measures_lift_over_random() {
+        let round = |likes, random| RoundReport {
+            votes: 100,
+            likes,
+            random,
+            random_variance: random * (1.0 - random / 100.0),
+            ..Default::default()
+        };
+        let total = RoundReport::combined(&[round(60, 40.0), round(70, 40.0)]);
+        assert_eq!(total.votes, 200);
+        assert_eq!(total.likes, 130);
+        assert!((total.like_rate() - 0.65).abs() < 1e-12);
+        assert!((total.random_rate() - 0.4).abs() < 1e-12);
+        // 130 likes where 80 were expected, with variance 2 · 40 · 0.6 = 48.
+        assert!((total.z_over_random() - 50.0 / 48f64.sqrt()).abs() < 1e-9);
+        assert_eq!(round(40, 40.0).z_over_random(), 0.0);
+    }
+}
