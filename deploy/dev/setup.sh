@@ -77,46 +77,10 @@ else
   log "using the store at MONGODB_URI"
 fi
 
-# libtorch 2.13.0, CPU only, assembled from PyPI's torch wheel (the only source that works here):
-# torch/lib and torch/include, plus the two CUDA runtime libraries libtorch_cpu links against;
-# the CUDA kernels are dropped and libtorch.so (which only pulls libtorch_cuda in) becomes empty.
+# libtorch 2.13.0, CPU only, assembled from PyPI's torch wheel (see deploy/libtorch.sh).
 if [ ! -f "$LIBTORCH_DIR/.complete" ]; then
   log "assembling libtorch $LIBTORCH_VERSION (CPU) at $LIBTORCH_DIR"
-  work=$(mktemp -d)
-  trap 'rm -rf "$work"' EXIT
-  "$venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$work" \
-    "torch==$LIBTORCH_VERSION" "nvidia-cuda-runtime==13.5.37" "nvidia-cuda-cupti==13.5.25"
-  staging="$LIBTORCH_DIR.partial"
-  as_root rm -rf "$staging"
-  as_root mkdir -p "$staging"
-  as_root "$venv/bin/python" - "$work" "$staging" <<'PY'
-import pathlib, shutil, sys, zipfile
-work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-(out / "lib").mkdir(parents=True, exist_ok=True)
-drop = {"libtorch_cuda.so", "libtorch_cuda_linalg.so", "libc10_cuda.so", "libtorch_nvshmem.so",
-        "libcaffe2_nvrtc.so", "libtorch_python.so"}
-for wheel in work.glob("*.whl"):
-    with zipfile.ZipFile(wheel) as z:
-        for name in z.namelist():
-            if name.endswith("/"):
-                continue
-            if name.startswith("torch/include/"):
-                target = out / name[len("torch/"):]
-            elif name.startswith("torch/lib/") and pathlib.PurePath(name).name not in drop:
-                target = out / "lib" / name[len("torch/lib/"):]
-            elif pathlib.PurePath(name).name in ("libcudart.so.13", "libcupti.so.13"):
-                target = out / "lib" / pathlib.PurePath(name).name
-            else:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(name) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-PY
-  printf '' | as_root gcc -shared -x c - -o "$staging/lib/libtorch.so"
-  echo "$LIBTORCH_VERSION" | as_root tee "$staging/build-version" >/dev/null
-  as_root touch "$staging/.complete"
-  as_root rm -rf "$LIBTORCH_DIR"
-  as_root mv "$staging" "$LIBTORCH_DIR"
+  as_root env PIP="$venv/bin/pip" PYTHON="$venv/bin/python" bash "$repo/deploy/libtorch.sh" "$LIBTORCH_DIR"
 fi
 
 cat >"$var/dev.env" <<ENV

@@ -8,25 +8,36 @@ use oleg_messages::{PostRef, UserId};
 use std::collections::HashSet;
 
 impl Store {
-    /// Post keys ([`crate::post_key`]) the person voted on or was sent.
+    /// Post keys ([`crate::post_key`]) the person voted on or was sent. Both collections are
+    /// keyed by [`vote_key`] (`user:channel/post`), so only `_id`s are read, both at once.
     pub async fn seen_posts(&self, user: UserId) -> Result<HashSet<String>, StoreError> {
-        let mut seen = HashSet::new();
-        for collection in [Collections::VOTES, Collections::DELIVERIES] {
-            let mut cursor = self
-                .database()
-                .collection::<Document>(collection)
-                .find(doc! {"user_id": {"$eq": user.get()}})
-                .projection(doc! {"channel": 1, "post_id": 1})
-                .await?;
-            while let Some(d) = cursor.try_next().await? {
-                if let (Ok(channel), Some(post_id)) =
-                    (d.get_str("channel"), crate::as_i64(d.get("post_id")))
-                {
-                    seen.insert(format!("{channel}/{post_id}"));
-                }
+        let prefix = format!("{user}:");
+        let keys = |collection: &'static str| {
+            let prefix = prefix.as_str();
+            async move {
+                let ids: Vec<Document> = self
+                    .database()
+                    .collection::<Document>(collection)
+                    .find(doc! {"user_id": {"$eq": user.get()}})
+                    .projection(doc! {"_id": 1})
+                    .await?
+                    .try_collect()
+                    .await?;
+                Ok::<_, StoreError>(
+                    ids.iter()
+                        .filter_map(|d| {
+                            d.get_str("_id")
+                                .ok()?
+                                .strip_prefix(prefix)
+                                .map(str::to_owned)
+                        })
+                        .collect::<Vec<String>>(),
+                )
             }
-        }
-        Ok(seen)
+        };
+        let (voted, sent) =
+            futures::try_join!(keys(Collections::VOTES), keys(Collections::DELIVERIES))?;
+        Ok(voted.into_iter().chain(sent).collect())
     }
 
     /// Records that `post` was sent to `user`; `false` if it already was (by this or another
