@@ -4,13 +4,8 @@
 # `<!-- /bench:NAME -->`; the discussion around the blocks is kept). Takes about 25 minutes, most
 # of it the trainer at 10 million votes; OLEG_BENCH_ONLY=ranker,scraper runs only those.
 set -euo pipefail
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$repo"
-
-bash deploy/dev/setup.sh
-# shellcheck source=/dev/null
-source var/dev.env
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# shellcheck source=deploy/dev/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 cargo build --release --locked --workspace --bins
 
 machine="$(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), \

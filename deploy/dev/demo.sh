@@ -4,13 +4,8 @@
 # (oleg-demo). Arguments go to oleg-demo, e.g. --people 500 --rounds 20, or --keep to leave
 # everything running for Prometheus (http://127.0.0.1:9090) until Ctrl-C.
 set -euo pipefail
-repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cd "$repo"
-
-bash deploy/dev/setup.sh
-# shellcheck source=/dev/null
-source var/dev.env
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+# shellcheck source=deploy/dev/services.sh
+source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 echo "== building the workers (release)"
 cargo build --release --locked --workspace --bins
 exec target/release/oleg-demo "$@"

@@ -302,6 +302,23 @@ impl Bus {
         Ok(channel)
     }
 
+    /// How many messages wait in a shared queue, ready for a consumer (for status displays).
+    pub async fn queue_depth(&self, queue: crate::QueueName) -> Result<u32, BusError> {
+        let (channel, _) = self.open_channel(None).await?;
+        let declared = channel
+            .queue_declare(
+                self.topology().queue(queue).into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        let _ = channel.close(200, "queue depth read".into()).await;
+        Ok(declared?.message_count())
+    }
+
     /// Closes the connection after the worker finished its in-flight work; unacked deliveries
     /// return to their queues.
     pub async fn close(&self) {

@@ -45,6 +45,10 @@ pub struct RecommendedPost {
     /// Chosen by exploration (a fresh channel) rather than by score alone.
     #[serde(default)]
     pub explored: bool,
+    /// The post's text as scraped (empty for media without a caption), so that a frontend can
+    /// show the post without reading the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

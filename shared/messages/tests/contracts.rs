@@ -109,6 +109,7 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
             post_id: PostId::new(2374).unwrap(),
             score: 0.87,
             explored: true,
+            text: Some("Опа, Hugging Face <b>совместно</b> с ServiceNow…".into()),
         }],
         model_version: None,
         cold_start: true,

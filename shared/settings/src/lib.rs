@@ -91,3 +91,24 @@ pub fn load<T: DeserializeOwned + Validate>(sources: &Sources) -> Result<T, Sett
     settings.validate("", &mut check);
     check.finish().map(|()| settings)
 }
+
+/// Deserializes a list that an environment variable may give as one bare value: with
+/// `OLEG__BOT__ADMIN_IDS=900` the value arrives as the number 900, not as a list of one.
+pub fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        Many(Vec<T>),
+        One(T),
+    }
+    Ok(
+        match <OneOrMany<T> as serde::Deserialize>::deserialize(deserializer)? {
+            OneOrMany::Many(items) => items,
+            OneOrMany::One(item) => vec![item],
+        },
+    )
+}

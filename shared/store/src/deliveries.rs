@@ -7,6 +7,15 @@ use mongodb::bson::{doc, Document};
 use oleg_messages::{PostRef, UserId};
 use std::collections::HashSet;
 
+/// A post of the candidate window, with what a frontend shows of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentPost {
+    pub channel: String,
+    pub post_id: i64,
+    pub published_at_ms: i64,
+    pub text: String,
+}
+
 impl Store {
     /// Post keys ([`crate::post_key`]) the person voted on or was sent. Both collections are
     /// keyed by [`vote_key`] (`user:channel/post`), so only `_id`s are read, both at once.
@@ -67,22 +76,27 @@ impl Store {
         }
     }
 
-    /// Posts published at or after `since_ms`, as (channel, post id, published at).
-    pub async fn recent_posts(&self, since_ms: i64) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    /// Posts published at or after `since_ms`.
+    pub async fn recent_posts(&self, since_ms: i64) -> Result<Vec<RecentPost>, StoreError> {
         let mut cursor = self
             .database()
             .collection::<Document>(Collections::POSTS)
             .find(doc! {"published_at_ms": {"$gte": since_ms}})
-            .projection(doc! {"channel": 1, "post_id": 1, "published_at_ms": 1})
+            .projection(doc! {"channel": 1, "post_id": 1, "published_at_ms": 1, "text": 1})
             .await?;
         let mut posts = Vec::new();
         while let Some(d) = cursor.try_next().await? {
-            if let (Ok(channel), Some(id), Some(at)) = (
+            if let (Ok(channel), Some(post_id), Some(published_at_ms)) = (
                 d.get_str("channel"),
                 crate::as_i64(d.get("post_id")),
                 crate::as_i64(d.get("published_at_ms")),
             ) {
-                posts.push((channel.to_owned(), id, at));
+                posts.push(RecentPost {
+                    channel: channel.to_owned(),
+                    post_id,
+                    published_at_ms,
+                    text: d.get_str("text").unwrap_or_default().to_owned(),
+                });
             }
         }
         Ok(posts)

@@ -19,6 +19,7 @@ mod votes;
 
 pub use channels::{ChannelPoll, ChannelRecord};
 pub use collections::Collections;
+pub use deliveries::RecentPost;
 pub use keys::{post_key, vote_key};
 pub use models::{as_i64, ChunkWriter, StoredFile, CHUNK_BYTES};
 pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};

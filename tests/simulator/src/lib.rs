@@ -2,6 +2,7 @@
 //! and vote on them through the same queues and messages a real bot uses. Also runs the whole
 //! pipeline on one machine (the demo and the end-to-end test).
 
+pub mod cli;
 pub mod dashboards;
 pub mod fixtures;
 pub mod pipeline;

@@ -440,3 +440,22 @@ pub fn scraped_post(post: &oleg_messages::PostRef) -> oleg_messages::ScrapedPost
         scraped_at: chrono::Utc::now(),
     }
 }
+
+/// Panics unless `body` (as a worker sent it) validates against the message kind's JSON Schema.
+pub fn assert_schema_valid(kind: oleg_messages::MessageKind, body: &[u8]) {
+    let document: serde_json::Value = serde_json::from_slice(body).expect("a JSON body");
+    let schema: serde_json::Value = serde_json::from_str(kind.schema()).expect("a JSON schema");
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("a valid schema");
+    let problems: Vec<String> = validator
+        .iter_errors(&document)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        problems.is_empty(),
+        "{} refuses {document}: {problems:?}",
+        kind.name()
+    );
+}

@@ -78,7 +78,12 @@ impl Ranker {
         let mut pool = Pool::new(posts, counts, self.inner.settings.prior_strength);
         // Keep posts announced since the read began.
         for post in &self.pool().posts {
-            pool.insert(post.channel.clone(), post.post_id, post.published_at_ms);
+            pool.insert(
+                post.channel.clone(),
+                post.post_id,
+                post.published_at_ms,
+                post.text.clone(),
+            );
         }
         pool.expire(since);
         self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
@@ -97,7 +102,12 @@ impl Ranker {
         }
         let mut slot = self.inner.pool.write().expect("not poisoned");
         let mut pool = (**slot).clone();
-        if pool.insert(post.channel.to_string(), post.post_id.get(), published) {
+        if pool.insert(
+            post.channel.to_string(),
+            post.post_id.get(),
+            published,
+            post.text.as_str().into(),
+        ) {
             self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
             *slot = Arc::new(pool);
         }
@@ -369,6 +379,7 @@ impl Ranker {
                     post_id,
                     score: scores[i],
                     explored,
+                    text: Some(post.text.to_string()),
                 }),
                 // Sent already (a concurrent request for the same person won it): next.
                 Ok(false) => {}

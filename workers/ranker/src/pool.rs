@@ -2,7 +2,9 @@
 //! ranking: a like rate smoothed toward its channel's, which is smoothed toward the global one,
 //! so a new post starts at its channel's rate instead of at zero.
 
+use oleg_store::RecentPost;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct CandidatePost {
@@ -11,6 +13,9 @@ pub struct CandidatePost {
     pub published_at_ms: i64,
     /// `channel/post_id`, as the store keys posts.
     pub key: String,
+    /// What the reply carries for the frontend to show; shared, since the pool is copied
+    /// whenever a post is added.
+    pub text: Arc<str>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -28,7 +33,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(
-        posts: Vec<(String, i64, i64)>,
+        posts: Vec<RecentPost>,
         counts: HashMap<String, (u32, u32)>,
         prior_strength: f64,
     ) -> Self {
@@ -40,15 +45,26 @@ impl Pool {
             global_rate: 0.5,
             prior_strength,
         };
-        for (channel, post_id, published_at_ms) in posts {
-            pool.insert(channel, post_id, published_at_ms);
+        for post in posts {
+            pool.insert(
+                post.channel,
+                post.post_id,
+                post.published_at_ms,
+                post.text.into(),
+            );
         }
         pool.rates();
         pool
     }
 
     /// Adds a post unless it is already a candidate.
-    pub fn insert(&mut self, channel: String, post_id: i64, published_at_ms: i64) -> bool {
+    pub fn insert(
+        &mut self,
+        channel: String,
+        post_id: i64,
+        published_at_ms: i64,
+        text: Arc<str>,
+    ) -> bool {
         let key = format!("{channel}/{post_id}");
         if !self.keys.insert(key.clone()) {
             return false;
@@ -58,6 +74,7 @@ impl Pool {
             post_id,
             published_at_ms,
             key,
+            text,
         });
         true
     }
@@ -123,12 +140,20 @@ mod tests {
             ("bad_channel/1".to_owned(), (1, 10)),
         ]);
         let pool = Pool::new(
-            vec![
-                ("good_channel".into(), 1, 0),
-                ("good_channel".into(), 2, 0),
-                ("bad_channel".into(), 1, 0),
-                ("bad_channel".into(), 2, 0),
-            ],
+            [
+                ("good_channel", 1),
+                ("good_channel", 2),
+                ("bad_channel", 1),
+                ("bad_channel", 2),
+            ]
+            .into_iter()
+            .map(|(channel, post_id)| RecentPost {
+                channel: channel.into(),
+                post_id,
+                published_at_ms: 0,
+                text: String::new(),
+            })
+            .collect(),
             counts,
             5.0,
         );

@@ -5,8 +5,9 @@
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use oleg_simulator::cli::{init_logging, PeopleArgs};
 use oleg_simulator::run::{Observer, PipelineRun, RunSettings};
-use oleg_simulator::simulation::{table, RoundReport, SimulationSettings};
+use oleg_simulator::simulation::{table, RoundReport};
 use oleg_simulator::ServiceConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,12 +20,8 @@ use std::time::Duration;
     about = "Runs the whole OLEG pipeline locally on saved channel pages and simulated people"
 )]
 struct Cli {
-    #[arg(long, default_value_t = 300)]
-    people: u32,
-    #[arg(long, default_value_t = 15)]
-    rounds: u32,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    people: PeopleArgs,
     /// Saved t.me/s/<channel> pages (default: ../shared/fixtures/telegram beside the repository).
     #[arg(long)]
     fixtures: Option<PathBuf>,
@@ -83,12 +80,7 @@ impl Observer for Display {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,lapin=off".into()),
-        )
-        .init();
+    init_logging();
     let cli = Cli::parse();
     let config = ServiceConfig::load(Some("demo"))?;
     let root = oleg_testkit::repo_root();
@@ -109,12 +101,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let settings = RunSettings {
-        simulation: SimulationSettings {
-            people: cli.people,
-            rounds: cli.rounds,
-            seed: cli.seed,
-            ..Default::default()
-        },
+        simulation: cli.people.settings(),
         fixtures: cli
             .fixtures
             .unwrap_or_else(|| root.join("../shared/fixtures/telegram")),

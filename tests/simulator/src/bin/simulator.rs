@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use oleg_simulator::cli::{init_logging, PeopleArgs};
 use oleg_simulator::simulation::{table, RoundReport, SimulationSettings, Simulator};
 use oleg_simulator::ServiceConfig;
 use std::time::Duration;
@@ -14,15 +15,11 @@ use std::time::Duration;
     about = "Simulated people use a running OLEG through its queues"
 )]
 struct Cli {
-    #[arg(long, default_value_t = 300)]
-    people: u32,
-    #[arg(long, default_value_t = 15)]
-    rounds: u32,
+    #[command(flatten)]
+    people: PeopleArgs,
     /// Ids of the simulated people start here (keep them apart from real people).
     #[arg(long, default_value_t = 1_000_000)]
     first_user: i64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -33,12 +30,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,lapin=off".into()),
-        )
-        .init();
+    init_logging();
     let cli = Cli::parse();
     let config = ServiceConfig::load(None)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -55,17 +47,14 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to the store")?;
     let settings = SimulationSettings {
-        people: cli.people,
-        rounds: cli.rounds,
         first_user: cli.first_user,
-        seed: cli.seed,
         concurrency: cli.concurrency,
-        ..Default::default()
+        ..cli.people.settings()
     };
     let mut simulator = Simulator::new(bus.clone(), store, settings).await?;
     simulator.sign_up().await?;
     let mut reports: Vec<RoundReport> = Vec::new();
-    for round in 1..=cli.rounds {
+    for round in 1..=cli.people.rounds {
         let started = std::time::Instant::now();
         let report = simulator.play_round(round, &|| {}).await?;
         let elapsed = started.elapsed();
@@ -73,13 +62,13 @@ async fn main() -> anyhow::Result<()> {
             "round {round}: {} votes in {:.1} s ({:.0} requests/s), 👍 rate {:.3}, {} failed",
             report.votes,
             elapsed.as_secs_f64(),
-            f64::from(cli.people) / elapsed.as_secs_f64(),
+            f64::from(cli.people.people) / elapsed.as_secs_f64(),
             report.like_rate(),
             report.failures
         );
         let served = report.model_version.max(simulator.newest_model());
         reports.push(report);
-        if cli.model_wait_s > 0 && round < cli.rounds {
+        if cli.model_wait_s > 0 && round < cli.people.rounds {
             simulator
                 .wait_for_model_newer(served, Duration::from_secs(cli.model_wait_s))
                 .await;

@@ -1,0 +1,492 @@
+//! What the bot does with each update, and the digests. Everything it learns or asks goes
+//! through OLEG's queues: user starts and votes to ingest, "what next?" to the ranker over RPC,
+//! channels to follow to the scraper.
+
+use crate::callback::{Refusal, Signer};
+use crate::chats::{Chats, Recipient};
+use crate::metrics::BotMetrics;
+use crate::render::{post_html, preview, vote_buttons};
+use crate::settings::BotSettings;
+use crate::telegram::{send, RateLimits, SendError};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use oleg_bus::{Bus, QueueName, RpcClient};
+use oleg_messages::{
+    decode, AddChannel, ChannelName, PostRef, Reaction, RecommendReply, RecommendRequest, UserId,
+    UserStarted, Vote, SCHEMA_VERSION,
+};
+use secrecy::ExposeSecret;
+use std::future::IntoFuture;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use teloxide_core::payloads::setters::*;
+use teloxide_core::requests::Requester;
+use teloxide_core::types::{
+    CallbackQuery, ChatId, MaybeInaccessibleMessage, Message, ParseMode, Update, UpdateKind,
+};
+use teloxide_core::Bot;
+
+const ONBOARDING: &str = "Hi! I am OLEG. I read public Telegram channels and send you one post \
+at a time. Press 👍 or 👎 under each post: I learn from your votes and pick the next post you are \
+most likely to like. You also get your best new post four times a day.\n\n/send_new — a post now\n\
+/stop — pause the daily posts\n/help — this message";
+
+const HELP: &str = "/send_new — a post now\n/stop — pause the daily posts (/start resumes them)\n\
+/help — this message\n\nVote with 👍 / 👎 under a post; you can change your vote later.";
+
+/// Why a post was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Occasion {
+    /// The person asked (start, vote, /send_new): say so when there is nothing.
+    Asked,
+    /// A scheduled digest: stay silent when there is nothing.
+    Digest,
+}
+
+/// What a digest run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DigestSummary {
+    pub sent: u32,
+    pub already_sent: u32,
+    pub nothing_new: u32,
+    pub blocked: u32,
+    pub failed: u32,
+}
+
+enum Outcome {
+    Sent,
+    NothingNew,
+    Blocked,
+    Failed,
+}
+
+pub struct BotApp {
+    bot: Bot,
+    bus: Bus,
+    rpc: RpcClient,
+    chats: Chats,
+    signer: Signer,
+    limits: RateLimits,
+    settings: BotSettings,
+    metrics: BotMetrics,
+    /// The model version of the last recommendation (for /status).
+    model_version: AtomicU64,
+}
+
+impl BotApp {
+    pub async fn new(
+        bot: Bot,
+        bus: Bus,
+        chats: Chats,
+        settings: BotSettings,
+        metrics: BotMetrics,
+    ) -> anyhow::Result<Self> {
+        let rpc = RpcClient::new(&bus).await?;
+        Ok(Self {
+            signer: Signer::new(
+                settings.callback_secret.expose_secret().as_bytes(),
+                settings.callback_ttl_days,
+            ),
+            limits: RateLimits::new(
+                settings.messages_per_second,
+                Duration::from_millis(settings.chat_interval_ms),
+            ),
+            bot,
+            bus,
+            rpc,
+            chats,
+            settings,
+            metrics,
+            model_version: AtomicU64::new(0),
+        })
+    }
+
+    pub fn bot(&self) -> &Bot {
+        &self.bot
+    }
+
+    pub async fn handle(&self, update: Update) {
+        let result = match &update.kind {
+            UpdateKind::Message(message) => self.on_message(message).await,
+            UpdateKind::CallbackQuery(query) => {
+                self.metrics.updates.with_label_values(&["callback"]).inc();
+                self.on_callback(query).await
+            }
+            _ => {
+                self.metrics.updates.with_label_values(&["other"]).inc();
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            tracing::error!(
+                error = format!("{error:#}"),
+                update = update.id.0,
+                "handling an update failed"
+            );
+        }
+    }
+
+    async fn on_message(&self, message: &Message) -> anyhow::Result<()> {
+        let (Some(text), Some(from)) = (message.text(), message.from.as_ref()) else {
+            self.metrics.updates.with_label_values(&["other"]).inc();
+            return Ok(());
+        };
+        self.metrics.updates.with_label_values(&["command"]).inc();
+        let chat = message.chat.id;
+        let user = UserId::new(from.id.0 as i64)?;
+        let mut words = text.split_whitespace();
+        // "/start@oleg_bot" in groups: the command without the bot's name.
+        let command = words
+            .next()
+            .unwrap_or_default()
+            .split('@')
+            .next()
+            .unwrap_or_default();
+        let argument = words.next();
+        let is_admin = self.settings.admin_ids.contains(&user.get());
+        match command {
+            "/start" => {
+                self.chats
+                    .started(user.get(), chat.0, Utc::now().timestamp_millis())
+                    .await?;
+                let mut started = UserStarted::new(user, Utc::now());
+                started.language_code = from.language_code.clone();
+                self.bus.publish(&started).await?;
+                self.notice(chat, ONBOARDING, "onboarding").await;
+                self.send_next(user, chat, Occasion::Asked).await;
+            }
+            "/send_new" => {
+                self.send_next(user, chat, Occasion::Asked).await;
+            }
+            "/stop" => {
+                self.chats.pause(user.get()).await?;
+                self.notice(
+                    chat,
+                    "Daily posts paused. /start resumes them; /send_new still sends a post.",
+                    "notice",
+                )
+                .await;
+            }
+            "/add_channel" if is_admin => {
+                let reply = match argument.map(ChannelName::parse) {
+                    Some(Ok(channel)) => {
+                        self.bus
+                            .publish(&AddChannel {
+                                schema_version: SCHEMA_VERSION,
+                                channel: channel.clone(),
+                                requested_by: Some(user),
+                                requested_at: Utc::now(),
+                            })
+                            .await?;
+                        format!("Asked the scraper to follow @{channel}.")
+                    }
+                    Some(Err(error)) => format!("Not a channel name: {error}"),
+                    None => "Usage: /add_channel <channel username>".to_owned(),
+                };
+                self.notice(chat, &reply, "notice").await;
+            }
+            "/status" if is_admin => {
+                let status = self.status().await;
+                self.notice(chat, &status, "notice").await;
+            }
+            "/add_channel" | "/status" => {
+                self.notice(chat, "This command is for admins.", "notice")
+                    .await;
+            }
+            _ => {
+                self.notice(chat, HELP, "notice").await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_callback(&self, query: &CallbackQuery) -> anyhow::Result<()> {
+        let user = UserId::new(query.from.id.0 as i64)?;
+        let today = Utc::now().timestamp().div_euclid(86_400);
+        let press = query
+            .data
+            .as_deref()
+            .ok_or(Refusal::Malformed)
+            .and_then(|data| self.signer.verify(user, data, today));
+        let press = match press {
+            Ok(press) => press,
+            Err(refusal) => {
+                tracing::warn!(
+                    user = user.get(),
+                    reason = refusal.as_str(),
+                    "button press refused"
+                );
+                self.metrics
+                    .callback_refusals
+                    .with_label_values(&[refusal.as_str()])
+                    .inc();
+                let _ = self
+                    .bot
+                    .answer_callback_query(query.id.clone())
+                    .text("This button is not valid any more.")
+                    .await;
+                return Ok(());
+            }
+        };
+        let vote = Vote::new(user, press.post.clone(), press.reaction, Utc::now());
+        self.bus.publish(&vote).await?;
+        let answer = match press.reaction {
+            Reaction::Like => "Noted: 👍",
+            Reaction::Dislike => "Noted: 👎",
+        };
+        let _ = self
+            .bot
+            .answer_callback_query(query.id.clone())
+            .text(answer)
+            .await;
+        let Some(MaybeInaccessibleMessage::Regular(message)) = &query.message else {
+            return Ok(());
+        };
+        let first_vote = !message.reply_markup().is_some_and(|markup| {
+            markup
+                .inline_keyboard
+                .iter()
+                .flatten()
+                .any(|button| button.text.ends_with('✓'))
+        });
+        let buttons = self.buttons(user, &press.post, Some(press.reaction), today);
+        let (chat, id) = (message.chat.id, message.id);
+        let edited = self
+            .telegram(chat, || {
+                self.bot
+                    .edit_message_reply_markup(chat, id)
+                    .reply_markup(buttons.clone())
+                    .into_future()
+            })
+            .await;
+        if let Err(error) = edited {
+            tracing::warn!(%error, "could not mark the chosen button");
+        }
+        // A changed vote on an older post does not ask for another post.
+        if first_vote {
+            self.send_next(user, chat, Occasion::Asked).await;
+        }
+        Ok(())
+    }
+
+    /// One Bot API call to `chat`, within the rate limits, retried on `429`.
+    async fn telegram<T, F, Fut>(&self, chat: ChatId, call: F) -> Result<T, SendError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, teloxide_core::RequestError>>,
+    {
+        send(
+            &self.limits,
+            &self.metrics,
+            self.settings.max_send_attempts,
+            chat,
+            call,
+        )
+        .await
+    }
+
+    fn buttons(
+        &self,
+        user: UserId,
+        post: &PostRef,
+        chosen: Option<Reaction>,
+        day: i64,
+    ) -> teloxide_core::types::InlineKeyboardMarkup {
+        vote_buttons(
+            self.signer.sign(user, post, Reaction::Like, day),
+            self.signer.sign(user, post, Reaction::Dislike, day),
+            chosen,
+        )
+    }
+
+    /// Asks the ranker for the person's next post and sends it.
+    async fn send_next(&self, user: UserId, chat: ChatId, occasion: Occasion) -> Outcome {
+        let timeout = Duration::from_millis(self.settings.rpc_timeout_ms);
+        let reply = match self
+            .rpc
+            .call(
+                QueueName::Recommend,
+                &RecommendRequest::new(user, 1),
+                timeout,
+            )
+            .await
+        {
+            Ok(body) => decode::<RecommendReply>(&body, 1 << 20).map_err(|r| r.detail),
+            Err(error) => Err(error.to_string()),
+        };
+        let post = match reply {
+            Ok(RecommendReply::Ok {
+                mut posts,
+                model_version,
+                ..
+            }) => {
+                if let Some(version) = model_version {
+                    self.model_version.store(version, Ordering::Relaxed);
+                }
+                if posts.is_empty() {
+                    None
+                } else {
+                    Some(posts.swap_remove(0))
+                }
+            }
+            Ok(RecommendReply::Error { error, .. }) => {
+                tracing::warn!(code = ?error.code, message = %error.message, "the ranker refused");
+                return self.apologise(chat, occasion).await;
+            }
+            Err(problem) => {
+                tracing::warn!(%problem, "no answer from the ranker");
+                return self.apologise(chat, occasion).await;
+            }
+        };
+        let Some(post) = post else {
+            if occasion == Occasion::Asked {
+                self.notice(
+                    chat,
+                    "Nothing new for you right now. I will send more when the channels post.",
+                    "notice",
+                )
+                .await;
+            }
+            return Outcome::NothingNew;
+        };
+        let reference = PostRef {
+            channel: post.channel,
+            post_id: post.post_id,
+        };
+        let html = post_html(
+            &reference,
+            post.text.as_deref().unwrap_or_default(),
+            self.settings.max_text_chars,
+        );
+        let today = Utc::now().timestamp().div_euclid(86_400);
+        let buttons = self.buttons(user, &reference, None, today);
+        let sent = self
+            .telegram(chat, || {
+                self.bot
+                    .send_message(chat, html.clone())
+                    .parse_mode(ParseMode::Html)
+                    .link_preview_options(preview(&reference))
+                    .reply_markup(buttons.clone())
+                    .into_future()
+            })
+            .await;
+        let kind = match occasion {
+            Occasion::Asked => "post",
+            Occasion::Digest => "digest",
+        };
+        self.outcome(user, sent.map(|_| ()), kind).await
+    }
+
+    async fn apologise(&self, chat: ChatId, occasion: Occasion) -> Outcome {
+        if occasion == Occasion::Asked {
+            self.notice(
+                chat,
+                "I cannot pick a post right now. Please try /send_new in a minute.",
+                "notice",
+            )
+            .await;
+        }
+        Outcome::Failed
+    }
+
+    async fn notice(&self, chat: ChatId, text: &str, kind: &'static str) {
+        let sent = self
+            .telegram(chat, || self.bot.send_message(chat, text).into_future())
+            .await;
+        // Chat ids of private chats are the people's ids.
+        if let Ok(user) = UserId::new(chat.0) {
+            self.outcome(user, sent.map(|_| ()), kind).await;
+        }
+    }
+
+    async fn outcome(
+        &self,
+        user: UserId,
+        sent: Result<(), SendError>,
+        kind: &'static str,
+    ) -> Outcome {
+        match sent {
+            Ok(()) => {
+                self.metrics.sent.with_label_values(&[kind]).inc();
+                Outcome::Sent
+            }
+            Err(SendError::Blocked) => {
+                tracing::info!(
+                    user = user.get(),
+                    "the person blocked the bot; marked inactive"
+                );
+                if let Err(error) = self.chats.block(user.get()).await {
+                    tracing::warn!(%error, "could not mark the person inactive");
+                }
+                Outcome::Blocked
+            }
+            Err(error) => {
+                tracing::warn!(%error, user = user.get(), kind, "could not send");
+                Outcome::Failed
+            }
+        }
+    }
+
+    /// Sends the digest due at `slot` to every active person who has not had it.
+    pub async fn run_digest(&self, slot: DateTime<Utc>) -> anyhow::Result<DigestSummary> {
+        let slot_s = slot.timestamp();
+        let recipients = self.chats.digest_recipients().await?;
+        let outcomes: Vec<Option<Outcome>> = futures::stream::iter(recipients)
+            .map(|Recipient { user_id, chat_id }| async move {
+                match self.chats.claim_digest(user_id, slot_s).await {
+                    Ok(true) => {}
+                    Ok(false) => return None,
+                    Err(error) => {
+                        tracing::warn!(%error, user_id, "could not claim the digest");
+                        return Some(Outcome::Failed);
+                    }
+                }
+                let user = UserId::new(user_id).ok()?;
+                Some(
+                    self.send_next(user, ChatId(chat_id), Occasion::Digest)
+                        .await,
+                )
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        let mut summary = DigestSummary::default();
+        for outcome in outcomes {
+            match outcome {
+                None => summary.already_sent += 1,
+                Some(Outcome::Sent) => summary.sent += 1,
+                Some(Outcome::NothingNew) => summary.nothing_new += 1,
+                Some(Outcome::Blocked) => summary.blocked += 1,
+                Some(Outcome::Failed) => summary.failed += 1,
+            }
+        }
+        tracing::info!(%slot, ?summary, "digest sent");
+        Ok(summary)
+    }
+
+    /// Queue depths and the model version, for admins.
+    async fn status(&self) -> String {
+        let mut lines = vec!["OLEG status".to_owned()];
+        for queue in QueueName::ALL {
+            let depth = match self.bus.queue_depth(queue).await {
+                Ok(n) => n.to_string(),
+                Err(error) => format!("unknown ({error})"),
+            };
+            lines.push(format!(
+                "{}: {depth} waiting",
+                self.bus.topology().queue(queue)
+            ));
+        }
+        let version = self.model_version.load(Ordering::Relaxed);
+        lines.push(if version == 0 {
+            "model: none seen yet".to_owned()
+        } else {
+            format!("model: version {version} (as of the last recommendation)")
+        });
+        lines.join("\n")
+    }
+
+    pub fn settings(&self) -> &BotSettings {
+        &self.settings
+    }
+}

@@ -1,0 +1,103 @@
+//! The bot's own record of the people it talks to (`bot_chats`, `_id` = user id): their chat and
+//! their `status`: `active`, `paused` (`/stop`: no digests) or `blocked` (they blocked the bot or
+//! deleted their account). Digest slots are claimed here per person, so a restart or a second
+//! replica never sends one twice. (Strings and numbers only: on the stand-in an updated boolean
+//! came back as an integer, and a claim keyed by an ISO date-time string never matched.)
+
+use futures::TryStreamExt;
+use mongodb::bson::{doc, Document};
+use mongodb::Collection;
+
+pub const COLLECTION: &str = "bot_chats";
+
+#[derive(Clone)]
+pub struct Chats {
+    collection: Collection<Document>,
+}
+
+/// A person a digest may go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipient {
+    pub user_id: i64,
+    pub chat_id: i64,
+}
+
+impl Chats {
+    pub fn new(database: &mongodb::Database) -> Self {
+        Self {
+            collection: database.collection(COLLECTION),
+        }
+    }
+
+    /// `/start`: the person is active and receives digests (again).
+    pub async fn started(
+        &self,
+        user_id: i64,
+        chat_id: i64,
+        at_ms: i64,
+    ) -> mongodb::error::Result<()> {
+        self.collection
+            .update_one(
+                doc! {"_id": {"$eq": user_id}},
+                doc! {
+                    "$set": {"chat_id": chat_id, "status": "active"},
+                    "$setOnInsert": {"_id": user_id, "started_at_ms": at_ms, "last_digest_s": 0_i64},
+                },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// `/stop`: no more digests until `/start`.
+    pub async fn pause(&self, user_id: i64) -> mongodb::error::Result<()> {
+        self.set_status(user_id, "paused").await
+    }
+
+    /// The person blocked the bot or deleted their account: stop sending.
+    pub async fn block(&self, user_id: i64) -> mongodb::error::Result<()> {
+        self.set_status(user_id, "blocked").await
+    }
+
+    async fn set_status(&self, user_id: i64, status: &str) -> mongodb::error::Result<()> {
+        self.collection
+            .update_one(
+                doc! {"_id": {"$eq": user_id}},
+                doc! {"$set": {"status": status}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Everyone active with digests on.
+    pub async fn digest_recipients(&self) -> mongodb::error::Result<Vec<Recipient>> {
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! {"status": {"$eq": "active"}})
+            .await?
+            .try_collect()
+            .await?;
+        Ok(documents
+            .iter()
+            .filter_map(|d| {
+                Some(Recipient {
+                    user_id: oleg_store::as_i64(d.get("_id"))?,
+                    chat_id: oleg_store::as_i64(d.get("chat_id"))?,
+                })
+            })
+            .collect())
+    }
+
+    /// Claims the digest due at `slot_s` (Unix seconds) for the person; `false` if it was
+    /// claimed before.
+    pub async fn claim_digest(&self, user_id: i64, slot_s: i64) -> mongodb::error::Result<bool> {
+        let claimed = self
+            .collection
+            .update_one(
+                doc! {"_id": {"$eq": user_id}, "last_digest_s": {"$ne": slot_s}},
+                doc! {"$set": {"last_digest_s": slot_s}},
+            )
+            .await?;
+        Ok(claimed.modified_count == 1)
+    }
+}
