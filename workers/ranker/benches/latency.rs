@@ -1,14 +1,17 @@
 //! Ranker latency with 10,000 candidate posts and 100,000 people:
 //! - in-process scoring of all candidates for one person (p50/p99);
 //! - RPC round trip through RabbitMQ to one in-process ranker replica (p50/p99 and throughput at
-//!   a fixed concurrency), store reads and delivery records included.
+//!   a fixed concurrency), store reads and delivery records included;
+//! - what bounds that round trip, at the same concurrency: the broker alone (a request answered
+//!   at once by a responder that does nothing), and the store alone (one request's store work:
+//!   the person's votes and deliveries, and a delivery record).
 //!
 //! `cargo bench -p oleg-ranker --bench latency` (after deploy/dev/setup.sh). Prints a Markdown table.
 
 use chrono::Utc;
 use futures::future::join_all;
 use mongodb::bson::doc;
-use oleg_bus::{Bus, QueueName, RpcClient};
+use oleg_bus::{Bus, QueueName, RpcClient, Source, Subscription};
 use oleg_messages::*;
 use oleg_model::{write_safetensors, ModelConfig, Network, Sizes};
 use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
@@ -29,6 +32,39 @@ const REQUESTS: usize = 2_000;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// p50 and p99 in ms, and operations per second, of `REQUESTS` calls of `op(index)` made by
+/// `CONCURRENCY` clients at once.
+async fn measure<F, Fut>(op: F) -> (f64, f64, f64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let per_client = REQUESTS / CONCURRENCY;
+    let latencies: Vec<Vec<f64>> = join_all((0..CONCURRENCY).map(|client| {
+        let op = &op;
+        async move {
+            let mut times = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let sent = Instant::now();
+                op(client * per_client + i).await;
+                times.push(sent.elapsed().as_secs_f64() * 1e3);
+            }
+            times
+        }
+    }))
+    .await;
+    let throughput = REQUESTS as f64 / started.elapsed().as_secs_f64();
+    let mut all: Vec<f64> = latencies.into_iter().flatten().collect();
+    all.sort_by(f64::total_cmp);
+    (percentile(&all, 0.5), percentile(&all, 0.99), throughput)
+}
+
+/// A person the benchmark has not asked for yet, for the `index`th operation.
+fn person(index: usize) -> UserId {
+    UserId::new(2 + (index as i64 * 7919) % (USERS - 1)).unwrap()
 }
 
 fn channel(c: i64) -> String {
@@ -84,7 +120,8 @@ fn in_process(weights: &[u8], vocab: &[u8]) -> (f64, f64) {
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
-async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> (f64, f64, f64) {
+/// The RPC round trip to a ranker, and the store work of a request alone.
+async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ((f64, f64, f64), (f64, f64, f64)) {
     let amqp = amqp_settings("bench-ranker");
     let mongo = mongo_settings("bench-ranker");
     let shutdown = CancellationToken::new();
@@ -158,46 +195,97 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> (f64, f64, f64) {
             break;
         }
     }
-    let started = Instant::now();
-    let per_client = REQUESTS / CONCURRENCY;
-    let latencies: Vec<Vec<f64>> = join_all((0..CONCURRENCY).map(|client| {
-        let rpc = &rpc;
-        async move {
-            let mut times = Vec::with_capacity(per_client);
-            for i in 0..per_client {
-                let user = 2 + ((client * per_client + i) * 7919) as i64 % (USERS - 1);
-                let request = RecommendRequest::new(UserId::new(user).unwrap(), 1);
-                let sent = Instant::now();
-                let body = rpc
-                    .call(QueueName::Recommend, &request, Duration::from_secs(30))
-                    .await
-                    .unwrap();
-                times.push(sent.elapsed().as_secs_f64() * 1e3);
-                assert!(matches!(
-                    decode::<RecommendReply>(&body, 1 << 20).unwrap(),
-                    RecommendReply::Ok { .. }
-                ));
-            }
-            times
-        }
-    }))
+    let rpc = &rpc;
+    let round_trip = measure(|index| async move {
+        let request = RecommendRequest::new(person(index), 1);
+        let body = rpc
+            .call(QueueName::Recommend, &request, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(matches!(
+            decode::<RecommendReply>(&body, 1 << 20).unwrap(),
+            RecommendReply::Ok { .. }
+        ));
+    })
     .await;
-    let throughput = REQUESTS as f64 / started.elapsed().as_secs_f64();
-    let mut all: Vec<f64> = latencies.into_iter().flatten().collect();
-    all.sort_by(f64::total_cmp);
+    // The same store work for people no request has touched (their votes and deliveries, then
+    // a delivery record), without the broker or scoring.
+    let store = &store;
+    let store_alone = measure(|index| async move {
+        let user = UserId::new(USERS + 1 + index as i64).unwrap();
+        let seen = store.seen_posts(user).await.unwrap();
+        let post = PostRef {
+            channel: ChannelName::parse(&channel(index as i64 % CHANNELS)).unwrap(),
+            post_id: PostId::new(1 + index as i64 % POSTS).unwrap(),
+        };
+        assert!(!seen.contains(&oleg_store::post_key(&post)));
+        store
+            .record_delivery(user, &post, Utc::now().timestamp_millis())
+            .await
+            .unwrap();
+    })
+    .await;
     shutdown.cancel();
     let _ = serving.await;
     bus.close().await;
     delete_topology(&amqp).await;
     let _ = store.drop_database().await;
-    (percentile(&all, 0.5), percentile(&all, 0.99), throughput)
+    (round_trip, store_alone)
+}
+
+/// Round trips to a responder that answers every request at once with a fixed reply: what the
+/// broker and the RPC client cost, with nothing else.
+async fn broker_alone() -> (f64, f64, f64) {
+    let amqp = amqp_settings("bench-broker");
+    let shutdown = CancellationToken::new();
+    let bus = Bus::connect(
+        amqp.clone(),
+        "bench-broker",
+        &Registry::new(),
+        Readiness::default(),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let responder = bus.clone();
+    let answering = tokio::spawn(async move {
+        let mut requests =
+            Subscription::new(responder.clone(), Source::Shared(QueueName::Recommend));
+        let reply = RecommendReply::error(RecommendErrorCode::Unavailable, "a fixed reply");
+        while let Some(incoming) = requests.next().await {
+            let (to, id) = (
+                incoming.reply_to().unwrap(),
+                incoming.correlation_id().unwrap(),
+            );
+            responder.reply(&to, &id, &reply).await.unwrap();
+            incoming.ack().await.unwrap();
+        }
+    });
+    let rpc = RpcClient::new(&bus).await.unwrap();
+    let rpc = &rpc;
+    let figures = measure(|index| async move {
+        rpc.call(
+            QueueName::Recommend,
+            &RecommendRequest::new(person(index), 1),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    })
+    .await;
+    shutdown.cancel();
+    let _ = answering.await;
+    bus.close().await;
+    delete_topology(&amqp).await;
+    figures
 }
 
 #[tokio::main]
 async fn main() {
     let (weights, vocab) = model_files();
     let (p50, p99) = in_process(&weights, &vocab);
-    let (rt50, rt99, throughput) = round_trips(weights, vocab).await;
+    let ((rt50, rt99, throughput), (st50, st99, store_rate)) = round_trips(weights, vocab).await;
+    let (br50, br99, broker_rate) = broker_alone().await;
     println!(
         "ranker latency: {POSTS} candidate posts, {USERS} people, channel_mlp 100/20/80 → 70\n"
     );
@@ -210,5 +298,11 @@ async fn main() {
     println!(
         "| RPC round trip, 1 replica, {CONCURRENCY} concurrent clients, {REQUESTS} requests | {rt50:.2} | {rt99:.2} | {throughput:.0} req/s | p99 < 5 ms: {} |",
         if rt99 < 5.0 { "met" } else { "NOT met" }
+    );
+    println!(
+        "| of which the broker alone: round trips to a responder that does nothing | {br50:.2} | {br99:.2} | {broker_rate:.0} req/s | |"
+    );
+    println!(
+        "| of which the store alone: one request's reads and delivery record | {st50:.2} | {st99:.2} | {store_rate:.0} req/s | |"
     );
 }
