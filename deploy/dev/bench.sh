@@ -8,7 +8,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
 cargo build --release --locked --workspace --bins
 
-machine="$(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), \
+machine="$(nproc --all) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), \
 $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), \
 $(. /etc/os-release && echo "$PRETTY_NAME"), RabbitMQ $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo '?')"
 

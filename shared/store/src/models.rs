@@ -102,7 +102,7 @@ impl Store {
             .find_one(doc! {})
             .with_options(
                 FindOneOptions::builder()
-                    .sort(doc! {"_id": -1})
+                    .sort(doc! {"version": -1})
                     .projection(doc! {"_id": 1})
                     .build(),
             )
@@ -114,6 +114,9 @@ impl Store {
     pub async fn record_model(&self, version: i64, metadata: Document) -> Result<(), StoreError> {
         let mut document = metadata;
         document.insert("_id", version);
+        // Versions are ordered by this field, not by `_id`: the stand-in sorts `_id`s as text
+        // (so 9 came after 10 there), other integer fields by value, as MongoDB does.
+        document.insert("version", version);
         self.collections()
             .models
             .replace_one(doc! {"_id": {"$eq": version}}, document)
@@ -128,7 +131,7 @@ impl Store {
             .collections()
             .models
             .find_one(doc! {"status": {"$eq": "published"}})
-            .with_options(FindOneOptions::builder().sort(doc! {"_id": -1}).build())
+            .with_options(FindOneOptions::builder().sort(doc! {"version": -1}).build())
             .await?)
     }
 

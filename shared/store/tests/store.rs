@@ -346,3 +346,24 @@ async fn an_edited_post_updates_its_text_and_views_without_counting_as_new() {
     );
     store.drop_database().await.unwrap();
 }
+
+#[tokio::test]
+async fn model_versions_order_by_number_past_nine() {
+    let store = store("store-model-versions").await;
+    assert_eq!(store.next_model_version().await.unwrap(), 1);
+    for version in [1, 2, 9, 10, 11] {
+        let status = if version == 11 {
+            "rejected"
+        } else {
+            "published"
+        };
+        store
+            .record_model(version, doc! {"status": status})
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.next_model_version().await.unwrap(), 12);
+    let live = store.live_model().await.unwrap().unwrap();
+    assert_eq!(oleg_store::as_i64(live.get("_id")), Some(10));
+    store.drop_database().await.unwrap();
+}

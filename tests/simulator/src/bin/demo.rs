@@ -39,8 +39,9 @@ struct Display {
 }
 
 impl Observer for Display {
+    // Progress goes to stderr; the summary table to stdout (what `deploy/dev/bench.sh` keeps).
     fn stage(&self, what: &str) {
-        println!("· {what}");
+        eprintln!("· {what}");
     }
 
     fn round_started(&self, round: u32, requests: u32) {
@@ -63,7 +64,7 @@ impl Observer for Display {
         if let Some(bar) = self.bar.lock().expect("not poisoned").take() {
             bar.finish_and_clear();
         }
-        println!(
+        eprintln!(
             "round {:>2} · model {:>3} · {} votes ({} stored in all) · 👍 rate {:.3} · P(👍) recommended {:.3}, random {:.3}, best {:.3}{}",
             r.round,
             r.model_version.map_or("–".into(), |v| format!("v{v}")),
@@ -96,7 +97,7 @@ async fn main() -> anyhow::Result<()> {
         .output()
         .is_ok();
     if !cli.no_prometheus && !prometheus_found {
-        println!(
+        eprintln!(
             "· prometheus is not installed (deploy/dev/setup.sh installs it); running without it"
         );
     }
