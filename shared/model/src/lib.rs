@@ -23,7 +23,7 @@ pub use config::{LossKind, ModelConfig, OptimizerKind, Variant};
 pub use metrics::{evaluate_predictions, Evaluation};
 pub use network::{Batch, Network, Sizes};
 pub use optimizer::Optimizer;
-pub use serialize::{read_tensors, write_safetensors, NamedTensor, Weights};
+pub use serialize::{read_tensors, write_network, write_safetensors, NamedTensor, Weights};
 pub use training::{labels_of, predict, train_epoch, Votes};
 
 #[derive(Debug, thiserror::Error)]

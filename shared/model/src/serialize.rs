@@ -10,6 +10,32 @@ pub type NamedTensor<'a> = (&'a str, &'a Tensor);
 
 const ROWS_PER_BLOCK: i64 = 1 << 15;
 
+/// Writes a network's tensors as safetensors with the metadata a reader needs to score with them
+/// (`variant`, `output_scale`) plus `extra` entries.
+pub fn write_network(
+    network: &crate::Network,
+    extra: &[(&str, String)],
+    out: &mut impl Write,
+) -> Result<u64, ModelError> {
+    let mut metadata = BTreeMap::from([
+        (
+            "variant".to_owned(),
+            network.config().variant.as_str().to_owned(),
+        ),
+        (
+            "output_scale".to_owned(),
+            network.config().output_scale.to_string(),
+        ),
+    ]);
+    metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let named: Vec<NamedTensor<'_>> = network
+        .named_tensors()
+        .iter()
+        .map(|(n, t)| (*n, t))
+        .collect();
+    write_safetensors(&named, &metadata, out)
+}
+
 /// Writes float tensors and string metadata in the safetensors format (little-endian F32).
 pub fn write_safetensors(
     tensors: &[NamedTensor<'_>],

@@ -13,14 +13,13 @@ use futures::future::join_all;
 use mongodb::bson::doc;
 use oleg_bus::{Bus, QueueName, RpcClient, Source, Subscription};
 use oleg_messages::*;
-use oleg_model::{write_safetensors, ModelConfig, Network, Sizes};
+use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::{ChunkWriter, Store};
 use oleg_telemetry::Readiness;
 use oleg_testkit::{amqp_settings, delete_topology, mongo_settings, scraped_post};
 use prometheus::Registry;
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -104,17 +103,8 @@ fn model_files() -> (Vec<u8>, Vec<u8>) {
         },
         tch::Device::Cpu,
     );
-    let named: Vec<(&str, &tch::Tensor)> = network
-        .named_tensors()
-        .iter()
-        .map(|(n, t)| (*n, t))
-        .collect();
-    let metadata = BTreeMap::from([
-        ("variant".to_owned(), "channel_mlp".to_owned()),
-        ("output_scale".to_owned(), "1.05".to_owned()),
-    ]);
     let mut weights = Vec::new();
-    write_safetensors(&named, &metadata, &mut weights).unwrap();
+    write_network(&network, &[], &mut weights).unwrap();
     let vocab = serde_json::json!({
         "users": (1..=USERS).collect::<Vec<_>>(),
         "channels": (0..CHANNELS).map(channel).collect::<Vec<_>>(),

@@ -5,11 +5,11 @@ use futures::future::join_all;
 use mongodb::bson::doc;
 use oleg_bus::{QueueName, RpcClient};
 use oleg_messages::*;
-use oleg_model::{write_safetensors, ModelConfig, Network, Sizes};
+use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_scorer::ScoringModel;
 use oleg_store::ChunkWriter;
 use oleg_testkit::*;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_oleg-ranker");
@@ -80,17 +80,8 @@ impl Services {
             },
             tch::Device::Cpu,
         );
-        let named: Vec<(&str, &tch::Tensor)> = network
-            .named_tensors()
-            .iter()
-            .map(|(n, t)| (*n, t))
-            .collect();
-        let metadata = BTreeMap::from([
-            ("variant".to_owned(), "channel_mlp".to_owned()),
-            ("output_scale".to_owned(), "1.05".to_owned()),
-        ]);
         let mut weights = Vec::new();
-        write_safetensors(&named, &metadata, &mut weights).unwrap();
+        write_network(&network, &[], &mut weights).unwrap();
         let vocab = serde_json::json!({
             "users": (1..=USERS).collect::<Vec<_>>(),
             "channels": CHANNELS,

@@ -3,10 +3,9 @@
 
 use crate::dataset::{Vocab, Vocabularies};
 use mongodb::bson::{doc, Document};
-use oleg_model::{read_tensors, write_safetensors, ModelConfig, Network};
+use oleg_model::{read_tensors, write_network, ModelConfig, Network};
 use oleg_store::{ChunkWriter, Store, StoredFile};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::io::{BufWriter, Read};
 
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
@@ -43,23 +42,7 @@ pub async fn store_files(
     let weights = TempFile::new()?;
     {
         let mut out = BufWriter::new(weights.reopen()?);
-        let metadata = BTreeMap::from([
-            (
-                "variant".to_owned(),
-                network.config().variant.as_str().to_owned(),
-            ),
-            (
-                "output_scale".to_owned(),
-                network.config().output_scale.to_string(),
-            ),
-            ("version".to_owned(), version.to_string()),
-        ]);
-        let named: Vec<(&str, &tch::Tensor)> = network
-            .named_tensors()
-            .iter()
-            .map(|(n, t)| (*n, t))
-            .collect();
-        write_safetensors(&named, &metadata, &mut out)?;
+        write_network(network, &[("version", version.to_string())], &mut out)?;
         std::io::Write::flush(&mut out)?;
     }
     let vocab_file = TempFile::new()?;
