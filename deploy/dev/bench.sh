@@ -44,5 +44,6 @@ bench trainer-ciao target/release/oleg-trainer eval --votes ../shared/data/ciao/
 bench trainer-scale cargo bench -q --locked -p oleg-trainer --bench scale
 bench ranker cargo bench -q --locked -p oleg-ranker --bench latency
 bench scraper cargo bench -q --locked -p oleg-scraper --bench parse
+bench bot cargo bench -q --locked -p oleg-bot --bench interactions
 bench demo target/release/oleg-demo --no-prometheus
 echo "docs/BENCHMARKS.md updated" >&2

@@ -51,7 +51,7 @@ struct Link {
 
 impl Bus {
     /// Connects, declaring the topology, retrying with backoff until the broker answers or
-    /// `shutdown` fires. `name` shows in the broker's connection list.
+    /// `shutdown` fires. The broker lists the connection as `<name>@<prefix>`.
     pub async fn connect(
         settings: AmqpSettings,
         name: &str,
@@ -96,6 +96,11 @@ impl Bus {
             Duration::from_millis(self.inner.settings.reconnect_min_ms),
             Duration::from_millis(self.inner.settings.reconnect_max_ms),
         )
+    }
+
+    /// Reports one of the worker's broker-side dependencies (e.g. the RPC reply path) up or down.
+    pub(crate) fn set_component(&self, component: Component, up: bool) {
+        self.inner.readiness.set(component, up);
     }
 
     /// Marks the broker as lost (readiness, gauge) after a failure seen by any task.
@@ -143,8 +148,10 @@ impl Bus {
             // Best effort: the old connection is usually dead already.
             let _ = stale.close(320, "reconnecting".into()).await;
         }
+        // `oleg-bot@oleg`: which worker, in which deployment (several may share a broker).
+        let connection_name = format!("{}@{}", self.inner.name, self.inner.settings.prefix);
         let properties =
-            ConnectionProperties::default().with_connection_name(self.inner.name.clone().into());
+            ConnectionProperties::default().with_connection_name(connection_name.into());
         let connection =
             Connection::connect(self.inner.settings.uri.expose_secret(), properties).await?;
         let channel = connection.create_channel().await?;

@@ -162,6 +162,8 @@ pub struct Incoming {
     pub properties: BasicProperties,
     /// The queue it came from.
     pub queue: String,
+    /// The broker delivered it before (to a consumer that did not ack it).
+    pub redelivered: bool,
     acker: Acker,
     bus: Bus,
 }
@@ -173,6 +175,7 @@ impl Incoming {
             routing_key: delivery.routing_key.to_string(),
             properties: delivery.properties,
             queue,
+            redelivered: delivery.redelivered,
             acker: delivery.acker,
             bus,
         }
@@ -206,6 +209,20 @@ impl Incoming {
         u64::try_from(crate::connection::now_ms() - sent)
             .ok()
             .map(Duration::from_millis)
+    }
+
+    /// Whether the message's `expiration` (milliseconds after its `x-sent-at-ms`) has passed: its
+    /// sender stopped waiting for an answer.
+    pub fn expired(&self) -> bool {
+        let ttl = self
+            .properties
+            .expiration()
+            .as_ref()
+            .and_then(|ms| ms.as_str().parse::<u64>().ok());
+        match (ttl, self.queue_wait()) {
+            (Some(ttl), Some(waited)) => waited > Duration::from_millis(ttl),
+            _ => false,
+        }
     }
 
     pub fn reply_to(&self) -> Option<String> {

@@ -18,7 +18,7 @@ mod topology;
 pub use backoff::Backoff;
 pub use connection::{Bus, Routed};
 pub use consumer::{Incoming, Source, Subscription};
-pub use rpc::{RpcClient, RpcError};
+pub use rpc::{ReplyMode, RpcClient, RpcError};
 pub use topology::{QueueName, Topology, BROKER_DELIVERY_LIMIT, REASON_HEADER, SENT_AT_HEADER};
 
 /// Errors of the bus layer.

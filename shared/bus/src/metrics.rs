@@ -9,6 +9,9 @@ pub(crate) struct BusMetrics {
     pub consumed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
     pub retried: IntCounterVec,
+    pub rpc_calls: IntCounterVec,
+    pub rpc_reply_path_up: IntGauge,
+    pub rpc_unmatched_replies: IntCounter,
 }
 
 impl BusMetrics {
@@ -39,6 +42,21 @@ impl BusMetrics {
                 Opts::new("oleg_amqp_retried_total", "Deliveries handed back for another attempt, by queue."),
                 &["queue"],
             )?,
+            rpc_calls: IntCounterVec::new(
+                Opts::new(
+                    "oleg_rpc_calls_total",
+                    "RPC calls by outcome (ok, timeout, lost, failed), and sends repeated after a lost reply path (resent).",
+                ),
+                &["outcome"],
+            )?,
+            rpc_reply_path_up: IntGauge::new(
+                "oleg_rpc_reply_path_up",
+                "1 while an RPC client's reply path is open (0 when down or unused).",
+            )?,
+            rpc_unmatched_replies: IntCounter::new(
+                "oleg_rpc_unmatched_replies_total",
+                "RPC replies that arrived after their call timed out or was sent again.",
+            )?,
         };
         registry.register(Box::new(metrics.reconnects.clone()))?;
         registry.register(Box::new(metrics.connected.clone()))?;
@@ -47,6 +65,9 @@ impl BusMetrics {
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.dead_lettered.clone()))?;
         registry.register(Box::new(metrics.retried.clone()))?;
+        registry.register(Box::new(metrics.rpc_calls.clone()))?;
+        registry.register(Box::new(metrics.rpc_reply_path_up.clone()))?;
+        registry.register(Box::new(metrics.rpc_unmatched_replies.clone()))?;
         Ok(metrics)
     }
 }

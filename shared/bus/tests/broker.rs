@@ -228,7 +228,7 @@ async fn survives_the_broker_closing_its_connection_without_losing_confirmed_mes
         seen.insert(received.post_id.get());
         if !closed && seen.len() == 100 {
             assert!(
-                close_connections_named(&h.name) >= 1,
+                close_connections_named(&h.name, &h.settings.prefix) >= 1,
                 "the bus's connection was found on the broker"
             );
             closed = true;

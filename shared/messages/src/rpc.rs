@@ -51,6 +51,15 @@ pub struct RecommendedPost {
     pub text: Option<String>,
 }
 
+impl RecommendedPost {
+    pub fn post(&self) -> PostRef {
+        PostRef {
+            channel: self.channel.clone(),
+            post_id: self.post_id,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecommendErrorCode {

@@ -5,7 +5,7 @@
 mod sections;
 mod validate;
 
-pub use sections::{AmqpSettings, LogFormat, LogSettings, MongoSettings};
+pub use sections::{AmqpSettings, LogFormat, LogSettings, MongoSettings, ReplyMode};
 pub use validate::{Check, InvalidKey, Validate};
 
 use config::{Config, Environment, File, FileFormat};
@@ -69,10 +69,25 @@ pub fn load<T: DeserializeOwned + Validate>(sources: &Sources) -> Result<T, Sett
                 .required(false),
         );
     }
+    // A list given as an empty variable (`OLEG__BOT__DIGEST_TIMES=`) is an empty list, not a
+    // list of one empty string.
+    let empty_list = |var: &str, value: &str| {
+        value.trim().is_empty()
+            && sources
+                .list_keys
+                .iter()
+                .any(|key| var == format!("OLEG__{}", key.to_uppercase().replace('.', "__")))
+    };
+    for key in &sources.list_keys {
+        let var = format!("OLEG__{}", key.to_uppercase().replace('.', "__"));
+        if sources.vars.get(&var).is_some_and(|v| empty_list(&var, v)) {
+            builder = builder.set_override(*key, Vec::<String>::new())?;
+        }
+    }
     let vars = sources
         .vars
         .iter()
-        .filter(|(k, _)| k.starts_with("OLEG__"))
+        .filter(|(k, v)| k.starts_with("OLEG__") && !empty_list(k, v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mut environment = Environment::with_prefix("OLEG")

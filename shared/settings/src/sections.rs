@@ -48,6 +48,18 @@ pub struct AmqpSettings {
     pub reconnect_max_ms: u64,
     /// How long a publish may wait for the broker's confirm.
     pub confirm_timeout_ms: u64,
+    /// Where RPC replies come back to a client (the bot asking the ranker).
+    pub rpc_reply: ReplyMode,
+}
+
+/// Where RPC replies come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyMode {
+    /// RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): no queue to declare.
+    Direct,
+    /// An exclusive, auto-deleted queue declared per connection.
+    Queue,
 }
 
 impl AmqpSettings {

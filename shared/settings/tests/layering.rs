@@ -140,3 +140,33 @@ fn a_missing_default_file_is_a_clear_error() {
     let err = load::<Common>(&Sources::for_dir("/nonexistent/oleg-config")).unwrap_err();
     assert!(err.to_string().contains("default.toml"), "{err}");
 }
+
+/// The scraper's channels as a list key: several, one bare value, or none.
+#[derive(Debug, Deserialize)]
+struct Listed {
+    scraper: Channels,
+}
+
+#[derive(Debug, Deserialize)]
+struct Channels {
+    #[serde(deserialize_with = "oleg_settings::one_or_many")]
+    channels: Vec<String>,
+}
+
+impl Validate for Listed {
+    fn validate(&self, _: &str, _: &mut Check) {}
+}
+
+#[test]
+fn a_list_variable_holds_several_values_one_or_none() {
+    for (value, expected) in [
+        ("durov,codecamp", vec!["durov", "codecamp"]),
+        ("durov", vec!["durov"]),
+        ("", vec![]),
+    ] {
+        let mut sources = with_vars(&[("OLEG__SCRAPER__CHANNELS", value)]);
+        sources.list_keys.push("scraper.channels");
+        let listed = load::<Listed>(&sources).unwrap();
+        assert_eq!(listed.scraper.channels, expected, "{value:?}");
+    }
+}

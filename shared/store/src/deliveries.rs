@@ -1,7 +1,7 @@
 //! What a person has seen (voted on or been sent), and the record that a post was sent.
 
 use crate::leases::is_duplicate_key;
-use crate::{vote_key, Collections, Store, StoreError};
+use crate::{vote_key, Collections, DeliveryRecord, Store, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use oleg_messages::{PostRef, UserId};
@@ -49,13 +49,14 @@ impl Store {
         Ok(voted.into_iter().chain(sent).collect())
     }
 
-    /// Records that `post` was sent to `user`; `false` if it already was (by this or another
-    /// replica), in which case it must not be sent.
+    /// Records that `post` was sent to `user` by request `request_id`; `false` if it already was
+    /// (by this or another replica), in which case it must not be sent.
     pub async fn record_delivery(
         &self,
         user: UserId,
         post: &PostRef,
         at_ms: i64,
+        request_id: &str,
     ) -> Result<bool, StoreError> {
         let document = doc! {
             "_id": vote_key(user, post),
@@ -63,6 +64,7 @@ impl Store {
             "channel": post.channel.as_str(),
             "post_id": post.post_id.get(),
             "delivered_at_ms": at_ms,
+            "request_id": request_id,
         };
         match self
             .database()
@@ -74,6 +76,44 @@ impl Store {
             Err(error) if is_duplicate_key(&error) => Ok(false),
             Err(error) => Err(error.into()),
         }
+    }
+
+    /// Undoes the deliveries `request_id` recorded for these posts (its reply never reached the
+    /// person), so they can be sent again. A delivery recorded by another request stays.
+    pub async fn release_deliveries(
+        &self,
+        user: UserId,
+        posts: &[PostRef],
+        request_id: &str,
+    ) -> Result<u64, StoreError> {
+        let deliveries = self
+            .database()
+            .collection::<Document>(Collections::DELIVERIES);
+        let mut released = 0;
+        for post in posts {
+            released += deliveries
+                .delete_one(
+                    doc! {"_id": {"$eq": vote_key(user, post)}, "request_id": {"$eq": request_id}},
+                )
+                .await?
+                .deleted_count;
+        }
+        Ok(released)
+    }
+
+    /// The posts request `request_id` recorded as sent to `user`.
+    pub async fn request_deliveries(
+        &self,
+        user: UserId,
+        request_id: &str,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        Ok(self
+            .collections()
+            .deliveries
+            .find(doc! {"user_id": {"$eq": user.get()}, "request_id": {"$eq": request_id}})
+            .await?
+            .try_collect()
+            .await?)
     }
 
     /// Posts published at or after `since_ms`.

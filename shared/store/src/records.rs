@@ -57,4 +57,8 @@ pub struct DeliveryRecord {
     pub channel: String,
     pub post_id: i64,
     pub delivered_at_ms: i64,
+    /// The request that sent it (the RPC correlation id), so that a request delivered again is
+    /// answered with the same posts and a reply nobody received can be released.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }

@@ -8,6 +8,8 @@ pub enum Component {
     Broker,
     Store,
     Model,
+    /// Where RPC replies arrive (a client of the ranker, such as the bot).
+    ReplyPath,
 }
 
 impl Component {
@@ -16,6 +18,7 @@ impl Component {
             Component::Broker => "broker",
             Component::Store => "store",
             Component::Model => "model",
+            Component::ReplyPath => "reply_path",
         }
     }
 }

@@ -1,10 +1,11 @@
-//! OLEG's bot frontend, simulated: people with hidden tastes who sign up, ask the ranker for posts
-//! and vote on them through the same queues and messages a real bot uses. Also runs the whole
-//! pipeline on one machine (the demo and the end-to-end test).
+//! Simulated people with hidden tastes who use OLEG: through `oleg-bot` and a fake Telegram Bot
+//! API, or straight through the queues and messages a bot uses. Also runs the whole pipeline on
+//! one machine (the demo and the end-to-end test).
 
 pub mod cli;
 pub mod dashboards;
 pub mod fixtures;
+pub mod frontend;
 pub mod pipeline;
 pub mod prometheus;
 pub mod run;

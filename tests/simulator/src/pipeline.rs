@@ -1,4 +1,5 @@
-//! The four workers as local processes on given services, and a watch on their `/metrics`.
+//! The workers as local processes on given services (the four of the pipeline, and the bot when
+//! people use it), and a watch on their `/metrics`.
 
 use oleg_settings::{AmqpSettings, MongoSettings};
 use oleg_testkit::{worker_env, WorkerProcess};
@@ -39,6 +40,13 @@ pub const WORKERS: [WorkerKind; 4] = [
     },
 ];
 
+/// The Telegram frontend, started when a (fake) Bot API is given.
+pub const BOT: WorkerKind = WorkerKind {
+    name: "bot",
+    binary: "oleg-bot",
+    metrics_key: "OLEG__BOT__METRICS_ADDR",
+};
+
 /// A worker binary built beside the running executable (`target/<profile>/`), also when the
 /// executable is a test in `target/<profile>/deps/`.
 pub fn worker_binary(binary: &str) -> anyhow::Result<PathBuf> {
@@ -69,6 +77,8 @@ pub struct PipelineOptions {
     pub metrics_addrs: BTreeMap<&'static str, String>,
     /// Further `OLEG__…` settings for every worker.
     pub extra: Vec<(String, String)>,
+    /// The Bot API `oleg-bot` talks to; no bot is started when absent.
+    pub bot_api_url: Option<String>,
 }
 
 pub struct LocalPipeline {
@@ -76,7 +86,8 @@ pub struct LocalPipeline {
 }
 
 impl LocalPipeline {
-    /// Starts the four workers with `OLEG_ENV=demo` on the options' services.
+    /// Starts the four workers (and the bot, given a Bot API) with `OLEG_ENV=demo` on the
+    /// options' services.
     pub fn start(options: &PipelineOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.log_dir)?;
         let mut env = worker_env(&options.amqp, &options.mongo);
@@ -93,9 +104,22 @@ impl LocalPipeline {
             // One OpenMP thread: the trainer shares a small machine with everything else.
             ("OMP_NUM_THREADS".to_owned(), "1".to_owned()),
         ]);
+        if let Some(api_url) = &options.bot_api_url {
+            let secret = uuid::Uuid::new_v4().simple().to_string();
+            env.extend([
+                ("OLEG__BOT__API_URL".to_owned(), api_url.clone()),
+                // The fake API takes any token of the right shape.
+                (
+                    "OLEG__BOT__TOKEN".to_owned(),
+                    "100000:local-fake-bot-api".to_owned(),
+                ),
+                ("OLEG__BOT__CALLBACK_SECRET".to_owned(), secret),
+            ]);
+        }
         env.extend(options.extra.iter().cloned());
+        let bot = options.bot_api_url.as_ref().map(|_| BOT);
         let mut workers = Vec::new();
-        for kind in WORKERS {
+        for kind in WORKERS.into_iter().chain(bot) {
             let binary = worker_binary(kind.binary)?;
             let log = options.log_dir.join(format!("{}.log", kind.name));
             let _ = std::fs::remove_file(&log);
@@ -128,7 +152,7 @@ impl LocalPipeline {
             .workers
             .iter()
             .find(|(kind, _)| kind.name == name)
-            .expect("one of the four workers")
+            .expect("one of the workers")
             .1
     }
 

@@ -2,6 +2,7 @@
 //! optionally Prometheus, and the simulated people. The demo and the end-to-end test both run it.
 
 use crate::fixtures::FixtureSite;
+use crate::frontend::{Frontend, FrontendKind};
 use crate::pipeline::{LocalPipeline, MetricsWatch, PipelineOptions};
 use crate::prometheus::{scrape_config, PrometheusServer};
 use crate::simulation::{RoundReport, SimulationSettings, Simulator};
@@ -9,6 +10,7 @@ use mongodb::bson::doc;
 use oleg_bus::Bus;
 use oleg_settings::{AmqpSettings, MongoSettings};
 use oleg_store::Store;
+use oleg_testkit::telegram::FakeTelegram;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     pub simulation: SimulationSettings,
+    /// How the people reach OLEG: through the bot (and a fake Telegram), or the queues.
+    pub frontend: FrontendKind,
     /// Saved `t.me/s/<channel>` pages.
     pub fixtures: PathBuf,
     pub amqp: AmqpSettings,
@@ -51,6 +55,8 @@ pub struct PipelineRun {
     pub settings: RunSettings,
     pub channels: Vec<String>,
     pub pipeline: LocalPipeline,
+    /// The fake Telegram Bot API the bot talks to (bot frontend).
+    pub telegram: Option<FakeTelegram>,
     pub prometheus: Option<PrometheusServer>,
     pub bus: Bus,
     pub store: Store,
@@ -66,6 +72,8 @@ pub struct RunOutcome {
     pub votes_stored: u64,
     pub repeats: u64,
     pub posts: usize,
+    /// Posts people asked for with `/send_new` (bot frontend) and got.
+    pub sent_new: u64,
 }
 
 impl PipelineRun {
@@ -93,6 +101,14 @@ impl PipelineRun {
         )
         .await?;
 
+        let telegram = match settings.frontend {
+            FrontendKind::Bot => {
+                let (telegram, url) = FakeTelegram::serve().await;
+                observer.stage(&format!("a fake Telegram Bot API for oleg-bot at {url}"));
+                Some((telegram, url))
+            }
+            FrontendKind::Queues => None,
+        };
         let pipeline = LocalPipeline::start(&PipelineOptions {
             amqp: settings.amqp.clone(),
             mongo: settings.mongo.clone(),
@@ -101,8 +117,10 @@ impl PipelineRun {
             log_dir: settings.work_dir.join("logs"),
             metrics_addrs: settings.metrics_addrs.clone(),
             extra: settings.extra.clone(),
+            bot_api_url: telegram.as_ref().map(|(_, url)| url.clone()),
         })?;
-        observer.stage("started the scraper, ingest, trainer and ranker");
+        let started: Vec<&str> = pipeline.workers.iter().map(|(k, _)| k.binary).collect();
+        observer.stage(&format!("started {}", started.join(", ")));
         pipeline.wait_ready(Duration::from_secs(60)).await;
         let watch = MetricsWatch::start(pipeline.metrics_targets(), Duration::from_millis(500));
 
@@ -135,6 +153,7 @@ impl PipelineRun {
             settings,
             channels,
             pipeline,
+            telegram: telegram.map(|(telegram, _)| telegram),
             prometheus,
             bus,
             store,
@@ -173,8 +192,17 @@ impl PipelineRun {
     /// the votes are stored and for the model trained on them to serve.
     pub async fn simulate(&self, observer: &dyn Observer) -> anyhow::Result<RunOutcome> {
         let simulation = &self.settings.simulation;
-        let mut simulator =
-            Simulator::new(self.bus.clone(), self.store.clone(), simulation.clone()).await?;
+        let frontend = match &self.telegram {
+            Some(telegram) => Frontend::bot(telegram.clone(), simulation.seed),
+            None => Frontend::queues(self.bus.clone()).await?,
+        };
+        let mut simulator = Simulator::new(
+            self.bus.clone(),
+            self.store.clone(),
+            simulation.clone(),
+            frontend,
+        )
+        .await?;
         simulator.sign_up().await?;
         observer.stage(&format!(
             "{} people signed up; {} posts to recommend",
@@ -200,6 +228,7 @@ impl PipelineRun {
             votes_stored: stored,
             repeats: simulator.repeats,
             posts: simulator.posts(),
+            sent_new: simulator.sent_new(),
         })
     }
 

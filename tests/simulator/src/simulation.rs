@@ -2,14 +2,13 @@
 //! it, through the same queues and messages a real bot uses. It keeps score of how likely each
 //! person was to like what they got, against picking at random and against the best pick.
 
+use crate::frontend::{Frontend, Shown};
 use crate::taste::{population, Person, PostTraits, TasteSpread};
 use chrono::Utc;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use mongodb::bson::doc;
-use oleg_bus::{Bus, QueueName, RpcClient, Source, Subscription};
-use oleg_messages::{
-    decode, ModelPublished, PostRef, Reaction, RecommendReply, RecommendRequest, UserStarted, Vote,
-};
+use oleg_bus::{Bus, Source, Subscription};
+use oleg_messages::{decode, ModelPublished, PostRef, Reaction, UserId, Vote};
 use oleg_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -115,15 +114,8 @@ impl RoundReport {
     }
 }
 
-/// One answered request, before its vote.
-struct Answer {
-    person: usize,
-    reply: Result<RecommendReply, String>,
-}
-
 pub struct Simulator {
-    bus: Bus,
-    rpc: RpcClient,
+    frontend: Frontend,
     store: Store,
     settings: SimulationSettings,
     people: Vec<Person>,
@@ -139,8 +131,13 @@ pub struct Simulator {
 
 impl Simulator {
     /// Reads the stored posts (people need to see a post to judge it) and draws the people's
-    /// tastes over the channels those posts come from.
-    pub async fn new(bus: Bus, store: Store, settings: SimulationSettings) -> anyhow::Result<Self> {
+    /// tastes over the channels those posts come from. They reach OLEG through `frontend`.
+    pub async fn new(
+        bus: Bus,
+        store: Store,
+        settings: SimulationSettings,
+        frontend: Frontend,
+    ) -> anyhow::Result<Self> {
         let posts = load_posts(&store).await?;
         anyhow::ensure!(
             !posts.is_empty(),
@@ -156,13 +153,11 @@ impl Simulator {
             settings.spread,
             settings.seed,
         );
-        let rpc = RpcClient::new(&bus).await?;
-        let newest_model = follow_models(bus.clone());
+        let newest_model = follow_models(bus);
         Ok(Self {
             received: vec![HashSet::new(); people.len()],
             rng: StdRng::seed_from_u64(settings.seed ^ 0x5eed),
-            bus,
-            rpc,
+            frontend,
             store,
             settings,
             people,
@@ -179,6 +174,15 @@ impl Simulator {
 
     pub fn votes_sent(&self) -> u64 {
         self.votes_sent
+    }
+
+    /// Posts shown on a person's own `/send_new` (bot frontend), beyond one per vote.
+    pub fn sent_new(&self) -> u64 {
+        self.frontend.sent_new()
+    }
+
+    fn ids(&self) -> Vec<UserId> {
+        self.people.iter().map(|p| p.user_id).collect()
     }
 
     /// The newest model version announced on the bus since the simulator started.
@@ -200,79 +204,51 @@ impl Simulator {
     }
 
     /// Every person starts the bot.
-    pub async fn sign_up(&self) -> anyhow::Result<()> {
-        let now = Utc::now();
-        let starts: Vec<UserStarted> = self
-            .people
-            .iter()
-            .map(|person| UserStarted::new(person.user_id, now))
-            .collect();
-        futures::stream::iter(&starts)
-            .map(|start| self.bus.publish(start))
-            .buffer_unordered(self.settings.concurrency)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok(())
+    pub async fn sign_up(&mut self) -> anyhow::Result<()> {
+        let ids = self.ids();
+        let (concurrency, timeout) = (self.settings.concurrency, self.settings.request_timeout);
+        self.frontend.sign_up(&ids, concurrency, timeout).await
     }
 
-    /// Every person asks for one post and votes on it. `on_answer` is called per request (for a
+    /// Every person judges one post and votes on it. `on_answer` is called per post (for a
     /// progress display).
     pub async fn play_round(
         &mut self,
         round: u32,
         on_answer: &(dyn Fn() + Sync),
     ) -> anyhow::Result<RoundReport> {
-        let rpc = &self.rpc;
-        let people = &self.people;
-        let timeout = self.settings.request_timeout;
-        let answers: Vec<Answer> = futures::stream::iter(0..people.len())
-            .map(|person| async move {
-                let request = RecommendRequest::new(people[person].user_id, 1);
-                let reply = match rpc.call(QueueName::Recommend, &request, timeout).await {
-                    Ok(body) => decode::<RecommendReply>(&body, 1 << 20)
-                        .map_err(|rejection| rejection.detail),
-                    Err(error) => Err(error.to_string()),
-                };
-                on_answer();
-                Answer { person, reply }
-            })
-            .buffer_unordered(self.settings.concurrency)
-            .collect()
+        let ids = self.ids();
+        let (concurrency, timeout) = (self.settings.concurrency, self.settings.request_timeout);
+        let shown = self
+            .frontend
+            .shown(&ids, concurrency, timeout, on_answer)
             .await;
-
         let mut report = RoundReport {
             round,
+            model_version: self.newest_model(),
             ..Default::default()
         };
         let mut votes = Vec::new();
-        for answer in answers {
-            let (posts, model_version, cold_start) = match answer.reply {
-                Ok(RecommendReply::Ok {
-                    posts,
+        for (index, shown) in shown.into_iter().enumerate() {
+            let post = match shown {
+                Shown::Post {
+                    post,
                     model_version,
                     cold_start,
-                    ..
-                }) => (posts, model_version, cold_start),
-                Ok(RecommendReply::Error { error, .. }) => {
-                    tracing::warn!(code = ?error.code, message = %error.message, "the ranker refused a request");
+                } => {
+                    report.model_version = report.model_version.max(model_version);
+                    report.cold_starts += u32::from(cold_start);
+                    post
+                }
+                Shown::Nothing => {
+                    report.empty_replies += 1;
+                    continue;
+                }
+                Shown::Failed(problem) => {
+                    tracing::warn!(%problem, "a person got no post");
                     report.failures += 1;
                     continue;
                 }
-                Err(problem) => {
-                    tracing::warn!(%problem, "a request failed");
-                    report.failures += 1;
-                    continue;
-                }
-            };
-            report.model_version = report.model_version.max(model_version);
-            report.cold_starts += u32::from(cold_start);
-            let Some(recommended) = posts.first() else {
-                report.empty_replies += 1;
-                continue;
-            };
-            let post = PostRef {
-                channel: recommended.channel.clone(),
-                post_id: recommended.post_id,
             };
             if !self.posts.contains_key(&post) {
                 // Scraped after the simulator read the posts.
@@ -281,9 +257,8 @@ impl Simulator {
             let Some(traits) = self.posts.get(&post) else {
                 anyhow::bail!("the ranker recommended {post}, which is not in the store");
             };
-            let person = &self.people[answer.person];
-            let (random, variance, best) =
-                baselines(person, &self.posts, &self.received[answer.person]);
+            let person = &self.people[index];
+            let (random, variance, best) = baselines(person, &self.posts, &self.received[index]);
             let probability = person.like_probability(traits);
             let liked = self.rng.random_bool(probability);
             report.votes += 1;
@@ -292,7 +267,7 @@ impl Simulator {
             report.random += random;
             report.random_variance += variance;
             report.best += best;
-            if !self.received[answer.person].insert(post.clone()) {
+            if !self.received[index].insert(post.clone()) {
                 self.repeats += 1;
             }
             let reaction = if liked {
@@ -302,12 +277,10 @@ impl Simulator {
             };
             votes.push(Vote::new(person.user_id, post, reaction, Utc::now()));
         }
-        futures::stream::iter(&votes)
-            .map(|vote| self.bus.publish(vote))
-            .buffer_unordered(self.settings.concurrency)
-            .try_collect::<Vec<_>>()
-            .await?;
         self.votes_sent += votes.len() as u64;
+        self.frontend
+            .vote(votes, concurrency, timeout, on_answer)
+            .await?;
         Ok(report)
     }
 

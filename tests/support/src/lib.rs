@@ -2,6 +2,9 @@
 //! (or that `AMQP_URI` / `MONGODB_URI` point at). Every test gets its own queue prefix and
 //! database name, so tests run in parallel without seeing each other.
 
+pub mod stand_in_ranker;
+pub mod telegram;
+
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use oleg_bus::{QueueName, Topology};
@@ -35,6 +38,7 @@ pub fn amqp_settings(test: &str) -> AmqpSettings {
         reconnect_min_ms: 50,
         reconnect_max_ms: 1000,
         confirm_timeout_ms: 20_000,
+        rpc_reply: oleg_settings::ReplyMode::Queue,
     }
 }
 
@@ -94,9 +98,20 @@ pub async fn queue_depth(settings: &AmqpSettings, queue: &str) -> u32 {
     declared.message_count()
 }
 
-/// Closes, from the broker's side, every connection whose client-given name is `name`, as an
-/// operator or a broker restart would. Returns how many were closed.
-pub fn close_connections_named(name: &str) -> usize {
+/// Closes, from the broker's side, the connections of the bus named `name` on queue prefix
+/// `prefix` (a bus names its connections `<name>@<prefix>`), as an operator or a broker restart
+/// would. Returns how many were closed.
+pub fn close_connections_named(name: &str, prefix: &str) -> usize {
+    close_connections_where(|connection| connection == format!("{name}@{prefix}"))
+}
+
+/// Closes, from the broker's side, every connection of the deployment (or test) using queue
+/// prefix `prefix`: `rabbitmqctl close_all_connections`, without touching other tests'.
+pub fn close_deployment_connections(prefix: &str) -> usize {
+    close_connections_where(|connection| connection.ends_with(&format!("@{prefix}")))
+}
+
+fn close_connections_where(chosen: impl Fn(&str) -> bool) -> usize {
     // Tab-separated rows: the pid (in the form close_connection takes), then the client properties.
     let listed = Command::new("rabbitmqctl")
         .args([
@@ -113,9 +128,13 @@ pub fn close_connections_named(name: &str) -> usize {
         let Some((pid, properties)) = row.split_once('\t') else {
             continue;
         };
-        if properties.contains(&format!("\"{name}\"")) {
+        let Some(connection) = connection_name(properties) else {
+            continue;
+        };
+        if chosen(connection) {
             let status = Command::new("rabbitmqctl")
                 .args(["close_connection", pid, "closed by a test"])
+                .stdout(std::process::Stdio::null())
                 .status()
                 .expect("rabbitmqctl close_connection");
             assert!(
@@ -126,6 +145,13 @@ pub fn close_connections_named(name: &str) -> usize {
         }
     }
     closed
+}
+
+/// The `connection_name` in rabbitmqctl's rendering of client properties:
+/// `[{"connection_name","oleg-bot@oleg"},…]`.
+fn connection_name(properties: &str) -> Option<&str> {
+    let (_, rest) = properties.split_once("{\"connection_name\",\"")?;
+    rest.split_once('"').map(|(name, _)| name)
 }
 
 /// The repository root (for `config/` and `var/`).

@@ -7,6 +7,7 @@ use crate::chats::{Chats, Recipient};
 use crate::metrics::BotMetrics;
 use crate::render::{post_html, preview, vote_buttons};
 use crate::settings::BotSettings;
+use crate::stopwatch::{measured, waiting};
 use crate::telegram::{send, RateLimits, SendError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -33,6 +34,20 @@ most likely to like. You also get your best new post four times a day.\n\n/send_
 
 const HELP: &str = "/send_new — a post now\n/stop — pause the daily posts (/start resumes them)\n\
 /help — this message\n\nVote with 👍 / 👎 under a post; you can change your vote later.";
+
+const SLOW_DOWN: &str = "You are going faster than I can keep up with. Your votes are kept; \
+give me a few seconds before the next post.";
+
+/// How much of an update is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handling {
+    Full,
+    /// The person is over their allowance ([`crate::flood`]): a press still records its vote,
+    /// but nothing is sent or asked of the ranker; `warn` sends the one "slow down" reply.
+    Limited {
+        warn: bool,
+    },
+}
 
 /// Why a post was asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +105,7 @@ impl BotApp {
             limits: RateLimits::new(
                 settings.messages_per_second,
                 Duration::from_millis(settings.chat_interval_ms),
+                metrics.pending_sends.clone(),
             ),
             bot,
             bus,
@@ -105,18 +121,45 @@ impl BotApp {
         &self.bot
     }
 
-    pub async fn handle(&self, update: Update) {
-        let result = match &update.kind {
-            UpdateKind::Message(message) => self.on_message(message).await,
-            UpdateKind::CallbackQuery(query) => {
-                self.metrics.updates.with_label_values(&["callback"]).inc();
-                self.on_callback(query).await
+    pub fn metrics(&self) -> &BotMetrics {
+        &self.metrics
+    }
+
+    /// Counts an update nobody asked for anything with (edits, channel posts, …).
+    pub fn ignore(&self, _update: &Update) {
+        self.metrics.updates.with_label_values(&["other"]).inc();
+    }
+
+    /// Handles one update; records how long it took, and how much of that was the bot's own
+    /// work rather than waiting for Telegram, the broker, the store or the ranker.
+    pub async fn handle(&self, update: &Update, handling: Handling) {
+        let started = std::time::Instant::now();
+        let (result, waited) = measured(async {
+            match (&update.kind, handling) {
+                (UpdateKind::Message(message), Handling::Full) => self.on_message(message).await,
+                (UpdateKind::CallbackQuery(query), _) => {
+                    self.metrics.updates.with_label_values(&["callback"]).inc();
+                    self.on_callback(query, handling).await
+                }
+                (UpdateKind::Message(message), Handling::Limited { warn }) => {
+                    self.metrics.updates.with_label_values(&["command"]).inc();
+                    if warn {
+                        self.notice(message.chat.id, SLOW_DOWN, "notice").await;
+                    }
+                    Ok(())
+                }
+                _ => {
+                    self.ignore(update);
+                    Ok(())
+                }
             }
-            _ => {
-                self.metrics.updates.with_label_values(&["other"]).inc();
-                Ok(())
-            }
-        };
+        })
+        .await;
+        let took = started.elapsed();
+        self.metrics.handle_seconds.observe(took.as_secs_f64());
+        self.metrics
+            .own_work_seconds
+            .observe(took.saturating_sub(waited).as_secs_f64());
         if let Err(error) = result {
             tracing::error!(
                 error = format!("{error:#}"),
@@ -146,12 +189,14 @@ impl BotApp {
         let is_admin = self.settings.admin_ids.contains(&user.get());
         match command {
             "/start" => {
-                self.chats
-                    .started(user.get(), chat.0, Utc::now().timestamp_millis())
-                    .await?;
+                waiting(
+                    self.chats
+                        .started(user.get(), chat.0, Utc::now().timestamp_millis()),
+                )
+                .await?;
                 let mut started = UserStarted::new(user, Utc::now());
                 started.language_code = from.language_code.clone();
-                self.bus.publish(&started).await?;
+                waiting(self.bus.publish(&started)).await?;
                 self.notice(chat, ONBOARDING, "onboarding").await;
                 self.send_next(user, chat, Occasion::Asked).await;
             }
@@ -159,7 +204,7 @@ impl BotApp {
                 self.send_next(user, chat, Occasion::Asked).await;
             }
             "/stop" => {
-                self.chats.pause(user.get()).await?;
+                waiting(self.chats.pause(user.get())).await?;
                 self.notice(
                     chat,
                     "Daily posts paused. /start resumes them; /send_new still sends a post.",
@@ -170,14 +215,13 @@ impl BotApp {
             "/add_channel" if is_admin => {
                 let reply = match argument.map(ChannelName::parse) {
                     Some(Ok(channel)) => {
-                        self.bus
-                            .publish(&AddChannel {
-                                schema_version: SCHEMA_VERSION,
-                                channel: channel.clone(),
-                                requested_by: Some(user),
-                                requested_at: Utc::now(),
-                            })
-                            .await?;
+                        waiting(self.bus.publish(&AddChannel {
+                            schema_version: SCHEMA_VERSION,
+                            channel: channel.clone(),
+                            requested_by: Some(user),
+                            requested_at: Utc::now(),
+                        }))
+                        .await?;
                         format!("Asked the scraper to follow @{channel}.")
                     }
                     Some(Err(error)) => format!("Not a channel name: {error}"),
@@ -200,7 +244,7 @@ impl BotApp {
         Ok(())
     }
 
-    async fn on_callback(&self, query: &CallbackQuery) -> anyhow::Result<()> {
+    async fn on_callback(&self, query: &CallbackQuery, handling: Handling) -> anyhow::Result<()> {
         let user = UserId::new(query.from.id.0 as i64)?;
         let today = Utc::now().timestamp().div_euclid(86_400);
         let press = query
@@ -220,28 +264,38 @@ impl BotApp {
                     .callback_refusals
                     .with_label_values(&[refusal.as_str()])
                     .inc();
-                let _ = self
-                    .bot
-                    .answer_callback_query(query.id.clone())
-                    .text("This button is not valid any more.")
-                    .await;
+                let _ = waiting(
+                    self.bot
+                        .answer_callback_query(query.id.clone())
+                        .text("This button is not valid any more.")
+                        .into_future(),
+                )
+                .await;
                 return Ok(());
             }
         };
         let vote = Vote::new(user, press.post.clone(), press.reaction, Utc::now());
-        self.bus.publish(&vote).await?;
+        waiting(self.bus.publish(&vote)).await?;
         let answer = match press.reaction {
             Reaction::Like => "Noted: 👍",
             Reaction::Dislike => "Noted: 👎",
         };
-        let _ = self
-            .bot
-            .answer_callback_query(query.id.clone())
-            .text(answer)
-            .await;
+        let _ = waiting(
+            self.bot
+                .answer_callback_query(query.id.clone())
+                .text(answer)
+                .into_future(),
+        )
+        .await;
         let Some(MaybeInaccessibleMessage::Regular(message)) = &query.message else {
             return Ok(());
         };
+        if let Handling::Limited { warn } = handling {
+            if warn {
+                self.notice(message.chat.id, SLOW_DOWN, "notice").await;
+            }
+            return Ok(());
+        }
         let first_vote = !message.reply_markup().is_some_and(|markup| {
             markup
                 .inline_keyboard
@@ -275,13 +329,13 @@ impl BotApp {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T, teloxide_core::RequestError>>,
     {
-        send(
+        waiting(send(
             &self.limits,
             &self.metrics,
             self.settings.max_send_attempts,
             chat,
             call,
-        )
+        ))
         .await
     }
 
@@ -302,14 +356,12 @@ impl BotApp {
     /// Asks the ranker for the person's next post and sends it.
     async fn send_next(&self, user: UserId, chat: ChatId, occasion: Occasion) -> Outcome {
         let timeout = Duration::from_millis(self.settings.rpc_timeout_ms);
-        let reply = match self
-            .rpc
-            .call(
-                QueueName::Recommend,
-                &RecommendRequest::new(user, 1),
-                timeout,
-            )
-            .await
+        let reply = match waiting(self.rpc.call(
+            QueueName::Recommend,
+            &RecommendRequest::new(user, 1),
+            timeout,
+        ))
+        .await
         {
             Ok(body) => decode::<RecommendReply>(&body, 1 << 20).map_err(|r| r.detail),
             Err(error) => Err(error.to_string()),
@@ -415,7 +467,7 @@ impl BotApp {
                     user = user.get(),
                     "the person blocked the bot; marked inactive"
                 );
-                if let Err(error) = self.chats.block(user.get()).await {
+                if let Err(error) = waiting(self.chats.block(user.get())).await {
                     tracing::warn!(%error, "could not mark the person inactive");
                 }
                 Outcome::Blocked

@@ -6,10 +6,14 @@
 pub mod app;
 pub mod callback;
 pub mod chats;
+pub mod dispatch;
+pub mod flood;
+pub mod inbox;
 pub mod metrics;
 pub mod render;
 pub mod serve;
 pub mod settings;
+pub mod stopwatch;
 pub mod telegram;
 
 pub use app::{BotApp, DigestSummary};

@@ -1,4 +1,6 @@
-use prometheus::{exponential_buckets, Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub struct BotMetrics {
@@ -7,6 +9,11 @@ pub struct BotMetrics {
     pub callback_refusals: IntCounterVec,
     pub api_errors: IntCounterVec,
     pub send_seconds: Histogram,
+    pub throttled: IntCounterVec,
+    pub pending_sends: IntGauge,
+    pub in_flight: IntGauge,
+    pub handle_seconds: Histogram,
+    pub own_work_seconds: Histogram,
 }
 
 impl BotMetrics {
@@ -47,12 +54,62 @@ impl BotMetrics {
                 )
                 .buckets(exponential_buckets(0.005, 2.0, 14)?),
             )?,
+            throttled: IntCounterVec::new(
+                Opts::new(
+                    "oleg_bot_throttled_updates_total",
+                    "Updates limited because their person was over the allowance (rate) or their chat had too many waiting (queue_full).",
+                ),
+                &["reason"],
+            )?,
+            pending_sends: IntGauge::new(
+                "oleg_bot_pending_sends",
+                "Messages waiting for a slot under the rate limits.",
+            )?,
+            in_flight: IntGauge::new(
+                "oleg_bot_updates_in_flight",
+                "Updates taken and not yet handled (queued or being handled).",
+            )?,
+            handle_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "oleg_bot_handle_seconds",
+                    "Time to handle one update, waits for Telegram, the broker, the store and the ranker included.",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 16)?),
+            )?,
+            own_work_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "oleg_bot_own_work_seconds",
+                    "The bot's own work per update: its handling time less the waits for Telegram, the broker, the store and the ranker.",
+                )
+                .buckets(exponential_buckets(0.00005, 2.0, 16)?),
+            )?,
         };
+        // Every label a panel or an alert reads exists from the start, at zero.
+        for kind in ["command", "callback", "other"] {
+            metrics.updates.with_label_values(&[kind]);
+        }
+        for kind in ["onboarding", "post", "digest", "notice"] {
+            metrics.sent.with_label_values(&[kind]);
+        }
+        for reason in ["forged", "stale", "malformed"] {
+            metrics.callback_refusals.with_label_values(&[reason]);
+        }
+        for code in ["403", "429", "400", "network", "other"] {
+            metrics.api_errors.with_label_values(&[code]);
+        }
+        for reason in ["rate", "queue_full"] {
+            metrics.throttled.with_label_values(&[reason]);
+        }
         registry.register(Box::new(metrics.updates.clone()))?;
         registry.register(Box::new(metrics.sent.clone()))?;
         registry.register(Box::new(metrics.callback_refusals.clone()))?;
         registry.register(Box::new(metrics.api_errors.clone()))?;
         registry.register(Box::new(metrics.send_seconds.clone()))?;
+        registry.register(Box::new(metrics.throttled.clone()))?;
+        registry.register(Box::new(metrics.pending_sends.clone()))?;
+        registry.register(Box::new(metrics.in_flight.clone()))?;
+        registry.register(Box::new(metrics.handle_seconds.clone()))?;
+        registry.register(Box::new(metrics.own_work_seconds.clone()))?;
         Ok(metrics)
     }
 }

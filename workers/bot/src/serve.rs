@@ -1,11 +1,16 @@
 //! Where updates come from (long polling, or a webhook) and when digests go out.
 
 use crate::app::BotApp;
+use crate::dispatch::Dispatcher;
+use crate::inbox::Inbox;
 use crate::settings::UpdateMode;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use chrono::{DateTime, Duration as Days, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use hmac::{Hmac, Mac};
@@ -14,26 +19,90 @@ use sha2::Sha256;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 use teloxide_core::payloads::setters::*;
 use teloxide_core::requests::Requester;
 use teloxide_core::types::{AllowedUpdate, Update};
 use tokio_util::sync::CancellationToken;
 
-/// Receives updates until shutdown, by the configured mode, handling each in its own task.
-pub async fn receive_updates(app: Arc<BotApp>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    match app.settings().mode {
-        UpdateMode::Polling => poll(app, shutdown).await,
-        UpdateMode::Webhook => webhook(app, shutdown).await,
+/// Receives updates until shutdown, by the configured mode, after those an earlier bot left
+/// unfinished; then waits (up to `bot.shutdown_grace_s`) for the updates in flight.
+pub async fn receive_updates(
+    app: Arc<BotApp>,
+    inbox: Inbox,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let dispatcher = Dispatcher::new(app.clone(), inbox.clone());
+    let leftovers = inbox.leftovers().await?;
+    if !leftovers.is_empty() {
+        tracing::info!(
+            updates = leftovers.len(),
+            "handling the updates an earlier bot left unfinished"
+        );
+    }
+    for update in leftovers {
+        dispatcher.dispatch(update);
+    }
+    let received = match app.settings().mode {
+        UpdateMode::Polling => poll(&app, &inbox, &dispatcher, &shutdown).await,
+        UpdateMode::Webhook => webhook(&app, &inbox, &dispatcher, &shutdown).await,
+    };
+    let grace = Duration::from_secs(app.settings().shutdown_grace_s);
+    let unfinished = dispatcher.drain(grace).await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            ?grace,
+            "updates still in flight at shutdown: they stay kept, and the next bot handles them"
+        );
+    }
+    received
+}
+
+/// Keeps `updates` (the ones from people) in the inbox, retrying while the store is down;
+/// returns those to dispatch, or `None` if shutdown came first.
+async fn keep(
+    app: &BotApp,
+    inbox: &Inbox,
+    updates: Vec<Update>,
+    shutdown: &CancellationToken,
+) -> Option<Vec<Update>> {
+    let (from_people, others): (Vec<Update>, Vec<Update>) = updates
+        .into_iter()
+        .partition(|u| Dispatcher::person_of(u).is_some());
+    for update in &others {
+        app.ignore(update);
+    }
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match inbox.keep(from_people.clone()).await {
+            Ok(fresh) => return Some(fresh),
+            Err(error) => {
+                tracing::warn!(%error, ?delay, "could not keep updates; retrying before confirming them");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 
-async fn poll(app: Arc<BotApp>, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Long polling. Each poll's offset confirms the updates of the one before, which are kept in
+/// the inbox by then, so a slow or flooding chat never holds up the others.
+async fn poll(
+    app: &BotApp,
+    inbox: &Inbox,
+    dispatcher: &Dispatcher,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     // A webhook left from another deployment would make getUpdates fail.
     app.bot().delete_webhook().await?;
     let timeout = app.settings().poll_timeout_s as u32;
     let mut offset: i32 = 0;
     let mut failures = 0u32;
-    loop {
+    while !shutdown.is_cancelled() {
         let request = app
             .bot()
             .get_updates()
@@ -42,29 +111,43 @@ async fn poll(app: Arc<BotApp>, shutdown: CancellationToken) -> anyhow::Result<(
             .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
             .into_future();
         let updates = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => break,
             updates = request => updates,
         };
         match updates {
             Ok(updates) => {
                 failures = 0;
-                for update in updates {
-                    offset = offset.max(update.id.0 as i32 + 1);
-                    let app = app.clone();
-                    tokio::spawn(async move { app.handle(update).await });
+                let next = updates.iter().map(|u| u.id.0 as i32 + 1).max();
+                let Some(fresh) = keep(app, inbox, updates, shutdown).await else {
+                    break;
+                };
+                for update in fresh {
+                    dispatcher.dispatch(update);
                 }
+                offset = next.unwrap_or(offset).max(offset);
             }
             Err(error) => {
                 failures += 1;
                 let delay = Duration::from_millis(500 * u64::from(failures.min(20)));
                 tracing::warn!(%error, ?delay, "getUpdates failed; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
         }
     }
+    // The last poll's updates are kept: confirm them, so a restart is not sent them again.
+    if offset > 0 {
+        app.bot()
+            .get_updates()
+            .offset(offset)
+            .limit(1)
+            .timeout(0)
+            .await
+            .map_err(|error| anyhow::anyhow!("confirming the last updates: {error}"))?;
+    }
+    Ok(())
 }
 
 /// The secret Telegram sends back in every webhook call, derived from the callback secret.
@@ -80,8 +163,16 @@ fn webhook_secret(app: &BotApp) -> String {
         .collect()
 }
 
-async fn webhook(app: Arc<BotApp>, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let secret = webhook_secret(&app);
+/// Webhook mode: Telegram POSTs each update. The secret token is checked (in constant time)
+/// before the body is read, bodies over `bot.webhook_max_body_bytes` are refused, and an update
+/// is answered once it is kept in the inbox (a store outage answers 503: Telegram sends it again).
+async fn webhook(
+    app: &BotApp,
+    inbox: &Inbox,
+    dispatcher: &Dispatcher,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let secret = webhook_secret(app);
     let url = reqwest::Url::parse(&app.settings().webhook_url)?;
     app.bot()
         .set_webhook(url.clone())
@@ -90,28 +181,63 @@ async fn webhook(app: Arc<BotApp>, shutdown: CancellationToken) -> anyhow::Resul
         .await?;
     let router = Router::new()
         .route(url.path(), post(webhook_update))
-        .with_state((app.clone(), Arc::new(secret)));
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(secret),
+            check_webhook_secret,
+        ))
+        .layer(DefaultBodyLimit::max(app.settings().webhook_max_body_bytes))
+        .with_state((inbox.clone(), dispatcher.clone()));
     let listener = tokio::net::TcpListener::bind(&app.settings().webhook_listen).await?;
     tracing::info!(listen = %app.settings().webhook_listen, "receiving updates by webhook");
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
     Ok(())
 }
 
-async fn webhook_update(
-    State((app, secret)): State<(Arc<BotApp>, Arc<String>)>,
-    headers: HeaderMap,
-    Json(update): Json<Update>,
-) -> StatusCode {
-    let given = headers
+async fn check_webhook_secret(
+    State(secret): State<Arc<String>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = request
+        .headers()
         .get("x-telegram-bot-api-secret-token")
-        .and_then(|v| v.to_str().ok());
-    if given != Some(secret.as_str()) {
-        return StatusCode::UNAUTHORIZED;
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if bool::from(given.ct_eq(secret.as_bytes())) {
+        next.run(request).await
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
     }
-    tokio::spawn(async move { app.handle(update).await });
-    StatusCode::OK
+}
+
+async fn webhook_update(
+    State((inbox, dispatcher)): State<(Inbox, Dispatcher)>,
+    body: Bytes,
+) -> StatusCode {
+    let update = match serde_json::from_slice::<Update>(&body) {
+        Ok(update) => update,
+        Err(error) => {
+            tracing::warn!(%error, "a webhook body that is not an update");
+            return StatusCode::BAD_REQUEST;
+        }
+    };
+    if Dispatcher::person_of(&update).is_none() {
+        return StatusCode::OK;
+    }
+    match inbox.keep(vec![update]).await {
+        Ok(fresh) => {
+            for update in fresh {
+                dispatcher.dispatch(update);
+            }
+            StatusCode::OK
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not keep a webhook update; Telegram will send it again");
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+    }
 }
 
 /// Sends the digests at the configured local times until shutdown.

@@ -46,7 +46,8 @@ pub struct BotSettings {
     /// Public HTTPS address Telegram posts updates to (webhook mode).
     pub webhook_url: String,
     pub webhook_listen: String,
-    /// Messages per second to all chats together (Telegram allows about 30).
+    /// Messages per second to all chats together (Telegram allows about 30; paid broadcasts up
+    /// to 1000; a local fake API, any).
     pub messages_per_second: u32,
     /// Least time between two messages to the same chat (Telegram allows about one a second).
     pub chat_interval_ms: u64,
@@ -56,6 +57,18 @@ pub struct BotSettings {
     pub max_text_chars: usize,
     /// How long to wait for the ranker's answer.
     pub rpc_timeout_ms: u64,
+    /// Updates handled at once (each chat's updates one after another).
+    pub max_concurrent_updates: usize,
+    /// Updates of one chat that may wait; more are dropped (and counted).
+    pub max_queued_per_chat: usize,
+    /// What one person may ask for (commands, presses) per minute on average ...
+    pub person_actions_per_minute: u32,
+    /// ... and at once; beyond it they get one "slow down" and their presses only record votes.
+    pub person_burst: u32,
+    /// How long a stopping bot waits for the updates in flight.
+    pub shutdown_grace_s: u64,
+    /// Larger webhook bodies are refused (Telegram's updates are a few kilobytes).
+    pub webhook_max_body_bytes: usize,
 }
 
 impl BotSettings {
@@ -160,12 +173,38 @@ impl Validate for BotConfig {
             "bot.messages_per_second".into(),
             s.messages_per_second,
             1,
-            1000,
+            100_000,
         );
         check.in_range("bot.chat_interval_ms".into(), s.chat_interval_ms, 0, 60_000);
         check.in_range("bot.max_send_attempts".into(), s.max_send_attempts, 1, 20);
         check.in_range("bot.max_text_chars".into(), s.max_text_chars, 100, 3900);
         check.in_range("bot.rpc_timeout_ms".into(), s.rpc_timeout_ms, 100, 120_000);
+        check.in_range(
+            "bot.max_concurrent_updates".into(),
+            s.max_concurrent_updates,
+            1,
+            100_000,
+        );
+        check.in_range(
+            "bot.max_queued_per_chat".into(),
+            s.max_queued_per_chat,
+            1,
+            10_000,
+        );
+        check.in_range(
+            "bot.person_actions_per_minute".into(),
+            s.person_actions_per_minute,
+            1,
+            100_000,
+        );
+        check.in_range("bot.person_burst".into(), s.person_burst, 1, 10_000);
+        check.in_range("bot.shutdown_grace_s".into(), s.shutdown_grace_s, 0, 600);
+        check.in_range(
+            "bot.webhook_max_body_bytes".into(),
+            s.webhook_max_body_bytes,
+            1024,
+            64 << 20,
+        );
     }
 }
 

@@ -20,46 +20,77 @@ pub enum SendError {
     Failed(RequestError),
 }
 
-/// When the next message may go, overall and per chat.
-struct Schedule {
-    next_any: Instant,
-    next_per_chat: HashMap<i64, Instant>,
+/// Telegram's limits on what the bot sends: about 30 messages a second overall and one a second
+/// per chat. A message first waits for its chat's own next slot — which delays nobody else — and
+/// then takes a token from the overall bucket (refilled at `messages_per_second`, holding a
+/// second's worth), so a busy chat never holds up the others.
+pub struct RateLimits {
+    overall: Mutex<Bucket>,
+    chats: Mutex<HashMap<i64, Instant>>,
+    chat_interval: Duration,
+    /// Sends waiting for a slot.
+    waiting: prometheus::IntGauge,
 }
 
-pub struct RateLimits {
-    schedule: Mutex<Schedule>,
-    any_interval: Duration,
-    chat_interval: Duration,
+/// A token bucket kept as the time its next token is due (the generic cell rate algorithm): a
+/// caller reserves a slot at once and sleeps until it.
+struct Bucket {
+    next_due: Instant,
+    interval: Duration,
+    /// How far ahead of now tokens may be taken: a full bucket's worth.
+    burst: Duration,
+}
+
+impl Bucket {
+    fn reserve(&mut self, now: Instant) -> Instant {
+        let due = self.next_due.max(now);
+        self.next_due = due + self.interval;
+        due.checked_sub(self.burst).map_or(now, |at| at.max(now))
+    }
 }
 
 impl RateLimits {
-    pub fn new(messages_per_second: u32, chat_interval: Duration) -> Self {
+    pub fn new(
+        messages_per_second: u32,
+        chat_interval: Duration,
+        waiting: prometheus::IntGauge,
+    ) -> Self {
+        let per_second = messages_per_second.max(1);
+        let interval = Duration::from_secs(1) / per_second;
         Self {
-            schedule: Mutex::new(Schedule {
-                next_any: Instant::now(),
-                next_per_chat: HashMap::new(),
+            overall: Mutex::new(Bucket {
+                next_due: Instant::now(),
+                interval,
+                burst: interval * (per_second - 1),
             }),
-            any_interval: Duration::from_secs(1) / messages_per_second.max(1),
+            chats: Mutex::new(HashMap::new()),
             chat_interval,
+            waiting,
         }
     }
 
-    /// Reserves the earliest slot for a message to `chat` and waits for it.
+    /// Waits until a message to `chat` may go.
     pub async fn wait(&self, chat: i64) {
-        let at = {
-            let mut schedule = self.schedule.lock().expect("not poisoned");
+        self.waiting.inc();
+        let chat_slot = {
+            let mut chats = self.chats.lock().expect("not poisoned");
             let now = Instant::now();
             // Forget chats whose next slot has passed, so the map stays small.
-            if schedule.next_per_chat.len() > 10_000 {
-                schedule.next_per_chat.retain(|_, t| *t > now);
+            if chats.len() > 10_000 {
+                chats.retain(|_, next| *next > now);
             }
-            let chat_next = schedule.next_per_chat.get(&chat).copied().unwrap_or(now);
-            let at = now.max(schedule.next_any).max(chat_next);
-            schedule.next_any = at + self.any_interval;
-            schedule.next_per_chat.insert(chat, at + self.chat_interval);
+            let at = chats.get(&chat).copied().unwrap_or(now).max(now);
+            chats.insert(chat, at + self.chat_interval);
             at
         };
-        tokio::time::sleep_until(at).await;
+        tokio::time::sleep_until(chat_slot).await;
+        let overall_slot = self
+            .overall
+            .lock()
+            .expect("not poisoned")
+            .reserve(Instant::now());
+        tokio::time::sleep_until(overall_slot).await;
+        self.waiting.dec();
     }
 }
 
@@ -135,22 +166,55 @@ fn code(error: &RequestError) -> &'static str {
 mod tests {
     use super::*;
 
+    fn limits(per_second: u32, chat_interval: Duration) -> RateLimits {
+        RateLimits::new(
+            per_second,
+            chat_interval,
+            prometheus::IntGauge::new("waiting", "sends waiting").unwrap(),
+        )
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn messages_to_one_chat_are_spaced_and_all_chats_share_the_overall_rate() {
-        let limits = RateLimits::new(10, Duration::from_secs(1));
-        let start = tokio::time::Instant::now();
+    async fn a_chat_waiting_for_its_own_slot_delays_no_other_chat() {
+        let limits = limits(10, Duration::from_secs(1));
+        let start = Instant::now();
         limits.wait(1).await;
-        limits.wait(2).await;
+        // Chat 1's second message waits a second; meanwhile chats 2..=9 go at once.
+        let second = async {
+            limits.wait(1).await;
+            start.elapsed()
+        };
+        let others = async {
+            for chat in 2..=9 {
+                limits.wait(chat).await;
+            }
+            start.elapsed()
+        };
+        let (second, others) = tokio::join!(second, others);
         assert_eq!(
-            start.elapsed(),
-            Duration::from_millis(100),
-            "overall: 10 a second"
-        );
-        limits.wait(1).await;
-        assert_eq!(
-            start.elapsed(),
+            second,
             Duration::from_secs(1),
             "the same chat: one a second"
         );
+        assert_eq!(others, Duration::ZERO, "other chats were held up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_overall_rate_holds_after_a_burst_of_a_seconds_worth() {
+        let limits = limits(10, Duration::ZERO);
+        let start = Instant::now();
+        for chat in 0..10 {
+            limits.wait(chat).await;
+        }
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a full bucket: ten at once"
+        );
+        for chat in 10..30 {
+            limits.wait(chat).await;
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(2), "then ten a second");
+        assert_eq!(limits.waiting.get(), 0);
     }
 }

@@ -1,205 +1,90 @@
-//! `oleg-bot` as a process against a fake Telegram Bot API on loopback (the Bot API's JSON for
-//! getUpdates, sendMessage, answerCallbackQuery, editMessageReplyMarkup), the real broker and the
-//! Mongo-wire server, with a stand-in ranker answering the recommendation RPC.
+//! `oleg-bot` as a process against the fake Telegram Bot API of `oleg-testkit`, the real broker
+//! and the Mongo-wire server, with a stand-in ranker answering the recommendation RPC.
 
-use axum::extract::{Path, State};
-use axum::routing::post;
-use axum::{Json, Router};
 use mongodb::bson::doc;
 use oleg_bus::{QueueName, Source, Subscription};
 use oleg_messages::*;
+use oleg_testkit::stand_in_ranker::StandInRanker;
+use oleg_testkit::telegram::{Call, FakeTelegram};
 use oleg_testkit::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_oleg-bot");
 const TOKEN: &str = "123456:test-token";
 const ADMIN: i64 = 900;
-
-/// One Bot API call the bot made.
-#[derive(Debug, Clone)]
-struct Call {
-    method: String,
-    body: Value,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct FakeApi {
-    updates: Mutex<Vec<Value>>,
-    next_id: AtomicI64,
-    calls: Mutex<Vec<Call>>,
-    /// Chats whose person blocked the bot: sendMessage answers 403.
-    blocked: Mutex<HashSet<i64>>,
-    /// Chats whose next sendMessage answers 429 with retry_after 1.
-    throttled: Mutex<HashSet<i64>>,
-}
-
-impl FakeApi {
-    fn push_update(&self, kind: &str, payload: Value) {
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
-        self.updates
-            .lock()
-            .unwrap()
-            .push(json!({"update_id": id, kind: payload}));
-    }
-
-    fn calls(&self, method: &str) -> Vec<Call> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.method == method)
-            .cloned()
-            .collect()
-    }
-
-    fn sent_to(&self, chat: i64) -> Vec<Call> {
-        self.calls("sendmessage")
-            .into_iter()
-            .filter(|c| c.body["chat_id"] == json!(chat))
-            .collect()
-    }
-}
-
-fn person(id: i64) -> Value {
-    json!({"id": id, "is_bot": false, "first_name": "Person", "language_code": "ru"})
-}
-
-fn private_chat(id: i64) -> Value {
-    json!({"id": id, "type": "private", "first_name": "Person"})
-}
-
-fn message(id: i64, chat: i64, text: &str, markup: Option<Value>) -> Value {
-    let mut m = json!({
-        "message_id": id, "date": 1_764_000_000, "chat": private_chat(chat), "text": text,
-    });
-    if let Some(markup) = markup {
-        m["reply_markup"] = markup;
-    }
-    m
-}
-
-async fn bot_api(
-    State(api): State<Arc<FakeApi>>,
-    Path((_token, method)): Path<(String, String)>,
-    Json(body): Json<Value>,
-) -> Json<Value> {
-    // Telegram's method names are case-insensitive; teloxide capitalises them.
-    let method = method.to_ascii_lowercase();
-    api.calls.lock().unwrap().push(Call {
-        method: method.clone(),
-        body: body.clone(),
-        at: Instant::now(),
-    });
-    let chat = body["chat_id"].as_i64().unwrap_or_default();
-    let answer = match method.as_str() {
-        "getupdates" => {
-            let offset = body["offset"].as_i64().unwrap_or(0);
-            let deadline = Instant::now() + Duration::from_millis(500);
-            loop {
-                let ready: Vec<Value> = api
-                    .updates
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .filter(|u| u["update_id"].as_i64().unwrap() >= offset)
-                    .cloned()
-                    .collect();
-                if !ready.is_empty() || Instant::now() > deadline {
-                    break json!({"ok": true, "result": ready});
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        "sendmessage" if api.blocked.lock().unwrap().contains(&chat) => json!({
-            "ok": false, "error_code": 403, "description": "Forbidden: bot was blocked by the user",
-        }),
-        "sendmessage" if api.throttled.lock().unwrap().remove(&chat) => json!({
-            "ok": false, "error_code": 429, "description": "Too Many Requests: retry after 1",
-            "parameters": {"retry_after": 1},
-        }),
-        "sendmessage" | "editmessagereplymarkup" => {
-            let id = api.next_id.fetch_add(1, Ordering::SeqCst) + 1000;
-            let text = body["text"].as_str().unwrap_or("post");
-            json!({"ok": true, "result": message(id, chat, text, body.get("reply_markup").cloned())})
-        }
-        _ => json!({"ok": true, "result": true}),
-    };
-    Json(answer)
-}
+const LONG: Duration = Duration::from_secs(20);
 
 struct Harness {
     services: TestServices,
-    api: Arc<FakeApi>,
+    api: FakeTelegram,
+    api_url: String,
     bot: WorkerProcess,
+    ranker: StandInRanker,
     /// What the bot published for ingest.
     ingest: Subscription,
 }
 
+/// Settings every test's bot gets; `extra` adds or overrides.
+fn bot_env<'a>(api_url: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("OLEG__BOT__TOKEN", TOKEN),
+        ("OLEG__BOT__API_URL", api_url),
+        ("OLEG__BOT__CALLBACK_SECRET", "a callback secret for tests"),
+        ("OLEG__BOT__ADMIN_IDS", "900"),
+        ("OLEG__BOT__DIGEST_TIMES", "03:00"),
+        ("OLEG__BOT__TIMEZONE", "UTC"),
+        ("OLEG__BOT__POLL_TIMEOUT_S", "1"),
+        ("OLEG__BOT__CHAT_INTERVAL_MS", "100"),
+    ];
+    for (key, value) in extra {
+        env.retain(|(k, _)| k != key);
+        env.push((key, value));
+    }
+    env
+}
+
 impl Harness {
-    async fn start(test: &str, digest_time: &str) -> Self {
+    async fn start(test: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_ranker(test, extra, Duration::ZERO).await
+    }
+
+    async fn start_with_ranker(test: &str, extra: &[(&str, &str)], delay: Duration) -> Self {
         let services = TestServices::start(test, mongo_settings(test)).await;
-        let api = Arc::new(FakeApi::default());
-        let app = Router::new()
-            .route("/{token}/{method}", post(bot_api))
-            .with_state(api.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let api_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        serve_recommendations(&services);
+        let (api, api_url) = FakeTelegram::serve().await;
+        let ranker = StandInRanker::serve(&services.bus, delay);
         // Bind the ingest queue's consumer before the bot publishes anything.
         let mut ingest = Subscription::new(services.bus.clone(), Source::Shared(QueueName::Ingest));
         let _ = tokio::time::timeout(Duration::from_millis(200), ingest.next()).await;
-        let admin = ADMIN.to_string();
-        let bot = services.spawn(
-            BINARY,
-            "OLEG__BOT__METRICS_ADDR",
-            "bot.log",
-            &[
-                ("OLEG__BOT__TOKEN", TOKEN),
-                ("OLEG__BOT__API_URL", &api_url),
-                ("OLEG__BOT__CALLBACK_SECRET", "a callback secret for tests"),
-                ("OLEG__BOT__ADMIN_IDS", &admin),
-                ("OLEG__BOT__DIGEST_TIMES", digest_time),
-                ("OLEG__BOT__TIMEZONE", "UTC"),
-                ("OLEG__BOT__POLL_TIMEOUT_S", "1"),
-                ("OLEG__BOT__CHAT_INTERVAL_MS", "100"),
-            ],
-        );
+        let bot = spawn_bot(&services, &bot_env(&api_url, extra));
         bot.wait_ready(Duration::from_secs(60)).await;
         Self {
             services,
             api,
+            api_url,
             bot,
+            ranker,
             ingest,
         }
     }
 
     /// Waits until `chat` has received `count` messages; returns them.
     async fn wait_sent(&self, chat: i64, count: usize) -> Vec<Call> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let sent = self.api.sent_to(chat);
-            if sent.len() >= count {
-                return sent;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chat {chat} got {} of {count} messages: {sent:?}\nbot log:\n{}",
-                sent.len(),
+        if self.api.next_sent(chat, count - 1, LONG).await.is_none() {
+            panic!(
+                "chat {chat} got {} of {count} messages: {:?}\nbot log:\n{}",
+                self.api.sent_to(chat).len(),
+                self.api.sent_to(chat),
                 self.bot.log_tail()
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        self.api.sent_to(chat)
     }
 
     /// The next message the bot published on the ingest queue, checked against its schema.
     async fn next_published(&mut self, kind: MessageKind) -> Vec<u8> {
-        let incoming = tokio::time::timeout(Duration::from_secs(20), self.ingest.next())
+        let incoming = tokio::time::timeout(LONG, self.ingest.next())
             .await
             .unwrap_or_else(|_| {
                 panic!(
@@ -215,29 +100,29 @@ impl Harness {
         body
     }
 
-    fn start_command(&self, user: i64) {
-        let mut m = message(1, user, "/start", None);
-        m["from"] = person(user);
-        m["entities"] = json!([{"type": "bot_command", "offset": 0, "length": 6}]);
-        self.api.push_update("message", m);
+    /// Every vote published within `quiet` of the last one.
+    async fn drain_votes(&mut self, quiet: Duration) -> Vec<Vote> {
+        let mut votes = Vec::new();
+        while let Ok(Some(incoming)) = tokio::time::timeout(quiet, self.ingest.next()).await {
+            if incoming.routing_key == "vote.cast" {
+                votes.push(decode(&incoming.body, 1 << 16).unwrap());
+            }
+            incoming.ack().await.unwrap();
+        }
+        votes
     }
 
-    fn press(&self, user: i64, post_message: &Call, button: usize, data: Option<&str>) {
-        let markup = post_message.body["reply_markup"].clone();
-        let data = data.map(str::to_owned).unwrap_or_else(|| {
-            markup["inline_keyboard"][0][button]["callback_data"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        });
-        let id = self.api.next_id.fetch_add(1, Ordering::SeqCst);
-        self.api.push_update(
-            "callback_query",
-            json!({
-                "id": format!("cq{id}"), "from": person(user), "chat_instance": "ci", "data": data,
-                "message": message(77, user, "post", Some(markup)),
-            }),
-        );
+    /// People send /start and get their first post; returns each one's post message.
+    async fn start_people(&self, people: impl Iterator<Item = i64>) -> HashMap<i64, Call> {
+        let people: Vec<i64> = people.collect();
+        for &person in &people {
+            self.api.send_text(person, "/start");
+        }
+        let mut posts = HashMap::new();
+        for person in people {
+            posts.insert(person, self.wait_sent(person, 2).await[1].clone());
+        }
+        posts
     }
 
     async fn metrics(&self) -> String {
@@ -250,48 +135,23 @@ impl Harness {
     }
 }
 
-/// Answers recommendation requests like the ranker: each person gets `campcode/101`, `/102`, …
-/// in turn, never one twice.
-fn serve_recommendations(services: &TestServices) {
-    let bus = services.bus.clone();
-    tokio::spawn(async move {
-        let mut requests = Subscription::new(bus.clone(), Source::Shared(QueueName::Recommend));
-        let mut served: HashMap<i64, i64> = HashMap::new();
-        while let Some(incoming) = requests.next().await {
-            let request: RecommendRequest = decode(&incoming.body, 1 << 16).unwrap();
-            let n = served.entry(request.user_id.get()).or_default();
-            *n += 1;
-            let reply = RecommendReply::Ok {
-                schema_version: SCHEMA_VERSION,
-                user_id: request.user_id,
-                posts: vec![RecommendedPost {
-                    channel: ChannelName::parse("campcode").unwrap(),
-                    post_id: PostId::new(100 + *n).unwrap(),
-                    score: 0.9,
-                    explored: false,
-                    text: Some(format!("Post {n} with <tags> & ampersands")),
-                }],
-                model_version: Some(3),
-                cold_start: false,
-                exploration_noise: 0.05,
-            };
-            let (to, id) = (
-                incoming.reply_to().unwrap(),
-                incoming.correlation_id().unwrap(),
-            );
-            bus.reply(&to, &id, &reply).await.unwrap();
-            incoming.ack().await.unwrap();
-        }
-    });
+fn spawn_bot(services: &TestServices, env: &[(&str, &str)]) -> WorkerProcess {
+    services.spawn(BINARY, "OLEG__BOT__METRICS_ADDR", "bot.log", env)
+}
+
+/// The p-th percentile (0..=100) of `values`.
+fn percentile(values: &mut [Duration], p: usize) -> Duration {
+    values.sort();
+    values[(values.len() * p / 100).min(values.len() - 1)]
 }
 
 #[tokio::test]
 async fn start_vote_change_and_forged_presses() {
-    let mut h = Harness::start("bot-votes", "03:00").await;
+    let mut h = Harness::start("bot-votes", &[]).await;
     let user = 501;
 
     // /start: a user-started message, onboarding, then a post with its source and buttons.
-    h.start_command(user);
+    h.api.send_text(user, "/start");
     let started: UserStarted =
         decode(&h.next_published(MessageKind::UserStarted).await, 1 << 16).unwrap();
     assert_eq!(started.user_id.get(), user);
@@ -304,10 +164,7 @@ async fn start_vote_change_and_forged_presses() {
         post.body["text"],
         "Post 1 with &lt;tags&gt; &amp; ampersands\n\nSource: <a href=\"https://t.me/campcode/101\">@campcode</a>"
     );
-    assert_eq!(
-        post.body["link_preview_options"]["url"],
-        "https://t.me/campcode/101"
-    );
+    assert_eq!(post.post_link(), Some("https://t.me/campcode/101"));
     let buttons = &post.body["reply_markup"]["inline_keyboard"][0];
     assert_eq!(
         (buttons[0]["text"].as_str(), buttons[1]["text"].as_str()),
@@ -318,7 +175,7 @@ async fn start_vote_change_and_forged_presses() {
     }
 
     // 👍: a valid vote, the press answered, the button marked, the next post sent.
-    h.press(user, post, 0, None);
+    h.api.press(user, post, 0);
     let vote: Vote = decode(&h.next_published(MessageKind::Vote).await, 1 << 16).unwrap();
     assert_eq!(
         (
@@ -347,11 +204,7 @@ async fn start_vote_change_and_forged_presses() {
     assert!(!h.api.calls("answercallbackquery").is_empty());
 
     // Changing the vote later: a new vote replaces the old one; no extra post for it.
-    let marked = Call {
-        body: json!({"reply_markup": edits[0].body["reply_markup"].clone()}),
-        ..edits[0].clone()
-    };
-    h.press(user, &marked, 1, None);
+    h.api.press(user, &edits[0], 1);
     let changed: Vote = decode(&h.next_published(MessageKind::Vote).await, 1 << 16).unwrap();
     assert_eq!(
         (changed.post_id.get(), changed.reaction),
@@ -360,13 +213,13 @@ async fn start_vote_change_and_forged_presses() {
     assert!(changed.voted_at > vote.voted_at);
 
     // A forged press (the signature of another secret) is refused and counted; no vote.
-    let forged = sent[2].body["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
-        .as_str()
+    let forged = sent[2]
+        .button_data(0)
         .unwrap()
         .rsplit_once('|')
         .map(|(body, _)| format!("{body}|AAAAAAAAAAA"))
         .unwrap();
-    h.press(user, &sent[2], 0, Some(&forged));
+    h.api.press_data(user, &sent[2], &forged);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !h
         .metrics()
@@ -391,10 +244,15 @@ async fn start_vote_change_and_forged_presses() {
         "oleg_bot_updates_total{kind=\"command\"} 1",
         "oleg_bot_messages_sent_total{kind=\"post\"} 2",
         "oleg_bot_send_seconds_count",
+        "oleg_bot_own_work_seconds_count 4",
+        "oleg_rpc_reply_path_up 1",
+        "oleg_rpc_calls_total{outcome=\"ok\"} 2",
         "process_resident_memory_bytes",
     ] {
         assert!(metrics.contains(wanted), "{wanted} missing:\n{metrics}");
     }
+    let ready = h.bot.get("/readyz").await.unwrap().1;
+    assert!(ready.contains("\"reply_path\":true"), "{ready}");
     h.finish().await;
 }
 
@@ -404,19 +262,14 @@ async fn digests_reach_every_active_person_once_retrying_429_and_dropping_403() 
     let at = (chrono::Utc::now() + chrono::Duration::seconds(12))
         .format("%H:%M:%S")
         .to_string();
-    let mut h = Harness::start("bot-digest", &at).await;
+    let h = Harness::start("bot-digest", &[("OLEG__BOT__DIGEST_TIMES", &at)]).await;
     let (steady, throttled, blocked, paused) = (601, 602, 603, 604);
-    for user in [steady, throttled, blocked, paused] {
-        h.start_command(user);
-        h.next_published(MessageKind::UserStarted).await;
-        h.wait_sent(user, 2).await;
-    }
-    let mut stop = message(2, paused, "/stop", None);
-    stop["from"] = person(paused);
-    h.api.push_update("message", stop);
+    h.start_people([steady, throttled, blocked, paused].into_iter())
+        .await;
+    h.api.send_text(paused, "/stop");
     h.wait_sent(paused, 3).await;
-    h.api.throttled.lock().unwrap().insert(throttled);
-    h.api.blocked.lock().unwrap().insert(blocked);
+    h.api.throttle_once(throttled);
+    h.api.block(blocked);
 
     // One digest post each to the active, unpaused people; the 429 retried after a second.
     let steady_sent = h.wait_sent(steady, 3).await;
@@ -424,15 +277,19 @@ async fn digests_reach_every_active_person_once_retrying_429_and_dropping_403() 
         .as_str()
         .unwrap()
         .contains("campcode/102"));
-    let throttled_sent = h.wait_sent(throttled, 4).await;
+    h.wait_sent(throttled, 3).await;
+    let to_throttled: Vec<Call> = h
+        .api
+        .calls("sendmessage")
+        .into_iter()
+        .filter(|c| c.chat() == Some(throttled))
+        .collect();
+    let (refused, retried) = (&to_throttled[2], &to_throttled[3]);
     assert!(
-        throttled_sent[3].at - throttled_sent[2].at >= Duration::from_secs(1),
+        retried.at - refused.at >= Duration::from_secs(1),
         "the retry came before retry_after"
     );
-    assert_eq!(
-        throttled_sent[3].body["text"],
-        throttled_sent[2].body["text"]
-    );
+    assert_eq!(retried.body["text"], refused.body["text"]);
 
     // The person who blocked the bot is marked inactive; nothing went to the paused one.
     let chats = h
@@ -473,7 +330,7 @@ async fn digests_reach_every_active_person_once_retrying_429_and_dropping_403() 
 
 #[tokio::test]
 async fn admins_add_channels_and_see_status_others_cannot() {
-    let h = Harness::start("bot-admin", "03:00").await;
+    let h = Harness::start("bot-admin", &[]).await;
     let mut scraper = Subscription::new(h.services.bus.clone(), Source::Shared(QueueName::Scraper));
     let _ = tokio::time::timeout(Duration::from_millis(200), scraper.next()).await;
     for (user, text) in [
@@ -481,12 +338,10 @@ async fn admins_add_channels_and_see_status_others_cannot() {
         (ADMIN, "/status"),
         (42, "/add_channel durov"),
     ] {
-        let mut m = message(3, user, text, None);
-        m["from"] = person(user);
-        h.api.push_update("message", m);
+        h.api.send_text(user, text);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let incoming = tokio::time::timeout(Duration::from_secs(20), scraper.next())
+    let incoming = tokio::time::timeout(LONG, scraper.next())
         .await
         .expect("an add-channel message")
         .unwrap();
@@ -518,6 +373,301 @@ async fn admins_add_channels_and_see_status_others_cannot() {
     h.finish().await;
 }
 
+/// Defect: the reply queue died with the bot's connection and was never made again, so after a
+/// broker hiccup every person got "cannot pick a post" and the ranker's replies (and the posts in
+/// them) went nowhere.
+#[tokio::test]
+async fn after_the_broker_closes_every_connection_everyone_gets_their_next_post_and_no_post_is_lost(
+) {
+    let people: Vec<i64> = (1001..=1020).collect();
+    let mut h = Harness::start("bot-broker", &[]).await;
+    let mut posts = h.start_people(people.iter().copied()).await;
+    for round in 0..4 {
+        if round == 2 {
+            // Mid-round: presses in flight while the broker drops the bot and the ranker.
+            for &person in &people[..10] {
+                h.api.press(person, &posts[&person], 0);
+            }
+            assert!(close_deployment_connections(&h.services.amqp.prefix) >= 2);
+            for &person in &people[10..] {
+                h.api.press(person, &posts[&person], 0);
+            }
+        } else {
+            for &person in &people {
+                h.api.press(person, &posts[&person], 0);
+            }
+        }
+        let started = Instant::now();
+        for &person in &people {
+            let next = h.wait_sent(person, 3 + round).await;
+            posts.insert(person, next[2 + round].clone());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "round {round} took {:?}",
+            started.elapsed()
+        );
+    }
+    // No post was used up without being shown: what the ranker counts as delivered is exactly
+    // what each person saw, and every press became one vote.
+    for &person in &people {
+        let mut shown: Vec<i64> = h.api.sent_to(person)[1..]
+            .iter()
+            .filter_map(|c| c.post_link()?.rsplit('/').next()?.parse().ok())
+            .collect();
+        let mut delivered = h.ranker.delivered.lock().unwrap()[&person].clone();
+        shown.sort_unstable();
+        delivered.sort_unstable();
+        assert_eq!(shown, delivered, "person {person}");
+        assert_eq!(shown.len(), 5, "person {person}: {shown:?}");
+    }
+    let votes = h.drain_votes(Duration::from_secs(2)).await;
+    let distinct: HashSet<(i64, i64)> = votes
+        .iter()
+        .map(|v| (v.user_id.get(), v.post_id.get()))
+        .collect();
+    assert_eq!(distinct.len(), people.len() * 4, "votes: {}", votes.len());
+    let ready = h.bot.get("/readyz").await.unwrap();
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    h.finish().await;
+}
+
+/// Defect: every message moved the overall next slot to its chat's own next slot, so each
+/// vote (two messages to one chat) held up everyone by the per-chat interval.
+#[tokio::test]
+async fn two_hundred_chats_voting_at_once_keep_the_overall_limit_busy() {
+    const LIMIT: f64 = 100.0;
+    let people: Vec<i64> = (2001..=2200).collect();
+    let h = Harness::start(
+        "bot-throughput",
+        &[
+            ("OLEG__BOT__MESSAGES_PER_SECOND", "100"),
+            ("OLEG__BOT__CHAT_INTERVAL_MS", "1000"),
+        ],
+    )
+    .await;
+    let posts = h.start_people(people.iter().copied()).await;
+    // Let the overall bucket fill up again, then everyone votes at once.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pressed = Instant::now();
+    for &person in &people {
+        h.api.press(person, &posts[&person], 0);
+    }
+    for &person in &people {
+        h.wait_sent(person, 3).await;
+    }
+    // Messages (edits and posts) sent since the presses, past the bucket's first second's worth.
+    let mut times: Vec<Instant> = ["sendmessage", "editmessagereplymarkup"]
+        .iter()
+        .flat_map(|m| h.api.calls(m))
+        .filter(|c| c.at >= pressed)
+        .map(|c| c.at)
+        .collect();
+    times.sort();
+    assert_eq!(times.len(), 400);
+    // The bucket holds a second's worth: past that, the rate. Sustained: the messages beyond the
+    // first second's worth, over the time they took. Never over: at no moment more had gone
+    // than a full bucket plus the rate since the presses.
+    let took = (times[times.len() - 1] - pressed).as_secs_f64();
+    let rate = (times.len() as f64 - LIMIT) / took;
+    assert!(
+        rate >= 0.9 * LIMIT,
+        "{rate:.1} messages a second against a limit of {LIMIT} ({took:.2} s)"
+    );
+    for (sent, at) in times.iter().enumerate() {
+        let allowed = LIMIT + LIMIT * (*at - pressed).as_secs_f64() + 1.0;
+        assert!(
+            (sent + 1) as f64 <= allowed,
+            "{} messages within {:?} of the presses: over the limit",
+            sent + 1,
+            *at - pressed
+        );
+    }
+    h.finish().await;
+}
+
+/// Defect: one person's flood was served in full, and its messages pushed every other chat back.
+#[tokio::test]
+async fn a_flooding_person_neither_delays_others_nor_uses_up_posts() {
+    let flooder = 3000;
+    let people: Vec<i64> = (3001..=3030).collect();
+    let h = Harness::start(
+        "bot-flood",
+        &[
+            ("OLEG__BOT__MESSAGES_PER_SECOND", "200"),
+            ("OLEG__BOT__CHAT_INTERVAL_MS", "300"),
+        ],
+    )
+    .await;
+    let mut posts = h.start_people(people.iter().copied()).await;
+    h.start_people([flooder].into_iter()).await;
+    let flooder_requests = h.ranker.requests_from(flooder);
+
+    // Press → next post, for everyone but the flooder; with the flood when `flood` is set.
+    let round = |posts: &HashMap<i64, Call>, round: usize, flood: bool| {
+        let (api, people) = (h.api.clone(), people.clone());
+        let posts = posts.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            if flood {
+                for _ in 0..100 {
+                    api.send_text(flooder, "/send_new");
+                }
+            }
+            let mut pressed = HashMap::new();
+            for &person in &people {
+                pressed.insert(person, Instant::now());
+                api.press(person, &posts[&person], 0);
+            }
+            let mut latencies = Vec::new();
+            let mut next = HashMap::new();
+            for &person in &people {
+                let post = api
+                    .next_sent(person, 2 + round, LONG)
+                    .await
+                    .expect("a next post");
+                latencies.push(post.at - pressed[&person]);
+                next.insert(person, post);
+            }
+            (percentile(&mut latencies, 99), next)
+        }
+    };
+    let (quiet_p99, next) = round(&posts, 0, false).await;
+    posts = next;
+    let (flood_p99, _) = round(&posts, 1, true).await;
+    assert!(
+        flood_p99 <= quiet_p99 * 2 + Duration::from_millis(300),
+        "p99 press → next post: {quiet_p99:?} without the flood, {flood_p99:?} with it"
+    );
+    // The flooder got the first few answered, one "slow down", and used up few posts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = h.api.sent_to(flooder);
+    let slow_downs = sent
+        .iter()
+        .filter(|c| c.body["text"].as_str().unwrap_or("").contains("faster"))
+        .count();
+    assert_eq!(slow_downs, 1, "{sent:?}");
+    let asked = h.ranker.requests_from(flooder) - flooder_requests;
+    assert!(
+        (4..=8).contains(&asked),
+        "the flood asked the ranker for {asked} posts"
+    );
+    let metrics = h.metrics().await;
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("oleg_bot_throttled_updates_total{reason=\"rate\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(refused >= 90, "{refused} refused:\n{metrics}");
+    h.finish().await;
+}
+
+/// Defect: handlers were detached tasks and the polling offset moved past them, so a SIGTERM
+/// lost the presses being handled (and a restart never saw them again).
+// Two threads: the test waits for the bot's exit on one while the stand-in ranker and the fake
+// API answer on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_presses_in_flight_and_a_restart_handles_none_twice() {
+    let people: Vec<i64> = (4001..=4050).collect();
+    let mut h = Harness::start_with_ranker("bot-sigterm", &[], Duration::from_millis(1500)).await;
+    let posts = h.start_people(people.iter().copied()).await;
+    h.drain_votes(Duration::from_millis(500)).await;
+    let answered_before = h.api.calls("answercallbackquery").len();
+    for &person in &people {
+        h.api.press(person, &posts[&person], 0);
+    }
+    // Every press taken (its vote published and the press answered), every next post pending.
+    let deadline = Instant::now() + LONG;
+    while h.api.calls("answercallbackquery").len() < answered_before + people.len() {
+        assert!(Instant::now() < deadline, "{}", h.bot.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        h.bot.terminate(),
+        "did not stop cleanly:\n{}",
+        h.bot.log_tail()
+    );
+    for &person in &people {
+        assert_eq!(
+            h.api.sent_to(person).len(),
+            3,
+            "person {person}: the pending post was not sent before stopping"
+        );
+    }
+    assert_eq!(h.api.unconfirmed(), 0, "handled updates were not confirmed");
+
+    // A new bot finds nothing to redo.
+    let env = bot_env(&h.api_url, &[]);
+    h.bot = spawn_bot(&h.services, &env);
+    h.bot.wait_ready(Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let votes = h.drain_votes(Duration::from_secs(1)).await;
+    assert_eq!(
+        votes.len(),
+        people.len(),
+        "every press one vote, none twice"
+    );
+    for &person in &people {
+        assert_eq!(
+            h.api.sent_to(person).len(),
+            3,
+            "person {person}: sent twice"
+        );
+    }
+    h.finish().await;
+}
+
+/// Defect: the webhook parsed the body before checking the secret (so anyone could make it parse
+/// anything), compared the secret with `==`, and had no body limit of its own.
+#[tokio::test]
+async fn the_webhook_checks_its_secret_before_reading_and_caps_the_body() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let h = Harness::start(
+        "bot-webhook",
+        &[
+            ("OLEG__BOT__MODE", "webhook"),
+            (
+                "OLEG__BOT__WEBHOOK_URL",
+                "https://bot.example/telegram/hook",
+            ),
+            ("OLEG__BOT__WEBHOOK_LISTEN", &listen),
+            ("OLEG__BOT__WEBHOOK_MAX_BODY_BYTES", "65536"),
+        ],
+    )
+    .await;
+    let set = h.api.calls("setwebhook");
+    let secret = set[0].body["secret_token"].as_str().unwrap().to_owned();
+    let url = format!("http://{listen}/telegram/hook");
+    let client = reqwest::Client::new();
+    let post = |secret: Option<&str>, body: String| {
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(secret) = secret {
+            request = request.header("x-telegram-bot-api-secret-token", secret);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let wrong: String = secret.chars().rev().collect();
+    assert_eq!(post(None, "not json".into()).await, 401);
+    assert_eq!(post(Some(&wrong), "{".into()).await, 401);
+    assert_eq!(post(Some(&wrong[..4]), "{".into()).await, 401);
+    let start = |text: String| json!({"update_id": 1, "message": oleg_testkit::telegram::message(1, 77, &text, None)});
+    let mut huge = start("x".repeat(70_000));
+    huge["message"]["from"] = oleg_testkit::telegram::user(77);
+    assert_eq!(post(Some(&secret), huge.to_string()).await, 413);
+    assert_eq!(
+        post(Some(&secret), "{\"update_id\": \"x\"}".into()).await,
+        400
+    );
+    let mut update = start("/start".into());
+    update["message"]["from"] = oleg_testkit::telegram::user(77);
+    assert_eq!(post(Some(&secret), update.to_string()).await, 200);
+    h.wait_sent(77, 2).await;
+    h.finish().await;
+}
+
 #[test]
 fn bad_configuration_fails_fast_naming_the_keys_and_hiding_secrets() {
     let output = std::process::Command::new(BINARY)
@@ -526,6 +676,7 @@ fn bad_configuration_fails_fast_naming_the_keys_and_hiding_secrets() {
         .env("OLEG__BOT__CALLBACK_SECRET", "short")
         .env("OLEG__BOT__DIGEST_TIMES", "10:20,25:00")
         .env("OLEG__BOT__TIMEZONE", "Mars/Olympus")
+        .env("OLEG__BOT__MAX_CONCURRENT_UPDATES", "0")
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -535,6 +686,7 @@ fn bad_configuration_fails_fast_naming_the_keys_and_hiding_secrets() {
         "bot.callback_secret (OLEG__BOT__CALLBACK_SECRET)",
         "bot.digest_times[1]",
         "bot.timezone",
+        "bot.max_concurrent_updates",
     ] {
         assert!(stderr.contains(key), "{key} not named: {stderr}");
     }

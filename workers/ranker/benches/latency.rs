@@ -3,7 +3,8 @@
 //! - RPC round trip through RabbitMQ to one in-process ranker replica (p50/p99 and throughput at
 //!   a fixed concurrency), store reads and delivery records included;
 //! - what bounds that round trip, at the same concurrency: the broker alone (a request answered
-//!   at once by a responder that does nothing), and the store alone (one request's store work:
+//!   at once by a responder that does nothing; replies on the client's reply queue, then by
+//!   direct reply-to), and the store alone (one request's store work:
 //!   the person's votes and deliveries, and a delivery record).
 //!
 //! `cargo bench -p oleg-ranker --bench latency` (after deploy/dev/setup.sh). Prints a Markdown table.
@@ -11,7 +12,7 @@
 use chrono::Utc;
 use futures::future::join_all;
 use mongodb::bson::doc;
-use oleg_bus::{Bus, QueueName, RpcClient, Source, Subscription};
+use oleg_bus::{Bus, QueueName, ReplyMode, RpcClient, Source, Subscription};
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
@@ -232,7 +233,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ([Figures; 2], [Figure
         };
         assert!(!seen.contains(&oleg_store::post_key(&post)));
         store
-            .record_delivery(user, &post, Utc::now().timestamp_millis())
+            .record_delivery(user, &post, Utc::now().timestamp_millis(), "bench")
             .await
             .unwrap();
     })
@@ -246,8 +247,8 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ([Figures; 2], [Figure
 }
 
 /// Round trips to a responder that answers every request at once with a fixed reply: what the
-/// broker and the RPC client cost, with nothing else.
-async fn broker_alone() -> [Figures; 2] {
+/// broker and the RPC client cost, with nothing else, with replies coming back by `mode`.
+async fn broker_alone(mode: ReplyMode) -> [Figures; 2] {
     let amqp = amqp_settings("bench-broker");
     let shutdown = CancellationToken::new();
     let bus = Bus::connect(
@@ -273,7 +274,7 @@ async fn broker_alone() -> [Figures; 2] {
             incoming.ack().await.unwrap();
         }
     });
-    let rpc = RpcClient::new(&bus).await.unwrap();
+    let rpc = RpcClient::with_mode(&bus, mode).await.unwrap();
     let rpc = &rpc;
     let figures = unloaded_and_loaded(|index| async move {
         rpc.call(
@@ -297,7 +298,8 @@ async fn main() {
     let (weights, vocab) = model_files();
     let (p50, p99) = in_process(&weights, &vocab);
     let (round_trip, store_alone) = round_trips(weights, vocab).await;
-    let broker = broker_alone().await;
+    let broker = broker_alone(ReplyMode::Queue).await;
+    let direct = broker_alone(ReplyMode::Direct).await;
     println!(
         "ranker latency: {POSTS} candidate posts, {USERS} people, channel_mlp 100/20/80 → 70\n"
     );
@@ -316,6 +318,11 @@ async fn main() {
         (
             "of which the broker alone: a responder that does nothing",
             &broker,
+            false,
+        ),
+        (
+            "the broker alone with direct reply-to (not used: see README)",
+            &direct,
             false,
         ),
         (

@@ -9,6 +9,7 @@
 mod metrics;
 pub mod model;
 pub mod pool;
+pub mod ranking;
 mod settings;
 
 pub use metrics::RankerMetrics;
@@ -16,15 +17,13 @@ pub use settings::{RankerConfig, RankerSettings};
 
 use chrono::Utc;
 use model::ModelSlot;
-use oleg_bus::{Bus, Incoming, QueueName, Source, Subscription};
+use oleg_bus::{Bus, Incoming, QueueName, Routed, Source, Subscription};
 use oleg_messages::{
     decode, ChannelName, DeadLetterReason, ModelPublished, PostId, PostRef, RecommendErrorCode,
-    RecommendReply, RecommendRequest, RecommendedPost, ScrapedPost, SCHEMA_VERSION,
+    RecommendReply, RecommendRequest, RecommendedPost, ScrapedPost, UserId, SCHEMA_VERSION,
 };
-use oleg_scorer::Candidate;
-use oleg_store::Store;
+use oleg_store::{post_key, Store};
 use pool::Pool;
-use rand::Rng;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -224,8 +223,7 @@ impl Ranker {
         if let Some(wait) = incoming.queue_wait() {
             metrics.queue_wait_seconds.observe(wait.as_secs_f64());
         }
-        let (Some(reply_to), Some(correlation_id)) =
-            (incoming.reply_to(), incoming.correlation_id())
+        let (Some(reply_to), Some(request_id)) = (incoming.reply_to(), incoming.correlation_id())
         else {
             metrics.errors.with_label_values(&["no_reply_to"]).inc();
             let _ = incoming
@@ -236,17 +234,30 @@ impl Ranker {
                 .await;
             return;
         };
-        let reply =
+        // The caller gave up on it: an answer now would use up posts nobody shows.
+        if incoming.expired() {
+            metrics.requests.with_label_values(&["expired"]).inc();
+            let _ = incoming.ack().await;
+            return;
+        }
+        let (reply, user) =
             match decode::<RecommendRequest>(&incoming.body, self.inner.settings.max_message_bytes)
             {
-                Ok(request) => self.recommend(&request).await,
+                Ok(request) => {
+                    let reply = if incoming.redelivered {
+                        self.answer_again(&request, &request_id).await
+                    } else {
+                        self.recommend(&request, &request_id).await
+                    };
+                    (reply, Some(request.user_id))
+                }
                 Err(rejection) => {
                     let code = if rejection.reason == DeadLetterReason::UnsupportedSchemaVersion {
                         RecommendErrorCode::UnsupportedSchemaVersion
                     } else {
                         RecommendErrorCode::Malformed
                     };
-                    RecommendReply::error(code, rejection.detail)
+                    (RecommendReply::error(code, rejection.detail), None)
                 }
             };
         let outcome = match &reply {
@@ -260,14 +271,21 @@ impl Ranker {
                 "error"
             }
         };
-        match self
-            .inner
-            .bus
-            .reply(&reply_to, &correlation_id, &reply)
-            .await
-        {
-            Ok(_) => {
+        let sent = self.inner.bus.reply(&reply_to, &request_id, &reply).await;
+        if !matches!(sent, Ok(Routed::Queued)) {
+            // Nobody will show these posts: release them for a later request.
+            if let (Some(user), RecommendReply::Ok { posts, .. }) = (user, &reply) {
+                self.release(user, posts, &request_id).await;
+            }
+        }
+        match sent {
+            Ok(Routed::Queued) => {
                 metrics.requests.with_label_values(&[outcome]).inc();
+                let _ = incoming.ack().await;
+            }
+            Ok(Routed::NoQueue) => {
+                tracing::info!("the requester's reply path is gone; its posts were released");
+                metrics.requests.with_label_values(&["unroutable"]).inc();
                 let _ = incoming.ack().await;
             }
             Err(error) => {
@@ -280,88 +298,106 @@ impl Ranker {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Picks, records and returns the posts for one request.
-    pub async fn recommend(&self, request: &RecommendRequest) -> RecommendReply {
+    /// Undoes the deliveries of a reply that reached nobody; a failure leaves them recorded
+    /// (the posts stay unseen by the person, never shown twice) and is counted.
+    async fn release(&self, user: UserId, posts: &[RecommendedPost], request_id: &str) {
+        let refs: Vec<PostRef> = posts.iter().map(RecommendedPost::post).collect();
+        match self
+            .inner
+            .store
+            .release_deliveries(user, &refs, request_id)
+            .await
+        {
+            Ok(released) => self.inner.metrics.released.inc_by(released),
+            Err(error) => {
+                self.inner.metrics.release_failures.inc();
+                tracing::warn!(%error, "could not release the posts of an undelivered reply");
+            }
+        }
+    }
+
+    /// A request delivered before (its ack was lost): the posts it recorded then, if any, so
+    /// that the same request never uses up two sets of posts.
+    async fn answer_again(&self, request: &RecommendRequest, request_id: &str) -> RecommendReply {
+        let recorded = match self
+            .inner
+            .store
+            .request_deliveries(request.user_id, request_id)
+            .await
+        {
+            Ok(recorded) => recorded,
+            Err(error) => return unavailable(&error),
+        };
+        if recorded.is_empty() {
+            return self.recommend(request, request_id).await;
+        }
+        let pool = self.pool();
+        let model = self.inner.model.current();
+        let posts = recorded
+            .iter()
+            .filter_map(|d| {
+                let post = PostRef {
+                    channel: ChannelName::parse(&d.channel).ok()?,
+                    post_id: PostId::new(d.post_id).ok()?,
+                };
+                let text = pool.text(&d.channel, d.post_id);
+                Some(RecommendedPost {
+                    channel: post.channel,
+                    post_id: post.post_id,
+                    score: 0.0,
+                    explored: false,
+                    text: text.map(|t| t.to_string()),
+                })
+            })
+            .collect();
+        RecommendReply::Ok {
+            schema_version: SCHEMA_VERSION,
+            user_id: request.user_id,
+            posts,
+            model_version: model.as_ref().map(|m| m.version as u64),
+            cold_start: false,
+            exploration_noise: self.inner.settings.exploration_noise,
+        }
+    }
+
+    /// Picks, records and returns the posts for one request. If recording fails halfway, what
+    /// it recorded is released before the error is returned.
+    pub async fn recommend(&self, request: &RecommendRequest, request_id: &str) -> RecommendReply {
         let settings = &self.inner.settings;
         let count = request.count.clamp(1, settings.max_count) as usize;
         let seen = match self.inner.store.seen_posts(request.user_id).await {
             Ok(seen) => seen,
-            Err(error) => {
-                return RecommendReply::error(
-                    RecommendErrorCode::Unavailable,
-                    format!("store: {error}"),
-                )
-            }
+            Err(error) => return unavailable(&error),
         };
-        let excluded: HashSet<String> = request
-            .exclude
-            .iter()
-            .map(|p| format!("{}/{}", p.channel, p.post_id))
-            .collect();
+        let excluded: HashSet<String> = request.exclude.iter().map(post_key).collect();
         let pool = self.pool();
-        let candidates: Vec<&pool::CandidatePost> = pool
-            .posts
-            .iter()
-            .filter(|p| !seen.contains(&p.key) && !excluded.contains(&p.key))
-            .collect();
+        let model = self.inner.model.current();
+        let ranked = ranking::rank(
+            &pool,
+            |key| seen.contains(key) || excluded.contains(key),
+            model.as_deref().map(|m| &m.scorer),
+            request.user_id,
+            &ranking::Exploration {
+                noise: settings.exploration_noise,
+                fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
+                seen: &seen,
+            },
+            &mut rand::rng(),
+        );
         self.inner
             .metrics
             .candidates
-            .observe(candidates.len() as f64);
-        let model = self.inner.model.current();
-        let user_row = model
-            .as_ref()
-            .and_then(|m| m.scorer.user_row(request.user_id.get()));
-        let mut scores: Vec<f64> = match (&model, user_row) {
-            (Some(model), Some(row)) => {
-                let refs: Vec<Candidate> = candidates
-                    .iter()
-                    .map(|p| model.scorer.candidate(&p.channel, p.post_id))
-                    .collect();
-                let mut out = Vec::with_capacity(refs.len());
-                model.scorer.score(row, &refs, &mut out);
-                out.into_iter().map(f64::from).collect()
-            }
-            _ => candidates.iter().map(|p| pool.popularity(p)).collect(),
-        };
-        let cold_start = user_row.is_none();
-        if cold_start {
+            .observe(ranked.candidates as f64);
+        if ranked.cold_start {
             self.inner.metrics.cold_start.inc();
         }
-        if settings.exploration_noise > 0.0 {
-            let mut rng = rand::rng();
-            for score in scores.iter_mut() {
-                *score += settings.exploration_noise * standard_normal(&mut rng);
-            }
-        }
-        let mut order: Vec<usize> = (0..candidates.len()).collect();
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-        // Exploration by channel: the best posts of channels the person has not tried take the
-        // first `fresh_share` of the slots.
-        let tried: HashSet<&str> = seen
-            .iter()
-            .filter_map(|k| k.rsplit_once('/').map(|(c, _)| c))
-            .collect();
-        let fresh_slots = (count as f64 * settings.fresh_share).round() as usize;
-        let fresh: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| !tried.contains(candidates[i].channel.as_str()))
-            .take(fresh_slots)
-            .collect();
-        let picks = fresh.iter().map(|&i| (i, true)).chain(
-            order
-                .iter()
-                .filter(|i| !fresh.contains(i))
-                .map(|&i| (i, false)),
-        );
         let now = Utc::now().timestamp_millis();
         let mut posts = Vec::with_capacity(count);
-        for (i, explored) in picks {
+        for pick in ranked.picks {
             if posts.len() == count {
                 break;
             }
-            let post = candidates[i];
+            let post = &pool.posts[pick.index];
             let (Ok(channel), Ok(post_id)) =
                 (ChannelName::parse(&post.channel), PostId::new(post.post_id))
             else {
@@ -371,23 +407,21 @@ impl Ranker {
             match self
                 .inner
                 .store
-                .record_delivery(request.user_id, &reference, now)
+                .record_delivery(request.user_id, &reference, now, request_id)
                 .await
             {
                 Ok(true) => posts.push(RecommendedPost {
                     channel: reference.channel,
                     post_id,
-                    score: scores[i],
-                    explored,
+                    score: pick.score,
+                    explored: pick.explored,
                     text: Some(post.text.to_string()),
                 }),
                 // Sent already (a concurrent request for the same person won it): next.
                 Ok(false) => {}
                 Err(error) => {
-                    return RecommendReply::error(
-                        RecommendErrorCode::Unavailable,
-                        format!("store: {error}"),
-                    )
+                    self.release(request.user_id, &posts, request_id).await;
+                    return unavailable(&error);
                 }
             }
         }
@@ -396,15 +430,12 @@ impl Ranker {
             user_id: request.user_id,
             posts,
             model_version: model.as_ref().map(|m| m.version as u64),
-            cold_start,
+            cold_start: ranked.cold_start,
             exploration_noise: settings.exploration_noise,
         }
     }
 }
 
-/// A standard normal draw (Box–Muller).
-fn standard_normal(rng: &mut impl Rng) -> f64 {
-    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+fn unavailable(error: &oleg_store::StoreError) -> RecommendReply {
+    RecommendReply::error(RecommendErrorCode::Unavailable, format!("store: {error}"))
 }

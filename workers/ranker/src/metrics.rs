@@ -15,6 +15,8 @@ pub struct RankerMetrics {
     pub model_age_seconds: Gauge,
     pub model_load_failures: IntCounter,
     pub pool_posts: IntGauge,
+    pub released: IntCounter,
+    pub release_failures: IntCounter,
 }
 
 impl RankerMetrics {
@@ -26,7 +28,7 @@ impl RankerMetrics {
             )
         };
         let metrics = Self {
-            requests: IntCounterVec::new(Opts::new("oleg_ranker_requests_total", "Recommendation requests, by outcome (ok, error)."), &["outcome"])?,
+            requests: IntCounterVec::new(Opts::new("oleg_ranker_requests_total", "Recommendation requests, by outcome (ok, error, unroutable: the requester was gone, expired: the requester had stopped waiting)."), &["outcome"])?,
             errors: IntCounterVec::new(
                 Opts::new("oleg_ranker_errors_total", "Failed requests by kind (malformed, unsupported_schema_version, unavailable, no_reply_to)."),
                 &["kind"],
@@ -41,6 +43,8 @@ impl RankerMetrics {
             model_age_seconds: Gauge::new("oleg_ranker_model_age_seconds", "Seconds since the serving model was published.")?,
             model_load_failures: IntCounter::new("oleg_ranker_model_load_failures_total", "Published models that failed to load and were refused.")?,
             pool_posts: IntGauge::new("oleg_ranker_candidate_posts", "Posts in the candidate window.")?,
+            released: IntCounter::new("oleg_ranker_released_deliveries_total", "Deliveries undone because their reply reached nobody (unroutable, unsent, or a request that failed halfway).")?,
+            release_failures: IntCounter::new("oleg_ranker_release_failures_total", "Releases of undelivered posts that failed (those posts stay recorded as sent).")?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -52,6 +56,8 @@ impl RankerMetrics {
         registry.register(Box::new(metrics.model_age_seconds.clone()))?;
         registry.register(Box::new(metrics.model_load_failures.clone()))?;
         registry.register(Box::new(metrics.pool_posts.clone()))?;
+        registry.register(Box::new(metrics.released.clone()))?;
+        registry.register(Box::new(metrics.release_failures.clone()))?;
         Ok(metrics)
     }
 }

@@ -116,6 +116,14 @@ impl Pool {
             .collect();
     }
 
+    /// A candidate's text (a scan: for the rare request answered again).
+    pub fn text(&self, channel: &str, post_id: i64) -> Option<Arc<str>> {
+        self.posts
+            .iter()
+            .find(|p| p.post_id == post_id && p.channel == channel)
+            .map(|p| p.text.clone())
+    }
+
     /// The cold-start score of a post.
     pub fn popularity(&self, post: &CandidatePost) -> f64 {
         let k = self.prior_strength;

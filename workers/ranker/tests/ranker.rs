@@ -473,3 +473,225 @@ async fn a_share_of_each_reply_explores_channels_the_person_has_not_tried() {
     );
     services.finish().await;
 }
+
+/// A reply queue of the test's own on a raw channel, for requests the RPC client never sends.
+struct RawRequester {
+    connection: lapin::Connection,
+    channel: lapin::Channel,
+    reply_queue: String,
+    replies: lapin::Consumer,
+}
+
+impl RawRequester {
+    async fn new() -> Self {
+        use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+        let connection = lapin::Connection::connect(&amqp_uri(), Default::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let reply_queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .name()
+            .to_string();
+        let replies = channel
+            .basic_consume(
+                reply_queue.clone().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        Self {
+            connection,
+            channel,
+            reply_queue,
+            replies,
+        }
+    }
+
+    /// Publishes a request for `user` with `correlation_id`, replies to `reply_to` (the own queue
+    /// when `None`), and the given publish time.
+    async fn send(
+        &self,
+        services: &Services,
+        user: i64,
+        correlation_id: &str,
+        reply_to: Option<&str>,
+        sent_at_ms: i64,
+        expiration_ms: Option<u64>,
+    ) {
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert(
+            oleg_bus::SENT_AT_HEADER.into(),
+            lapin::types::AMQPValue::LongLongInt(sent_at_ms),
+        );
+        let mut properties = lapin::BasicProperties::default()
+            .with_reply_to(reply_to.unwrap_or(&self.reply_queue).into())
+            .with_correlation_id(correlation_id.into())
+            .with_headers(headers);
+        if let Some(ms) = expiration_ms {
+            properties = properties.with_expiration(ms.to_string().into());
+        }
+        let body = encode(&RecommendRequest::new(UserId::new(user).unwrap(), 2));
+        self.channel
+            .basic_publish(
+                "".into(),
+                services.bus.topology().queue(QueueName::Recommend).into(),
+                Default::default(),
+                &body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    async fn reply(&mut self, within: Duration) -> Option<RecommendReply> {
+        use futures::StreamExt;
+        let delivery = tokio::time::timeout(within, self.replies.next())
+            .await
+            .ok()??
+            .unwrap();
+        Some(decode(&delivery.data, 1 << 20).unwrap())
+    }
+}
+
+async fn deliveries_of(services: &Services, user: i64) -> u64 {
+    services
+        .store
+        .collections()
+        .deliveries
+        .count_documents(doc! {"user_id": user})
+        .await
+        .unwrap()
+}
+
+async fn wait_for_metric(ranker: &WorkerProcess, line: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = ranker.get("/metrics").await.unwrap();
+        if metrics.contains(line) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{line} missing:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Defect: the ranker acked a request whose reply the broker could not route (the requester's
+/// reply queue was gone), so the posts it recorded were used up without ever being shown.
+#[tokio::test]
+async fn a_reply_that_reaches_nobody_gives_its_posts_back() {
+    let services = Services::new("ranker-unroutable").await;
+    let ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    let requester = RawRequester::new().await;
+    let now = Utc::now().timestamp_millis();
+    requester
+        .send(
+            &services,
+            7,
+            "gone-1",
+            Some("amq.gen-no-such-queue"),
+            now,
+            None,
+        )
+        .await;
+    wait_for_metric(
+        &ranker,
+        "oleg_ranker_requests_total{outcome=\"unroutable\"} 1",
+    )
+    .await;
+    wait_for_metric(&ranker, "oleg_ranker_released_deliveries_total 2").await;
+    assert_eq!(deliveries_of(&services, 7).await, 0, "posts stayed used up");
+    // So the same two best posts are still there for the person.
+    assert_eq!(posts_of(&services.ask(7, 2).await).len(), 2);
+    assert_eq!(deliveries_of(&services, 7).await, 2);
+    services.finish().await;
+}
+
+/// A request the ranker answered but could not ack comes back marked redelivered: it is
+/// answered with the posts it recorded the first time, not with two more.
+#[tokio::test]
+async fn a_request_delivered_again_gets_the_same_posts() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    let services = Services::new("ranker-redelivered").await;
+    let mut ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    let mut requester = RawRequester::new().await;
+    let now = Utc::now().timestamp_millis();
+    requester
+        .send(&services, 8, "twice-1", None, now, None)
+        .await;
+    let first = requester.reply(Duration::from_secs(20)).await.unwrap();
+    assert!(ranker.terminate());
+    // The same request again, taken once and handed back: now it is a redelivery.
+    requester
+        .send(&services, 8, "twice-1", None, now, None)
+        .await;
+    let queue = services.bus.topology().queue(QueueName::Recommend);
+    let taken = loop {
+        if let Some(message) = requester
+            .channel
+            .basic_get(queue.clone().into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            break message;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    taken
+        .delivery
+        .acker
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    let again = requester.reply(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(posts_of(&again), posts_of(&first));
+    assert_eq!(deliveries_of(&services, 8).await, 2);
+    let _ = requester.connection.close(200, "done".into()).await;
+    services.finish().await;
+}
+
+/// A request whose sender stopped waiting (its expiration has passed) is not answered, so it
+/// uses up no posts.
+#[tokio::test]
+async fn a_request_its_sender_gave_up_on_is_not_answered() {
+    let services = Services::new("ranker-expired").await;
+    let ranker = services.spawn_ranker(&[]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    let mut requester = RawRequester::new().await;
+    let a_minute_ago = Utc::now().timestamp_millis() - 60_000;
+    requester
+        .send(&services, 9, "late-1", None, a_minute_ago, Some(30_000))
+        .await;
+    assert!(requester.reply(Duration::from_secs(2)).await.is_none());
+    assert_eq!(deliveries_of(&services, 9).await, 0);
+    let _ = requester.connection.close(200, "done".into()).await;
+    drop(ranker);
+    services.finish().await;
+}

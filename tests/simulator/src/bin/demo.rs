@@ -1,11 +1,13 @@
 //! `oleg-demo`, the README's main job: the whole pipeline on this machine. The scraper reads the
-//! saved channel pages from a local site, simulated people use OLEG through its queues, the
-//! trainer retrains as their votes arrive and the ranker swaps models. Ends with the like rate of
+//! saved channel pages from a local site, simulated people use OLEG through `oleg-bot` (over a
+//! local fake Telegram Bot API), the trainer retrains as their votes arrive and the ranker swaps
+//! models. Ends with the like rate of
 //! recommended posts per round, against random order and the best possible pick.
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use oleg_simulator::cli::{init_logging, PeopleArgs};
+use oleg_simulator::frontend::FrontendKind;
 use oleg_simulator::run::{Observer, PipelineRun, RunSettings};
 use oleg_simulator::simulation::{table, RoundReport};
 use oleg_simulator::ServiceConfig;
@@ -31,6 +33,10 @@ struct Cli {
     /// Do not start Prometheus.
     #[arg(long)]
     no_prometheus: bool,
+    /// How the people reach OLEG: through oleg-bot and a local fake Telegram Bot API, or
+    /// straight through the queues (a load generator for ingest and the ranker).
+    #[arg(long, value_enum, default_value_t = FrontendKind::Bot)]
+    frontend: FrontendKind,
 }
 
 /// A progress bar per round and a line per finished round.
@@ -91,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
         ("ingest", "127.0.0.1:9102".to_owned()),
         ("trainer", "127.0.0.1:9103".to_owned()),
         ("ranker", "127.0.0.1:9104".to_owned()),
+        ("bot", "127.0.0.1:9105".to_owned()),
     ]);
     let prometheus_found = std::process::Command::new("prometheus")
         .arg("--version")
@@ -103,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = RunSettings {
         simulation: cli.people.settings(),
+        frontend: cli.frontend,
         fixtures: cli
             .fixtures
             .unwrap_or_else(|| root.join("../shared/fixtures/telegram")),
@@ -144,11 +152,12 @@ async fn main() -> anyhow::Result<()> {
         tail.z_over_random(),
     );
     println!(
-        "{} votes sent, {} stored; {} posts, {} sent to a person twice; {:.0} s.",
+        "{} votes pressed, {} stored; {} posts, {} sent to a person twice, {} asked for with /send_new; {:.0} s.",
         outcome.votes_sent,
         outcome.votes_stored,
         outcome.posts,
         outcome.repeats,
+        outcome.sent_new,
         started.elapsed().as_secs_f64()
     );
     if cli.keep {

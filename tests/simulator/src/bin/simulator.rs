@@ -5,6 +5,7 @@
 use anyhow::Context;
 use clap::Parser;
 use oleg_simulator::cli::{init_logging, PeopleArgs};
+use oleg_simulator::frontend::Frontend;
 use oleg_simulator::simulation::{table, RoundReport, SimulationSettings, Simulator};
 use oleg_simulator::ServiceConfig;
 use std::time::Duration;
@@ -51,7 +52,8 @@ async fn main() -> anyhow::Result<()> {
         concurrency: cli.concurrency,
         ..cli.people.settings()
     };
-    let mut simulator = Simulator::new(bus.clone(), store, settings).await?;
+    let frontend = Frontend::queues(bus.clone()).await?;
+    let mut simulator = Simulator::new(bus.clone(), store, settings, frontend).await?;
     simulator.sign_up().await?;
     let mut reports: Vec<RoundReport> = Vec::new();
     for round in 1..=cli.people.rounds {

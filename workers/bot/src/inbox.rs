@@ -1,0 +1,98 @@
+//! The updates taken from Telegram and not yet handled (`bot_updates`, `_id` = update id).
+//!
+//! An update is kept here before Telegram is told it arrived (the `getUpdates` offset, or the
+//! webhook's 200), and removed once handled. So the offset can move past updates still in
+//! flight — one slow chat never holds up the intake of the others — while a bot that stops or
+//! dies with updates in flight leaves them here, and the next one handles them first. Only one
+//! bot may run at a time (Telegram allows one poller, and the next one takes every leftover).
+
+use mongodb::bson::{doc, Document};
+use mongodb::error::{ErrorKind, InsertManyError};
+use mongodb::Collection;
+use oleg_store::DUPLICATE_KEY;
+use std::collections::HashSet;
+use teloxide_core::types::Update;
+
+pub const COLLECTION: &str = "bot_updates";
+
+#[derive(Clone)]
+pub struct Inbox {
+    collection: Collection<Document>,
+}
+
+impl Inbox {
+    pub fn new(database: &mongodb::Database) -> Self {
+        Self {
+            collection: database.collection(COLLECTION),
+        }
+    }
+
+    /// Keeps `updates`; returns those not kept before (an update Telegram sends again, because
+    /// its offset was not confirmed yet, is taken only once).
+    pub async fn keep(&self, updates: Vec<Update>) -> mongodb::error::Result<Vec<Update>> {
+        if updates.is_empty() {
+            return Ok(updates);
+        }
+        let documents = updates.iter().map(|update| {
+            doc! {
+                "_id": i64::from(update.id.0),
+                "update": serde_json::to_string(update).expect("an update serializes"),
+            }
+        });
+        let kept_before: HashSet<usize> =
+            match self.collection.insert_many(documents).ordered(false).await {
+                Ok(_) => HashSet::new(),
+                Err(error) => match error.kind.as_ref() {
+                    ErrorKind::InsertMany(InsertManyError {
+                        write_errors: Some(errors),
+                        write_concern_error: None,
+                        ..
+                    }) if errors.iter().all(|e| e.code == DUPLICATE_KEY) => {
+                        errors.iter().map(|e| e.index).collect()
+                    }
+                    _ => return Err(error),
+                },
+            };
+        Ok(updates
+            .into_iter()
+            .enumerate()
+            .filter(|(index, _)| !kept_before.contains(index))
+            .map(|(_, update)| update)
+            .collect())
+    }
+
+    /// The update was handled (or refused): forget it.
+    pub async fn done(&self, id: u32) -> mongodb::error::Result<()> {
+        self.collection
+            .delete_one(doc! {"_id": {"$eq": i64::from(id)}})
+            .await?;
+        Ok(())
+    }
+
+    /// Updates an earlier bot took and did not finish, oldest first. One that no longer parses
+    /// (an older teloxide's shape) is logged and dropped.
+    pub async fn leftovers(&self) -> mongodb::error::Result<Vec<Update>> {
+        use futures::TryStreamExt;
+        let documents: Vec<Document> = self.collection.find(doc! {}).await?.try_collect().await?;
+        let mut updates: Vec<Update> = Vec::with_capacity(documents.len());
+        for document in documents {
+            let parsed = document
+                .get_str("update")
+                .map_err(|e| e.to_string())
+                .and_then(|json| serde_json::from_str(json).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(update) => updates.push(update),
+                Err(problem) => {
+                    tracing::warn!(%problem, ?document, "dropping a kept update that does not parse");
+                    if let Some(id) = oleg_store::as_i64(document.get("_id")) {
+                        self.collection
+                            .delete_one(doc! {"_id": {"$eq": id}})
+                            .await?;
+                    }
+                }
+            }
+        }
+        updates.sort_by_key(|u| u.id.0);
+        Ok(updates)
+    }
+}

@@ -1,0 +1,222 @@
+//! The ranker's decision for one request, apart from its I/O: which candidates a person may get,
+//! in which order. Scores come from the model when it knows the person, else from smoothed
+//! popularity (cold start); Gaussian noise and a share of slots for untried channels explore.
+
+use crate::pool::Pool;
+use oleg_messages::UserId;
+use oleg_scorer::{Candidate, ScoringModel};
+use rand::Rng;
+use std::collections::HashSet;
+
+/// How a reply explores beyond the best scores.
+pub struct Exploration<'a> {
+    /// Standard deviation of the Gaussian noise added to every score.
+    pub noise: f64,
+    /// Leading slots given to the best posts of channels the person has not tried.
+    pub fresh_slots: usize,
+    /// Post keys the person has seen: their channels count as tried.
+    pub seen: &'a HashSet<String>,
+}
+
+/// A candidate in the order it should be offered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pick {
+    /// Index into the pool's posts.
+    pub index: usize,
+    pub score: f64,
+    /// Placed by channel exploration rather than by score alone.
+    pub explored: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// Every candidate, best first.
+    pub picks: Vec<Pick>,
+    /// How many posts were candidates (not excluded).
+    pub candidates: usize,
+    /// Scored by popularity: the model does not know the person (or there is no model).
+    pub cold_start: bool,
+}
+
+/// Orders the pool's posts that `excluded` lets through for `user`.
+pub fn rank(
+    pool: &Pool,
+    excluded: impl Fn(&str) -> bool,
+    scorer: Option<&ScoringModel>,
+    user: UserId,
+    exploration: &Exploration,
+    rng: &mut impl Rng,
+) -> Ranked {
+    let candidates: Vec<usize> = (0..pool.posts.len())
+        .filter(|&i| !excluded(&pool.posts[i].key))
+        .collect();
+    let user_row = scorer.and_then(|s| s.user_row(user.get()).map(|row| (s, row)));
+    let mut scores: Vec<f64> = match user_row {
+        Some((scorer, row)) => {
+            let refs: Vec<Candidate> = candidates
+                .iter()
+                .map(|&i| scorer.candidate(&pool.posts[i].channel, pool.posts[i].post_id))
+                .collect();
+            let mut out = Vec::with_capacity(refs.len());
+            scorer.score(row, &refs, &mut out);
+            out.into_iter().map(f64::from).collect()
+        }
+        None => candidates
+            .iter()
+            .map(|&i| pool.popularity(&pool.posts[i]))
+            .collect(),
+    };
+    if exploration.noise > 0.0 {
+        for score in scores.iter_mut() {
+            *score += exploration.noise * standard_normal(rng);
+        }
+    }
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let tried: HashSet<&str> = exploration
+        .seen
+        .iter()
+        .filter_map(|k| k.rsplit_once('/').map(|(c, _)| c))
+        .collect();
+    let fresh: Vec<usize> = order
+        .iter()
+        .copied()
+        .filter(|&i| !tried.contains(pool.posts[candidates[i]].channel.as_str()))
+        .take(exploration.fresh_slots)
+        .collect();
+    let pick = |i: usize, explored| Pick {
+        index: candidates[i],
+        score: scores[i],
+        explored,
+    };
+    let picks = fresh
+        .iter()
+        .map(|&i| pick(i, true))
+        .chain(
+            order
+                .iter()
+                .filter(|i| !fresh.contains(i))
+                .map(|&i| pick(i, false)),
+        )
+        .collect();
+    Ranked {
+        picks,
+        candidates: candidates.len(),
+        cold_start: user_row.is_none(),
+    }
+}
+
+/// A standard normal draw (Box–Muller).
+fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oleg_store::RecentPost;
+    use rand::SeedableRng;
+    use std::collections::HashMap;
+
+    fn pool() -> Pool {
+        let counts = HashMap::from([
+            ("liked/1".to_owned(), (9, 10)),
+            ("liked/2".to_owned(), (7, 10)),
+            ("disliked/1".to_owned(), (1, 10)),
+        ]);
+        let posts = [("liked", 1), ("liked", 2), ("disliked", 1), ("other", 1)]
+            .into_iter()
+            .map(|(channel, post_id)| RecentPost {
+                channel: channel.into(),
+                post_id,
+                published_at_ms: 0,
+                text: String::new(),
+            })
+            .collect();
+        Pool::new(posts, counts, 5.0)
+    }
+
+    fn keys(pool: &Pool, ranked: &Ranked) -> Vec<String> {
+        ranked
+            .picks
+            .iter()
+            .map(|p| pool.posts[p.index].key.clone())
+            .collect()
+    }
+
+    #[test]
+    fn without_a_model_posts_go_by_popularity_and_excluded_ones_never_come() {
+        let pool = pool();
+        let seen = HashSet::new();
+        let ranked = rank(
+            &pool,
+            |key| key == "liked/2",
+            None,
+            UserId::new(1).unwrap(),
+            &Exploration {
+                noise: 0.0,
+                fresh_slots: 0,
+                seen: &seen,
+            },
+            &mut rand::rngs::StdRng::seed_from_u64(1),
+        );
+        assert!(ranked.cold_start);
+        assert_eq!(ranked.candidates, 3);
+        assert_eq!(keys(&pool, &ranked), ["liked/1", "other/1", "disliked/1"]);
+        assert!(ranked.picks.iter().all(|p| !p.explored));
+    }
+
+    #[test]
+    fn fresh_slots_go_to_the_best_posts_of_untried_channels_first() {
+        let pool = pool();
+        let seen = HashSet::from(["liked/9".to_owned()]);
+        let ranked = rank(
+            &pool,
+            |_| false,
+            None,
+            UserId::new(1).unwrap(),
+            &Exploration {
+                noise: 0.0,
+                fresh_slots: 1,
+                seen: &seen,
+            },
+            &mut rand::rngs::StdRng::seed_from_u64(1),
+        );
+        assert_eq!(
+            keys(&pool, &ranked),
+            ["other/1", "liked/1", "liked/2", "disliked/1"]
+        );
+        assert!(ranked.picks[0].explored && !ranked.picks[1].explored);
+    }
+
+    #[test]
+    fn noise_reorders_close_scores_but_the_same_seed_gives_the_same_order() {
+        let pool = pool();
+        let seen = HashSet::new();
+        let exploration = Exploration {
+            noise: 1.0,
+            fresh_slots: 0,
+            seen: &seen,
+        };
+        let run = |seed| {
+            keys(
+                &pool,
+                &rank(
+                    &pool,
+                    |_| false,
+                    None,
+                    UserId::new(1).unwrap(),
+                    &exploration,
+                    &mut rand::rngs::StdRng::seed_from_u64(seed),
+                ),
+            )
+        };
+        assert_eq!(run(3), run(3));
+        assert!(
+            (0..20).any(|seed| run(seed)[0] != "liked/1"),
+            "noise of 1.0 never changed the best post"
+        );
+    }
+}
