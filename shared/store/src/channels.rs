@@ -22,6 +22,9 @@ pub struct ChannelRecord {
     pub title: Option<String>,
     #[serde(default)]
     pub subscribers: Option<i64>,
+    /// Another username of the channel, which its posts carry (stored under `name`).
+    #[serde(default)]
+    pub alias: Option<String>,
 }
 
 /// What one poll learned.
@@ -30,6 +33,7 @@ pub struct ChannelPoll {
     pub status: &'static str,
     pub newest_post_id: Option<i64>,
     pub title: Option<String>,
+    pub alias: Option<String>,
     pub subscribers: Option<i64>,
     pub failures: i64,
     pub next_poll_ms: i64,
@@ -82,6 +86,9 @@ impl Store {
         let mut set = doc! {"status": poll.status, "failures": poll.failures, "next_poll_ms": poll.next_poll_ms};
         if let Some(title) = &poll.title {
             set.insert("title", title);
+        }
+        if let Some(alias) = &poll.alias {
+            set.insert("alias", alias);
         }
         if let Some(subscribers) = poll.subscribers {
             set.insert("subscribers", subscribers);

@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
 #[tokio::main]
 async fn serve() -> anyhow::Result<()> {
     use oleg_runtime::{shutdown_on_signals, WorkerContext};
-    use oleg_scraper::fetch::Fetcher;
+    use oleg_scraper::fetch::{Fetcher, RetryAfter};
     use oleg_scraper::worker::{Scraper, ScraperMetrics};
     use oleg_scraper::ScraperConfig;
     use oleg_telemetry::Component;
@@ -90,7 +90,10 @@ async fn serve() -> anyhow::Result<()> {
         Duration::from_millis(s.request_interval_ms),
         Duration::from_millis(s.request_timeout_ms),
         s.max_body_bytes,
-        Duration::from_secs(s.retry_after_default_s),
+        RetryAfter {
+            default: Duration::from_secs(s.retry_after_default_s),
+            max: Duration::from_secs(s.retry_after_max_s),
+        },
     )?;
     tracing::info!(base_url = %s.base_url, "scraping");
     Scraper {

@@ -29,6 +29,8 @@ pub struct ScraperSettings {
     pub first_sight_pages: u32,
     /// How long to wait after a 429 that names no Retry-After.
     pub retry_after_default_s: u64,
+    /// The longest pause a Retry-After can ask for (a larger one, or a far date, is cut to it).
+    pub retry_after_max_s: u64,
     /// How often a channel that does not exist or is private is tried again.
     pub missing_retry_s: u64,
     /// Backoff after server or network errors: doubling from `backoff_min_s` up to this.
@@ -96,6 +98,12 @@ impl Validate for ScraperConfig {
             s.retry_after_default_s,
             1,
             86_400,
+        );
+        check.in_range(
+            "scraper.retry_after_max_s".into(),
+            s.retry_after_max_s,
+            1,
+            86_400 * 7,
         );
         check.in_range(
             "scraper.missing_retry_s".into(),

@@ -19,6 +19,7 @@ pub struct ScraperMetrics {
     pub pages: IntCounter,
     pub posts: IntCounterVec,
     pub parse_warnings: IntCounter,
+    pub mismatches: IntCounterVec,
 }
 
 impl ScraperMetrics {
@@ -27,7 +28,7 @@ impl ScraperMetrics {
             requests: IntCounterVec::new(
                 Opts::new(
                     "oleg_scraper_requests_total",
-                    "Page requests by outcome (ok, missing, rate_limited, server_error, failed).",
+                    "Page requests by outcome (ok, missing, redirected_away: to another host, not followed, rate_limited, server_error, failed).",
                 ),
                 &["outcome"],
             )?,
@@ -43,11 +44,22 @@ impl ScraperMetrics {
                 "oleg_scraper_parse_warnings_total",
                 "Posts or markup that could not be read and were skipped.",
             )?,
+            mismatches: IntCounterVec::new(
+                Opts::new(
+                    "oleg_scraper_channel_mismatches_total",
+                    "Posts whose page names another channel than the one followed: alias (the page is the followed channel's, under another of its usernames; stored under the followed name) or unrelated (not stored).",
+                ),
+                &["kind"],
+            )?,
         };
+        for kind in ["alias", "unrelated"] {
+            metrics.mismatches.with_label_values(&[kind]);
+        }
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.pages.clone()))?;
         registry.register(Box::new(metrics.posts.clone()))?;
         registry.register(Box::new(metrics.parse_warnings.clone()))?;
+        registry.register(Box::new(metrics.mismatches.clone()))?;
         Ok(metrics)
     }
 }
@@ -65,6 +77,8 @@ enum Outcome {
     Scraped {
         newest: Option<i64>,
         header: crate::parse::ChannelHeader,
+        /// Another username the channel's posts carry.
+        alias: Option<String>,
     },
     Missing,
     RateLimited(Duration),
@@ -112,13 +126,20 @@ impl Scraper {
         let now = Utc::now().timestamp_millis();
         let s = &self.settings;
         let poll = match outcome {
-            Outcome::Scraped { newest, header } => {
+            Outcome::Scraped {
+                newest,
+                header,
+                alias,
+            } => {
                 let jitter = rand::rng().random_range(-s.poll_jitter..=s.poll_jitter);
                 ChannelPoll {
                     status: "active",
                     newest_post_id: newest,
                     title: header.title,
-                    subscribers: header.subscribers.map(|n| n as i64),
+                    alias,
+                    subscribers: header
+                        .subscribers
+                        .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
                     failures: 0,
                     next_poll_ms: now + (s.poll_interval_s as f64 * 1000.0 * (1.0 + jitter)) as i64,
                 }
@@ -129,6 +150,7 @@ impl Scraper {
                     status: "missing",
                     newest_post_id: None,
                     title: None,
+                    alias: None,
                     subscribers: None,
                     failures: 0,
                     next_poll_ms: now + (s.missing_retry_s * 1000) as i64,
@@ -138,6 +160,7 @@ impl Scraper {
                 status: "active",
                 newest_post_id: None,
                 title: None,
+                alias: None,
                 subscribers: None,
                 failures: channel.failures,
                 next_poll_ms: now + wait.as_millis() as i64,
@@ -151,6 +174,7 @@ impl Scraper {
                     status: "active",
                     newest_post_id: None,
                     title: None,
+                    alias: None,
                     subscribers: None,
                     failures,
                     next_poll_ms: now + (backoff * 1000) as i64,
@@ -167,6 +191,7 @@ impl Scraper {
         let label = match &fetched {
             Ok(Fetched::Page(_)) => "ok",
             Ok(Fetched::Missing) => "missing",
+            Ok(Fetched::RedirectedAway) => "redirected_away",
             Ok(Fetched::RateLimited(_)) => "rate_limited",
             Ok(Fetched::ServerError(_)) => "server_error",
             Err(_) => "failed",
@@ -183,6 +208,10 @@ impl Scraper {
                 Ok(page)
             }
             Ok(Fetched::Missing) => Err(Outcome::Missing),
+            Ok(Fetched::RedirectedAway) => {
+                tracing::warn!(channel, "redirected to another host; not followed");
+                Err(Outcome::Missing)
+            }
             Ok(Fetched::RateLimited(wait)) => Err(Outcome::RateLimited(wait)),
             Ok(Fetched::ServerError(status)) => Err(Outcome::Failed(format!("status {status}"))),
             Err(
@@ -201,6 +230,17 @@ impl Scraper {
             return Outcome::Missing;
         }
         let header = first.header.clone();
+        let alias = match page_owner(&channel.name, &first) {
+            Owner::Followed { alias } => alias,
+            Owner::Unrelated(claimed) => {
+                self.metrics
+                    .mismatches
+                    .with_label_values(&["unrelated"])
+                    .inc_by(first.posts.len() as u64);
+                tracing::warn!(channel = %channel.name, page = %claimed, "the page is another channel's; nothing stored");
+                return Outcome::Missing;
+            }
+        };
         let mut posts: Vec<ParsedPost> = Vec::new();
         let mut page = first;
         let mut pages = 1;
@@ -228,7 +268,32 @@ impl Scraper {
         }
         posts.sort_by_key(|p| p.id);
         posts.dedup_by_key(|p| p.id);
-        let scraped: Vec<ScrapedPost> = posts.iter().filter_map(to_message).collect();
+        // The followed name is the one stored: an alias's posts go under it, any other
+        // channel's are left out.
+        let (own, foreign): (Vec<ParsedPost>, Vec<ParsedPost>) = posts.into_iter().partition(|p| {
+            same_channel(&p.channel, &channel.name)
+                || alias
+                    .as_deref()
+                    .is_some_and(|a| same_channel(&p.channel, a))
+        });
+        if !foreign.is_empty() {
+            self.metrics
+                .mismatches
+                .with_label_values(&["unrelated"])
+                .inc_by(foreign.len() as u64);
+        }
+        let aliased = own
+            .iter()
+            .filter(|p| !same_channel(&p.channel, &channel.name))
+            .count();
+        self.metrics
+            .mismatches
+            .with_label_values(&["alias"])
+            .inc_by(aliased as u64);
+        let scraped: Vec<ScrapedPost> = own
+            .iter()
+            .filter_map(|post| to_message(post, &channel.name))
+            .collect();
         let newest = scraped.iter().map(|p| p.post_id.get()).max().or(known);
         match self
             .store
@@ -252,17 +317,65 @@ impl Scraper {
                         tracing::warn!(%error, post = %post.post_id, "could not announce a post");
                     }
                 }
-                Outcome::Scraped { newest, header }
+                Outcome::Scraped {
+                    newest,
+                    header,
+                    alias,
+                }
             }
             Err(error) => Outcome::Failed(format!("store: {error}")),
         }
     }
 }
 
-fn to_message(post: &ParsedPost) -> Option<ScrapedPost> {
+/// Whose page a channel page is.
+#[derive(Debug, PartialEq)]
+enum Owner {
+    /// The followed channel's; its posts may carry another of its usernames (`alias`).
+    Followed { alias: Option<String> },
+    /// Another channel's (a rename, or a redirect to another channel's page).
+    Unrelated(String),
+}
+
+/// Usernames are case-insensitive.
+fn same_channel(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// The page is the followed channel's if its posts carry the followed name, or if its header
+/// names the followed channel (then the name its posts carry is an alias of the same channel).
+fn page_owner(followed: &str, page: &ParsedPage) -> Owner {
+    let claimed = page
+        .posts
+        .iter()
+        .map(|p| p.channel.as_str())
+        .find(|c| !same_channel(c, followed));
+    let header_is_followed = page
+        .header
+        .username
+        .as_deref()
+        .is_some_and(|u| same_channel(u, followed));
+    match claimed {
+        None => Owner::Followed { alias: None },
+        Some(other) if header_is_followed => Owner::Followed {
+            alias: Some(other.to_owned()),
+        },
+        Some(_)
+            if page
+                .posts
+                .iter()
+                .any(|p| same_channel(&p.channel, followed)) =>
+        {
+            Owner::Followed { alias: None }
+        }
+        Some(other) => Owner::Unrelated(other.to_owned()),
+    }
+}
+
+fn to_message(post: &ParsedPost, followed: &str) -> Option<ScrapedPost> {
     Some(ScrapedPost {
         schema_version: SCHEMA_VERSION,
-        channel: ChannelName::parse(&post.channel).ok()?,
+        channel: ChannelName::parse(followed).ok()?,
         post_id: PostId::new(post.id).ok()?,
         published_at: post.date,
         text: post.text.clone(),
