@@ -309,6 +309,14 @@ impl Bus {
         Ok(channel)
     }
 
+    /// Declares every exchange and queue again (after one was deleted under the workers).
+    pub(crate) async fn redeclare_topology(&self) -> Result<(), BusError> {
+        let (channel, _) = self.open_channel(None).await?;
+        let declared = self.inner.topology.declare(&channel).await;
+        let _ = channel.close(200, "topology declared".into()).await;
+        Ok(declared?)
+    }
+
     /// How many messages wait in a shared queue, ready for a consumer (for status displays).
     pub async fn queue_depth(&self, queue: crate::QueueName) -> Result<u32, BusError> {
         let (channel, _) = self.open_channel(None).await?;

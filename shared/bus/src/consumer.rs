@@ -255,22 +255,53 @@ impl Incoming {
         );
         tracing::warn!(queue = %self.queue, reason = letter.reason.as_str(), detail = %letter.detail, "dead-lettering a message");
         if self.bus.publish_dead_letter(&letter).await? == Routed::NoQueue {
-            tracing::error!("the dead-letter queue is missing; keeping the message");
-            return self.requeue_after(Duration::ZERO).await;
+            // Someone deleted it: declare the topology again, and keep the message, coming back
+            // after a growing delay rather than at once (a hot loop otherwise).
+            self.bus
+                .metrics()
+                .dead_letter_queue_missing
+                .with_label_values(&[&self.queue])
+                .inc();
+            let delay = self.backoff_delay();
+            tracing::error!(queue = %self.queue, ?delay, "the dead-letter queue is missing; declaring it again and keeping the message");
+            if let Err(error) = self.bus.redeclare_topology().await {
+                tracing::warn!(%error, "could not declare the topology again");
+            }
+            return self.requeue_after(delay).await;
         }
         self.ack().await
+    }
+
+    /// `amqp.reconnect_min_ms` doubled per earlier attempt, capped at `amqp.reconnect_max_ms`.
+    fn backoff_delay(&self) -> Duration {
+        let settings = self.bus.settings();
+        let doubled = settings
+            .reconnect_min_ms
+            .saturating_mul(1 << self.attempt().saturating_sub(1).min(20));
+        Duration::from_millis(doubled.min(settings.reconnect_max_ms))
     }
 
     /// The work failed for a reason that may pass (a store outage, a timeout): hand the message
     /// back for another attempt after a short delay, or dead-letter it as `retries_exhausted`
     /// once `amqp.max_attempts` deliveries have failed.
     pub async fn retry(self, error: &str) -> Result<(), BusError> {
+        self.retry_or_dead_letter(DeadLetterReason::RetriesExhausted, error)
+            .await
+    }
+
+    /// As [`retry`](Self::retry), dead-lettering with `reason` once the attempts are used up
+    /// (e.g. `store_refused` for a document the store keeps refusing).
+    pub async fn retry_or_dead_letter(
+        self,
+        reason: DeadLetterReason,
+        error: &str,
+    ) -> Result<(), BusError> {
         let attempt = self.attempt();
         let max_attempts = self.bus.settings().max_attempts;
         if attempt >= max_attempts {
             return self
                 .dead_letter(Rejection::new(
-                    DeadLetterReason::RetriesExhausted,
+                    reason,
                     format!("failed {attempt} of {max_attempts} attempts; last error: {error}"),
                 ))
                 .await;

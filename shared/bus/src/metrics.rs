@@ -9,6 +9,7 @@ pub(crate) struct BusMetrics {
     pub consumed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
     pub retried: IntCounterVec,
+    pub dead_letter_queue_missing: IntCounterVec,
     pub rpc_calls: IntCounterVec,
     pub rpc_reply_path_up: IntGauge,
     pub rpc_unmatched_replies: IntCounter,
@@ -42,6 +43,13 @@ impl BusMetrics {
                 Opts::new("oleg_amqp_retried_total", "Deliveries handed back for another attempt, by queue."),
                 &["queue"],
             )?,
+            dead_letter_queue_missing: IntCounterVec::new(
+                Opts::new(
+                    "oleg_amqp_dead_letter_queue_missing_total",
+                    "Dead letters the broker could not route (the dead-letter queue was deleted): the topology is declared again and the message kept, by queue.",
+                ),
+                &["queue"],
+            )?,
             rpc_calls: IntCounterVec::new(
                 Opts::new(
                     "oleg_rpc_calls_total",
@@ -65,6 +73,7 @@ impl BusMetrics {
         registry.register(Box::new(metrics.consumed.clone()))?;
         registry.register(Box::new(metrics.dead_lettered.clone()))?;
         registry.register(Box::new(metrics.retried.clone()))?;
+        registry.register(Box::new(metrics.dead_letter_queue_missing.clone()))?;
         registry.register(Box::new(metrics.rpc_calls.clone()))?;
         registry.register(Box::new(metrics.rpc_reply_path_up.clone()))?;
         registry.register(Box::new(metrics.rpc_unmatched_replies.clone()))?;

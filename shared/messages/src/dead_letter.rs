@@ -16,16 +16,22 @@ pub enum DeadLetterReason {
     UnknownPost,
     /// The handler failed transiently on every one of the allowed attempts.
     RetriesExhausted,
+    /// The store refused to write it on every one of the allowed attempts.
+    StoreRefused,
+    /// Dated further ahead of the worker's clock than the allowed skew.
+    FromTheFuture,
 }
 
 impl DeadLetterReason {
-    pub const ALL: [DeadLetterReason; 6] = [
+    pub const ALL: [DeadLetterReason; 8] = [
         DeadLetterReason::TooLarge,
         DeadLetterReason::Malformed,
         DeadLetterReason::UnsupportedSchemaVersion,
         DeadLetterReason::UnknownReaction,
         DeadLetterReason::UnknownPost,
         DeadLetterReason::RetriesExhausted,
+        DeadLetterReason::StoreRefused,
+        DeadLetterReason::FromTheFuture,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +42,8 @@ impl DeadLetterReason {
             DeadLetterReason::UnknownReaction => "unknown_reaction",
             DeadLetterReason::UnknownPost => "unknown_post",
             DeadLetterReason::RetriesExhausted => "retries_exhausted",
+            DeadLetterReason::StoreRefused => "store_refused",
+            DeadLetterReason::FromTheFuture => "from_the_future",
         }
     }
 }

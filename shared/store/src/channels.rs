@@ -51,6 +51,7 @@ impl Store {
         Ok(
             !run_update(self.database(), Collections::CHANNELS, vec![update])
                 .await?
+                .all_or_error(Collections::CHANNELS)?
                 .upserted
                 .is_empty(),
         )

@@ -23,7 +23,7 @@ pub use deliveries::RecentPost;
 pub use keys::{post_key, vote_key};
 pub use models::{as_i64, ChunkWriter, StoredFile, CHUNK_BYTES};
 pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
-pub use users::UserSighting;
+pub use users::{UserSighting, UserWrites};
 pub use votes::{VoteWrite, VoteWriteSummary};
 
 use mongodb::bson::{doc, Bson, Document};
@@ -41,13 +41,70 @@ pub const DUPLICATE_KEY: i32 = 11000;
 pub enum StoreError {
     #[error("MongoDB: {0}")]
     Mongo(#[from] mongodb::error::Error),
-    #[error("MongoDB refused writes to {collection}: {detail}")]
+    #[error("MongoDB did not confirm writes to {collection} as asked: {detail}")]
     WriteErrors {
+        collection: &'static str,
+        detail: String,
+    },
+    #[error("MongoDB refused writes to {collection}: {detail}")]
+    Refused {
         collection: &'static str,
         detail: String,
     },
     #[error("a stored document has an unexpected shape: {0}")]
     Shape(String),
+}
+
+/// Server error codes that pass: elections, shutdowns, timeouts, write conflicts.
+const TRANSIENT_CODES: [i32; 14] = [
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    50,    // MaxTimeMSExpired
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    112,   // WriteConflict
+    189,   // PrimarySteppedDown
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11602, // InterruptedDueToReplStateChange
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+impl StoreError {
+    /// Whether the same request may succeed later (the store is unreachable, electing, shutting
+    /// down, timing out): then the caller keeps the work and waits. Anything else is the store
+    /// refusing this request, which another attempt will not change. The one place this is
+    /// decided.
+    pub fn is_transient(&self) -> bool {
+        use mongodb::error::ErrorKind;
+        match self {
+            StoreError::Mongo(error) => {
+                if error.contains_label("RetryableWriteError")
+                    || error.contains_label("TransientTransactionError")
+                {
+                    return true;
+                }
+                match error.kind.as_ref() {
+                    ErrorKind::Io(_)
+                    | ErrorKind::ServerSelection { .. }
+                    | ErrorKind::ConnectionPoolCleared { .. }
+                    | ErrorKind::DnsResolve { .. } => true,
+                    ErrorKind::Command(e) => TRANSIENT_CODES.contains(&e.code),
+                    ErrorKind::Write(mongodb::error::WriteFailure::WriteConcernError(_)) => true,
+                    ErrorKind::Write(mongodb::error::WriteFailure::WriteError(e)) => {
+                        TRANSIENT_CODES.contains(&e.code)
+                    }
+                    _ => false,
+                }
+            }
+            // A write concern that was not met: the writes may yet replicate; try again.
+            StoreError::WriteErrors { .. } => true,
+            StoreError::Refused { .. } | StoreError::Shape(_) => false,
+        }
+    }
 }
 
 /// A handle on OLEG's database; cheap to clone.
@@ -101,11 +158,32 @@ pub(crate) struct UpdateOutcome {
     pub upserted: Vec<usize>,
     /// Statements refused with a duplicate key: for a conditional upsert, "nothing to do".
     pub duplicates: Vec<usize>,
+    /// Statements the store refused for another reason (the document itself is at fault: a
+    /// type mismatch, a failed validation), with its message; the others landed.
+    pub refused: Vec<(usize, String)>,
+}
+
+impl UpdateOutcome {
+    /// For callers that have no use for a partial write: any refusal fails the call.
+    pub fn all_or_error(self, collection: &'static str) -> Result<Self, StoreError> {
+        if self.refused.is_empty() {
+            Ok(self)
+        } else {
+            let detail = self
+                .refused
+                .iter()
+                .map(|(_, message)| message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(StoreError::Refused { collection, detail })
+        }
+    }
 }
 
 /// Runs a raw `update` command with unordered statements. The raw command reports per-statement
-/// upserts and duplicate-key errors on both MongoDB and the stand-in. Any other write error fails
-/// the call (the caller retries; the statements that did land are idempotent).
+/// upserts and write errors on both MongoDB and the stand-in: duplicate keys and other refusals
+/// come back per statement; a write concern that was not met fails the call (the caller
+/// retries; the statements that did land are idempotent).
 pub(crate) async fn run_update(
     db: &Database,
     collection: &'static str,
@@ -136,13 +214,13 @@ pub(crate) async fn run_update(
     let mut outcome = UpdateOutcome {
         upserted: Vec::new(),
         duplicates: Vec::new(),
+        refused: Vec::new(),
     };
     if let Ok(upserted) = reply.get_array("upserted") {
         for entry in upserted {
             outcome.upserted.push(index_of(entry)?);
         }
     }
-    let mut failures = Vec::new();
     if let Ok(errors) = reply.get_array("writeErrors") {
         for entry in errors {
             let code = match entry.as_document().and_then(|e| e.get("code")) {
@@ -153,19 +231,21 @@ pub(crate) async fn run_update(
             if code == i64::from(DUPLICATE_KEY) {
                 outcome.duplicates.push(index_of(entry)?);
             } else {
-                failures.push(entry.to_string());
+                let message = entry
+                    .as_document()
+                    .and_then(|e| e.get_str("errmsg").ok())
+                    .unwrap_or_default();
+                outcome
+                    .refused
+                    .push((index_of(entry)?, format!("code {code}: {message}")));
             }
         }
     }
     if let Ok(concern) = reply.get_document("writeConcernError") {
-        failures.push(concern.to_string());
-    }
-    if failures.is_empty() {
-        Ok(outcome)
-    } else {
-        Err(StoreError::WriteErrors {
+        return Err(StoreError::WriteErrors {
             collection,
-            detail: failures.join("; "),
-        })
+            detail: concern.to_string(),
+        });
     }
+    Ok(outcome)
 }

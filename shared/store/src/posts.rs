@@ -54,7 +54,9 @@ impl Store {
                 }
             })
             .collect();
-        let done = run_update(self.database(), Collections::POSTS, updates).await?;
+        let done = run_update(self.database(), Collections::POSTS, updates)
+            .await?
+            .all_or_error(Collections::POSTS)?;
         let new = done
             .upserted
             .into_iter()

@@ -14,12 +14,21 @@ pub struct UserSighting {
     pub language_code: Option<String>,
 }
 
+/// What a batch of sightings did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UserWrites {
+    /// People stored for the first time.
+    pub created: u64,
+    /// Sightings the store refused (by index), with its message.
+    pub refused: Vec<(usize, String)>,
+}
+
 impl Store {
     /// Creates each person not yet stored; a start also records when (the earliest start wins,
-    /// so redeliveries change nothing). Returns how many people were new.
-    pub async fn upsert_users(&self, sightings: &[UserSighting]) -> Result<u64, StoreError> {
+    /// so redeliveries change nothing).
+    pub async fn upsert_users(&self, sightings: &[UserSighting]) -> Result<UserWrites, StoreError> {
         if sightings.is_empty() {
-            return Ok(0);
+            return Ok(UserWrites::default());
         }
         let updates: Vec<Document> = sightings
             .iter()
@@ -37,6 +46,9 @@ impl Store {
         // A duplicate key means two sightings of one new person raced to insert it: the
         // winner created the person.
         let done = run_update(self.database(), Collections::USERS, updates).await?;
-        Ok(done.upserted.len() as u64)
+        Ok(UserWrites {
+            created: done.upserted.len() as u64,
+            refused: done.refused,
+        })
     }
 }

@@ -5,7 +5,7 @@ use mongodb::bson::{doc, Document};
 use oleg_messages::Vote;
 
 /// What happened to one vote of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VoteWrite {
     /// First vote of this person on this post.
     New,
@@ -13,6 +13,8 @@ pub enum VoteWrite {
     Changed,
     /// Changed nothing: a redelivery, a duplicate, or older than the stored vote.
     Unchanged,
+    /// The store refused it (the others of the batch landed), with its message.
+    Refused(String),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +73,9 @@ impl Store {
         for index in done.duplicates {
             writes[index] = VoteWrite::Unchanged;
         }
+        for (index, message) in done.refused {
+            writes[index] = VoteWrite::Refused(message);
+        }
         Ok(writes)
     }
 }
@@ -83,6 +88,7 @@ impl VoteWriteSummary {
                 VoteWrite::New => summary.new += 1,
                 VoteWrite::Changed => summary.changed += 1,
                 VoteWrite::Unchanged => summary.unchanged += 1,
+                VoteWrite::Refused(_) => {}
             }
         }
         summary

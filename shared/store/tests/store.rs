@@ -206,14 +206,16 @@ async fn people_are_created_on_first_sight_once() {
                 seen(6, 1_000, true)
             ])
             .await
-            .unwrap(),
+            .unwrap()
+            .created,
         2
     );
     assert_eq!(
         store
             .upsert_users(&[seen(5, 1_500, true), seen(6, 3_000, true)])
             .await
-            .unwrap(),
+            .unwrap()
+            .created,
         0
     );
     let five = store
@@ -250,6 +252,10 @@ async fn ping_fails_cleanly_when_the_server_is_absent() {
     let store = Store::connect(&settings, "oleg-store-test").await.unwrap();
     let error = store.ping().await.unwrap_err();
     assert!(error.to_string().contains("MongoDB"), "{error}");
+    assert!(
+        error.is_transient(),
+        "an absent server is an outage: {error}"
+    );
 }
 
 #[tokio::test]
@@ -365,5 +371,41 @@ async fn model_versions_order_by_number_past_nine() {
     assert_eq!(store.next_model_version().await.unwrap(), 12);
     let live = store.live_model().await.unwrap().unwrap();
     assert_eq!(oleg_store::as_i64(live.get("_id")), Some(10));
+    store.drop_database().await.unwrap();
+}
+
+/// A statement the store refuses is reported for that vote alone; the rest of the batch lands,
+/// and a refusal is not taken for an outage.
+#[tokio::test]
+async fn a_vote_the_store_refuses_is_reported_alone_and_is_not_an_outage() {
+    let store = store("store-refused").await;
+    // A stored vote of another shape: its revision is text, so `$inc` on it is refused.
+    store
+        .database()
+        .collection::<mongodb::bson::Document>("votes")
+        .insert_one(doc! {"_id": vote_key(UserId::new(2).unwrap(), &post(1)), "voted_at_ms": 0_i64, "revision": "one"})
+        .await
+        .unwrap();
+    let writes = store
+        .upsert_votes(
+            &[
+                vote(1, 1, Reaction::Like, 10),
+                vote(2, 1, Reaction::Like, 10),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(writes[0], VoteWrite::New);
+    assert!(
+        matches!(&writes[1], VoteWrite::Refused(message) if !message.is_empty()),
+        "{writes:?}"
+    );
+    assert!(stored(&store, 1, 1).await.is_some());
+    let refused = oleg_store::StoreError::Refused {
+        collection: "votes",
+        detail: "code 14: type mismatch".into(),
+    };
+    assert!(!refused.is_transient());
     store.drop_database().await.unwrap();
 }

@@ -74,6 +74,22 @@ pub async fn delete_topology(settings: &AmqpSettings) {
     let _ = connection.close(200, "clean-up".into()).await;
 }
 
+/// Deletes one queue, as an operator might by mistake.
+pub async fn delete_queue(settings: &AmqpSettings, queue: &str) {
+    let connection = Connection::connect(
+        settings.uri.expose_secret(),
+        ConnectionProperties::default(),
+    )
+    .await
+    .expect("broker reachable");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+        .expect("queue deleted");
+    let _ = connection.close(200, "done".into()).await;
+}
+
 /// How many messages wait in a queue (ready, not delivered).
 pub async fn queue_depth(settings: &AmqpSettings, queue: &str) -> u32 {
     let connection = Connection::connect(

@@ -143,6 +143,7 @@ async fn pipeline_rate(n: usize) -> f64 {
         store_probe_ms: 2_000,
         known_posts_cache: 1_000_000,
         known_users_cache: 1_000_000,
+        max_clock_skew_ms: 300_000,
     };
     let readiness = Readiness::new(&[Component::Broker, Component::Store]);
     let registry = Registry::new();

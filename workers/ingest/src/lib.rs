@@ -1,7 +1,9 @@
 //! `oleg-ingest`: turns the bot's stream of votes and user starts into the store the trainer
 //! learns from. Each batch is written with one bulk upsert and acked only after the store
-//! acknowledged it; refused messages go to the dead-letter queue with their reason; while the
-//! store is down nothing is acked and the worker reports not-ready until it returns.
+//! acknowledged it; refused messages go to the dead-letter queue with their reason. While the
+//! store is unavailable (a transient error) nothing is acked and the worker reports not-ready
+//! until it returns; a message the store refuses (a permanent error) is tried again up to
+//! `amqp.max_attempts` times and then dead-lettered as `store_refused`, and holds up nothing.
 
 mod metrics;
 mod settings;
@@ -108,8 +110,11 @@ impl Ingest {
         let unknown = loop {
             match self.find_unknown_posts(&batch.votes).await {
                 Ok(unknown) => break unknown,
-                Err(error) if self.wait_for_store(&error, &mut backoff).await => {}
-                Err(_) => return,
+                Err(error) => match self.after_store_error(&error, &mut backoff).await {
+                    StoreVerdict::TryAgain => {}
+                    StoreVerdict::Refused => return self.refuse_batch(batch, &error).await,
+                    StoreVerdict::ShuttingDown => return,
+                },
             }
         };
         if !unknown.is_empty() {
@@ -136,31 +141,78 @@ impl Ingest {
             return;
         }
 
-        let ingested_at = Utc::now();
-        let writes = loop {
+        let (written, ingested_at) = loop {
+            // Stamped at each attempt: a batch that waited out an outage is stamped when it
+            // lands, so the trainer's watermark (with its overlap) cannot pass it by.
+            let ingested_at = Utc::now();
             match self.write(&batch, ingested_at.timestamp_millis()).await {
-                Ok(writes) => break writes,
-                Err(error) if self.wait_for_store(&error, &mut backoff).await => {}
-                Err(_) => return,
+                Ok(written) => break (written, ingested_at),
+                Err(error) => match self.after_store_error(&error, &mut backoff).await {
+                    StoreVerdict::TryAgain => {}
+                    StoreVerdict::Refused => return self.refuse_batch(batch, &error).await,
+                    StoreVerdict::ShuttingDown => return,
+                },
             }
         };
         self.readiness.set(Component::Store, true);
-        self.record(&batch, &writes);
-        let summary = VoteWriteSummary::of(&writes);
+        self.record(&batch, &written.votes);
+        let summary = VoteWriteSummary::of(&written.votes);
         let has_votes = !batch.votes.is_empty();
+        let refused_starts: HashMap<usize, String> = written.starts_refused.into_iter().collect();
+        let outcomes = batch
+            .votes
+            .into_iter()
+            .map(|(incoming, _)| incoming)
+            .zip(written.votes.into_iter().map(|write| match write {
+                VoteWrite::Refused(message) => Some(message),
+                _ => None,
+            }))
+            .chain(
+                batch
+                    .starts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, (incoming, _))| (incoming, refused_starts.get(&index).cloned())),
+            );
+        for (incoming, refusal) in outcomes {
+            let settled = match refusal {
+                None => incoming.ack().await,
+                Some(message) => {
+                    self.metrics.store_refusals.inc();
+                    tracing::warn!(%message, "the store refused a message; it will be tried again");
+                    incoming
+                        .retry_or_dead_letter(DeadLetterReason::StoreRefused, &message)
+                        .await
+                }
+            };
+            if let Err(error) = settled {
+                // The channel is gone: the broker redelivers, and the rewrite changes nothing.
+                tracing::warn!(%error, "could not settle a message after the write; it will be redelivered");
+            }
+        }
+        if has_votes {
+            self.announce(summary, ingested_at).await;
+        }
+    }
+
+    /// A whole batch the store refused (not an outage): each message is tried again, and
+    /// dead-lettered as `store_refused` once its attempts are used up.
+    async fn refuse_batch(&self, batch: Batch, error: &StoreError) {
+        self.readiness.set(Component::Store, true);
+        let detail = error.to_string();
         for incoming in batch
             .votes
             .into_iter()
             .map(|(i, _)| i)
             .chain(batch.starts.into_iter().map(|(i, _)| i))
         {
-            if let Err(error) = incoming.ack().await {
-                // The channel is gone: the broker redelivers, and the rewrite changes nothing.
-                tracing::warn!(%error, "ack failed after the write; the message will be redelivered");
+            self.metrics.store_refusals.inc();
+            if let Err(error) = incoming
+                .retry_or_dead_letter(DeadLetterReason::StoreRefused, &detail)
+                .await
+            {
+                tracing::warn!(%error, "could not hand a refused message back; it will be redelivered");
             }
-        }
-        if has_votes {
-            self.announce(summary, ingested_at).await;
         }
     }
 
@@ -171,13 +223,17 @@ impl Ingest {
         let routing_key = Some(incoming.routing_key.as_str());
         if routing_key == vote_key {
             self.metrics.received.with_label_values(&["vote"]).inc();
-            decode::<Vote>(&incoming.body, max).map(Decoded::Vote)
+            let vote = decode::<Vote>(&incoming.body, max)?;
+            self.not_ahead(vote.voted_at)?;
+            Ok(Decoded::Vote(vote))
         } else if routing_key == start_key {
             self.metrics
                 .received
                 .with_label_values(&["user_started"])
                 .inc();
-            decode::<UserStarted>(&incoming.body, max).map(Decoded::Start)
+            let start = decode::<UserStarted>(&incoming.body, max)?;
+            self.not_ahead(start.started_at)?;
+            Ok(Decoded::Start(start))
         } else {
             self.metrics.received.with_label_values(&["unknown"]).inc();
             Err(Rejection::new(
@@ -188,6 +244,23 @@ impl Ingest {
                 ),
             ))
         }
+    }
+
+    /// Refuses a time further ahead of this worker's clock than `ingest.max_clock_skew_ms`.
+    fn not_ahead(&self, at: chrono::DateTime<Utc>) -> Result<(), Rejection> {
+        let ahead = at - Utc::now();
+        let skew = chrono::Duration::milliseconds(self.settings.max_clock_skew_ms as i64);
+        if ahead > skew {
+            return Err(Rejection::new(
+                DeadLetterReason::FromTheFuture,
+                format!(
+                    "dated {at}, {} s ahead of this worker's clock (ingest.max_clock_skew_ms allows {} ms)",
+                    ahead.num_seconds(),
+                    self.settings.max_clock_skew_ms
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn dead_letter(&self, refused: Vec<(Incoming, Rejection)>) {
@@ -220,11 +293,7 @@ impl Ingest {
             .collect())
     }
 
-    async fn write(
-        &mut self,
-        batch: &Batch,
-        ingested_at_ms: i64,
-    ) -> Result<Vec<VoteWrite>, StoreError> {
+    async fn write(&mut self, batch: &Batch, ingested_at_ms: i64) -> Result<Written, StoreError> {
         // One sighting per person per batch (their earliest vote), and none for people already
         // stored; a start always goes through, since it records when and in which language.
         let mut voters: HashMap<UserId, i64> = HashMap::new();
@@ -251,20 +320,29 @@ impl Ingest {
             }))
             .collect();
         let started = Instant::now();
-        let created = self.store.upsert_users(&sightings).await?;
+        let users = self.store.upsert_users(&sightings).await?;
         let votes: Vec<Vote> = batch.votes.iter().map(|(_, vote)| vote.clone()).collect();
-        let writes = self.store.upsert_votes(&votes, ingested_at_ms).await?;
+        let votes = self.store.upsert_votes(&votes, ingested_at_ms).await?;
         self.metrics
             .write_seconds
             .observe(started.elapsed().as_secs_f64());
-        self.metrics.users_created.inc_by(created);
+        self.metrics.users_created.inc_by(users.created);
+        // The first sightings are the starts, in order.
+        let starts_refused: Vec<(usize, String)> = users
+            .refused
+            .into_iter()
+            .filter(|(index, _)| *index < batch.starts.len())
+            .collect();
         let capacity = self.settings.known_users_cache;
         remember(
             &mut self.known_users,
             sightings.iter().map(|s| s.user_id),
             capacity,
         );
-        Ok(writes)
+        Ok(Written {
+            votes,
+            starts_refused,
+        })
     }
 
     fn store_backoff(&self) -> Backoff {
@@ -274,17 +352,21 @@ impl Ingest {
         )
     }
 
-    /// After a failed store step: reports the store down and waits before the next attempt.
-    /// Returns `false` if shutdown came first; nothing of the batch is acked then, so the broker
-    /// redelivers it.
-    async fn wait_for_store(&self, error: &StoreError, backoff: &mut Backoff) -> bool {
+    /// After a failed store step: a refusal is the batch's own doing; an outage reports the
+    /// store down and waits before the next attempt. Shutting down first, nothing of the batch
+    /// is acked, so the broker redelivers it.
+    async fn after_store_error(&self, error: &StoreError, backoff: &mut Backoff) -> StoreVerdict {
+        if !error.is_transient() {
+            tracing::warn!(%error, "the store refused the batch");
+            return StoreVerdict::Refused;
+        }
         self.readiness.set(Component::Store, false);
         self.metrics.store_failures.inc();
         let delay = backoff.next_delay();
         tracing::warn!(%error, ?delay, "store unavailable; holding the batch unacked and retrying");
         tokio::select! {
-            _ = self.shutdown.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
+            _ = self.shutdown.cancelled() => StoreVerdict::ShuttingDown,
+            _ = tokio::time::sleep(delay) => StoreVerdict::TryAgain,
         }
     }
 
@@ -298,12 +380,13 @@ impl Ingest {
                 VoteWrite::New => "new",
                 VoteWrite::Changed => "changed",
                 VoteWrite::Unchanged => "duplicate",
+                VoteWrite::Refused(_) => "refused",
             };
             self.metrics
                 .votes_stored
                 .with_label_values(&[outcome])
                 .inc();
-            if *write != VoteWrite::Unchanged {
+            if matches!(write, VoteWrite::New | VoteWrite::Changed) {
                 let lag = (now - vote.voted_at).to_std().unwrap_or_default();
                 self.metrics.vote_lag_seconds.observe(lag.as_secs_f64());
             }
@@ -346,4 +429,19 @@ fn remember<T: std::hash::Hash + Eq>(
 enum Decoded {
     Vote(Vote),
     Start(UserStarted),
+}
+
+/// What a batch's write did: per vote, and the starts the store refused (by index).
+struct Written {
+    votes: Vec<VoteWrite>,
+    starts_refused: Vec<(usize, String)>,
+}
+
+/// What to do after a store step failed.
+enum StoreVerdict {
+    /// An outage: the batch waits and tries again.
+    TryAgain,
+    /// The store refused the request itself.
+    Refused,
+    ShuttingDown,
 }

@@ -10,6 +10,7 @@ pub struct IngestMetrics {
     pub batch_size: Histogram,
     pub write_seconds: Histogram,
     pub store_failures: IntCounter,
+    pub store_refusals: IntCounter,
     pub vote_lag_seconds: Histogram,
 }
 
@@ -36,6 +37,10 @@ impl IngestMetrics {
                 HistogramOpts::new("oleg_ingest_write_seconds", "Time to write one batch to the store.")
                     .buckets(exponential_buckets(0.001, 2.0, 16)?),
             )?,
+            store_refusals: IntCounter::new(
+                "oleg_ingest_store_refusals_total",
+                "Messages the store refused to write (a permanent error): each is tried again up to amqp.max_attempts, then dead-lettered as store_refused.",
+            )?,
             store_failures: IntCounter::new(
                 "oleg_ingest_store_failures_total",
                 "Batch writes that failed and were retried (the store was unreachable or refused).",
@@ -54,6 +59,7 @@ impl IngestMetrics {
         registry.register(Box::new(metrics.batch_size.clone()))?;
         registry.register(Box::new(metrics.write_seconds.clone()))?;
         registry.register(Box::new(metrics.store_failures.clone()))?;
+        registry.register(Box::new(metrics.store_refusals.clone()))?;
         registry.register(Box::new(metrics.vote_lag_seconds.clone()))?;
         Ok(metrics)
     }

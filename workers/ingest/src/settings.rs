@@ -30,6 +30,9 @@ pub struct IngestSettings {
     pub known_posts_cache: usize,
     /// People remembered as stored, to spare an upsert per vote.
     pub known_users_cache: usize,
+    /// Votes and starts dated further ahead of this worker's clock are refused as
+    /// `from_the_future` (one such vote would outrank every later vote of its person on its post).
+    pub max_clock_skew_ms: u64,
 }
 
 impl Validate for IngestConfig {
@@ -46,6 +49,12 @@ impl Validate for IngestConfig {
             "amqp.prefetch".into(),
             "at least ingest.batch_size, so that a batch can fill",
             self.amqp.prefetch,
+        );
+        check.in_range(
+            "ingest.max_clock_skew_ms".into(),
+            s.max_clock_skew_ms,
+            0,
+            86_400_000,
         );
         check.in_range(
             "ingest.batch_max_wait_ms".into(),

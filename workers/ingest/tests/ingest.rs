@@ -331,6 +331,12 @@ async fn invalid_messages_are_dead_lettered_with_their_reason_and_valid_ones_sto
             br#"{"schema_version":1,"user_id":"abc"}"#.to_vec(),
             DeadLetterReason::Malformed,
         ),
+        // Defect: a vote dated in the year 9999 outranked every later vote on its post.
+        (
+            "vote.cast",
+            with("voted_at", "9999-01-01T00:00:00Z".into()),
+            DeadLetterReason::FromTheFuture,
+        ),
     ];
     // Interleave so that one batch holds all of them.
     let exchange = services.bus.topology().events_exchange();
@@ -368,7 +374,7 @@ async fn invalid_messages_are_dead_lettered_with_their_reason_and_valid_ones_sto
         reasons.push(letter.reason);
         incoming.ack().await.unwrap();
     }
-    assert_eq!(reasons.len(), 6);
+    assert_eq!(reasons.len(), 7);
     let scenario = Scenario::from_votes(valid);
     services
         .assert_final_votes(&scenario, Duration::from_secs(30))
@@ -385,7 +391,7 @@ async fn invalid_messages_are_dead_lettered_with_their_reason_and_valid_ones_sto
         "the start was stored"
     );
     let (_, metrics) = worker.get("/metrics").await.unwrap();
-    assert_eq!(metric_sum(&metrics, "oleg_amqp_dead_lettered_total"), 6.0);
+    assert_eq!(metric_sum(&metrics, "oleg_amqp_dead_lettered_total"), 7.0);
     services.finish().await;
 }
 
@@ -531,6 +537,138 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
         "exit status 0 after SIGTERM; log:\n{}",
         worker.log_tail()
     );
+    services.finish().await;
+}
+
+/// Defect: a document the store refuses failed the whole batch, which was retried for ever as if
+/// the store were down, holding up every vote behind it.
+#[tokio::test]
+async fn a_vote_the_store_refuses_is_dead_lettered_after_its_attempts_and_holds_up_nothing() {
+    let services = Services::new("ingest-refused", None).await;
+    // A stored vote of another shape: its revision is text, so the store refuses any update of
+    // it (a type mismatch), every time.
+    services
+        .store
+        .database()
+        .collection::<mongodb::bson::Document>("votes")
+        .insert_one(doc! {"_id": oleg_store::vote_key(UserId::new(9).unwrap(), &post_ref(9)), "voted_at_ms": 0_i64, "revision": "one"})
+        .await
+        .unwrap();
+    let refused = Vote::new(
+        UserId::new(9).unwrap(),
+        post_ref(9),
+        Reaction::Like,
+        at_ms(9),
+    );
+    let others: Vec<Vote> = (10..=30)
+        .map(|u| {
+            Vote::new(
+                UserId::new(u).unwrap(),
+                post_ref(u),
+                Reaction::Like,
+                at_ms(u),
+            )
+        })
+        .collect();
+    services.publish_all(&others[..10]).await;
+    services.publish_all(std::slice::from_ref(&refused)).await;
+    services.publish_all(&others[10..]).await;
+    let worker = services.spawn_worker(&[("OLEG__AMQP__MAX_ATTEMPTS", "3")], "worker.log");
+    worker.wait_ready(Duration::from_secs(30)).await;
+
+    let mut dead = Subscription::new(services.bus.clone(), Source::Shared(QueueName::DeadLetters));
+    let incoming = tokio::time::timeout(Duration::from_secs(30), dead.next())
+        .await
+        .unwrap_or_else(|_| panic!("no dead letter; log:\n{}", worker.log_tail()))
+        .unwrap();
+    let letter: DeadLetter = decode(&incoming.body, 1 << 20).unwrap();
+    assert_eq!(
+        letter.reason,
+        DeadLetterReason::StoreRefused,
+        "{}",
+        letter.detail
+    );
+    assert_eq!(letter.attempts, 3);
+    let original: Vote = decode(&letter.payload.to_bytes().unwrap(), 1 << 16).unwrap();
+    assert_eq!(original, refused);
+    incoming.ack().await.unwrap();
+    // Everything else was stored, and the worker stays ready and keeps going.
+    let mut expected = others.clone();
+    let later = Vote::new(
+        UserId::new(31).unwrap(),
+        post_ref(31),
+        Reaction::Dislike,
+        at_ms(31),
+    );
+    services.publish_all(std::slice::from_ref(&later)).await;
+    expected.push(later);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored = services
+            .store
+            .collections()
+            .votes
+            .count_documents(doc! {"user_id": {"$gte": 10}})
+            .await
+            .unwrap();
+        if stored == expected.len() as u64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stored} of {} votes stored: held up behind the refused one",
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(worker.get("/readyz").await.map(|r| r.0), Some(200));
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    assert_eq!(
+        metric_sum(&metrics, "oleg_ingest_store_refusals_total"),
+        3.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "oleg_ingest_store_failures_total"),
+        0.0,
+        "taken for an outage"
+    );
+    services.finish().await;
+}
+
+/// Defect: with the dead-letter queue deleted, dead-lettering requeued at once, for ever.
+#[tokio::test]
+async fn a_deleted_dead_letter_queue_costs_neither_a_hot_loop_nor_the_message() {
+    let services = Services::new("ingest-no-dlq", None).await;
+    let worker = services.spawn_worker(&[], "worker.log");
+    worker.wait_ready(Duration::from_secs(30)).await;
+    delete_queue(
+        &services.amqp,
+        &services.bus.topology().queue(QueueName::DeadLetters),
+    )
+    .await;
+    let exchange = services.bus.topology().events_exchange();
+    services
+        .bus
+        .publish_bytes(&exchange, "vote.cast", b"{not json", Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, metrics) = worker.get("/metrics").await.unwrap();
+    let consumed = metric_sum(&metrics, "oleg_amqp_consumed_total");
+    assert!(
+        consumed <= 5.0,
+        "delivered {consumed} times in 3 s: a hot loop"
+    );
+    assert!(metric_sum(&metrics, "oleg_amqp_dead_letter_queue_missing_total") >= 1.0);
+    // The queue is declared again and the letter lands in it.
+    let mut dead = Subscription::new(services.bus.clone(), Source::Shared(QueueName::DeadLetters));
+    let incoming = tokio::time::timeout(Duration::from_secs(20), dead.next())
+        .await
+        .expect("the dead letter, once the queue is back")
+        .unwrap();
+    let letter: DeadLetter = decode(&incoming.body, 1 << 20).unwrap();
+    assert_eq!(letter.reason, DeadLetterReason::Malformed);
+    incoming.ack().await.unwrap();
     services.finish().await;
 }
 
