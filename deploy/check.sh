@@ -29,7 +29,7 @@ fi
 log "Kubernetes manifests against the API schemas"
 manifests=(deploy/k8s/namespace.yaml deploy/k8s/config.yaml deploy/k8s/secret.example.yaml
   deploy/k8s/scraper.yaml deploy/k8s/ingest.yaml deploy/k8s/trainer.yaml deploy/k8s/ranker.yaml
-  deploy/k8s/bot.yaml)
+  deploy/k8s/bot.yaml deploy/k8s/networkpolicy.yaml)
 "$tools/bin/kubernetes-validate" --strict --quiet "${manifests[@]}"
 "$tools/bin/python" - deploy/k8s <<'PY'
 # KEDA's resources are custom: check what they refer to instead of a schema.
@@ -53,7 +53,48 @@ for scaled in (d for d in docs if d["kind"] == "ScaledObject"):
         meta = trigger["metadata"]
         assert meta["queueName"] == queues[target], f"ScaledObject {name} watches {meta['queueName']}"
         assert meta["mode"] in ("QueueLength", "MessageRate") and float(meta["value"]) > 0
+# Network policies: everything denied, then only Prometheus to each pod's metrics port and the
+# ingress controller to the bot's webhook port.
+policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+deny = policies["oleg-deny-ingress"]
+assert deny["ingress"] == [] and deny["podSelector"]["matchLabels"] == {"app.kubernetes.io/part-of": "oleg"}
+named_ports = lambda d: {p["name"] for c in d["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+workers = [d for d in docs if d["kind"] == "Deployment"]
+for d in workers:
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert labels.get("app.kubernetes.io/part-of") == "oleg", f"{d['metadata']['name']} is outside the policies"
+    assert "metrics" in named_ports(d), f"{d['metadata']['name']} has no port named metrics"
+for name, spec in policies.items():
+    for rule in spec.get("ingress", []):
+        ports = {p["port"] for p in rule["ports"]}
+        sources = rule["from"]
+        assert sources, f"{name} admits everyone"
+        if ports == {"metrics"}:
+            assert all(s.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name") == "prometheus" for s in sources), name
+        else:
+            assert ports == {"webhook"} and spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "bot"}, name
+            assert "webhook" in named_ports(next(d for d in workers if d["metadata"]["name"] == "bot"))
 print(f"{len(docs)} Kubernetes objects checked")
+PY
+
+log "compose: metrics stay on the internal network"
+"$tools/bin/python" - deploy/compose/docker-compose.yml <<'PY'
+# What `docker compose config` cannot say: who is reachable from where.
+import sys, yaml
+compose = yaml.safe_load(open(sys.argv[1]))
+networks, services = compose["networks"], compose["services"]
+assert networks["backend"].get("internal") is True, "the backend network must be internal"
+workers = {"scraper", "ingest", "trainer", "ranker", "bot"}
+assert workers <= services.keys(), f"missing workers: {workers - services.keys()}"
+for name, service in services.items():
+    for port in service.get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    if name in workers:
+        assert "ports" not in service, f"{name} publishes a port"
+        assert "backend" in service["networks"], f"{name} is not on the backend network"
+        outside = {"egress"} if name in ("scraper", "bot") else set()
+        assert set(service["networks"]) == {"backend"} | outside, f"{name}: {service['networks']}"
+print(f"{len(services)} compose services checked")
 PY
 
 if docker compose version >/dev/null 2>&1; then

@@ -38,6 +38,10 @@ struct Inner {
     metrics: BusMetrics,
     connection: Mutex<Link>,
     publisher: Mutex<Option<(Channel, u64)>>,
+    /// Every channel opened and not known to be closed, so that a stop can close each one
+    /// before the connection (a channel dropped as the connection closes makes lapin log a
+    /// connection error).
+    channels: std::sync::Mutex<Vec<Channel>>,
     shutdown: CancellationToken,
 }
 
@@ -68,6 +72,7 @@ impl Bus {
                 metrics: BusMetrics::register(registry)?,
                 connection: Mutex::new(Link::default()),
                 publisher: Mutex::new(None),
+                channels: std::sync::Mutex::new(Vec::new()),
                 shutdown,
             }),
         };
@@ -137,6 +142,14 @@ impl Bus {
     }
 
     async fn try_open_channel(&self) -> Result<(Channel, u64), lapin::Error> {
+        let (channel, generation) = self.open_on_connection().await?;
+        let mut open = self.inner.channels.lock().expect("not poisoned");
+        open.retain(|c| c.status().connected());
+        open.push(channel.clone());
+        Ok((channel, generation))
+    }
+
+    async fn open_on_connection(&self) -> Result<(Channel, u64), lapin::Error> {
         let mut link = self.inner.connection.lock().await;
         if let Some(connection) = link.connection.as_ref().filter(|c| c.status().connected()) {
             match connection.create_channel().await {
@@ -334,15 +347,23 @@ impl Bus {
         Ok(declared?.message_count())
     }
 
-    /// Closes the connection after the worker finished its in-flight work; unacked deliveries
-    /// return to their queues.
+    /// Closes every channel, then the connection, after the worker finished its in-flight
+    /// work; unacked deliveries return to their queues.
     pub async fn close(&self) {
         *self.inner.publisher.lock().await = None;
+        let channels = std::mem::take(&mut *self.inner.channels.lock().expect("not poisoned"));
+        for channel in channels.iter().filter(|c| c.status().connected()) {
+            if let Err(error) = channel.close(200, "worker stopping".into()).await {
+                tracing::debug!(%error, "closing a channel");
+            }
+        }
         if let Some(connection) = self.inner.connection.lock().await.connection.take() {
             if let Err(error) = connection.close(200, "worker stopping".into()).await {
                 tracing::debug!(%error, "closing the broker connection");
             }
         }
+        // Dropped only now that the connection is closed, so no handle closes its channel late.
+        drop(channels);
         self.inner.readiness.set(Component::Broker, false);
         self.inner.metrics.connected.set(0);
     }

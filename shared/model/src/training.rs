@@ -60,14 +60,15 @@ impl Votes {
 }
 
 /// One epoch over `rows` (indices into `votes`) in a random order; returns the mean loss, read
-/// out of each step as a plain number.
+/// out of each step as a plain number. `on_batch` hears of each batch done, and may stop the
+/// epoch there (the loss is then the mean over the batches done).
 pub fn train_epoch(
     network: &mut Network,
     optimizer: &mut Optimizer,
     votes: &Votes,
     rows: &Tensor,
     batch_size: i64,
-    mut on_batch: impl FnMut(i64),
+    mut on_batch: impl FnMut(i64) -> std::ops::ControlFlow<()>,
 ) -> f64 {
     let n = rows.size()[0];
     let order = rows.index_select(0, &Tensor::randperm(n, (Kind::Int64, rows.device())));
@@ -80,13 +81,15 @@ pub fn train_epoch(
         loss.backward();
         loss_sum += loss.double_value(&[]) * len as f64;
         optimizer.step(network);
-        on_batch(len);
         start += len;
+        if on_batch(len).is_break() {
+            break;
+        }
     }
-    if n == 0 {
+    if start == 0 {
         f64::NAN
     } else {
-        loss_sum / n as f64
+        loss_sum / start as f64
     }
 }
 

@@ -53,7 +53,7 @@ fn train_and_score(config: &ModelConfig, epochs: usize) -> Evaluation {
             &train,
             &rows,
             config.batch_size,
-            |_| {},
+            |_| std::ops::ControlFlow::Continue(()),
         );
         assert!(loss.is_finite());
     }

@@ -21,7 +21,8 @@ pub use channels::{ChannelPoll, ChannelRecord};
 pub use collections::Collections;
 pub use deliveries::RecentPost;
 pub use keys::{post_key, vote_key};
-pub use models::{as_i64, ChunkWriter, StoredFile, CHUNK_BYTES};
+pub use leases::LeaseClaim;
+pub use models::{as_i64, ChunkWriter, StoredFile, CHUNK_BYTES, TRAINING_LEASE};
 pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
 pub use users::{UserSighting, UserWrites};
 pub use votes::{VoteWrite, VoteWriteSummary};
@@ -53,6 +54,8 @@ pub enum StoreError {
     },
     #[error("a stored document has an unexpected shape: {0}")]
     Shape(String),
+    #[error("{holder} no longer holds the lease {name}")]
+    LeaseLost { name: String, holder: String },
 }
 
 /// Server error codes that pass: elections, shutdowns, timeouts, write conflicts.
@@ -102,7 +105,9 @@ impl StoreError {
             }
             // A write concern that was not met: the writes may yet replicate; try again.
             StoreError::WriteErrors { .. } => true,
-            StoreError::Refused { .. } | StoreError::Shape(_) => false,
+            StoreError::Refused { .. } | StoreError::Shape(_) | StoreError::LeaseLost { .. } => {
+                false
+            }
         }
     }
 }

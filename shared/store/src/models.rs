@@ -1,7 +1,14 @@
 //! Model versions: a metadata document per version (`models`, `_id` = version) and its files as
 //! explicit chunk documents (`model_chunks`). Not GridFS: on the Mongo-wire stand-in GridFS
 //! downloads fail, and explicit chunks work the same on MongoDB, past its 16 MB document limit.
+//!
+//! Which version is live is a pointer, `live_version`, kept in the training lease's document
+//! ([`TRAINING_LEASE`] in `leases`): a trainer makes its model live with one write that matches
+//! only while it holds the lease (by the store's clock, with its fencing token), so a trainer that
+//! lost its lease publishes nothing. A version is allocated by a unique insert, written only by
+//! the claim that allocated it, and never overwritten.
 
+use crate::leases::{held, is_duplicate_key, LeaseClaim, LEASES};
 use crate::{Store, StoreError};
 use mongodb::bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
 use mongodb::options::FindOneOptions;
@@ -93,7 +100,122 @@ impl<'a> ChunkWriter<'a> {
     }
 }
 
+/// The lease one trainer at a time trains under, whose document also holds the live version.
+pub const TRAINING_LEASE: &str = "trainer";
+
 impl Store {
+    /// Allocates the next version for `claim`'s cycle: a unique insert of a `training` document
+    /// (a version another trainer allocated first is skipped), fenced by the lease.
+    pub async fn allocate_model_version(
+        &self,
+        claim: &LeaseClaim,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        loop {
+            if !self.holds_lease(claim).await? {
+                return Err(lost(claim));
+            }
+            let version = self.next_model_version().await?;
+            let document = doc! {
+                "_id": version, "version": version, "status": "training",
+                "holder": &claim.holder, "token": claim.token, "created_at_ms": now_ms,
+            };
+            match self.collections().models.insert_one(document).await {
+                Ok(_) => return Ok(version),
+                Err(error) if is_duplicate_key(&error) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Completes the document of a version `claim` allocated (figures, files, `status`); refuses
+    /// one it did not allocate.
+    pub async fn finish_model(
+        &self,
+        claim: &LeaseClaim,
+        version: i64,
+        metadata: Document,
+    ) -> Result<(), StoreError> {
+        let done = self
+            .collections()
+            .models
+            .update_one(
+                doc! {"_id": {"$eq": version}, "holder": {"$eq": &claim.holder}, "token": {"$eq": claim.token}},
+                doc! {"$set": metadata},
+            )
+            .await?;
+        if done.matched_count == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Shape(format!(
+                "model {version} was not allocated by {} (token {})",
+                claim.holder, claim.token
+            )))
+        }
+    }
+
+    /// Makes `version` live, in one write that matches only while `claim` holds the training
+    /// lease by the store's clock; `false` if it no longer does (nothing changed then).
+    pub async fn commit_live_model(
+        &self,
+        claim: &LeaseClaim,
+        version: i64,
+    ) -> Result<bool, StoreError> {
+        let now_ms = self.store_time_ms().await?;
+        let committed = self
+            .database()
+            .collection::<Document>(LEASES)
+            .update_one(
+                held(claim, now_ms),
+                doc! {"$set": {"live_version": version}},
+            )
+            .await?;
+        Ok(committed.matched_count == 1)
+    }
+
+    /// Points the live version at `version` whoever holds the lease (an operator's rollback, and
+    /// tests that publish without a trainer).
+    pub async fn set_live_model(&self, version: i64) -> Result<(), StoreError> {
+        self.database()
+            .collection::<Document>(LEASES)
+            .update_one(
+                doc! {"_id": {"$eq": TRAINING_LEASE}},
+                doc! {
+                    "$set": {"live_version": version},
+                    "$setOnInsert": {"_id": TRAINING_LEASE, "holder": "", "token": 0_i64, "expires_at_ms": 0_i64},
+                },
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// The live version: the pointer a trainer committed, or (a store from before the pointer)
+    /// the newest published version.
+    pub async fn live_version(&self) -> Result<Option<i64>, StoreError> {
+        let pointer = self
+            .database()
+            .collection::<Document>(LEASES)
+            .find_one(doc! {"_id": {"$eq": TRAINING_LEASE}})
+            .await?
+            .and_then(|lease| as_i64(lease.get("live_version")));
+        if pointer.is_some() {
+            return Ok(pointer);
+        }
+        let newest = self
+            .collections()
+            .models
+            .find_one(doc! {"status": {"$eq": "published"}})
+            .with_options(
+                FindOneOptions::builder()
+                    .sort(doc! {"version": -1})
+                    .projection(doc! {"_id": 1})
+                    .build(),
+            )
+            .await?;
+        Ok(newest.and_then(|d| as_i64(d.get("_id"))))
+    }
+
     /// The next free model version.
     pub async fn next_model_version(&self) -> Result<i64, StoreError> {
         let latest = self
@@ -110,7 +232,8 @@ impl Store {
         Ok(latest.and_then(|d| as_i64(d.get("_id"))).unwrap_or(0) + 1)
     }
 
-    /// Records a version's metadata (`status`: published or rejected).
+    /// Records a version's metadata outright (`status`: published or rejected), outside any
+    /// lease: for tests and tools that publish without a trainer.
     pub async fn record_model(&self, version: i64, metadata: Document) -> Result<(), StoreError> {
         let mut document = metadata;
         document.insert("_id", version);
@@ -125,14 +248,12 @@ impl Store {
         Ok(())
     }
 
-    /// The newest published version's metadata.
+    /// The live version's metadata.
     pub async fn live_model(&self) -> Result<Option<Document>, StoreError> {
-        Ok(self
-            .collections()
-            .models
-            .find_one(doc! {"status": {"$eq": "published"}})
-            .with_options(FindOneOptions::builder().sort(doc! {"version": -1}).build())
-            .await?)
+        match self.live_version().await? {
+            Some(version) => self.model(version).await,
+            None => Ok(None),
+        }
     }
 
     pub async fn model(&self, version: i64) -> Result<Option<Document>, StoreError> {
@@ -178,6 +299,13 @@ impl Store {
             )));
         }
         Ok(bytes)
+    }
+}
+
+fn lost(claim: &LeaseClaim) -> StoreError {
+    StoreError::LeaseLost {
+        name: claim.name.clone(),
+        holder: claim.holder.clone(),
     }
 }
 

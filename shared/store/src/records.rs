@@ -20,6 +20,17 @@ pub struct VoteRecord {
     /// How many votes of this person on this post were applied: 1 for the first, +1 for each
     /// newer one that replaced the stored value.
     pub revision: i64,
+    /// The revision a published model was trained on, for votes near its watermark (see
+    /// `Store::mark_votes_trained`); a vote changed since has a newer revision.
+    #[serde(default)]
+    pub trained_revision: Option<i64>,
+}
+
+impl VoteRecord {
+    /// Whether a published model was trained on this vote as it stands.
+    pub fn trained(&self) -> bool {
+        self.trained_revision == Some(self.revision)
+    }
 }
 
 /// A person (`users`, `_id` = Telegram user id).

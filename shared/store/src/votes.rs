@@ -80,6 +80,31 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Marks votes (key, revision) as trained on by a published model, unless they changed
+    /// since. Only votes near a model's watermark need it: the next incremental cycle reads
+    /// that window again and skips what is marked.
+    pub async fn mark_votes_trained(&self, votes: &[(String, i64)]) -> Result<(), StoreError> {
+        for chunk in votes.chunks(1_000) {
+            let updates: Vec<Document> = chunk
+                .iter()
+                .map(|(key, revision)| {
+                    doc! {
+                        "q": {"_id": {"$eq": key}, "revision": {"$eq": revision}},
+                        "u": {"$set": {"trained_revision": revision}},
+                        "upsert": false,
+                        "multi": false,
+                    }
+                })
+                .collect();
+            run_update(self.database(), Collections::VOTES, updates)
+                .await?
+                .all_or_error(Collections::VOTES)?;
+        }
+        Ok(())
+    }
+}
+
 impl VoteWriteSummary {
     pub fn of(writes: &[VoteWrite]) -> Self {
         let mut summary = Self::default();

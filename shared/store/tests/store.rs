@@ -259,52 +259,159 @@ async fn ping_fails_cleanly_when_the_server_is_absent() {
 }
 
 #[tokio::test]
-async fn a_lease_has_one_holder_until_it_expires() {
+async fn a_lease_has_one_holder_until_it_expires_and_each_taking_a_new_token() {
     let store = store("store-lease").await;
-    assert!(store
+    let token = |claim: Option<oleg_store::LeaseClaim>| claim.map(|c| c.token);
+    let a = store
         .acquire_lease("trainer", "a", 1_000, 500)
         .await
-        .unwrap());
-    assert!(
-        !store
-            .acquire_lease("trainer", "b", 1_100, 500)
-            .await
-            .unwrap(),
+        .unwrap();
+    assert_eq!(token(a.clone()), Some(1));
+    assert_eq!(
+        token(
+            store
+                .acquire_lease("trainer", "b", 1_100, 500)
+                .await
+                .unwrap()
+        ),
+        None,
         "a holds it"
     );
-    assert!(
-        store
-            .acquire_lease("trainer", "a", 1_400, 500)
-            .await
-            .unwrap(),
-        "a renews"
+    assert_eq!(
+        token(
+            store
+                .acquire_lease("trainer", "a", 1_400, 500)
+                .await
+                .unwrap()
+        ),
+        Some(1),
+        "a renews, same token"
     );
-    assert!(
-        !store
-            .acquire_lease("trainer", "b", 1_800, 500)
-            .await
-            .unwrap(),
+    assert_eq!(
+        token(
+            store
+                .acquire_lease("trainer", "b", 1_800, 500)
+                .await
+                .unwrap()
+        ),
+        None,
         "renewed until 1900"
     );
-    assert!(
-        store
-            .acquire_lease("trainer", "b", 2_000, 500)
-            .await
-            .unwrap(),
-        "expired: b takes it"
-    );
-    assert!(!store
-        .acquire_lease("trainer", "a", 2_100, 500)
+    let b = store
+        .acquire_lease("trainer", "b", 2_000, 500)
         .await
-        .unwrap());
-    store.release_lease("trainer", "b").await.unwrap();
+        .unwrap();
+    assert_eq!(
+        token(b.clone()),
+        Some(2),
+        "expired: b takes it, the next token"
+    );
+    // a, back from a pause, holds token 1: it can neither renew nor take the lease.
+    let a = a.unwrap();
+    assert!(!store.renew_lease(&a, 2_100, 500).await.unwrap());
+    assert_eq!(
+        token(
+            store
+                .acquire_lease("trainer", "a", 2_100, 500)
+                .await
+                .unwrap()
+        ),
+        None
+    );
+    store.release_lease(&a).await.unwrap();
     assert!(
         store
-            .acquire_lease("trainer", "a", 2_200, 500)
+            .renew_lease(b.as_ref().unwrap(), 2_200, 500)
             .await
             .unwrap(),
+        "a's release did not touch b's lease"
+    );
+    store.release_lease(b.as_ref().unwrap()).await.unwrap();
+    assert_eq!(
+        token(
+            store
+                .acquire_lease("trainer", "a", 2_300, 500)
+                .await
+                .unwrap()
+        ),
+        Some(3),
         "released"
     );
+    store.drop_database().await.unwrap();
+}
+
+/// Expiry is judged by the store's clock: a real lease taken at the store's time holds there.
+#[tokio::test]
+async fn the_store_tells_the_time_leases_are_judged_by() {
+    let store = store("store-time").await;
+    let before = chrono::Utc::now().timestamp_millis();
+    let now = store.store_time_ms().await.unwrap();
+    assert!(
+        (now - before).abs() < 60_000,
+        "the store's clock: {now}, ours: {before}"
+    );
+    let claim = store
+        .acquire_lease("trainer", "a", now, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.holds_lease(&claim).await.unwrap());
+    let short = store
+        .acquire_lease("short", "a", now - 10_000, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !store.holds_lease(&short).await.unwrap(),
+        "expired by the store's clock"
+    );
+    store.drop_database().await.unwrap();
+}
+
+/// Each version is allocated once, written only by its claim, and made live only while the
+/// claim holds the training lease.
+#[tokio::test]
+async fn a_model_goes_live_only_under_the_lease_that_allocated_it() {
+    let store = store("store-fencing").await;
+    let now = store.store_time_ms().await.unwrap();
+    let a = store
+        .acquire_lease(oleg_store::TRAINING_LEASE, "a", now, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = store.allocate_model_version(&a, now).await.unwrap();
+    let second = store.allocate_model_version(&a, now).await.unwrap();
+    assert_eq!((first, second), (1, 2));
+    store
+        .finish_model(&a, first, doc! {"status": "published"})
+        .await
+        .unwrap();
+    assert!(store.commit_live_model(&a, first).await.unwrap());
+    assert_eq!(store.live_version().await.unwrap(), Some(1));
+    // b takes the lease over (a's expired): a can no longer make anything live.
+    store.release_lease(&a).await.unwrap();
+    let b = store
+        .acquire_lease(oleg_store::TRAINING_LEASE, "b", now, 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!store.commit_live_model(&a, second).await.unwrap());
+    assert!(
+        store
+            .finish_model(&b, second, doc! {"status": "published"})
+            .await
+            .is_err(),
+        "b wrote a version a allocated"
+    );
+    assert_eq!(store.live_version().await.unwrap(), Some(1));
+    assert!(matches!(
+        store.allocate_model_version(&a, now).await,
+        Err(oleg_store::StoreError::LeaseLost { .. })
+    ));
+    assert_eq!(store.allocate_model_version(&b, now).await.unwrap(), 3);
+    // An operator's rollback points it anywhere.
+    store.set_live_model(2).await.unwrap();
+    assert_eq!(store.live_version().await.unwrap(), Some(2));
     store.drop_database().await.unwrap();
 }
 

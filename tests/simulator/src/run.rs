@@ -232,21 +232,28 @@ impl PipelineRun {
         })
     }
 
-    /// Waits for the trainer's cycle on the round's votes to record a model (published or
-    /// rejected), and for the ranker to serve it if it was published.
+    /// Waits for the trainer's cycle on the round's votes to settle a model (published, rejected
+    /// or abandoned: a version is allocated when a cycle starts), and for the ranker to serve the
+    /// live one.
     async fn wait_for_training(&self, first_new_version: i64) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + self.settings.model_wait;
-        while self.store.next_model_version().await? <= first_new_version {
+        let settled = doc! {"version": {"$gte": first_new_version}, "status": {"$ne": "training"}};
+        while self
+            .store
+            .collections()
+            .models
+            .find_one(settled.clone())
+            .await?
+            .is_none()
+        {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if let Some(live) = self.store.live_model().await? {
-            if let Some(version) = oleg_store::as_i64(live.get("_id")) {
-                self.wait_until_ranker_serves(version as u64, Duration::from_secs(20))
-                    .await;
-            }
+        if let Some(version) = self.store.live_version().await? {
+            self.wait_until_ranker_serves(version as u64, Duration::from_secs(20))
+                .await;
         }
         Ok(())
     }

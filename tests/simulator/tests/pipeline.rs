@@ -114,6 +114,18 @@ async fn recommendations_beat_random_order_and_nothing_is_lost() {
         problems.join("\n")
     );
 
+    let logs: Vec<std::path::PathBuf> = run
+        .pipeline
+        .workers
+        .iter()
+        .map(|(_, worker)| worker.log.clone())
+        .collect();
     let unclean = run.stop(false).await;
     assert!(unclean.is_empty(), "did not stop cleanly: {unclean:?}");
+    // A clean run and a clean stop log no error in any worker.
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap();
+        let errors: Vec<&str> = text.lines().filter(|l| l.contains("ERROR")).collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", log.display());
+    }
 }

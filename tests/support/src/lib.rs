@@ -2,6 +2,7 @@
 //! (or that `AMQP_URI` / `MONGODB_URI` point at). Every test gets its own queue prefix and
 //! database name, so tests run in parallel without seeing each other.
 
+pub mod fault_proxy;
 pub mod stand_in_ranker;
 pub mod telegram;
 
@@ -20,6 +21,15 @@ pub fn amqp_uri() -> String {
 /// The store under test: `MONGODB_URI`, else the local Mongo-wire server.
 pub fn mongodb_uri() -> String {
     std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
+/// The first `host:port` of the store under test (for a proxy in front of it).
+pub fn mongodb_address() -> String {
+    let uri = mongodb_uri();
+    let rest = uri.split_once("://").map_or(uri.as_str(), |(_, r)| r);
+    let hosts = rest.split(['/', '?']).next().unwrap_or(rest);
+    let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, h)| h);
+    hosts.split(',').next().unwrap_or(hosts).to_owned()
 }
 
 /// A name unique to this test run, e.g. `t-bus-roundtrip-3f2a9c1b`.
@@ -315,6 +325,30 @@ impl WorkerProcess {
         signal(self.child.id(), "TERM");
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
+
+    /// SIGTERM, then waits up to `limit`: whether it exited successfully, `None` if it still
+    /// runs.
+    pub async fn terminate_within(&mut self, limit: std::time::Duration) -> Option<bool> {
+        signal(self.child.id(), "TERM");
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.success());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// SIGSTOP: frozen where it stands, as by a long pause of its machine.
+    pub fn freeze(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    /// SIGCONT: goes on from where it was frozen.
+    pub fn thaw(&self) {
+        signal(self.child.id(), "CONT");
+    }
 }
 
 impl Drop for WorkerProcess {
@@ -411,8 +445,10 @@ pub struct TestServices {
 }
 
 impl TestServices {
-    /// Connects to the broker (fresh prefix) and to `mongo`, whose indexes it creates.
+    /// Connects to the broker (fresh prefix) and to `mongo`, whose indexes it creates; empties
+    /// the test's log folder, `target/test-runs/<test>/`.
     pub async fn start(test: &str, mongo: MongoSettings) -> Self {
+        scratch_dir(test);
         let amqp = amqp_settings(test);
         let shutdown = tokio_util::sync::CancellationToken::new();
         let bus = oleg_bus::Bus::connect(

@@ -537,6 +537,12 @@ async fn sigterm_finishes_in_flight_work_and_exits_cleanly() {
         "exit status 0 after SIGTERM; log:\n{}",
         worker.log_tail()
     );
+    // Defect: every worker logged lapin's "Connection error ... Closing" on a clean stop.
+    let log = std::fs::read_to_string(&worker.log).unwrap();
+    assert!(
+        !log.contains("ERROR"),
+        "a clean stop logged an error:\n{log}"
+    );
     services.finish().await;
 }
 

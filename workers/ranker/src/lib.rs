@@ -147,7 +147,7 @@ impl Ranker {
         if let Err(error) = self.refresh_pool().await {
             tracing::warn!(%error, "could not load candidates yet");
         }
-        if let Ok(Some(version)) = model::live_version(&self.inner.store).await {
+        if let Ok(Some(version)) = self.inner.store.live_version().await {
             self.load_model(version).await;
         }
         let notices = tokio::spawn(self.clone().follow_notices());
@@ -210,7 +210,7 @@ impl Ranker {
             }
             if model_due.elapsed() >= Duration::from_secs(self.inner.settings.model_check_s) {
                 model_due = Instant::now();
-                if let Ok(Some(version)) = model::live_version(&self.inner.store).await {
+                if let Ok(Some(version)) = self.inner.store.live_version().await {
                     self.load_model(version).await;
                 }
             }

@@ -78,8 +78,3 @@ pub async fn load(store: &Store, version: i64) -> Result<LoadedModel, LoadError>
         scorer,
     })
 }
-
-/// The newest published version in the store.
-pub async fn live_version(store: &Store) -> Result<Option<i64>, oleg_store::StoreError> {
-    Ok(store.live_model().await?.and_then(|d| as_i64(d.get("_id"))))
-}

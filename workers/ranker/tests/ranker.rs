@@ -255,10 +255,22 @@ async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
 
 #[tokio::test]
 async fn fifty_concurrent_requests_for_one_person_never_share_a_post() {
-    let services = Services::new("ranker-concurrent").await;
+    fifty_concurrent_requests_to(1, "ranker-concurrent").await;
+}
+
+/// The promise holds across replicas: they compete on the request queue and share the store.
+#[tokio::test]
+async fn fifty_concurrent_requests_for_one_person_never_share_a_post_across_two_replicas() {
+    fifty_concurrent_requests_to(2, "ranker-replicas").await;
+}
+
+async fn fifty_concurrent_requests_to(replicas: usize, test: &str) {
+    let services = Services::new(test).await;
     services.publish_model(1, 12, false).await;
-    let ranker = services.spawn_ranker(&[]);
-    ranker.wait_ready(Duration::from_secs(30)).await;
+    let rankers: Vec<WorkerProcess> = (0..replicas).map(|_| services.spawn_ranker(&[])).collect();
+    for ranker in &rankers {
+        ranker.wait_ready(Duration::from_secs(30)).await;
+    }
     wait_for_model(&services, 5, 1).await;
     let replies = join_all((0..50).map(|_| services.ask(5, 1))).await;
     let all: Vec<String> = replies.iter().flat_map(posts_of).collect();
@@ -269,6 +281,15 @@ async fn fifty_concurrent_requests_for_one_person_never_share_a_post() {
         2 * POSTS_PER_CHANNEL as usize,
         "every post went out once"
     );
+    for ranker in &rankers {
+        let (_, metrics) = ranker.get("/metrics").await.unwrap();
+        let answered: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("oleg_ranker_requests_total{outcome=\"ok\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(answered >= 1.0, "a replica answered nothing:\n{metrics}");
+    }
     services.finish().await;
 }
 
@@ -693,5 +714,32 @@ async fn a_request_its_sender_gave_up_on_is_not_answered() {
     assert_eq!(deliveries_of(&services, 9).await, 0);
     let _ = requester.connection.close(200, "done".into()).await;
     drop(ranker);
+    services.finish().await;
+}
+
+/// Defect: a request that failed halfway kept the deliveries it had already recorded, so those
+/// posts were used up without ever being shown. The store fails the request's second delivery
+/// record; what is recorded afterwards is exactly what the reply gave.
+#[tokio::test]
+async fn a_request_the_store_fails_halfway_leaves_nothing_recorded_it_did_not_return() {
+    use oleg_testkit::fault_proxy::FaultProxy;
+    let services = Services::new("ranker-halfway").await;
+    let proxy = FaultProxy::start(mongodb_address()).await;
+    let ranker = services.spawn_ranker(&[("OLEG__MONGO__URI", &proxy.uri())]);
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    proxy.fail_nth(&[b"insert\0", b"deliveries\0"], 1);
+    let reply = services.ask(11, 2).await;
+    assert_eq!(proxy.cuts(), 1, "the fault was not injected");
+    let recorded = deliveries_of(&services, 11).await;
+    match &reply {
+        RecommendReply::Error { error, .. } => {
+            assert_eq!(error.code, RecommendErrorCode::Unavailable);
+            assert_eq!(recorded, 0, "a failed request left deliveries recorded");
+        }
+        // A driver that retries writes (MongoDB as a replica set) may have completed it.
+        RecommendReply::Ok { posts, .. } => assert_eq!(recorded, posts.len() as u64),
+    }
+    // The person still gets their posts.
+    assert_eq!(posts_of(&services.ask(11, 2).await).len(), 2);
     services.finish().await;
 }

@@ -78,7 +78,8 @@ fn run(name: &str) {
     let prepared = started.elapsed().as_secs_f64();
     let config = variant(name);
     let mut network = cycle::fresh_network(&config, &vocab, Device::Cpu);
-    let figures = cycle::train(&mut network, &data, 1, None);
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let figures = cycle::train(&mut network, &data, 1, None, &never).expect("never stopped");
     let epoch_seconds = figures.train_votes as f64 / figures.votes_per_second;
     let out = std::env::temp_dir().join(format!("oleg-bench-{}.safetensors", std::process::id()));
     let mut file = std::io::BufWriter::new(std::fs::File::create(&out).unwrap());

@@ -6,6 +6,8 @@ use oleg_model::{
     evaluate_predictions, labels_of, predict, train_epoch, Evaluation, ModelConfig, Network,
     Optimizer, Sizes, Votes,
 };
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -108,15 +110,20 @@ pub fn evaluate(network: &Network, holdout: &Columns) -> Evaluation {
     evaluate_predictions(&predict(network, &votes, &rows), &labels_of(&votes, &rows))
 }
 
-/// Trains `network` for `epochs` on `data.train` and evaluates it on `data.holdout`. Everything
-/// allocated here is dropped on return: losses come back as numbers, the optimizer (and any Adam
-/// state) dies with this call.
+/// Training stopped between batches: the lease was lost or a stop was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped;
+
+/// Trains `network` for `epochs` on `data.train` and evaluates it on `data.holdout`, unless
+/// `stop` is set (checked between batches). Everything allocated here is dropped on return:
+/// losses come back as numbers, the optimizer (and any Adam state) dies with this call.
 pub fn train(
     network: &mut Network,
     data: &CycleData,
     epochs: usize,
     live: Option<Evaluation>,
-) -> CycleFigures {
+    stop: &AtomicBool,
+) -> Result<CycleFigures, Stopped> {
     let device = network.device();
     let votes = &data.train;
     let rows = Tensor::arange(votes.len(), (Kind::Int64, device));
@@ -124,18 +131,28 @@ pub fn train(
     let mut optimizer = Optimizer::new(network);
     let started = Instant::now();
     let mut last_epoch_loss = f64::NAN;
+    let go_on = |_| {
+        if stop.load(Ordering::SeqCst) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
     for _ in 0..epochs {
-        last_epoch_loss = train_epoch(network, &mut optimizer, votes, &rows, batch_size, |_| {});
+        last_epoch_loss = train_epoch(network, &mut optimizer, votes, &rows, batch_size, go_on);
+        if stop.load(Ordering::SeqCst) {
+            return Err(Stopped);
+        }
     }
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
-    CycleFigures {
+    Ok(CycleFigures {
         epochs,
         last_epoch_loss,
         candidate: evaluate(network, &data.holdout),
         live,
         votes_per_second: (votes.len() as usize * epochs) as f64 / seconds,
         train_votes: votes.len() as usize,
-    }
+    })
 }
 
 /// A fresh network for a full cycle, sized to the vocabularies.

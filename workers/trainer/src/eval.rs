@@ -91,7 +91,10 @@ pub fn evaluate_variant(
             &train_votes,
             &train_rows,
             config.batch_size,
-            &mut progress,
+            |rows| {
+                progress(rows);
+                std::ops::ControlFlow::Continue(())
+            },
         );
         let seconds = started.elapsed().as_secs_f64();
         training_seconds += seconds;

@@ -1,5 +1,11 @@
 //! The trainer worker: counts announced votes, and when enough arrived (and long enough passed)
 //! takes the training lease and runs an incremental or full cycle.
+//!
+//! Fencing: a cycle allocates its version by a unique insert, writes only that version's files
+//! and document, and makes it live with one write that matches only while it still holds the
+//! lease by the store's clock ([`Store::commit_live_model`]); a trainer that lost its lease
+//! (paused past the lease's time, say) publishes nothing. Training stops between batches when
+//! the lease is lost or a stop is asked for.
 
 use crate::artifact::{self, model_document};
 use crate::cycle::{self, CycleFigures, CycleKind};
@@ -16,14 +22,13 @@ use oleg_messages::{
 };
 use oleg_model::{Evaluation, Network};
 use oleg_runtime::{shutdown_on_signals, WorkerContext};
-use oleg_store::{as_i64, Store, VoteRecord};
+use oleg_store::{as_i64, LeaseClaim, Store, VoteRecord, TRAINING_LEASE};
 use oleg_telemetry::Component;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-const LEASE: &str = "trainer";
 
 /// `oleg-trainer serve`, or with `one_full_cycle` (`oleg-trainer retrain`) a single full cycle.
 pub fn main(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> {
@@ -100,8 +105,20 @@ struct Live {
     network: Network,
     vocab: Vocabularies,
     version: i64,
-    /// Every vote ingested at or before this was part of its training.
+    /// The newest ingestion time among the votes it was trained on. The next cycle reads from
+    /// `watermark_overlap_s` before it (a batch committed late can carry an earlier time) and
+    /// skips the votes marked as trained.
     trained_through_ms: i64,
+}
+
+/// Vote key → (revision, ingested at).
+type Recent = HashMap<String, (i64, i64)>;
+
+impl Live {
+    /// Where the next incremental cycle starts reading.
+    fn read_from(&self, overlap_ms: i64) -> i64 {
+        self.trained_through_ms.saturating_sub(overlap_ms)
+    }
 }
 
 pub struct Trainer {
@@ -142,17 +159,7 @@ impl Trainer {
         };
         trainer.reload_live().await?;
         // Votes stored since the live model (or at all, without one) are work to do.
-        let since = trainer
-            .live
-            .as_ref()
-            .map_or(i64::MIN, |l| l.trained_through_ms);
-        let newer = trainer
-            .store
-            .collections()
-            .votes
-            .find_one(doc! {"ingested_at_ms": {"$gt": since}})
-            .await?;
-        if newer.is_some() {
+        if trainer.has_new_votes().await? {
             trainer.pending_votes = trainer.settings.min_new_votes;
         }
         trainer
@@ -213,34 +220,36 @@ impl Trainer {
 
     /// Runs one cycle under the lease.
     pub async fn cycle(&mut self, kind: CycleKind) -> anyhow::Result<()> {
-        let now = Utc::now().timestamp_millis();
         let ttl_ms = (self.settings.lease_ttl_s * 1000) as i64;
-        if !self
+        let now = self.store.store_time_ms().await?;
+        let Some(claim) = self
             .store
-            .acquire_lease(LEASE, &self.holder, now, ttl_ms)
+            .acquire_lease(TRAINING_LEASE, &self.holder, now, ttl_ms)
             .await?
-        {
+        else {
             tracing::info!("another trainer holds the lease; not training");
             self.metrics.lease_lost.with_label_values(&["before"]).inc();
             self.last_cycle = Some(Instant::now());
             return Ok(());
-        }
+        };
         tracing::info!(
             kind = kind.as_str(),
             pending_votes = self.pending_votes,
+            token = claim.token,
             "training cycle started"
         );
-        let lost = Arc::new(AtomicBool::new(false));
-        let renewal = self.renew_lease(lost.clone());
+        // Set when the lease is lost or a stop is asked for: training stops between batches.
+        let abandon = Arc::new(AtomicBool::new(false));
+        let renewal = self.renew_lease(&claim, abandon.clone());
         let started = Instant::now();
         let outcome = match self.catch_up().await {
             // Another trainer may have published while this one waited for the lease.
-            Ok(true) => self.train_and_publish(kind, &lost).await,
+            Ok(true) => self.train_and_publish(kind, &claim, &abandon).await,
             Ok(false) => Ok("nothing_new"),
             Err(error) => Err(error),
         };
         renewal.cancel();
-        let _ = self.store.release_lease(LEASE, &self.holder).await;
+        let _ = self.store.release_lease(&claim).await;
         self.last_cycle = Some(Instant::now());
         let outcome = outcome?;
         tracing::info!(kind = kind.as_str(), outcome, "training cycle finished");
@@ -258,57 +267,80 @@ impl Trainer {
         Ok(())
     }
 
-    /// Loads the newest published model if it is not the one held; returns whether any vote was
-    /// ingested after it.
+    /// Loads the live model if it is not the one held; returns whether any vote came since.
     async fn catch_up(&mut self) -> anyhow::Result<bool> {
-        let published = self
-            .store
-            .live_model()
-            .await?
-            .and_then(|d| as_i64(d.get("_id")));
-        if published != self.live.as_ref().map(|l| l.version) {
+        let live = self.store.live_version().await?;
+        if live != self.live.as_ref().map(|l| l.version) {
             self.reload_live().await?;
         }
-        let since = self
-            .live
-            .as_ref()
-            .map_or(i64::MIN, |l| l.trained_through_ms);
-        let newer = self
-            .store
-            .collections()
-            .votes
-            .find_one(doc! {"ingested_at_ms": {"$gt": since}})
-            .await?;
-        if newer.is_none() {
+        let new = self.has_new_votes().await?;
+        if !new {
             self.pending_votes = 0;
             self.metrics.pending_votes.set(0);
         }
-        Ok(newer.is_some())
+        Ok(new)
     }
 
-    /// Renews the lease every third of its time to live until cancelled; flags a lost lease.
-    fn renew_lease(&self, lost: Arc<AtomicBool>) -> CancellationToken {
+    /// Whether any vote was stored (or changed) that the live model was not trained on.
+    async fn has_new_votes(&self) -> anyhow::Result<bool> {
+        let Some(live) = &self.live else {
+            return Ok(self
+                .store
+                .collections()
+                .votes
+                .find_one(doc! {})
+                .await?
+                .is_some());
+        };
+        let overlap_ms = (self.settings.watermark_overlap_s * 1000) as i64;
+        let mut cursor = self
+            .store
+            .collections()
+            .votes
+            .find(doc! {"ingested_at_ms": {"$gt": live.read_from(overlap_ms)}})
+            .await?;
+        while let Some(vote) = cursor.try_next().await? {
+            if !vote.trained() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Renews the lease every third of its time to live, by the store's clock, until cancelled;
+    /// flags a lost lease (or a stop asked for) in `abandon`.
+    fn renew_lease(&self, claim: &LeaseClaim, abandon: Arc<AtomicBool>) -> CancellationToken {
         let stop = CancellationToken::new();
-        let (store, holder, ttl_s, token) = (
+        let (store, claim, ttl_s, token, shutdown) = (
             self.store.clone(),
-            self.holder.clone(),
+            claim.clone(),
             self.settings.lease_ttl_s,
             stop.clone(),
+            self.shutdown.clone(),
         );
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return,
+                    _ = shutdown.cancelled() => {
+                        abandon.store(true, Ordering::SeqCst);
+                        return;
+                    }
                     _ = tokio::time::sleep(Duration::from_millis(ttl_s * 1000 / 3)) => {}
                 }
-                let now = Utc::now().timestamp_millis();
-                if !matches!(
-                    store
-                        .acquire_lease(LEASE, &holder, now, (ttl_s * 1000) as i64)
-                        .await,
-                    Ok(true)
-                ) {
-                    lost.store(true, Ordering::SeqCst);
+                let renewed = match store.store_time_ms().await {
+                    Ok(now) => store.renew_lease(&claim, now, (ttl_s * 1000) as i64).await,
+                    Err(error) => Err(error),
+                };
+                match renewed {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(token = claim.token, "the training lease was taken over");
+                        abandon.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    // The store is away: the lease may still be ours; the commit decides.
+                    Err(error) => tracing::warn!(%error, "could not renew the training lease"),
                 }
             }
         });
@@ -318,27 +350,53 @@ impl Trainer {
     async fn train_and_publish(
         &mut self,
         kind: CycleKind,
-        lost: &AtomicBool,
+        claim: &LeaseClaim,
+        abandon: &Arc<AtomicBool>,
+    ) -> anyhow::Result<&'static str> {
+        let now = self.store.store_time_ms().await?;
+        let version = self.store.allocate_model_version(claim, now).await?;
+        match self.train_version(kind, claim, abandon, version).await {
+            Ok(outcome) => Ok(outcome),
+            Err(error) => {
+                // What it had written stays, marked so that nobody takes it for a model.
+                let abandoned = doc! {"status": "abandoned", "error": format!("{error:#}")};
+                if let Err(mark) = self.store.finish_model(claim, version, abandoned).await {
+                    tracing::warn!(error = %mark, version, "could not mark an abandoned version");
+                }
+                if self.live.is_none() || kind == CycleKind::Incremental {
+                    // Training in place may have changed the held network: reload it.
+                    self.reload_live().await?;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Trains the cycle's candidate as `version` (allocated by `claim`) and publishes or
+    /// rejects it.
+    async fn train_version(
+        &mut self,
+        kind: CycleKind,
+        claim: &LeaseClaim,
+        abandon: &Arc<AtomicBool>,
+        version: i64,
     ) -> anyhow::Result<&'static str> {
         let mut vocab = self
             .live
             .as_ref()
             .map(|l| l.vocab.clone())
             .unwrap_or_default();
-        let since = match kind {
-            CycleKind::Full => i64::MIN,
-            CycleKind::Incremental => self
-                .live
-                .as_ref()
-                .map_or(i64::MIN, |l| l.trained_through_ms),
-        };
-        let read = self.read_votes(&mut vocab, since, kind).await?;
+        let read = self.read_votes(&mut vocab, kind).await?;
         if read.new_rows == 0 {
             self.pending_votes = 0;
+            self.store
+                .finish_model(claim, version, doc! {"status": "nothing_new"})
+                .await?;
             return Ok("nothing_new");
         }
         let new_range = read.new_range();
-        let trained_through_ms = read.trained_through_ms;
+        let (trained_through_ms, near_watermark) = read.watermark();
+        let new_votes = read.new_rows;
         let data = cycle::hold_out_recent(
             read.columns,
             &read.voted_at_ms,
@@ -353,41 +411,39 @@ impl Trainer {
         };
         let (config, device) = (self.settings.model.clone(), self.device);
         let live = self.live.take();
+        let stop = abandon.clone();
         // Training is CPU-bound: off the async threads, taking the live network along.
-        let (candidate, figures, live) =
-            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let mut live = live;
-                let live_evaluation = match live.as_mut() {
-                    Some(live) => {
-                        cycle::fit_to(&mut live.network, &vocab)?;
-                        Some(cycle::evaluate(&live.network, &data.holdout))
-                    }
-                    None => None,
-                };
-                let mut candidate = match (kind, live.take()) {
-                    (CycleKind::Incremental, Some(live)) => live.network,
-                    (_, live_taken) => {
-                        live = live_taken;
-                        cycle::fresh_network(&config, &vocab, device)
-                    }
-                };
-                cycle::fit_to(&mut candidate, &vocab)?;
-                let figures = cycle::train(&mut candidate, &data, epochs, live_evaluation);
-                Ok(((candidate, vocab), figures, live))
-            })
-            .await
-            .context("the training task panicked")??;
+        let (trained, live) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut live = live;
+            let live_evaluation = match live.as_mut() {
+                Some(live) => {
+                    cycle::fit_to(&mut live.network, &vocab)?;
+                    Some(cycle::evaluate(&live.network, &data.holdout))
+                }
+                None => None,
+            };
+            let mut candidate = match (kind, live.take()) {
+                (CycleKind::Incremental, Some(live)) => live.network,
+                (_, live_taken) => {
+                    live = live_taken;
+                    cycle::fresh_network(&config, &vocab, device)
+                }
+            };
+            cycle::fit_to(&mut candidate, &vocab)?;
+            let figures = cycle::train(&mut candidate, &data, epochs, live_evaluation, &stop);
+            Ok((figures.map(|f| ((candidate, vocab), f)), live))
+        })
+        .await
+        .context("the training task panicked")??;
         self.live = live;
+        let Ok((candidate, figures)) = trained else {
+            anyhow::bail!("training stopped: the lease was lost or a stop was asked for");
+        };
         self.report(&figures);
-        if lost.load(Ordering::SeqCst) {
-            self.metrics.lease_lost.with_label_values(&["during"]).inc();
-            self.reload_live().await?;
-            anyhow::bail!("lost the training lease during the cycle; discarding its model");
-        }
-        let version = self.store.next_model_version().await?;
         let accepted = cycle::accept(&figures, self.settings.max_auc_drop);
         let (network, vocab) = candidate;
-        let summary = figures_document(&figures, kind, trained_through_ms);
+        let mut summary = figures_document(&figures, kind, trained_through_ms);
+        summary.insert("new_votes", new_votes as i64);
         self.pending_votes = 0;
         self.metrics.pending_votes.set(0);
         if !accepted {
@@ -398,7 +454,8 @@ impl Trainer {
                 "model rejected: holdout AUC worse than the live model's beyond trainer.max_auc_drop"
             );
             self.store
-                .record_model(
+                .finish_model(
+                    claim,
                     version,
                     model_document("rejected", &self.settings.model, summary),
                 )
@@ -409,11 +466,25 @@ impl Trainer {
             }
             return Ok("rejected");
         }
+        if abandon.load(Ordering::SeqCst) || !self.store.holds_lease(claim).await? {
+            self.metrics.lease_lost.with_label_values(&["during"]).inc();
+            anyhow::bail!("lost the training lease during the cycle; discarding its model");
+        }
         let files = artifact::store_files(&self.store, version, &network, &vocab).await?;
         let mut document = model_document("published", &self.settings.model, summary);
         document.insert("files", files);
         document.insert("trained_on_votes", figures.train_votes as i64);
-        self.store.record_model(version, document).await?;
+        self.store.finish_model(claim, version, document).await?;
+        if !self.store.commit_live_model(claim, version).await? {
+            self.metrics.lease_lost.with_label_values(&["during"]).inc();
+            anyhow::bail!(
+                "lost the training lease before making model {version} live; discarding it"
+            );
+        }
+        if let Err(error) = self.store.mark_votes_trained(&near_watermark).await {
+            // Unmarked, they are trained once more by the next cycle: no harm.
+            tracing::warn!(%error, "could not mark the votes near the watermark as trained");
+        }
         let notice = ModelPublished {
             schema_version: SCHEMA_VERSION,
             version: version as u64,
@@ -456,54 +527,56 @@ impl Trainer {
     }
 
     /// Streams the cycle's votes into columns: for a full cycle every vote; for an incremental
-    /// one the votes ingested after `since` plus a random sample of older ones.
+    /// one those the live model was not trained on (from `watermark_overlap_s` before its mark,
+    /// so a batch committed late is not missed) plus a random sample of older ones.
     async fn read_votes(
         &self,
         vocab: &mut Vocabularies,
-        since: i64,
         kind: CycleKind,
     ) -> anyhow::Result<ReadVotes> {
-        let mut read = ReadVotes::default();
+        let overlap_ms = (self.settings.watermark_overlap_s * 1000) as i64;
+        let live = self
+            .live
+            .as_ref()
+            .filter(|_| kind == CycleKind::Incremental);
+        let since = live.map_or(i64::MIN, |l| l.read_from(overlap_ms));
+        let mut read = ReadVotes::new(overlap_ms);
         let votes = &self.store.collections().votes;
         let mut cursor = votes
             .find(doc! {"ingested_at_ms": {"$gt": since}})
             .batch_size(self.settings.read_batch)
             .await?;
         while let Some(vote) = cursor.try_next().await? {
-            read.push(vocab, &vote);
+            if live.is_none() || !vote.trained() {
+                read.push(vocab, &vote);
+            }
             if self.shutdown.is_cancelled() {
                 anyhow::bail!("shutting down");
             }
         }
         read.new_rows = read.columns.len();
-        if kind == CycleKind::Incremental {
-            let batch = self
-                .live
-                .as_ref()
-                .map_or(512, |l| l.network.config().batch_size) as u64;
-            let wanted = (read.new_rows as u64 * self.settings.older_sample_factor)
-                .max(batch * self.settings.min_batches)
-                .saturating_sub(read.new_rows as u64);
-            let mut sample = votes
-                .aggregate([
-                    doc! {"$match": {"ingested_at_ms": {"$lte": since}}},
-                    doc! {"$sample": {"size": wanted as i64}},
-                ])
-                .with_type::<VoteRecord>()
-                .batch_size(self.settings.read_batch)
-                .await?;
-            // The older votes go first, so the new ones stay the range holdouts come from.
-            let mut older = ReadVotes::default();
-            while let Some(vote) = sample.try_next().await? {
-                older.push(vocab, &vote);
-            }
-            older.columns.extend(&read.columns);
-            older.voted_at_ms.extend_from_slice(&read.voted_at_ms);
-            older.new_rows = read.new_rows;
-            older.trained_through_ms = read.trained_through_ms.max(since);
-            return Ok(older);
+        let Some(live) = live else {
+            return Ok(read);
+        };
+        let batch = live.network.config().batch_size as u64;
+        let wanted = (read.new_rows as u64 * self.settings.older_sample_factor)
+            .max(batch * self.settings.min_batches)
+            .saturating_sub(read.new_rows as u64);
+        let mut sample = votes
+            .aggregate([
+                doc! {"$match": {"ingested_at_ms": {"$lte": since}}},
+                doc! {"$sample": {"size": wanted as i64}},
+            ])
+            .with_type::<VoteRecord>()
+            .batch_size(self.settings.read_batch)
+            .await?;
+        // The older votes go first, so the new ones stay the range holdouts come from.
+        let mut older = ReadVotes::new(overlap_ms);
+        while let Some(vote) = sample.try_next().await? {
+            older.push(vocab, &vote);
         }
-        Ok(read)
+        older.append_new(read, live);
+        Ok(older)
     }
 }
 
@@ -513,10 +586,22 @@ struct ReadVotes {
     voted_at_ms: Vec<i64>,
     /// The last `new_rows` rows are the cycle's new votes.
     new_rows: usize,
-    trained_through_ms: i64,
+    /// The watermark so far: the newest ingestion time read, and the votes within the overlap
+    /// of it.
+    through_ms: i64,
+    recent: Recent,
+    overlap_ms: i64,
 }
 
 impl ReadVotes {
+    fn new(overlap_ms: i64) -> Self {
+        Self {
+            through_ms: i64::MIN,
+            overlap_ms,
+            ..Default::default()
+        }
+    }
+
     fn push(&mut self, vocab: &mut Vocabularies, vote: &VoteRecord) {
         let label = match vote.reaction {
             Reaction::Like => 1.0,
@@ -525,11 +610,47 @@ impl ReadVotes {
         self.columns
             .push(vocab, vote.user_id, &vote.channel, vote.post_id, label);
         self.voted_at_ms.push(vote.voted_at_ms);
-        self.trained_through_ms = self.trained_through_ms.max(vote.ingested_at_ms);
+        self.note(&vote.key, vote.revision, vote.ingested_at_ms);
+    }
+
+    /// Adds a trained vote to the watermark, keeping only the window's (votes arrive in no
+    /// order, so the window is pruned whenever it has doubled).
+    fn note(&mut self, key: &str, revision: i64, at_ms: i64) {
+        self.through_ms = self.through_ms.max(at_ms);
+        let from = self.through_ms.saturating_sub(self.overlap_ms);
+        if at_ms >= from {
+            self.recent.insert(key.to_owned(), (revision, at_ms));
+            if self.recent.len() >= 1024 && self.recent.len().is_power_of_two() {
+                self.recent.retain(|_, (_, at)| *at >= from);
+            }
+        }
+    }
+
+    /// Puts `new` (the cycle's new votes) after these sampled older ones; the watermark goes on
+    /// from `live`'s.
+    fn append_new(&mut self, new: ReadVotes, live: &Live) {
+        self.columns.extend(&new.columns);
+        self.voted_at_ms.extend_from_slice(&new.voted_at_ms);
+        self.new_rows = new.new_rows;
+        self.through_ms = live.trained_through_ms.max(new.through_ms);
+        self.recent = new.recent;
     }
 
     fn new_range(&self) -> std::ops::Range<usize> {
         self.columns.len() - self.new_rows..self.columns.len()
+    }
+
+    /// The newest ingestion time trained on, and the votes (key, revision) within the overlap
+    /// of it, to be marked trained once the model is live.
+    fn watermark(&self) -> (i64, Vec<(String, i64)>) {
+        let from = self.through_ms.saturating_sub(self.overlap_ms);
+        let recent = self
+            .recent
+            .iter()
+            .filter(|(_, (_, at))| *at >= from)
+            .map(|(key, (revision, _))| (key.clone(), *revision))
+            .collect();
+        (self.through_ms, recent)
     }
 }
 

@@ -38,6 +38,10 @@ pub struct TrainerSettings {
     pub max_auc_drop: f64,
     /// The training lease expires this long after its holder stops renewing it.
     pub lease_ttl_s: u64,
+    /// An incremental cycle reads the votes ingested this long before the live model's newest
+    /// one again (skipping those it trained on): a batch that committed late, stamped earlier,
+    /// is not missed.
+    pub watermark_overlap_s: u64,
     /// Votes per read from the store.
     pub read_batch: u32,
     pub seed: u64,
@@ -112,6 +116,12 @@ impl Validate for TrainerConfig {
         check.in_range("trainer.holdout_max".into(), s.holdout_max, 1, 100_000_000);
         check.in_range("trainer.max_auc_drop".into(), s.max_auc_drop, 0.0, 1.0);
         check.in_range("trainer.lease_ttl_s".into(), s.lease_ttl_s, 2, 3_600);
+        check.in_range(
+            "trainer.watermark_overlap_s".into(),
+            s.watermark_overlap_s,
+            0,
+            86_400,
+        );
         check.in_range("trainer.read_batch".into(), s.read_batch, 1, 1_000_000);
         check_model(check, "trainer.model", &s.model);
         for (name, variant) in &s.variants {

@@ -30,21 +30,54 @@ impl Services {
     }
 
     fn spawn_trainer(&self, log: &str) -> WorkerProcess {
-        self.spawn(
-            BINARY,
-            "OLEG__TRAINER__METRICS_ADDR",
-            log,
-            &[
-                ("OLEG__TRAINER__MIN_NEW_VOTES", "100"),
-                ("OLEG__TRAINER__MIN_INTERVAL_S", "0"),
-                ("OLEG__TRAINER__FULL_EVERY", "5"),
-                ("OLEG__TRAINER__HOLDOUT_SHARE", "0.2"),
-                ("OLEG__TRAINER__LEASE_TTL_S", "5"),
-                ("OLEG__TRAINER__MODEL__EPOCHS", "4"),
-                ("OLEG__TRAINER__INCREMENTAL_EPOCHS", "2"),
-                ("OMP_NUM_THREADS", "1"),
-            ],
-        )
+        self.spawn_trainer_with(log, &[])
+    }
+
+    fn spawn_trainer_with(&self, log: &str, extra: &[(&str, &str)]) -> WorkerProcess {
+        let mut settings = vec![
+            ("OLEG__TRAINER__MIN_NEW_VOTES", "100"),
+            ("OLEG__TRAINER__MIN_INTERVAL_S", "0"),
+            ("OLEG__TRAINER__FULL_EVERY", "5"),
+            ("OLEG__TRAINER__HOLDOUT_SHARE", "0.2"),
+            ("OLEG__TRAINER__LEASE_TTL_S", "5"),
+            ("OLEG__TRAINER__MODEL__EPOCHS", "4"),
+            ("OLEG__TRAINER__INCREMENTAL_EPOCHS", "2"),
+            ("OMP_NUM_THREADS", "1"),
+        ];
+        for (key, value) in extra {
+            settings.retain(|(k, _)| k != key);
+            settings.push((key, value));
+        }
+        self.spawn(BINARY, "OLEG__TRAINER__METRICS_ADDR", log, &settings)
+    }
+
+    /// Waits until a model document satisfies `done`; returns it.
+    async fn wait_for_model(
+        &self,
+        what: &str,
+        filter: Document,
+        trainers: &[&WorkerProcess],
+    ) -> Document {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(found) = self
+                .store
+                .collections()
+                .models
+                .find_one(filter.clone())
+                .await
+                .unwrap()
+            {
+                return found;
+            }
+            let logs: Vec<String> = trainers.iter().map(|t| t.log_tail()).collect();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} never came; logs:\n{}",
+                logs.join("\n---\n")
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stores `count` votes of people `first_user..` with a planted taste: a person likes the
@@ -282,5 +315,147 @@ async fn two_replicas_never_train_at_once() {
     let total = published(&first.get("/metrics").await.unwrap().1)
         + published(&second.get("/metrics").await.unwrap().1);
     assert_eq!(total, 1.0);
+    services.finish().await;
+}
+
+/// Defect: versions were "max + 1" then an overwriting upsert, expiry was judged by each
+/// trainer's own clock, and a lost lease was checked only after training. A trainer frozen past
+/// its lease in the middle of a cycle, then thawed, must publish nothing; the one that took the
+/// lease over publishes, and every version is written by the one that allocated it.
+#[tokio::test]
+async fn a_trainer_frozen_past_its_lease_publishes_nothing_when_it_thaws() {
+    let services = Services::new("trainer-fencing").await;
+    services.store_votes(1, 6_000, 1_000).await;
+    let slow = [
+        ("OLEG__TRAINER__LEASE_TTL_S", "2"),
+        ("OLEG__TRAINER__MODEL__EPOCHS", "12"),
+    ];
+    let frozen = services.spawn_trainer_with("frozen.log", &slow);
+    let started = services
+        .wait_for_model(
+            "a cycle of the first trainer",
+            doc! {"status": "training"},
+            &[&frozen],
+        )
+        .await;
+    frozen.freeze();
+    let frozen_holder = started.get_str("holder").unwrap().to_owned();
+
+    let taker = services.spawn_trainer_with("taker.log", &slow);
+    let live = services
+        .wait_for_model(
+            "the second trainer's model",
+            doc! {"status": "published"},
+            &[&frozen, &taker],
+        )
+        .await;
+    assert_ne!(live.get_str("holder").unwrap(), frozen_holder);
+    frozen.thaw();
+    services
+        .wait_for_model(
+            "the frozen trainer giving its version up",
+            doc! {"_id": started.get("_id").unwrap(), "status": "abandoned"},
+            &[&frozen, &taker],
+        )
+        .await;
+    // Give it time to do anything else it might.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let models = services.models().await;
+    let published: Vec<&Document> = models
+        .iter()
+        .filter(|m| m.get_str("status") == Ok("published"))
+        .collect();
+    assert_eq!(published.len(), 1, "{models:?}");
+    assert_ne!(published[0].get_str("holder").unwrap(), frozen_holder);
+    assert_eq!(
+        services.store.live_version().await.unwrap(),
+        as_i64(published[0].get("_id"))
+    );
+    let frozen_log = std::fs::read_to_string(&frozen.log).unwrap();
+    assert!(
+        frozen_log.contains("taken over") || frozen_log.contains("lost the training lease"),
+        "{frozen_log}"
+    );
+    services.finish().await;
+}
+
+/// Defect: ingest stamps a vote before writing it, so a batch that commits late can carry a time
+/// before the live model's mark, and incremental cycles ("ingested after the mark") skipped it
+/// until the next full cycle.
+#[tokio::test]
+async fn a_batch_committed_late_is_trained_in_the_next_incremental_cycle() {
+    let services = Services::new("trainer-late").await;
+    let mut published = Subscription::new(
+        services.bus.clone(),
+        Source::PerReplica(vec!["model.published"]),
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(300), published.next()).await;
+    services.store_votes(1, 6_000, 10_000).await;
+    let trainer = services.spawn_trainer("trainer.log");
+    let first = next_published(&mut published, Duration::from_secs(120), &trainer).await;
+    // A batch stamped 5 s before the first model's newest vote lands only now.
+    services.store_votes(2_001, 300, 5_000).await;
+    let notice = VotesIngested {
+        schema_version: SCHEMA_VERSION,
+        new_votes: 300,
+        changed_votes: 0,
+        duplicate_votes: 0,
+        ingested_through: Utc.timestamp_millis_opt(5_000).unwrap(),
+    };
+    services.bus.publish(&notice).await.unwrap();
+    let second = next_published(&mut published, Duration::from_secs(120), &trainer).await;
+    assert_eq!(second.version, first.version + 1);
+    let document = services
+        .store
+        .model(second.version as i64)
+        .await
+        .unwrap()
+        .unwrap();
+    let figures = document.get_document("figures").unwrap();
+    assert_eq!(figures.get_str("kind").unwrap(), "incremental");
+    assert_eq!(as_i64(figures.get("new_votes")), Some(300), "{figures}");
+    services.finish().await;
+}
+
+/// Defect: a SIGTERM during a cycle waited for the cycle to end (minutes at scale).
+#[tokio::test]
+async fn sigterm_stops_a_cycle_between_batches_and_releases_the_lease() {
+    let services = Services::new("trainer-sigterm").await;
+    services.store_votes(1, 6_000, 1_000).await;
+    let mut trainer =
+        services.spawn_trainer_with("trainer.log", &[("OLEG__TRAINER__MODEL__EPOCHS", "5000")]);
+    services
+        .wait_for_model("a cycle", doc! {"status": "training"}, &[&trainer])
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = std::time::Instant::now();
+    let exit = trainer.terminate_within(Duration::from_secs(10)).await;
+    assert_eq!(
+        exit,
+        Some(true),
+        "did not stop within 10 s:\n{}",
+        trainer.log_tail()
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(10));
+    let lease = services
+        .store
+        .database()
+        .collection::<Document>("leases")
+        .find_one(doc! {"_id": oleg_store::TRAINING_LEASE})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        as_i64(lease.get("expires_at_ms")),
+        Some(0),
+        "lease not released: {lease}"
+    );
+    let abandoned = services.models().await;
+    assert!(
+        abandoned
+            .iter()
+            .all(|m| m.get_str("status") != Ok("published")),
+        "{abandoned:?}"
+    );
     services.finish().await;
 }

@@ -1,0 +1,118 @@
+//! A TCP proxy in front of the store that can fail one chosen request: it reads the MongoDB wire
+//! protocol's messages (a little-endian length, then the message) from the client, and when
+//! armed cuts the connection that carries the n-th message containing every one of a set of
+//! byte strings (such as `insert` and `deliveries`) — the store never sees it, the client sees a
+//! network error. Later connections pass again, so a client can go on (and undo its work).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Default)]
+struct Trap {
+    /// Byte strings the message must all contain.
+    needles: Vec<Vec<u8>>,
+    /// Matching messages to let through before cutting one.
+    pass: usize,
+}
+
+#[derive(Clone)]
+pub struct FaultProxy {
+    port: u16,
+    trap: Arc<Mutex<Option<Trap>>>,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port, forwarding to `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let proxy = Self {
+            port: listener.local_addr().expect("bound").port(),
+            trap: Arc::default(),
+            cuts: Arc::default(),
+        };
+        let this = proxy.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (this, upstream) = (this.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(&upstream).await {
+                        this.relay(client, server).await;
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    /// A `mongodb://` URI through the proxy (a direct connection: no discovery around it).
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// Cuts the connection of the `(pass + 1)`-th message from now that contains all `needles`.
+    pub fn fail_nth(&self, needles: &[&[u8]], pass: usize) {
+        *self.trap.lock().unwrap() = Some(Trap {
+            needles: needles.iter().map(|n| n.to_vec()).collect(),
+            pass,
+        });
+    }
+
+    /// How many messages were cut.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+
+    async fn relay(&self, client: TcpStream, server: TcpStream) {
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let replies = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        });
+        loop {
+            let mut length = [0u8; 4];
+            if client_read.read_exact(&mut length).await.is_err() {
+                break;
+            }
+            let size = i32::from_le_bytes(length).max(4) as usize;
+            let mut message = vec![0u8; size - 4];
+            if client_read.read_exact(&mut message).await.is_err() {
+                break;
+            }
+            if self.trips(&message) {
+                self.cuts.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            if server_write.write_all(&length).await.is_err()
+                || server_write.write_all(&message).await.is_err()
+            {
+                break;
+            }
+        }
+        // Dropping both halves closes both connections.
+        replies.abort();
+    }
+
+    fn trips(&self, message: &[u8]) -> bool {
+        let mut trap = self.trap.lock().unwrap();
+        let Some(armed) = trap.as_mut() else {
+            return false;
+        };
+        let matches = armed.needles.iter().all(|needle| {
+            message
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
+        });
+        if !matches {
+            return false;
+        }
+        if armed.pass > 0 {
+            armed.pass -= 1;
+            return false;
+        }
+        *trap = None;
+        true
+    }
+}
