@@ -241,11 +241,7 @@ impl Bus {
     ) -> Result<Routed, BusError> {
         let timeout = Duration::from_millis(self.inner.settings.confirm_timeout_ms);
         let deadline = Instant::now() + timeout;
-        // When it was sent, so consumers can measure how long it waited in the queue.
-        let mut headers = properties.headers().clone().unwrap_or_default();
-        headers.insert(SENT_AT_HEADER.into(), AMQPValue::LongLongInt(now_ms()));
-        let properties = properties
-            .with_headers(headers)
+        let properties = stamped(properties)
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
         let mut backoff = self.backoff();
@@ -367,6 +363,21 @@ impl Bus {
         self.inner.readiness.set(Component::Broker, false);
         self.inner.metrics.connected.set(0);
     }
+}
+
+/// Stamps what every message carries: when it was sent (so consumers can measure how long it
+/// waited), its own id, and the trace of the work that sends it.
+pub(crate) fn stamped(properties: BasicProperties) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(SENT_AT_HEADER.into(), AMQPValue::LongLongInt(now_ms()));
+    let trace = crate::current_trace().unwrap_or_else(crate::new_trace);
+    headers.insert(
+        crate::TRACE_HEADER.into(),
+        AMQPValue::LongString(trace.into()),
+    );
+    properties
+        .with_headers(headers)
+        .with_message_id(uuid::Uuid::new_v4().simple().to_string().into())
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -154,8 +154,8 @@ impl Subscription {
     }
 }
 
-/// One delivery. Exactly one of [`ack`](Self::ack), [`dead_letter`](Self::dead_letter) or
-/// [`retry`](Self::retry) should end it; if none does (a crash), the broker redelivers it.
+/// One delivery. [`settle`](Self::settle) (or a plain [`ack`](Self::ack)) should end it; if
+/// nothing does (a crash), the broker redelivers it.
 pub struct Incoming {
     pub body: Vec<u8>,
     pub routing_key: String,
@@ -244,7 +244,7 @@ impl Incoming {
 
     /// Refuses the message for good: the envelope (reason, detail, original body) is confirmed on
     /// the dead-letter queue before the original is acked, so nothing is lost in between.
-    pub async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
+    pub(crate) async fn dead_letter(self, rejection: Rejection) -> Result<(), BusError> {
         let letter = DeadLetter::new(
             rejection.reason,
             rejection.detail,
@@ -281,17 +281,9 @@ impl Incoming {
         Duration::from_millis(doubled.min(settings.reconnect_max_ms))
     }
 
-    /// The work failed for a reason that may pass (a store outage, a timeout): hand the message
-    /// back for another attempt after a short delay, or dead-letter it as `retries_exhausted`
-    /// once `amqp.max_attempts` deliveries have failed.
-    pub async fn retry(self, error: &str) -> Result<(), BusError> {
-        self.retry_or_dead_letter(DeadLetterReason::RetriesExhausted, error)
-            .await
-    }
-
-    /// As [`retry`](Self::retry), dead-lettering with `reason` once the attempts are used up
-    /// (e.g. `store_refused` for a document the store keeps refusing).
-    pub async fn retry_or_dead_letter(
+    /// The work failed: hand the message back for another attempt after a short delay, or
+    /// dead-letter it with `reason` once `amqp.max_attempts` deliveries have failed.
+    pub(crate) async fn retry_or_dead_letter(
         self,
         reason: DeadLetterReason,
         error: &str,

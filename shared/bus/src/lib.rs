@@ -2,24 +2,29 @@
 //!
 //! - [`Topology`] names and declares everything, idempotently, on every (re)connect.
 //! - [`Bus::publish`] returns only once the broker confirmed a persistent message.
-//! - [`Subscription`] yields [`Incoming`] deliveries; the worker acks them after its work is
-//!   durable, dead-letters what it refuses (with a reason), or retries what failed transiently,
-//!   up to `amqp.max_attempts`.
+//! - [`Subscription`] yields [`Incoming`] deliveries, decoded by type ([`Inbound`]); a handler's
+//!   [`Outcome`] settles each ([`Incoming::settle`]): ack once the work is durable, dead-letter
+//!   what is refused (with a reason), retry what failed, up to `amqp.max_attempts`. [`consume`]
+//!   is the whole loop for one message at a time.
 //! - Connection or channel loss is survived: reconnect with capped, jittered exponential backoff,
 //!   redeclare, resume. Unacked deliveries go back to their queue on the broker, so nothing is lost.
 
 mod backoff;
 mod connection;
 mod consumer;
+mod handling;
 mod metrics;
 mod rpc;
 mod topology;
+mod trace;
 
 pub use backoff::Backoff;
 pub use connection::{Bus, Routed};
 pub use consumer::{Incoming, Source, Subscription};
+pub use handling::{consume, Inbound, Outcome};
 pub use rpc::{ReplyMode, RpcClient, RpcError};
 pub use topology::{QueueName, Topology, BROKER_DELIVERY_LIMIT, REASON_HEADER, SENT_AT_HEADER};
+pub use trace::{current_trace, in_trace, new_trace, traced, TRACE_HEADER};
 
 /// Errors of the bus layer.
 #[derive(Debug, thiserror::Error)]

@@ -15,10 +15,10 @@
 //! after the caller gave up. The server publishes its reply `mandatory`, so a reply to a path that
 //! is gone comes back to it as unroutable ([`crate::Routed::NoQueue`]) and it can undo its work.
 
-use crate::{Bus, BusError, QueueName, SENT_AT_HEADER};
+use crate::{Bus, BusError, QueueName};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Consumer};
 use oleg_messages::{encode, Message};
 pub use oleg_settings::ReplyMode;
@@ -162,17 +162,11 @@ impl RpcClient {
         );
         let forget = || self.waiters.lock().expect("not poisoned").remove(&id);
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut headers = FieldTable::default();
-        headers.insert(
-            SENT_AT_HEADER.into(),
-            AMQPValue::LongLongInt(crate::connection::now_ms()),
-        );
-        let properties = BasicProperties::default()
+        let properties = crate::connection::stamped(BasicProperties::default())
             .with_reply_to(path.address.clone().into())
             .with_correlation_id(id.clone().into())
             .with_content_type("application/json".into())
-            .with_expiration(left.as_millis().max(1).to_string().into())
-            .with_headers(headers);
+            .with_expiration(left.as_millis().max(1).to_string().into());
         // Not confirmed: the reply is the confirmation, and a request lost with its connection
         // shows as a lost path (sent again) or, at worst, as a timeout.
         let sent = path

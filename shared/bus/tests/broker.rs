@@ -2,7 +2,9 @@
 //! the reason, and surviving a connection closed by the broker without losing a confirmed message.
 
 use chrono::Utc;
-use oleg_bus::{Bus, Incoming, QueueName, Routed, Source, Subscription, REASON_HEADER};
+use oleg_bus::{
+    traced, Bus, Incoming, Outcome, QueueName, Routed, Source, Subscription, REASON_HEADER,
+};
 use oleg_messages::*;
 use oleg_settings::AmqpSettings;
 use oleg_telemetry::{Component, Readiness};
@@ -141,7 +143,9 @@ async fn a_message_failing_n_times_is_dead_lettered_with_its_reason() {
     for attempt in 1..=max_attempts {
         let incoming = next_within(&mut votes, Duration::from_secs(10)).await;
         assert_eq!(incoming.attempt(), attempt);
-        incoming.retry("store timed out").await.unwrap();
+        incoming
+            .settle(Outcome::failed("store timed out", true))
+            .await;
     }
 
     let mut dead = Subscription::new(h.bus.clone(), Source::Shared(QueueName::DeadLetters));
@@ -183,12 +187,11 @@ async fn a_message_failing_n_times_is_dead_lettered_with_its_reason() {
     h.bus.publish(&vote(9, 1)).await.unwrap();
     let refused = next_within(&mut votes, Duration::from_secs(10)).await;
     refused
-        .dead_letter(Rejection::new(
+        .settle(Outcome::Refused(Rejection::new(
             DeadLetterReason::UnknownPost,
             "codecamp/1 is not stored",
-        ))
-        .await
-        .unwrap();
+        )))
+        .await;
     let letter: DeadLetter = decode(
         &next_within(&mut dead, Duration::from_secs(10)).await.body,
         1 << 20,
@@ -198,7 +201,26 @@ async fn a_message_failing_n_times_is_dead_lettered_with_its_reason() {
         (letter.reason, letter.attempts),
         (DeadLetterReason::UnknownPost, 1)
     );
-    assert_eq!(h.counter("oleg_amqp_dead_lettered_total"), 2.0);
+
+    // A permanent failure (the input is at fault) is tried again too, then dead-lettered as
+    // store_refused.
+    h.bus.publish(&vote(10, 2)).await.unwrap();
+    for _ in 1..=max_attempts {
+        let incoming = next_within(&mut votes, Duration::from_secs(10)).await;
+        incoming
+            .settle(Outcome::failed("type mismatch", false))
+            .await;
+    }
+    let letter: DeadLetter = decode(
+        &next_within(&mut dead, Duration::from_secs(10)).await.body,
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(
+        (letter.reason, letter.attempts),
+        (DeadLetterReason::StoreRefused, max_attempts)
+    );
+    assert_eq!(h.counter("oleg_amqp_dead_lettered_total"), 3.0);
     h.finish().await;
 }
 
@@ -254,5 +276,40 @@ async fn shutdown_ends_the_subscription() {
         .await
         .unwrap()
         .is_none());
+    h.finish().await;
+}
+
+/// A trace id travels with every message: set by the work that publishes it, kept by what the
+/// consumer of it publishes in turn, new where no work is traced.
+#[tokio::test]
+async fn a_trace_follows_a_message_to_what_its_handling_publishes() {
+    let h = Harness::new("bus-trace").await;
+    let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
+    let mut notices = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Trainer));
+    traced("a-person-pressed".into(), h.bus.publish(&vote(1, 1)))
+        .await
+        .unwrap();
+    let incoming = next_within(&mut votes, Duration::from_secs(10)).await;
+    assert_eq!(incoming.trace_id(), "a-person-pressed");
+    let notice = VotesIngested {
+        schema_version: SCHEMA_VERSION,
+        new_votes: 1,
+        changed_votes: 0,
+        duplicate_votes: 0,
+        ingested_through: Utc::now(),
+    };
+    traced(incoming.trace_id(), h.bus.publish(&notice))
+        .await
+        .unwrap();
+    incoming.ack().await.unwrap();
+    let announced = next_within(&mut notices, Duration::from_secs(10)).await;
+    assert_eq!(announced.trace_id(), "a-person-pressed");
+    assert!(announced.properties.message_id().is_some());
+    announced.ack().await.unwrap();
+    // Untraced work gets a trace of its own.
+    h.bus.publish(&vote(2, 1)).await.unwrap();
+    let fresh = next_within(&mut votes, Duration::from_secs(10)).await;
+    assert_eq!(fresh.trace_id().len(), 32);
+    fresh.ack().await.unwrap();
     h.finish().await;
 }

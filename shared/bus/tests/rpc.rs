@@ -3,7 +3,9 @@
 //! broker closes every connection, with the reply path's readiness following it; a request
 //! nobody took before its caller's timeout is expired, not answered.
 
-use oleg_bus::{Bus, QueueName, ReplyMode, Routed, RpcClient, RpcError, Source, Subscription};
+use oleg_bus::{
+    Bus, Outcome, QueueName, ReplyMode, Routed, RpcClient, RpcError, Source, Subscription,
+};
 use oleg_messages::*;
 use oleg_settings::AmqpSettings;
 use oleg_telemetry::{Component, Readiness};
@@ -80,8 +82,10 @@ impl Pair {
                         let _ = report.send(outcome);
                         let _ = incoming.ack().await;
                     }
-                    Err(_) => {
-                        let _ = incoming.retry("reply failed").await;
+                    Err(error) => {
+                        incoming
+                            .settle(Outcome::failed(&error, error.is_transient()))
+                            .await;
                     }
                 }
             }

@@ -50,6 +50,9 @@ pub struct AmqpSettings {
     pub confirm_timeout_ms: u64,
     /// Where RPC replies come back to a client (the bot asking the ranker).
     pub rpc_reply: ReplyMode,
+    /// Larger messages are refused (dead-lettered as `too_large`) by every consumer; ingest and
+    /// the ranker's requests have tighter limits of their own.
+    pub max_message_bytes: usize,
 }
 
 /// Where RPC replies come back.
@@ -102,6 +105,12 @@ impl Validate for AmqpSettings {
             key(prefix, "reconnect_max_ms"),
             "at least amqp.reconnect_min_ms and at most 600000",
             self.reconnect_max_ms,
+        );
+        check.in_range(
+            key(prefix, "max_message_bytes"),
+            self.max_message_bytes,
+            1024,
+            64 << 20,
         );
         check.in_range(
             key(prefix, "confirm_timeout_ms"),

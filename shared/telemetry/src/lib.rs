@@ -43,7 +43,10 @@ pub fn init_logging(settings: &LogSettings) -> Result<(), TelemetryError> {
         LogFormat::Json => registry
             .with(fmt::layer().json().flatten_event(true))
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+        // Colours only for a terminal: logs written to files stay plain text, searchable.
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
+            .try_init(),
     };
     Ok(())
 }

@@ -7,8 +7,8 @@ use crate::taste::{population, Person, PostTraits, TasteSpread};
 use chrono::Utc;
 use futures::TryStreamExt;
 use mongodb::bson::doc;
-use oleg_bus::{Bus, Source, Subscription};
-use oleg_messages::{decode, ModelPublished, PostRef, Reaction, UserId, Vote};
+use oleg_bus::{consume, Bus, Outcome, Source};
+use oleg_messages::{ModelPublished, PostRef, Reaction, UserId, Vote};
 use oleg_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -342,13 +342,13 @@ async fn load_posts(store: &Store) -> anyhow::Result<HashMap<PostRef, PostTraits
 fn follow_models(bus: Bus) -> watch::Receiver<Option<u64>> {
     let (sender, receiver) = watch::channel(None);
     tokio::spawn(async move {
-        let mut notices = Subscription::new(bus, Source::PerReplica(vec!["model.published"]));
-        while let Some(incoming) = notices.next().await {
-            if let Ok(notice) = decode::<ModelPublished>(&incoming.body, 1 << 20) {
-                sender.send_modify(|newest| *newest = (*newest).max(Some(notice.version)));
-            }
-            let _ = incoming.ack().await;
-        }
+        let max_bytes = bus.settings().max_message_bytes;
+        let source = Source::PerReplica(vec!["model.published"]);
+        consume(bus, source, max_bytes, |notice: ModelPublished| {
+            sender.send_modify(|newest| *newest = (*newest).max(Some(notice.version)));
+            std::future::ready(Outcome::Done)
+        })
+        .await;
     });
     receiver
 }

@@ -49,6 +49,7 @@ pub fn amqp_settings(test: &str) -> AmqpSettings {
         reconnect_max_ms: 1000,
         confirm_timeout_ms: 20_000,
         rpc_reply: oleg_settings::ReplyMode::Queue,
+        max_message_bytes: 262_144,
     }
 }
 

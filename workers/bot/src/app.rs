@@ -156,6 +156,11 @@ impl BotApp {
         })
         .await;
         let took = started.elapsed();
+        tracing::info!(
+            took_ms = took.as_millis() as u64,
+            ?handling,
+            "update handled"
+        );
         self.metrics.handle_seconds.observe(took.as_secs_f64());
         self.metrics
             .own_work_seconds

@@ -9,6 +9,7 @@ use crate::app::{BotApp, Handling};
 use crate::flood::{FloodGuard, Verdict};
 use crate::inbox::Inbox;
 use futures::FutureExt;
+use oleg_bus::{new_trace, traced};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teloxide_core::types::{Update, UpdateKind};
 use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument;
 
 struct Job {
     update: Update,
@@ -143,8 +145,13 @@ impl Dispatcher {
                     }
                 };
                 let id = job.update.id.0;
-                let handled = AssertUnwindSafe(this.app.handle(&job.update, job.handling))
-                    .catch_unwind()
+                // Each update starts a trace: the vote it publishes, the request to the ranker
+                // and everything they lead to carry it.
+                let trace = new_trace();
+                let span = tracing::info_span!("update", trace = %trace, update = id, person);
+                let handling = this.app.handle(&job.update, job.handling);
+                let handled = traced(trace, AssertUnwindSafe(handling).catch_unwind())
+                    .instrument(span)
                     .await;
                 if handled.is_err() {
                     tracing::error!(update = id, "handling an update panicked");

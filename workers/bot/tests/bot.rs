@@ -84,6 +84,11 @@ impl Harness {
 
     /// The next message the bot published on the ingest queue, checked against its schema.
     async fn next_published(&mut self, kind: MessageKind) -> Vec<u8> {
+        self.next_published_traced(kind).await.0
+    }
+
+    /// As [`next_published`](Self::next_published), with the message's trace id.
+    async fn next_published_traced(&mut self, kind: MessageKind) -> (Vec<u8>, String) {
         let incoming = tokio::time::timeout(LONG, self.ingest.next())
             .await
             .unwrap_or_else(|_| {
@@ -95,9 +100,9 @@ impl Harness {
             })
             .unwrap();
         assert_schema_valid(kind, &incoming.body);
-        let body = incoming.body.clone();
+        let (body, trace) = (incoming.body.clone(), incoming.trace_id());
         incoming.ack().await.unwrap();
-        body
+        (body, trace)
     }
 
     /// Every vote published within `quiet` of the last one.
@@ -176,7 +181,21 @@ async fn start_vote_change_and_forged_presses() {
 
     // 👍: a valid vote, the press answered, the button marked, the next post sent.
     h.api.press(user, post, 0);
-    let vote: Vote = decode(&h.next_published(MessageKind::Vote).await, 1 << 16).unwrap();
+    let (body, trace) = h.next_published_traced(MessageKind::Vote).await;
+    let vote: Vote = decode(&body, 1 << 16).unwrap();
+    // The press's trace is on the vote and in the bot's log of handling it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&h.bot.log)
+        .unwrap()
+        .contains(&format!("trace={trace}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{trace} not in the log:\n{}",
+            h.bot.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         (
             vote.user_id.get(),

@@ -12,9 +12,11 @@ pub use metrics::IngestMetrics;
 pub use settings::{IngestConfig, IngestSettings};
 
 use chrono::Utc;
-use oleg_bus::{Backoff, Bus, Incoming, QueueName, Source, Subscription};
+use oleg_bus::{
+    new_trace, traced, Backoff, Bus, Incoming, Outcome, QueueName, Source, Subscription,
+};
 use oleg_messages::{
-    decode, DeadLetterReason, MessageKind, Rejection, UserId, UserStarted, Vote, VotesIngested,
+    DeadLetterReason, MessageKind, Rejection, UserId, UserStarted, Vote, VotesIngested,
     SCHEMA_VERSION,
 };
 use oleg_store::{post_key, Store, StoreError, UserSighting, VoteWrite, VoteWriteSummary};
@@ -22,6 +24,7 @@ use oleg_telemetry::{Component, Readiness};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// A batch's valid messages, decoded.
 #[derive(Default)]
@@ -72,7 +75,13 @@ impl Ingest {
             if deliveries.is_empty() {
                 return;
             }
-            self.process(deliveries).await;
+            // A batch is a trace of its own; its line lists the traces of its messages, so a
+            // vote can be followed from the bot through ingest to the notice it was part of.
+            let batch = new_trace();
+            let traces: Vec<String> = deliveries.iter().map(Incoming::trace_id).collect();
+            let span = tracing::info_span!("batch", trace = %batch, messages = deliveries.len());
+            span.in_scope(|| tracing::debug!(traces = ?traces, "took a batch"));
+            traced(batch, self.process(deliveries).instrument(span)).await;
         }
     }
 
@@ -175,20 +184,15 @@ impl Ingest {
                     .map(|(index, (incoming, _))| (incoming, refused_starts.get(&index).cloned())),
             );
         for (incoming, refusal) in outcomes {
-            let settled = match refusal {
-                None => incoming.ack().await,
+            let outcome = match refusal {
+                None => Outcome::Done,
                 Some(message) => {
                     self.metrics.store_refusals.inc();
                     tracing::warn!(%message, "the store refused a message; it will be tried again");
-                    incoming
-                        .retry_or_dead_letter(DeadLetterReason::StoreRefused, &message)
-                        .await
+                    Outcome::failed(message, false)
                 }
             };
-            if let Err(error) = settled {
-                // The channel is gone: the broker redelivers, and the rewrite changes nothing.
-                tracing::warn!(%error, "could not settle a message after the write; it will be redelivered");
-            }
+            incoming.settle(outcome).await;
         }
         if has_votes {
             self.announce(summary, ingested_at).await;
@@ -199,7 +203,6 @@ impl Ingest {
     /// dead-lettered as `store_refused` once its attempts are used up.
     async fn refuse_batch(&self, batch: Batch, error: &StoreError) {
         self.readiness.set(Component::Store, true);
-        let detail = error.to_string();
         for incoming in batch
             .votes
             .into_iter()
@@ -207,12 +210,7 @@ impl Ingest {
             .chain(batch.starts.into_iter().map(|(i, _)| i))
         {
             self.metrics.store_refusals.inc();
-            if let Err(error) = incoming
-                .retry_or_dead_letter(DeadLetterReason::StoreRefused, &detail)
-                .await
-            {
-                tracing::warn!(%error, "could not hand a refused message back; it will be redelivered");
-            }
+            incoming.settle(Outcome::failed(error, false)).await;
         }
     }
 
@@ -223,7 +221,7 @@ impl Ingest {
         let routing_key = Some(incoming.routing_key.as_str());
         if routing_key == vote_key {
             self.metrics.received.with_label_values(&["vote"]).inc();
-            let vote = decode::<Vote>(&incoming.body, max)?;
+            let vote = incoming.decode::<Vote>(max)?;
             self.not_ahead(vote.voted_at)?;
             Ok(Decoded::Vote(vote))
         } else if routing_key == start_key {
@@ -231,7 +229,7 @@ impl Ingest {
                 .received
                 .with_label_values(&["user_started"])
                 .inc();
-            let start = decode::<UserStarted>(&incoming.body, max)?;
+            let start = incoming.decode::<UserStarted>(max)?;
             self.not_ahead(start.started_at)?;
             Ok(Decoded::Start(start))
         } else {
@@ -265,10 +263,7 @@ impl Ingest {
 
     async fn dead_letter(&self, refused: Vec<(Incoming, Rejection)>) {
         for (incoming, rejection) in refused {
-            if let Err(error) = incoming.dead_letter(rejection).await {
-                // Not acked: the broker redelivers it and it is refused again.
-                tracing::warn!(%error, "could not dead-letter a message; it will come back");
-            }
+            incoming.settle(Outcome::Refused(rejection)).await;
         }
     }
 

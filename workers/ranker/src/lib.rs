@@ -17,10 +17,13 @@ pub use settings::{RankerConfig, RankerSettings};
 
 use chrono::Utc;
 use model::ModelSlot;
-use oleg_bus::{Bus, Incoming, QueueName, Routed, Source, Subscription};
+use oleg_bus::{
+    consume, traced, Bus, Inbound, Incoming, Outcome, QueueName, Routed, Source, Subscription,
+};
 use oleg_messages::{
-    decode, ChannelName, DeadLetterReason, ModelPublished, PostId, PostRef, RecommendErrorCode,
-    RecommendReply, RecommendRequest, RecommendedPost, ScrapedPost, UserId, SCHEMA_VERSION,
+    ChannelName, DeadLetterReason, MessageKind, ModelPublished, PostId, PostRef,
+    RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost, Rejection, ScrapedPost,
+    UserId, SCHEMA_VERSION,
 };
 use oleg_store::{post_key, Store};
 use pool::Pool;
@@ -28,6 +31,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct Ranker {
@@ -159,10 +163,14 @@ impl Ranker {
         while let Some(incoming) = requests.next().await {
             let permit = slots.clone().acquire_owned().await.expect("never closed");
             let ranker = self.clone();
-            in_flight.spawn(async move {
-                ranker.answer(incoming).await;
-                drop(permit);
-            });
+            let (span, trace) = (incoming.span(), incoming.trace_id());
+            in_flight.spawn(
+                traced(trace, async move {
+                    ranker.answer(incoming).await;
+                    drop(permit);
+                })
+                .instrument(span),
+            );
             while in_flight.try_join_next().is_some() {}
         }
         // Shutdown: finish what was taken, then stop.
@@ -172,23 +180,29 @@ impl Ranker {
     }
 
     async fn follow_notices(self) {
-        let mut notices = Subscription::new(
-            self.inner.bus.clone(),
-            Source::PerReplica(vec!["model.published", "post.scraped"]),
-        );
-        while let Some(incoming) = notices.next().await {
-            let max = self.inner.settings.max_message_bytes.max(1 << 20);
-            if incoming.routing_key == "model.published" {
-                if let Ok(notice) = decode::<ModelPublished>(&incoming.body, max) {
-                    let ranker = self.clone();
-                    // Load in the background: requests keep being served by the current model.
-                    tokio::spawn(async move { ranker.load_model(notice.version as i64).await });
+        let bus = self.inner.bus.clone();
+        let max_bytes = bus.settings().max_message_bytes;
+        let keys = [MessageKind::ModelPublished, MessageKind::ScrapedPost]
+            .map(|kind| kind.routing_key().expect("event kinds have routing keys"));
+        consume(
+            bus,
+            Source::PerReplica(keys.to_vec()),
+            max_bytes,
+            |notice| {
+                match notice {
+                    Notice::Model(published) => {
+                        let ranker = self.clone();
+                        // Load in the background: requests keep being served by the current model.
+                        tokio::spawn(
+                            async move { ranker.load_model(published.version as i64).await },
+                        );
+                    }
+                    Notice::Post(post) => self.add_post(&post),
                 }
-            } else if let Ok(post) = decode::<ScrapedPost>(&incoming.body, max) {
-                self.add_post(&post);
-            }
-            let _ = incoming.ack().await;
-        }
+                std::future::ready(Outcome::Done)
+            },
+        )
+        .await;
     }
 
     async fn refresh_periodically(self) {
@@ -226,23 +240,21 @@ impl Ranker {
         let (Some(reply_to), Some(request_id)) = (incoming.reply_to(), incoming.correlation_id())
         else {
             metrics.errors.with_label_values(&["no_reply_to"]).inc();
-            let _ = incoming
-                .dead_letter(oleg_messages::Rejection::new(
-                    DeadLetterReason::Malformed,
-                    "a request needs reply_to and correlation_id",
-                ))
-                .await;
+            let refusal = Rejection::new(
+                DeadLetterReason::Malformed,
+                "a request needs reply_to and correlation_id",
+            );
+            incoming.settle(Outcome::Refused(refusal)).await;
             return;
         };
         // The caller gave up on it: an answer now would use up posts nobody shows.
         if incoming.expired() {
             metrics.requests.with_label_values(&["expired"]).inc();
-            let _ = incoming.ack().await;
+            incoming.settle(Outcome::Done).await;
             return;
         }
         let (reply, user) =
-            match decode::<RecommendRequest>(&incoming.body, self.inner.settings.max_message_bytes)
-            {
+            match incoming.decode::<RecommendRequest>(self.inner.settings.max_message_bytes) {
                 Ok(request) => {
                     let reply = if incoming.redelivered {
                         self.answer_again(&request, &request_id).await
@@ -278,21 +290,22 @@ impl Ranker {
                 self.release(user, posts, &request_id).await;
             }
         }
-        match sent {
+        let settled = match sent {
             Ok(Routed::Queued) => {
                 metrics.requests.with_label_values(&[outcome]).inc();
-                let _ = incoming.ack().await;
+                Outcome::Done
             }
             Ok(Routed::NoQueue) => {
                 tracing::info!("the requester's reply path is gone; its posts were released");
                 metrics.requests.with_label_values(&["unroutable"]).inc();
-                let _ = incoming.ack().await;
+                Outcome::Done
             }
             Err(error) => {
                 tracing::warn!(%error, "could not send a reply; the request will be answered again");
-                let _ = incoming.retry(&error.to_string()).await;
+                Outcome::failed(&error, error.is_transient())
             }
-        }
+        };
+        incoming.settle(settled).await;
         metrics
             .handle_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -438,4 +451,20 @@ impl Ranker {
 
 fn unavailable(error: &oleg_store::StoreError) -> RecommendReply {
     RecommendReply::error(RecommendErrorCode::Unavailable, format!("store: {error}"))
+}
+
+/// What a ranker replica hears on its own queue.
+enum Notice {
+    Model(ModelPublished),
+    Post(ScrapedPost),
+}
+
+impl Inbound for Notice {
+    fn from_delivery(routing_key: &str, body: &[u8], max_bytes: usize) -> Result<Self, Rejection> {
+        if Some(routing_key) == MessageKind::ModelPublished.routing_key() {
+            ModelPublished::from_delivery(routing_key, body, max_bytes).map(Notice::Model)
+        } else {
+            ScrapedPost::from_delivery(routing_key, body, max_bytes).map(Notice::Post)
+        }
+    }
 }

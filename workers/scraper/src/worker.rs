@@ -5,8 +5,8 @@ use crate::fetch::{FetchError, Fetched, Fetcher};
 use crate::parse::{parse_page, ParsedPage, ParsedPost};
 use crate::ScraperSettings;
 use chrono::Utc;
-use oleg_bus::{Bus, QueueName, Source, Subscription};
-use oleg_messages::{decode, AddChannel, ChannelName, PostId, ScrapedPost, SCHEMA_VERSION};
+use oleg_bus::{consume, Bus, Outcome, QueueName, Source};
+use oleg_messages::{AddChannel, ChannelName, PostId, ScrapedPost, SCHEMA_VERSION};
 use oleg_store::{ChannelPoll, ChannelRecord, Store};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use rand::Rng;
@@ -73,7 +73,7 @@ pub struct Scraper {
     pub shutdown: CancellationToken,
 }
 
-enum Outcome {
+enum Polled {
     Scraped {
         newest: Option<i64>,
         header: crate::parse::ChannelHeader,
@@ -126,7 +126,7 @@ impl Scraper {
         let now = Utc::now().timestamp_millis();
         let s = &self.settings;
         let poll = match outcome {
-            Outcome::Scraped {
+            Polled::Scraped {
                 newest,
                 header,
                 alias,
@@ -144,7 +144,7 @@ impl Scraper {
                     next_poll_ms: now + (s.poll_interval_s as f64 * 1000.0 * (1.0 + jitter)) as i64,
                 }
             }
-            Outcome::Missing => {
+            Polled::Missing => {
                 tracing::info!(channel = %channel.name, "channel does not exist or is private; retrying rarely");
                 ChannelPoll {
                     status: "missing",
@@ -156,7 +156,7 @@ impl Scraper {
                     next_poll_ms: now + (s.missing_retry_s * 1000) as i64,
                 }
             }
-            Outcome::RateLimited(wait) => ChannelPoll {
+            Polled::RateLimited(wait) => ChannelPoll {
                 status: "active",
                 newest_post_id: None,
                 title: None,
@@ -165,7 +165,7 @@ impl Scraper {
                 failures: channel.failures,
                 next_poll_ms: now + wait.as_millis() as i64,
             },
-            Outcome::Failed(problem) => {
+            Polled::Failed(problem) => {
                 let failures = channel.failures + 1;
                 let backoff =
                     (s.backoff_min_s.saturating_mul(1 << failures.min(20))).min(s.backoff_max_s);
@@ -186,7 +186,7 @@ impl Scraper {
         }
     }
 
-    async fn fetch(&self, channel: &str, before: Option<i64>) -> Result<ParsedPage, Outcome> {
+    async fn fetch(&self, channel: &str, before: Option<i64>) -> Result<ParsedPage, Polled> {
         let fetched = self.fetcher.channel_page(channel, before).await;
         let label = match &fetched {
             Ok(Fetched::Page(_)) => "ok",
@@ -207,27 +207,27 @@ impl Scraper {
                 }
                 Ok(page)
             }
-            Ok(Fetched::Missing) => Err(Outcome::Missing),
+            Ok(Fetched::Missing) => Err(Polled::Missing),
             Ok(Fetched::RedirectedAway) => {
                 tracing::warn!(channel, "redirected to another host; not followed");
-                Err(Outcome::Missing)
+                Err(Polled::Missing)
             }
-            Ok(Fetched::RateLimited(wait)) => Err(Outcome::RateLimited(wait)),
-            Ok(Fetched::ServerError(status)) => Err(Outcome::Failed(format!("status {status}"))),
+            Ok(Fetched::RateLimited(wait)) => Err(Polled::RateLimited(wait)),
+            Ok(Fetched::ServerError(status)) => Err(Polled::Failed(format!("status {status}"))),
             Err(
                 error @ (FetchError::Network(_) | FetchError::TooLarge(_) | FetchError::Status(_)),
-            ) => Err(Outcome::Failed(error.to_string())),
+            ) => Err(Polled::Failed(error.to_string())),
         }
     }
 
-    async fn crawl(&self, channel: &ChannelRecord) -> Outcome {
+    async fn crawl(&self, channel: &ChannelRecord) -> Polled {
         let known = channel.newest_post_id;
         let first = match self.fetch(&channel.name, None).await {
             Ok(page) => page,
             Err(outcome) => return outcome,
         };
         if first.posts.is_empty() && first.header.title.is_none() {
-            return Outcome::Missing;
+            return Polled::Missing;
         }
         let header = first.header.clone();
         let alias = match page_owner(&channel.name, &first) {
@@ -238,7 +238,7 @@ impl Scraper {
                     .with_label_values(&["unrelated"])
                     .inc_by(first.posts.len() as u64);
                 tracing::warn!(channel = %channel.name, page = %claimed, "the page is another channel's; nothing stored");
-                return Outcome::Missing;
+                return Polled::Missing;
             }
         };
         let mut posts: Vec<ParsedPost> = Vec::new();
@@ -317,13 +317,13 @@ impl Scraper {
                         tracing::warn!(%error, post = %post.post_id, "could not announce a post");
                     }
                 }
-                Outcome::Scraped {
+                Polled::Scraped {
                     newest,
                     header,
                     alias,
                 }
             }
-            Err(error) => Outcome::Failed(format!("store: {error}")),
+            Err(error) => Polled::Failed(format!("store: {error}")),
         }
     }
 }
@@ -390,24 +390,24 @@ fn to_message(post: &ParsedPost, followed: &str) -> Option<ScrapedPost> {
 
 /// Channels asked for on the bus; a name that is not a username is dead-lettered with the reason.
 async fn follow_additions(bus: Bus, store: Store) {
-    let mut requests = Subscription::new(bus, Source::Shared(QueueName::Scraper));
-    while let Some(incoming) = requests.next().await {
-        match decode::<AddChannel>(&incoming.body, 16 * 1024) {
-            Ok(request) => match store
-                .add_channel(request.channel.as_str(), Utc::now().timestamp_millis())
-                .await
-            {
-                Ok(added) => {
-                    tracing::info!(channel = %request.channel, added, "channel requested");
-                    let _ = incoming.ack().await;
+    let max_bytes = bus.settings().max_message_bytes;
+    consume(
+        bus,
+        Source::Shared(QueueName::Scraper),
+        max_bytes,
+        |request: AddChannel| {
+            let store = store.clone();
+            async move {
+                let now = Utc::now().timestamp_millis();
+                match store.add_channel(request.channel.as_str(), now).await {
+                    Ok(added) => {
+                        tracing::info!(channel = %request.channel, added, "channel requested");
+                        Outcome::Done
+                    }
+                    Err(error) => Outcome::failed(&error, error.is_transient()),
                 }
-                Err(error) => {
-                    let _ = incoming.retry(&error.to_string()).await;
-                }
-            },
-            Err(rejection) => {
-                let _ = incoming.dead_letter(rejection).await;
             }
-        }
-    }
+        },
+    )
+    .await;
 }

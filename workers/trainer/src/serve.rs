@@ -16,10 +16,10 @@ use anyhow::Context;
 use chrono::Utc;
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use oleg_bus::{Bus, QueueName, Source, Subscription};
-use oleg_messages::{
-    decode, HoldoutMetrics, ModelPublished, Reaction, VotesIngested, SCHEMA_VERSION,
+use oleg_bus::{
+    current_trace, in_trace, new_trace, traced, Bus, Outcome, QueueName, Source, Subscription,
 };
+use oleg_messages::{HoldoutMetrics, ModelPublished, Reaction, VotesIngested, SCHEMA_VERSION};
 use oleg_model::{Evaluation, Network};
 use oleg_runtime::{shutdown_on_signals, WorkerContext};
 use oleg_store::{as_i64, LeaseClaim, Store, VoteRecord, TRAINING_LEASE};
@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// `oleg-trainer serve`, or with `one_full_cycle` (`oleg-trainer retrain`) a single full cycle.
 pub fn main(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> {
@@ -74,16 +75,16 @@ async fn run(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> 
         tokio::select! {
             incoming = notices.next() => {
                 let Some(incoming) = incoming else { break };
-                match decode::<VotesIngested>(&incoming.body, 64 * 1024) {
+                let _span = incoming.span().entered();
+                let outcome = match incoming.decode::<VotesIngested>(bus.settings().max_message_bytes) {
                     Ok(notice) => {
-                        tracing::debug!(new_votes = notice.new_votes, changed_votes = notice.changed_votes, "votes announced");
-                        trainer.note(&notice);
-                        let _ = incoming.ack().await;
+                        tracing::info!(new_votes = notice.new_votes, changed_votes = notice.changed_votes, "votes announced");
+                        trainer.note(&notice, incoming.trace_id());
+                        Outcome::Done
                     }
-                    Err(rejection) => {
-                        let _ = incoming.dead_letter(rejection).await;
-                    }
-                }
+                    Err(rejection) => Outcome::Refused(rejection),
+                };
+                incoming.settle(outcome).await;
             }
             _ = tick.tick() => {
                 if let Some(kind) = trainer.due() {
@@ -131,6 +132,8 @@ pub struct Trainer {
     device: tch::Device,
     live: Option<Live>,
     pending_votes: u64,
+    /// Traces of the notices announcing the votes the next cycle trains on.
+    announced: Vec<String>,
     last_cycle: Option<Instant>,
     incrementals_since_full: u64,
 }
@@ -154,6 +157,7 @@ impl Trainer {
             device,
             live: None,
             pending_votes: 0,
+            announced: Vec::new(),
             last_cycle: None,
             incrementals_since_full: 0,
         };
@@ -196,9 +200,14 @@ impl Trainer {
         Ok(())
     }
 
-    fn note(&mut self, notice: &VotesIngested) {
+    /// Counts announced votes, remembering (a few of) their notices' traces for the cycle that
+    /// trains on them.
+    fn note(&mut self, notice: &VotesIngested, trace: String) {
         self.pending_votes += notice.new_votes + notice.changed_votes;
         self.metrics.pending_votes.set(self.pending_votes as i64);
+        if self.announced.len() < 64 {
+            self.announced.push(trace);
+        }
     }
 
     fn due(&self) -> Option<CycleKind> {
@@ -218,8 +227,15 @@ impl Trainer {
         )
     }
 
-    /// Runs one cycle under the lease.
+    /// Runs one cycle under the lease, in a span of its own whose start lists the traces of the
+    /// notices it answers.
     pub async fn cycle(&mut self, kind: CycleKind) -> anyhow::Result<()> {
+        let trace = new_trace();
+        let span = tracing::info_span!("cycle", trace = %trace, kind = kind.as_str());
+        traced(trace, self.cycle_in_span(kind).instrument(span)).await
+    }
+
+    async fn cycle_in_span(&mut self, kind: CycleKind) -> anyhow::Result<()> {
         let ttl_ms = (self.settings.lease_ttl_s * 1000) as i64;
         let now = self.store.store_time_ms().await?;
         let Some(claim) = self
@@ -233,9 +249,9 @@ impl Trainer {
             return Ok(());
         };
         tracing::info!(
-            kind = kind.as_str(),
             pending_votes = self.pending_votes,
             token = claim.token,
+            notices = ?std::mem::take(&mut self.announced),
             "training cycle started"
         );
         // Set when the lease is lost or a stop is asked for: training stops between batches.
@@ -412,26 +428,18 @@ impl Trainer {
         let (config, device) = (self.settings.model.clone(), self.device);
         let live = self.live.take();
         let stop = abandon.clone();
+        let (trace, span) = (current_trace(), tracing::Span::current());
         // Training is CPU-bound: off the async threads, taking the live network along.
         let (trained, live) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut live = live;
-            let live_evaluation = match live.as_mut() {
-                Some(live) => {
-                    cycle::fit_to(&mut live.network, &vocab)?;
-                    Some(cycle::evaluate(&live.network, &data.holdout))
-                }
-                None => None,
+            let job = Job {
+                kind,
+                vocab,
+                config,
+                device,
+                data,
+                epochs,
             };
-            let mut candidate = match (kind, live.take()) {
-                (CycleKind::Incremental, Some(live)) => live.network,
-                (_, live_taken) => {
-                    live = live_taken;
-                    cycle::fresh_network(&config, &vocab, device)
-                }
-            };
-            cycle::fit_to(&mut candidate, &vocab)?;
-            let figures = cycle::train(&mut candidate, &data, epochs, live_evaluation, &stop);
-            Ok((figures.map(|f| ((candidate, vocab), f)), live))
+            in_trace(trace, span, || train_candidate(job, live, &stop))
         })
         .await
         .context("the training task panicked")??;
@@ -685,4 +693,51 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "trainer".into())
+}
+
+/// What training a cycle's candidate gave: the candidate and its figures (unless stopped), and
+/// the live model back (the incremental candidate is the live network, trained in place).
+type Trained = (
+    Result<((Network, Vocabularies), CycleFigures), cycle::Stopped>,
+    Option<Live>,
+);
+
+/// What a cycle trains: its kind, vocabularies, network configuration and data.
+struct Job {
+    kind: CycleKind,
+    vocab: Vocabularies,
+    config: oleg_model::ModelConfig,
+    device: tch::Device,
+    data: cycle::CycleData,
+    epochs: usize,
+}
+
+/// Trains the cycle's candidate: the live network fitted to the vocabularies and evaluated on
+/// the holdout, then (incremental) trained further or (full) replaced by a fresh one.
+fn train_candidate(job: Job, mut live: Option<Live>, stop: &AtomicBool) -> anyhow::Result<Trained> {
+    let Job {
+        kind,
+        vocab,
+        config,
+        device,
+        data,
+        epochs,
+    } = job;
+    let live_evaluation = match live.as_mut() {
+        Some(live) => {
+            cycle::fit_to(&mut live.network, &vocab)?;
+            Some(cycle::evaluate(&live.network, &data.holdout))
+        }
+        None => None,
+    };
+    let mut candidate = match (kind, live.take()) {
+        (CycleKind::Incremental, Some(live)) => live.network,
+        (_, live_taken) => {
+            live = live_taken;
+            cycle::fresh_network(&config, &vocab, device)
+        }
+    };
+    cycle::fit_to(&mut candidate, &vocab)?;
+    let figures = cycle::train(&mut candidate, &data, epochs, live_evaluation, stop);
+    Ok((figures.map(|f| ((candidate, vocab), f)), live))
 }
