@@ -117,7 +117,7 @@ async fn publish_confirm_consume_ack_round_trip() {
     // A notice nobody is bound to is confirmed but reported as unrouted.
     let notice = ModelPublished {
         schema_version: SCHEMA_VERSION,
-        version: 1,
+        version: ModelVersion::new(1).unwrap(),
         variant: "dot".into(),
         trained_on_votes: 1,
         holdout: HoldoutMetrics {

@@ -1,8 +1,8 @@
 //! Events published on the topic exchange.
 
 use crate::{
-    ChannelName, DeadLetterReason, Message, MessageKind, PostId, PostRef, Reaction, Rejection,
-    UserId, SCHEMA_VERSION,
+    ChannelName, DeadLetterReason, Message, MessageKind, ModelVersion, PostId, PostRef, Reaction,
+    Rejection, UserId, SCHEMA_VERSION,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -168,7 +168,7 @@ pub struct HoldoutMetrics {
 #[serde(deny_unknown_fields)]
 pub struct ModelPublished {
     pub schema_version: u32,
-    pub version: u64,
+    pub version: ModelVersion,
     /// The network variant, e.g. `channel_mlp` or `dot`.
     pub variant: String,
     pub trained_on_votes: u64,

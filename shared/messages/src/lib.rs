@@ -5,6 +5,7 @@ mod dead_letter;
 mod decode;
 mod domain;
 mod events;
+mod model;
 mod rpc;
 
 pub use dead_letter::{DeadLetter, DeadLetterReason, Payload};
@@ -14,6 +15,7 @@ pub use events::{
     AddChannel, HoldoutMetrics, MediaItem, MediaKind, ModelPublished, ScrapedPost, UserStarted,
     Vote, VotesIngested,
 };
+pub use model::{ModelStatus, ModelVersion, VocabFile, VOCAB_FILE, WEIGHTS_FILE};
 pub use rpc::{
     RecommendError, RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost,
 };

@@ -1,6 +1,8 @@
 //! The recommendation RPC: a request on the ranker's queue, a reply to the request's `reply_to`.
 
-use crate::{ChannelName, Message, MessageKind, PostId, PostRef, UserId, SCHEMA_VERSION};
+use crate::{
+    ChannelName, Message, MessageKind, ModelVersion, PostId, PostRef, UserId, SCHEMA_VERSION,
+};
 use serde::{Deserialize, Serialize};
 
 /// "What should this person see next?"
@@ -86,7 +88,7 @@ pub enum RecommendReply {
         posts: Vec<RecommendedPost>,
         /// The model version that scored the posts; absent before the first model.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        model_version: Option<u64>,
+        model_version: Option<ModelVersion>,
         cold_start: bool,
         /// Standard deviation of the Gaussian noise added to scores.
         exploration_noise: f64,

@@ -88,7 +88,7 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
     };
     let published = ModelPublished {
         schema_version: SCHEMA_VERSION,
-        version: 3,
+        version: ModelVersion::new(3).unwrap(),
         variant: "channel_mlp".into(),
         trained_on_votes: 1000,
         holdout: HoldoutMetrics {

@@ -5,6 +5,7 @@
 //! a request costs one `hidden × user_dim` matrix-vector product for the person, then per
 //! candidate one add-ReLU-dot over `hidden` numbers.
 
+use oleg_messages::VocabFile;
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,15 +14,6 @@ pub enum ScorerError {
     Weights(String),
     #[error("vocabulary: {0}")]
     Vocab(String),
-}
-
-/// `vocab.json` as the trainer writes it: rows are positions.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct VocabFile {
-    pub users: Vec<i64>,
-    pub channels: Vec<String>,
-    /// (channel row, post id) per post row.
-    pub posts: Vec<(i64, i64)>,
 }
 
 enum Network {

@@ -5,13 +5,30 @@ use futures::TryStreamExt;
 use mongodb::bson::doc;
 use serde::{Deserialize, Serialize};
 
+/// Where a followed channel stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelStatus {
+    Active,
+    /// It does not exist, is private, or its page is another channel's: retried rarely.
+    Missing,
+}
+
+impl ChannelStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelStatus::Active => "active",
+            ChannelStatus::Missing => "missing",
+        }
+    }
+}
+
 /// A followed channel and where its scraping stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChannelRecord {
     #[serde(rename = "_id")]
     pub name: String,
-    /// `active`, or `missing` (does not exist or is private; retried rarely).
-    pub status: String,
+    pub status: ChannelStatus,
     /// The newest post stored; older ones are not fetched again.
     #[serde(default)]
     pub newest_post_id: Option<i64>,
@@ -30,7 +47,7 @@ pub struct ChannelRecord {
 /// What one poll learned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelPoll {
-    pub status: &'static str,
+    pub status: ChannelStatus,
     pub newest_post_id: Option<i64>,
     pub title: Option<String>,
     pub alias: Option<String>,
@@ -44,7 +61,7 @@ impl Store {
     pub async fn add_channel(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
         let update = doc! {
             "q": {"_id": {"$eq": name}},
-            "u": {"$setOnInsert": {"status": "active", "next_poll_ms": now_ms, "failures": 0_i64, "added_at_ms": now_ms}},
+            "u": {"$setOnInsert": {"status": ChannelStatus::Active.as_str(), "next_poll_ms": now_ms, "failures": 0_i64, "added_at_ms": now_ms}},
             "upsert": true,
             "multi": false,
         };
@@ -84,7 +101,7 @@ impl Store {
 
     /// Records a poll's outcome. The newest post id only ever grows.
     pub async fn record_poll(&self, name: &str, poll: &ChannelPoll) -> Result<(), StoreError> {
-        let mut set = doc! {"status": poll.status, "failures": poll.failures, "next_poll_ms": poll.next_poll_ms};
+        let mut set = doc! {"status": poll.status.as_str(), "failures": poll.failures, "next_poll_ms": poll.next_poll_ms};
         if let Some(title) = &poll.title {
             set.insert("title", title);
         }

@@ -1,7 +1,7 @@
 //! What a person has seen (voted on or been sent), and the record that a post was sent.
 
 use crate::leases::is_duplicate_key;
-use crate::{vote_key, Collections, DeliveryRecord, Store, StoreError};
+use crate::{vote_key, Collections, DeliveryRecord, PostKey, Store, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use oleg_messages::{PostRef, UserId};
@@ -17,9 +17,9 @@ pub struct RecentPost {
 }
 
 impl Store {
-    /// Post keys ([`crate::post_key`]) the person voted on or was sent. Both collections are
-    /// keyed by [`vote_key`] (`user:channel/post`), so only `_id`s are read, both at once.
-    pub async fn seen_posts(&self, user: UserId) -> Result<HashSet<String>, StoreError> {
+    /// The posts the person voted on or was sent. Both collections are keyed by [`vote_key`]
+    /// (`user:channel/post`), so only `_id`s are read, both at once.
+    pub async fn seen_posts(&self, user: UserId) -> Result<HashSet<PostKey>, StoreError> {
         let prefix = format!("{user}:");
         let keys = |collection: &'static str| {
             let prefix = prefix.as_str();
@@ -38,9 +38,9 @@ impl Store {
                             d.get_str("_id")
                                 .ok()?
                                 .strip_prefix(prefix)
-                                .map(str::to_owned)
+                                .map(|key| PostKey::stored(key.to_owned()))
                         })
-                        .collect::<Vec<String>>(),
+                        .collect::<Vec<PostKey>>(),
                 )
             }
         };
@@ -146,7 +146,7 @@ impl Store {
     pub async fn vote_counts(
         &self,
         since_ms: i64,
-    ) -> Result<std::collections::HashMap<String, (u32, u32)>, StoreError> {
+    ) -> Result<std::collections::HashMap<PostKey, (u32, u32)>, StoreError> {
         let mut cursor = self
             .database()
             .collection::<Document>(Collections::VOTES)
@@ -157,7 +157,7 @@ impl Store {
         while let Some(d) = cursor.try_next().await? {
             if let (Ok(channel), Some(id)) = (d.get_str("channel"), crate::as_i64(d.get("post_id")))
             {
-                let entry: &mut (u32, u32) = counts.entry(format!("{channel}/{id}")).or_default();
+                let entry: &mut (u32, u32) = counts.entry(PostKey::new(channel, id)).or_default();
                 entry.1 += 1;
                 if d.get_str("reaction") == Ok("like") {
                     entry.0 += 1;

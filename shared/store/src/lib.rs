@@ -17,12 +17,14 @@ mod records;
 mod users;
 mod votes;
 
-pub use channels::{ChannelPoll, ChannelRecord};
+pub use channels::{ChannelPoll, ChannelRecord, ChannelStatus};
 pub use collections::Collections;
 pub use deliveries::RecentPost;
-pub use keys::{post_key, vote_key};
+pub use keys::{vote_key, PostKey};
 pub use leases::LeaseClaim;
-pub use models::{as_i64, ChunkWriter, StoredFile, CHUNK_BYTES, TRAINING_LEASE};
+pub use models::{
+    as_i64, ChunkWriter, ModelFiles, ModelRecord, StoredFile, CHUNK_BYTES, TRAINING_LEASE,
+};
 pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
 pub use users::{UserSighting, UserWrites};
 pub use votes::{VoteWrite, VoteWriteSummary};

@@ -12,24 +12,74 @@ use crate::leases::{held, is_duplicate_key, LeaseClaim, LEASES};
 use crate::{Store, StoreError};
 use mongodb::bson::{doc, spec::BinarySubtype, Binary, Bson, Document};
 use mongodb::options::FindOneOptions;
+use oleg_messages::{ModelStatus, ModelVersion, VOCAB_FILE, WEIGHTS_FILE};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Chunk size: well under MongoDB's 16 MB document limit and the stand-in's 48 MB reply cap.
 pub const CHUNK_BYTES: usize = 4 << 20;
 const CHUNKS: &str = "model_chunks";
 
+/// The lease one trainer at a time trains under, whose document also holds the live version.
+pub const TRAINING_LEASE: &str = "trainer";
+
+/// A version's record (`models`, `_id` = version).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRecord {
+    /// Versions are ordered by this field, not by `_id`: the stand-in sorts `_id`s as text (so 9
+    /// came after 10 there), other integer fields by value, as MongoDB does.
+    pub version: ModelVersion,
+    pub status: ModelStatus,
+    /// The training cycle that allocated it (none for a version recorded outright).
+    #[serde(default)]
+    pub holder: Option<String>,
+    #[serde(default)]
+    pub token: Option<i64>,
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub files: Option<ModelFiles>,
+    /// The network's configuration and the cycle's figures, as the trainer wrote them.
+    #[serde(default)]
+    pub config: Option<Document>,
+    #[serde(default)]
+    pub figures: Option<Document>,
+    #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub trained_on_votes: Option<i64>,
+    /// Why it was abandoned.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A version's files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFiles {
+    #[serde(rename = "weights.safetensors")]
+    pub weights: StoredFile,
+    #[serde(rename = "vocab.json")]
+    pub vocab: StoredFile,
+}
+
+impl ModelFiles {
+    /// `(name, record)` of each file.
+    pub fn named(&self) -> [(&'static str, &StoredFile); 2] {
+        [(WEIGHTS_FILE, &self.weights), (VOCAB_FILE, &self.vocab)]
+    }
+}
+
 /// Collects a file's bytes into chunk documents as they are written.
 pub struct ChunkWriter<'a> {
     store: &'a Store,
-    version: i64,
+    version: ModelVersion,
     file: String,
     buffer: Vec<u8>,
     chunks: i64,
     hash: Sha256,
 }
 
-/// What `models.files.<name>` records of a stored file.
-#[derive(Debug, Clone, PartialEq)]
+/// What a record's `files.<name>` holds of a stored file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredFile {
     pub bytes: i64,
     pub chunks: i64,
@@ -37,7 +87,7 @@ pub struct StoredFile {
 }
 
 impl<'a> ChunkWriter<'a> {
-    pub fn new(store: &'a Store, version: i64, file: &str) -> Self {
+    pub fn new(store: &'a Store, version: ModelVersion, file: &str) -> Self {
         Self {
             store,
             version,
@@ -67,11 +117,11 @@ impl<'a> ChunkWriter<'a> {
             return Ok(());
         }
         self.hash.update(&self.buffer);
-        let id = format!("{}:{}:{}", self.version, self.file, self.chunks);
+        let id = chunk_id(self.version, &self.file, self.chunks);
         // The _id is in the document too: the stand-in does not take it from an `$eq` filter.
         let chunk = doc! {
             "_id": &id,
-            "version": self.version,
+            "version": self.version.as_i64(),
             "file": &self.file,
             "n": self.chunks,
             "data": Binary { subtype: BinarySubtype::Generic, bytes: std::mem::take(&mut self.buffer) },
@@ -100,26 +150,27 @@ impl<'a> ChunkWriter<'a> {
     }
 }
 
-/// The lease one trainer at a time trains under, whose document also holds the live version.
-pub const TRAINING_LEASE: &str = "trainer";
+/// `17:weights.safetensors:0`
+fn chunk_id(version: ModelVersion, file: &str, n: i64) -> String {
+    format!("{version}:{file}:{n}")
+}
 
 impl Store {
-    /// Allocates the next version for `claim`'s cycle: a unique insert of a `training` document
+    /// Allocates the next version for `claim`'s cycle: a unique insert of a `training` record
     /// (a version another trainer allocated first is skipped), fenced by the lease.
     pub async fn allocate_model_version(
         &self,
         claim: &LeaseClaim,
         now_ms: i64,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<ModelVersion, StoreError> {
         loop {
             if !self.holds_lease(claim).await? {
                 return Err(lost(claim));
             }
             let version = self.next_model_version().await?;
-            let document = doc! {
-                "_id": version, "version": version, "status": "training",
-                "holder": &claim.holder, "token": claim.token, "created_at_ms": now_ms,
-            };
+            let mut document = record_document(version, ModelStatus::Training, now_ms);
+            document.insert("holder", &claim.holder);
+            document.insert("token", claim.token);
             match self.collections().models.insert_one(document).await {
                 Ok(_) => return Ok(version),
                 Err(error) if is_duplicate_key(&error) => continue,
@@ -128,20 +179,23 @@ impl Store {
         }
     }
 
-    /// Completes the document of a version `claim` allocated (figures, files, `status`); refuses
-    /// one it did not allocate.
+    /// Completes the record of a version `claim` allocated (`status`, and `details`: figures,
+    /// files, …); refuses one it did not allocate.
     pub async fn finish_model(
         &self,
         claim: &LeaseClaim,
-        version: i64,
-        metadata: Document,
+        version: ModelVersion,
+        status: ModelStatus,
+        details: Document,
     ) -> Result<(), StoreError> {
+        let mut set = details;
+        set.insert("status", status.as_str());
         let done = self
             .collections()
             .models
             .update_one(
-                doc! {"_id": {"$eq": version}, "holder": {"$eq": &claim.holder}, "token": {"$eq": claim.token}},
-                doc! {"$set": metadata},
+                doc! {"_id": {"$eq": version.as_i64()}, "holder": {"$eq": &claim.holder}, "token": {"$eq": claim.token}},
+                doc! {"$set": set},
             )
             .await?;
         if done.matched_count == 1 {
@@ -159,7 +213,7 @@ impl Store {
     pub async fn commit_live_model(
         &self,
         claim: &LeaseClaim,
-        version: i64,
+        version: ModelVersion,
     ) -> Result<bool, StoreError> {
         let now_ms = self.store_time_ms().await?;
         let committed = self
@@ -167,7 +221,7 @@ impl Store {
             .collection::<Document>(LEASES)
             .update_one(
                 held(claim, now_ms),
-                doc! {"$set": {"live_version": version}},
+                doc! {"$set": {"live_version": version.as_i64()}},
             )
             .await?;
         Ok(committed.matched_count == 1)
@@ -175,13 +229,13 @@ impl Store {
 
     /// Points the live version at `version` whoever holds the lease (an operator's rollback, and
     /// tests that publish without a trainer).
-    pub async fn set_live_model(&self, version: i64) -> Result<(), StoreError> {
+    pub async fn set_live_model(&self, version: ModelVersion) -> Result<(), StoreError> {
         self.database()
             .collection::<Document>(LEASES)
             .update_one(
                 doc! {"_id": {"$eq": TRAINING_LEASE}},
                 doc! {
-                    "$set": {"live_version": version},
+                    "$set": {"live_version": version.as_i64()},
                     "$setOnInsert": {"_id": TRAINING_LEASE, "holder": "", "token": 0_i64, "expires_at_ms": 0_i64},
                 },
             )
@@ -192,32 +246,35 @@ impl Store {
 
     /// The live version: the pointer a trainer committed, or (a store from before the pointer)
     /// the newest published version.
-    pub async fn live_version(&self) -> Result<Option<i64>, StoreError> {
+    pub async fn live_version(&self) -> Result<Option<ModelVersion>, StoreError> {
         let pointer = self
             .database()
             .collection::<Document>(LEASES)
             .find_one(doc! {"_id": {"$eq": TRAINING_LEASE}})
             .await?
             .and_then(|lease| as_i64(lease.get("live_version")));
-        if pointer.is_some() {
-            return Ok(pointer);
+        if let Some(version) = pointer {
+            return Ok(Some(version_of(version)?));
         }
         let newest = self
             .collections()
             .models
-            .find_one(doc! {"status": {"$eq": "published"}})
+            .find_one(doc! {"status": {"$eq": ModelStatus::Published.as_str()}})
             .with_options(
                 FindOneOptions::builder()
                     .sort(doc! {"version": -1})
-                    .projection(doc! {"_id": 1})
+                    .projection(doc! {"version": 1})
                     .build(),
             )
             .await?;
-        Ok(newest.and_then(|d| as_i64(d.get("_id"))))
+        newest
+            .and_then(|d| as_i64(d.get("version")))
+            .map(version_of)
+            .transpose()
     }
 
     /// The next free model version.
-    pub async fn next_model_version(&self) -> Result<i64, StoreError> {
+    pub async fn next_model_version(&self) -> Result<ModelVersion, StoreError> {
         let latest = self
             .collections()
             .models
@@ -225,42 +282,69 @@ impl Store {
             .with_options(
                 FindOneOptions::builder()
                     .sort(doc! {"version": -1})
-                    .projection(doc! {"_id": 1})
+                    .projection(doc! {"version": 1})
                     .build(),
             )
             .await?;
-        Ok(latest.and_then(|d| as_i64(d.get("_id"))).unwrap_or(0) + 1)
+        version_of(latest.and_then(|d| as_i64(d.get("version"))).unwrap_or(0) + 1)
     }
 
-    /// Records a version's metadata outright (`status`: published or rejected), outside any
-    /// lease: for tests and tools that publish without a trainer.
-    pub async fn record_model(&self, version: i64, metadata: Document) -> Result<(), StoreError> {
-        let mut document = metadata;
-        document.insert("_id", version);
-        // Versions are ordered by this field, not by `_id`: the stand-in sorts `_id`s as text
-        // (so 9 came after 10 there), other integer fields by value, as MongoDB does.
-        document.insert("version", version);
+    /// Records a version outright (`status` and `details`), outside any lease: for tests and
+    /// tools that publish without a trainer.
+    pub async fn record_model(
+        &self,
+        version: ModelVersion,
+        status: ModelStatus,
+        details: Document,
+    ) -> Result<(), StoreError> {
+        let mut document = details;
+        document.extend(record_document(version, status, chrono_now_ms()));
         self.collections()
             .models
-            .replace_one(doc! {"_id": {"$eq": version}}, document)
+            .replace_one(doc! {"_id": {"$eq": version.as_i64()}}, document)
             .upsert(true)
             .await?;
         Ok(())
     }
 
-    /// The live version's metadata.
-    pub async fn live_model(&self) -> Result<Option<Document>, StoreError> {
+    /// Records `version` as published outright, with the files given whole: for tests, benches
+    /// and tools that publish without a trainer (a trainer streams its files through
+    /// [`ChunkWriter`] under its lease).
+    pub async fn publish_model_outright(
+        &self,
+        version: ModelVersion,
+        weights: &[u8],
+        vocab: &[u8],
+    ) -> Result<ModelFiles, StoreError> {
+        let mut stored = Vec::with_capacity(2);
+        for (name, bytes) in [(WEIGHTS_FILE, weights), (VOCAB_FILE, vocab)] {
+            let mut writer = ChunkWriter::new(self, version, name);
+            writer.write(bytes).await?;
+            stored.push(writer.finish().await?);
+        }
+        let vocab = stored.pop().expect("two files");
+        let weights = stored.pop().expect("two files");
+        let files = ModelFiles { weights, vocab };
+        let details = doc! {"files": mongodb::bson::to_bson(&files).expect("files serialize")};
+        self.record_model(version, ModelStatus::Published, details)
+            .await?;
+        Ok(files)
+    }
+
+    /// The live version's record.
+    pub async fn live_model(&self) -> Result<Option<ModelRecord>, StoreError> {
         match self.live_version().await? {
             Some(version) => self.model(version).await,
             None => Ok(None),
         }
     }
 
-    pub async fn model(&self, version: i64) -> Result<Option<Document>, StoreError> {
+    pub async fn model(&self, version: ModelVersion) -> Result<Option<ModelRecord>, StoreError> {
         Ok(self
             .collections()
             .models
-            .find_one(doc! {"_id": {"$eq": version}})
+            .clone_with_type::<ModelRecord>()
+            .find_one(doc! {"_id": {"$eq": version.as_i64()}})
             .await?)
     }
 
@@ -268,14 +352,14 @@ impl Store {
     /// checks its length and hash.
     pub async fn read_model_file(
         &self,
-        version: i64,
+        version: ModelVersion,
         file: &str,
         expected: &StoredFile,
     ) -> Result<Vec<u8>, StoreError> {
         let chunks = self.database().collection::<Document>(CHUNKS);
         let mut bytes = Vec::with_capacity(expected.bytes.max(0) as usize);
         for n in 0..expected.chunks {
-            let id = format!("{version}:{file}:{n}");
+            let id = chunk_id(version, file, n);
             let chunk = chunks
                 .find_one(doc! {"_id": {"$eq": &id}})
                 .await?
@@ -302,6 +386,26 @@ impl Store {
     }
 }
 
+/// The fields every record has: `_id` and `version` (the number), status, creation time.
+fn record_document(version: ModelVersion, status: ModelStatus, now_ms: i64) -> Document {
+    doc! {
+        "_id": version.as_i64(),
+        "version": version.as_i64(),
+        "status": status.as_str(),
+        "created_at_ms": now_ms,
+    }
+}
+
+fn version_of(raw: i64) -> Result<ModelVersion, StoreError> {
+    ModelVersion::new(raw).map_err(|e| StoreError::Shape(e.to_string()))
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 fn lost(claim: &LeaseClaim) -> StoreError {
     StoreError::LeaseLost {
         name: claim.name.clone(),
@@ -311,20 +415,7 @@ fn lost(claim: &LeaseClaim) -> StoreError {
 
 impl StoredFile {
     pub fn to_document(&self) -> Document {
-        doc! {"bytes": self.bytes, "chunks": self.chunks, "sha256": &self.sha256}
-    }
-
-    pub fn from_document(document: &Document) -> Result<Self, StoreError> {
-        Ok(Self {
-            bytes: as_i64(document.get("bytes"))
-                .ok_or_else(|| StoreError::Shape("file bytes".into()))?,
-            chunks: as_i64(document.get("chunks"))
-                .ok_or_else(|| StoreError::Shape("file chunks".into()))?,
-            sha256: document
-                .get_str("sha256")
-                .map_err(|e| StoreError::Shape(e.to_string()))?
-                .to_owned(),
-        })
+        mongodb::bson::to_document(self).expect("a stored file serializes")
     }
 }
 

@@ -1,6 +1,6 @@
 //! Posts: upserted by the scraper (edits update text and views), looked up by ingest.
 
-use crate::{post_key, run_update, Collections, Store, StoreError};
+use crate::{run_update, Collections, PostKey, Store, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use oleg_messages::{PostRef, ScrapedPost};
@@ -33,7 +33,7 @@ impl Store {
                     })
                     .collect();
                 doc! {
-                    "q": {"_id": {"$eq": post_key(&reference)}},
+                    "q": {"_id": {"$eq": PostKey::of(&reference).as_str()}},
                     "u": {
                         "$set": {
                             "channel": post.channel.as_str(),
@@ -68,22 +68,24 @@ impl Store {
         Ok(new)
     }
 
-    /// Which of `keys` (see [`post_key`]) are stored.
-    pub async fn known_post_keys(&self, keys: &[String]) -> Result<HashSet<String>, StoreError> {
+    /// Which of `keys` are stored.
+    pub async fn known_post_keys(&self, keys: &[PostKey]) -> Result<HashSet<PostKey>, StoreError> {
         if keys.is_empty() {
             return Ok(HashSet::new());
         }
+        let ids: Vec<&str> = keys.iter().map(PostKey::as_str).collect();
         let found: Vec<Document> = self
             .database()
             .collection::<Document>(Collections::POSTS)
-            .find(doc! {"_id": {"$in": keys}})
+            .find(doc! {"_id": {"$in": ids}})
             .projection(doc! {"_id": 1})
             .await?
             .try_collect()
             .await?;
         Ok(found
             .iter()
-            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .filter_map(|d| d.get_str("_id").ok())
+            .map(|key| PostKey::stored(key.to_owned()))
             .collect())
     }
 }

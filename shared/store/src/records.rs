@@ -45,7 +45,7 @@ pub struct UserRecord {
     pub language_code: Option<String>,
 }
 
-/// A post (`posts`, `_id` = [`crate::post_key`]).
+/// A post (`posts`, `_id` = [`crate::PostKey`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PostRecord {
     #[serde(rename = "_id")]

@@ -1,6 +1,8 @@
 //! Order-safe, idempotent vote writes.
 
-use crate::{run_update, vote_key, Collections, Store, StoreError};
+use crate::{run_update, vote_key, Collections, Store, StoreError, VoteRecord};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::{doc, Document};
 use oleg_messages::Vote;
 
@@ -80,7 +82,50 @@ impl Store {
     }
 }
 
+/// Votes read back from the store, as they come.
+pub type VoteStream = BoxStream<'static, Result<VoteRecord, StoreError>>;
+
 impl Store {
+    /// Every vote ingested after `since_ms`, read in batches of `batch` (the trainer's reads).
+    pub async fn votes_ingested_after(
+        &self,
+        since_ms: i64,
+        batch: u32,
+    ) -> Result<VoteStream, StoreError> {
+        let cursor = self
+            .collections()
+            .votes
+            .find(doc! {"ingested_at_ms": {"$gt": since_ms}})
+            .batch_size(batch)
+            .await?;
+        Ok(cursor.map_err(StoreError::from).boxed())
+    }
+
+    /// Up to `size` votes drawn at random from those ingested at or before `until_ms`.
+    pub async fn sample_votes_until(
+        &self,
+        until_ms: i64,
+        size: u64,
+        batch: u32,
+    ) -> Result<VoteStream, StoreError> {
+        let cursor = self
+            .collections()
+            .votes
+            .aggregate([
+                doc! {"$match": {"ingested_at_ms": {"$lte": until_ms}}},
+                doc! {"$sample": {"size": i64::try_from(size).unwrap_or(i64::MAX)}},
+            ])
+            .with_type::<VoteRecord>()
+            .batch_size(batch)
+            .await?;
+        Ok(cursor.map_err(StoreError::from).boxed())
+    }
+
+    /// Whether any vote is stored at all.
+    pub async fn has_votes(&self) -> Result<bool, StoreError> {
+        Ok(self.collections().votes.find_one(doc! {}).await?.is_some())
+    }
+
     /// Marks votes (key, revision) as trained on by a published model, unless they changed
     /// since. Only votes near a model's watermark need it: the next incremental cycle reads
     /// that window again and skips what is marked.

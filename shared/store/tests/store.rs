@@ -2,7 +2,9 @@
 
 use chrono::{TimeZone, Utc};
 use mongodb::bson::doc;
-use oleg_messages::{ChannelName, PostId, PostRef, Reaction, UserId, Vote};
+use oleg_messages::{
+    ChannelName, ModelStatus, ModelVersion, PostId, PostRef, Reaction, UserId, Vote,
+};
 use oleg_store::{vote_key, Store, UserSighting, VoteWrite, VoteWriteSummary};
 use oleg_testkit::mongo_settings;
 
@@ -381,13 +383,13 @@ async fn a_model_goes_live_only_under_the_lease_that_allocated_it() {
         .unwrap();
     let first = store.allocate_model_version(&a, now).await.unwrap();
     let second = store.allocate_model_version(&a, now).await.unwrap();
-    assert_eq!((first, second), (1, 2));
+    assert_eq!((first.get(), second.get()), (1, 2));
     store
-        .finish_model(&a, first, doc! {"status": "published"})
+        .finish_model(&a, first, ModelStatus::Published, doc! {})
         .await
         .unwrap();
     assert!(store.commit_live_model(&a, first).await.unwrap());
-    assert_eq!(store.live_version().await.unwrap(), Some(1));
+    assert_eq!(store.live_version().await.unwrap(), Some(v(1)));
     // b takes the lease over (a's expired): a can no longer make anything live.
     store.release_lease(&a).await.unwrap();
     let b = store
@@ -398,20 +400,20 @@ async fn a_model_goes_live_only_under_the_lease_that_allocated_it() {
     assert!(!store.commit_live_model(&a, second).await.unwrap());
     assert!(
         store
-            .finish_model(&b, second, doc! {"status": "published"})
+            .finish_model(&b, second, ModelStatus::Published, doc! {})
             .await
             .is_err(),
         "b wrote a version a allocated"
     );
-    assert_eq!(store.live_version().await.unwrap(), Some(1));
+    assert_eq!(store.live_version().await.unwrap(), Some(v(1)));
     assert!(matches!(
         store.allocate_model_version(&a, now).await,
         Err(oleg_store::StoreError::LeaseLost { .. })
     ));
-    assert_eq!(store.allocate_model_version(&b, now).await.unwrap(), 3);
+    assert_eq!(store.allocate_model_version(&b, now).await.unwrap(), v(3));
     // An operator's rollback points it anywhere.
-    store.set_live_model(2).await.unwrap();
-    assert_eq!(store.live_version().await.unwrap(), Some(2));
+    store.set_live_model(v(2)).await.unwrap();
+    assert_eq!(store.live_version().await.unwrap(), Some(v(2)));
     store.drop_database().await.unwrap();
 }
 
@@ -463,22 +465,26 @@ async fn an_edited_post_updates_its_text_and_views_without_counting_as_new() {
 #[tokio::test]
 async fn model_versions_order_by_number_past_nine() {
     let store = store("store-model-versions").await;
-    assert_eq!(store.next_model_version().await.unwrap(), 1);
+    assert_eq!(store.next_model_version().await.unwrap(), v(1));
     for version in [1, 2, 9, 10, 11] {
         let status = if version == 11 {
-            "rejected"
+            ModelStatus::Rejected
         } else {
-            "published"
+            ModelStatus::Published
         };
         store
-            .record_model(version, doc! {"status": status})
+            .record_model(v(version), status, doc! {})
             .await
             .unwrap();
     }
-    assert_eq!(store.next_model_version().await.unwrap(), 12);
+    assert_eq!(store.next_model_version().await.unwrap(), v(12));
     let live = store.live_model().await.unwrap().unwrap();
-    assert_eq!(oleg_store::as_i64(live.get("_id")), Some(10));
+    assert_eq!(live.version, v(10));
     store.drop_database().await.unwrap();
+}
+
+fn v(version: i64) -> ModelVersion {
+    ModelVersion::new(version).unwrap()
 }
 
 /// A statement the store refuses is reported for that vote alone; the rest of the batch lands,

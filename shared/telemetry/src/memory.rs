@@ -18,12 +18,17 @@ impl PeakMemoryCollector {
         Self { gauge }
     }
 
-    /// The peak resident memory of this process in bytes, if the platform reports it.
+    /// The peak resident memory of this process in bytes, if the platform reports it: the
+    /// high-water mark, or the current resident size where the kernel has not caught the mark
+    /// up with it yet (it updates the mark lazily).
     pub fn read_peak_bytes() -> Option<u64> {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
+        let kib = |field: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(field))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        let peak = kib("VmHWM:")?.max(kib("VmRSS:").unwrap_or(0));
+        Some(peak * 1024)
     }
 }
 

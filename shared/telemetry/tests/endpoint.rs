@@ -63,8 +63,10 @@ async fn metrics_parse_and_include_memory_gauges() {
     let rss = gauge(&body, "process_resident_memory_bytes");
     let vsz = gauge(&body, "process_virtual_memory_bytes");
     let peak = gauge(&body, "process_resident_memory_peak_bytes");
+    // The resident size and the peak are two reads of /proc a moment apart, and the kernel's
+    // per-thread counters sync lazily: the peak may trail by a few pages.
     assert!(
-        rss > 1e6 && vsz >= rss && peak >= rss,
+        rss > 1e6 && vsz >= rss && peak >= rss - 64.0 * 4096.0,
         "rss {rss} vsz {vsz} peak {peak}"
     );
     assert_eq!(gauge(&body, "oleg_test_requests_total"), 3.0);

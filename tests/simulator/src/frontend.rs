@@ -8,8 +8,8 @@ use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use oleg_bus::{Bus, QueueName, RpcClient};
 use oleg_messages::{
-    decode, ChannelName, PostId, PostRef, Reaction, RecommendReply, RecommendRequest, UserId,
-    UserStarted, Vote,
+    decode, ChannelName, ModelVersion, PostId, PostRef, Reaction, RecommendReply, RecommendRequest,
+    UserId, UserStarted, Vote,
 };
 use oleg_testkit::telegram::{Call, FakeTelegram};
 use rand::rngs::StdRng;
@@ -32,7 +32,7 @@ pub enum Shown {
     Post {
         post: PostRef,
         /// The model that picked it, where the frontend learns it (the RPC reply).
-        model_version: Option<u64>,
+        model_version: Option<ModelVersion>,
         cold_start: bool,
     },
     /// "Nothing new for you right now".

@@ -8,6 +8,7 @@ use crate::prometheus::{scrape_config, PrometheusServer};
 use crate::simulation::{RoundReport, SimulationSettings, Simulator};
 use mongodb::bson::doc;
 use oleg_bus::Bus;
+use oleg_messages::{ModelStatus, ModelVersion};
 use oleg_settings::{AmqpSettings, MongoSettings};
 use oleg_store::Store;
 use oleg_testkit::telegram::FakeTelegram;
@@ -235,9 +236,12 @@ impl PipelineRun {
     /// Waits for the trainer's cycle on the round's votes to settle a model (published, rejected
     /// or abandoned: a version is allocated when a cycle starts), and for the ranker to serve the
     /// live one.
-    async fn wait_for_training(&self, first_new_version: i64) -> anyhow::Result<()> {
+    async fn wait_for_training(&self, first_new_version: ModelVersion) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + self.settings.model_wait;
-        let settled = doc! {"version": {"$gte": first_new_version}, "status": {"$ne": "training"}};
+        let settled = doc! {
+            "version": {"$gte": first_new_version.as_i64()},
+            "status": {"$ne": ModelStatus::Training.as_str()},
+        };
         while self
             .store
             .collections()
@@ -252,14 +256,14 @@ impl PipelineRun {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         if let Some(version) = self.store.live_version().await? {
-            self.wait_until_ranker_serves(version as u64, Duration::from_secs(20))
+            self.wait_until_ranker_serves(version, Duration::from_secs(20))
                 .await;
         }
         Ok(())
     }
 
     /// Polls the ranker's `oleg_ranker_model_version` until it reaches `version`.
-    async fn wait_until_ranker_serves(&self, version: u64, within: Duration) {
+    async fn wait_until_ranker_serves(&self, version: ModelVersion, within: Duration) {
         let ranker = self.pipeline.worker("ranker");
         let deadline = tokio::time::Instant::now() + within;
         while tokio::time::Instant::now() < deadline {
@@ -268,7 +272,7 @@ impl PipelineRun {
                     .lines()
                     .find_map(|l| l.strip_prefix("oleg_ranker_model_version "))
                     .and_then(|v| v.trim().parse::<u64>().ok());
-                if serving >= Some(version) {
+                if serving >= Some(version.get()) {
                     return;
                 }
             }

@@ -8,7 +8,7 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 use oleg_bus::{consume, Bus, Outcome, Source};
-use oleg_messages::{ModelPublished, PostRef, Reaction, UserId, Vote};
+use oleg_messages::{ModelPublished, ModelVersion, PostRef, Reaction, UserId, Vote};
 use oleg_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -55,7 +55,7 @@ pub struct RoundReport {
     pub failures: u32,
     pub cold_starts: u32,
     /// Newest model version that answered in the round.
-    pub model_version: Option<u64>,
+    pub model_version: Option<ModelVersion>,
     /// Σ P(like) of the recommended posts.
     pub recommended: f64,
     /// Σ of the mean P(like) over each person's unseen posts (a random pick's expectation).
@@ -123,7 +123,7 @@ pub struct Simulator {
     /// What each person has been sent so far.
     received: Vec<HashSet<PostRef>>,
     rng: StdRng,
-    newest_model: watch::Receiver<Option<u64>>,
+    newest_model: watch::Receiver<Option<ModelVersion>>,
     votes_sent: u64,
     /// Posts sent to a person a second time (the ranker promises none).
     pub repeats: u64,
@@ -186,16 +186,16 @@ impl Simulator {
     }
 
     /// The newest model version announced on the bus since the simulator started.
-    pub fn newest_model(&self) -> Option<u64> {
+    pub fn newest_model(&self) -> Option<ModelVersion> {
         *self.newest_model.borrow()
     }
 
     /// Waits until a model newer than `than` is announced; returns it, or `None` after `within`.
     pub async fn wait_for_model_newer(
         &mut self,
-        than: Option<u64>,
+        than: Option<ModelVersion>,
         within: Duration,
-    ) -> Option<u64> {
+    ) -> Option<ModelVersion> {
         let newer = self.newest_model.wait_for(|version| *version > than);
         tokio::time::timeout(within, newer)
             .await
@@ -339,7 +339,7 @@ async fn load_posts(store: &Store) -> anyhow::Result<HashMap<PostRef, PostTraits
 }
 
 /// Follows model-published notices into a watch (the newest version seen).
-fn follow_models(bus: Bus) -> watch::Receiver<Option<u64>> {
+fn follow_models(bus: Bus) -> watch::Receiver<Option<ModelVersion>> {
     let (sender, receiver) = watch::channel(None);
     tokio::spawn(async move {
         let max_bytes = bus.settings().max_message_bytes;

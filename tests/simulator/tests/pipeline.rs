@@ -76,7 +76,7 @@ async fn recommendations_beat_random_order_and_nothing_is_lost() {
         tail.z_over_random()
     );
     assert!(
-        tail.model_version.unwrap_or(0) >= 3,
+        tail.model_version.map_or(0, |v| v.get()) >= 3,
         "the trainer retrained as votes arrived:\n{rounds}"
     );
 

@@ -49,7 +49,9 @@ impl StandInRanker {
                             explored: false,
                             text: Some(format!("Post {} with <tags> & ampersands", post - 100)),
                         }],
-                        model_version: Some(3),
+                        model_version: Some(
+                            oleg_messages::ModelVersion::new(3).expect("a version"),
+                        ),
                         cold_start: false,
                         exploration_noise: 0.05,
                     };

@@ -378,7 +378,7 @@ impl BotApp {
                 ..
             }) => {
                 if let Some(version) = model_version {
-                    self.model_version.store(version, Ordering::Relaxed);
+                    self.model_version.store(version.get(), Ordering::Relaxed);
                 }
                 if posts.is_empty() {
                     None

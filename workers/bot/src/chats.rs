@@ -7,12 +7,47 @@
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use mongodb::Collection;
+use serde::{Deserialize, Serialize};
 
 pub const COLLECTION: &str = "bot_chats";
 
 #[derive(Clone)]
 pub struct Chats {
     collection: Collection<Document>,
+}
+
+/// Whether the bot may write to a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatStatus {
+    /// Gets posts and digests.
+    Active,
+    /// Asked for no digests (`/stop`); still answered.
+    Paused,
+    /// Blocked the bot or deleted their account: nothing is sent.
+    Blocked,
+}
+
+impl ChatStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatStatus::Active => "active",
+            ChatStatus::Paused => "paused",
+            ChatStatus::Blocked => "blocked",
+        }
+    }
+}
+
+/// A person's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatRecord {
+    #[serde(rename = "_id")]
+    pub user_id: i64,
+    pub chat_id: i64,
+    pub status: ChatStatus,
+    pub started_at_ms: i64,
+    /// The digest slot (Unix seconds) last claimed for the person.
+    pub last_digest_s: i64,
 }
 
 /// A person a digest may go to.
@@ -40,7 +75,7 @@ impl Chats {
             .update_one(
                 doc! {"_id": {"$eq": user_id}},
                 doc! {
-                    "$set": {"chat_id": chat_id, "status": "active"},
+                    "$set": {"chat_id": chat_id, "status": ChatStatus::Active.as_str()},
                     "$setOnInsert": {"_id": user_id, "started_at_ms": at_ms, "last_digest_s": 0_i64},
                 },
             )
@@ -51,19 +86,19 @@ impl Chats {
 
     /// `/stop`: no more digests until `/start`.
     pub async fn pause(&self, user_id: i64) -> mongodb::error::Result<()> {
-        self.set_status(user_id, "paused").await
+        self.set_status(user_id, ChatStatus::Paused).await
     }
 
     /// The person blocked the bot or deleted their account: stop sending.
     pub async fn block(&self, user_id: i64) -> mongodb::error::Result<()> {
-        self.set_status(user_id, "blocked").await
+        self.set_status(user_id, ChatStatus::Blocked).await
     }
 
-    async fn set_status(&self, user_id: i64, status: &str) -> mongodb::error::Result<()> {
+    async fn set_status(&self, user_id: i64, status: ChatStatus) -> mongodb::error::Result<()> {
         self.collection
             .update_one(
                 doc! {"_id": {"$eq": user_id}},
-                doc! {"$set": {"status": status}},
+                doc! {"$set": {"status": status.as_str()}},
             )
             .await?;
         Ok(())
@@ -71,19 +106,18 @@ impl Chats {
 
     /// Everyone active with digests on.
     pub async fn digest_recipients(&self) -> mongodb::error::Result<Vec<Recipient>> {
-        let documents: Vec<Document> = self
+        let records: Vec<ChatRecord> = self
             .collection
-            .find(doc! {"status": {"$eq": "active"}})
+            .clone_with_type::<ChatRecord>()
+            .find(doc! {"status": {"$eq": ChatStatus::Active.as_str()}})
             .await?
             .try_collect()
             .await?;
-        Ok(documents
+        Ok(records
             .iter()
-            .filter_map(|d| {
-                Some(Recipient {
-                    user_id: oleg_store::as_i64(d.get("_id"))?,
-                    chat_id: oleg_store::as_i64(d.get("chat_id"))?,
-                })
+            .map(|r| Recipient {
+                user_id: r.user_id,
+                chat_id: r.chat_id,
             })
             .collect())
     }

@@ -19,7 +19,7 @@ use oleg_messages::{
     DeadLetterReason, MessageKind, Rejection, UserId, UserStarted, Vote, VotesIngested,
     SCHEMA_VERSION,
 };
-use oleg_store::{post_key, Store, StoreError, UserSighting, VoteWrite, VoteWriteSummary};
+use oleg_store::{PostKey, Store, StoreError, UserSighting, VoteWrite, VoteWriteSummary};
 use oleg_telemetry::{Component, Readiness};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ pub struct Ingest {
     metrics: IngestMetrics,
     readiness: Readiness,
     shutdown: CancellationToken,
-    known_posts: HashSet<String>,
+    known_posts: HashSet<PostKey>,
     known_users: HashSet<UserId>,
 }
 
@@ -130,7 +130,7 @@ impl Ingest {
             let (kept, refused): (Vec<_>, Vec<_>) = batch
                 .votes
                 .into_iter()
-                .partition(|(_, vote)| !unknown.contains(&post_key(&vote.post())));
+                .partition(|(_, vote)| !unknown.contains(&PostKey::of(&vote.post())));
             batch.votes = kept;
             self.dead_letter(
                 refused
@@ -271,10 +271,10 @@ impl Ingest {
     async fn find_unknown_posts(
         &mut self,
         votes: &[(Incoming, Vote)],
-    ) -> Result<HashSet<String>, StoreError> {
-        let wanted: Vec<String> = votes
+    ) -> Result<HashSet<PostKey>, StoreError> {
+        let wanted: Vec<PostKey> = votes
             .iter()
-            .map(|(_, vote)| post_key(&vote.post()))
+            .map(|(_, vote)| PostKey::of(&vote.post()))
             .filter(|key| !self.known_posts.contains(key))
             .collect::<HashSet<_>>()
             .into_iter()

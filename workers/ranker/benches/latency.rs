@@ -11,13 +11,12 @@
 
 use chrono::Utc;
 use futures::future::join_all;
-use mongodb::bson::doc;
 use oleg_bus::{Bus, QueueName, ReplyMode, RpcClient, Source, Subscription};
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
 use oleg_scorer::{Candidate, ScoringModel};
-use oleg_store::{ChunkWriter, Store};
+use oleg_store::Store;
 use oleg_telemetry::Readiness;
 use oleg_testkit::{amqp_settings, delete_topology, mongo_settings, scraped_post};
 use prometheus::Registry;
@@ -160,13 +159,10 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ([Figures; 2], [Figure
     for chunk in posts.chunks(1_000) {
         store.upsert_posts(chunk, 0).await.unwrap();
     }
-    let mut files = mongodb::bson::Document::new();
-    for (name, bytes) in [("weights.safetensors", &weights), ("vocab.json", &vocab)] {
-        let mut writer = ChunkWriter::new(&store, 1, name);
-        writer.write(bytes).await.unwrap();
-        files.insert(name, writer.finish().await.unwrap().to_document());
-    }
-    store.record_model(1, doc! {"status": "published", "created_at_ms": Utc::now().timestamp_millis(), "files": files}).await.unwrap();
+    store
+        .publish_model_outright(ModelVersion::new(1).unwrap(), &weights, &vocab)
+        .await
+        .unwrap();
     let settings = RankerSettings {
         metrics_addr: "127.0.0.1:0".into(),
         candidate_days: 10,
@@ -201,9 +197,9 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ([Figures; 2], [Figure
         if matches!(
             decode::<RecommendReply>(&body, 1 << 20).unwrap(),
             RecommendReply::Ok {
-                model_version: Some(1),
+                model_version: Some(v),
                 ..
-            }
+            } if v.get() == 1
         ) {
             break;
         }
@@ -231,7 +227,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ([Figures; 2], [Figure
             channel: ChannelName::parse(&channel(index as i64 % CHANNELS)).unwrap(),
             post_id: PostId::new(1 + index as i64 % POSTS).unwrap(),
         };
-        assert!(!seen.contains(&oleg_store::post_key(&post)));
+        assert!(!seen.contains(&oleg_store::PostKey::of(&post)));
         store
             .record_delivery(user, &post, Utc::now().timestamp_millis(), "bench")
             .await

@@ -21,11 +21,11 @@ use oleg_bus::{
     consume, traced, Bus, Inbound, Incoming, Outcome, QueueName, Routed, Source, Subscription,
 };
 use oleg_messages::{
-    ChannelName, DeadLetterReason, MessageKind, ModelPublished, PostId, PostRef,
+    ChannelName, DeadLetterReason, MessageKind, ModelPublished, ModelVersion, PostId, PostRef,
     RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost, Rejection, ScrapedPost,
     UserId, SCHEMA_VERSION,
 };
-use oleg_store::{post_key, Store};
+use oleg_store::{PostKey, Store};
 use pool::Pool;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -118,7 +118,7 @@ impl Ranker {
 
     /// Loads `version` and swaps it in; a model that fails to load is refused and the current
     /// one keeps serving.
-    pub async fn load_model(&self, version: i64) {
+    pub async fn load_model(&self, version: ModelVersion) {
         if self
             .inner
             .model
@@ -131,8 +131,8 @@ impl Ranker {
             Ok(loaded) => {
                 let published_at_ms = loaded.published_at_ms;
                 if self.inner.model.offer(loaded) {
-                    tracing::info!(version, "serving a new model");
-                    self.inner.metrics.model_version.set(version);
+                    tracing::info!(%version, "serving a new model");
+                    self.inner.metrics.model_version.set(version.as_i64());
                     self.inner
                         .metrics
                         .model_age_seconds
@@ -141,7 +141,7 @@ impl Ranker {
             }
             Err(error) => {
                 self.inner.metrics.model_load_failures.inc();
-                tracing::error!(version, %error, "refused a model that failed to load; the current one keeps serving");
+                tracing::error!(%version, %error, "refused a model that failed to load; the current one keeps serving");
             }
         }
     }
@@ -193,9 +193,7 @@ impl Ranker {
                     Notice::Model(published) => {
                         let ranker = self.clone();
                         // Load in the background: requests keep being served by the current model.
-                        tokio::spawn(
-                            async move { ranker.load_model(published.version as i64).await },
-                        );
+                        tokio::spawn(async move { ranker.load_model(published.version).await });
                     }
                     Notice::Post(post) => self.add_post(&post),
                 }
@@ -367,7 +365,7 @@ impl Ranker {
             schema_version: SCHEMA_VERSION,
             user_id: request.user_id,
             posts,
-            model_version: model.as_ref().map(|m| m.version as u64),
+            model_version: model.as_ref().map(|m| m.version),
             cold_start: false,
             exploration_noise: self.inner.settings.exploration_noise,
         }
@@ -382,7 +380,7 @@ impl Ranker {
             Ok(seen) => seen,
             Err(error) => return unavailable(&error),
         };
-        let excluded: HashSet<String> = request.exclude.iter().map(post_key).collect();
+        let excluded: HashSet<PostKey> = request.exclude.iter().map(PostKey::of).collect();
         let pool = self.pool();
         let model = self.inner.model.current();
         let ranked = ranking::rank(
@@ -442,7 +440,7 @@ impl Ranker {
             schema_version: SCHEMA_VERSION,
             user_id: request.user_id,
             posts,
-            model_version: model.as_ref().map(|m| m.version as u64),
+            model_version: model.as_ref().map(|m| m.version),
             cold_start: ranked.cold_start,
             exploration_noise: settings.exploration_noise,
         }

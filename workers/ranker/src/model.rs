@@ -1,12 +1,13 @@
 //! The serving model: loaded from the store in the background, swapped in atomically. Requests
 //! hold an `Arc` to the model they started with, so in-flight requests finish on it.
 
+use oleg_messages::{ModelStatus, ModelVersion, VOCAB_FILE, WEIGHTS_FILE};
 use oleg_scorer::ScoringModel;
-use oleg_store::{as_i64, Store, StoredFile};
+use oleg_store::Store;
 use std::sync::{Arc, RwLock};
 
 pub struct LoadedModel {
-    pub version: i64,
+    pub version: ModelVersion,
     pub published_at_ms: i64,
     pub scorer: ScoringModel,
 }
@@ -39,42 +40,40 @@ pub enum LoadError {
     #[error(transparent)]
     Scorer(#[from] oleg_scorer::ScorerError),
     #[error("model {0} is not published")]
-    NotPublished(i64),
+    NotPublished(ModelVersion),
     #[error("model {version}: {problem}")]
-    Document { version: i64, problem: String },
+    Record {
+        version: ModelVersion,
+        problem: String,
+    },
 }
 
-/// Reads a published version's files and builds its scorer (CPU-heavy: call off the async threads
-/// for large models via `spawn_blocking` on the result).
-pub async fn load(store: &Store, version: i64) -> Result<LoadedModel, LoadError> {
-    let document = store
+/// Reads a published version's files and builds its scorer (CPU-heavy: off the async threads).
+pub async fn load(store: &Store, version: ModelVersion) -> Result<LoadedModel, LoadError> {
+    let record = store
         .model(version)
         .await?
+        .filter(|r| r.status == ModelStatus::Published)
         .ok_or(LoadError::NotPublished(version))?;
-    if document.get_str("status") != Ok("published") {
-        return Err(LoadError::NotPublished(version));
-    }
-    let problem = |problem: String| LoadError::Document { version, problem };
-    let files = document
-        .get_document("files")
-        .map_err(|e| problem(e.to_string()))?;
-    let mut bytes = Vec::new();
-    for name in ["weights.safetensors", "vocab.json"] {
-        let record = StoredFile::from_document(
-            files
-                .get_document(name)
-                .map_err(|e| problem(format!("{name}: {e}")))?,
-        )?;
-        bytes.push(store.read_model_file(version, name, &record).await?);
-    }
-    let vocab = bytes.pop().expect("two files");
-    let weights = bytes.pop().expect("two files");
+    let files = record.files.ok_or_else(|| LoadError::Record {
+        version,
+        problem: "it has no files".into(),
+    })?;
+    let weights = store
+        .read_model_file(version, WEIGHTS_FILE, &files.weights)
+        .await?;
+    let vocab = store
+        .read_model_file(version, VOCAB_FILE, &files.vocab)
+        .await?;
     let scorer = tokio::task::spawn_blocking(move || ScoringModel::load(&weights, &vocab))
         .await
-        .map_err(|e| problem(format!("loading panicked: {e}")))??;
+        .map_err(|e| LoadError::Record {
+            version,
+            problem: format!("loading panicked: {e}"),
+        })??;
     Ok(LoadedModel {
         version,
-        published_at_ms: as_i64(document.get("created_at_ms")).unwrap_or(0),
+        published_at_ms: record.created_at_ms,
         scorer,
     })
 }

@@ -2,7 +2,7 @@
 //! ranking: a like rate smoothed toward its channel's, which is smoothed toward the global one,
 //! so a new post starts at its channel's rate instead of at zero.
 
-use oleg_store::RecentPost;
+use oleg_store::{PostKey, RecentPost};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -11,8 +11,7 @@ pub struct CandidatePost {
     pub channel: String,
     pub post_id: i64,
     pub published_at_ms: i64,
-    /// `channel/post_id`, as the store keys posts.
-    pub key: String,
+    pub key: PostKey,
     /// What the reply carries for the frontend to show; shared, since the pool is copied
     /// whenever a post is added.
     pub text: Arc<str>,
@@ -22,9 +21,9 @@ pub struct CandidatePost {
 pub struct Pool {
     pub posts: Vec<CandidatePost>,
     /// The keys of `posts`, so that adding one is not a scan of them all.
-    keys: HashSet<String>,
-    /// Likes and votes per post key.
-    pub counts: HashMap<String, (u32, u32)>,
+    keys: HashSet<PostKey>,
+    /// Likes and votes per post.
+    pub counts: HashMap<PostKey, (u32, u32)>,
     /// Smoothed like rate per channel.
     pub channel_rates: HashMap<String, f64>,
     pub global_rate: f64,
@@ -34,7 +33,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(
         posts: Vec<RecentPost>,
-        counts: HashMap<String, (u32, u32)>,
+        counts: HashMap<PostKey, (u32, u32)>,
         prior_strength: f64,
     ) -> Self {
         let mut pool = Self {
@@ -65,7 +64,7 @@ impl Pool {
         published_at_ms: i64,
         text: Arc<str>,
     ) -> bool {
-        let key = format!("{channel}/{post_id}");
+        let key = PostKey::new(&channel, post_id);
         if !self.keys.insert(key.clone()) {
             return false;
         }
@@ -99,8 +98,7 @@ impl Pool {
         self.global_rate = (likes as f64 + 0.5) / (votes as f64 + 1.0);
         let mut per_channel: HashMap<&str, (u64, u64)> = HashMap::new();
         for (key, (l, v)) in &self.counts {
-            let channel = key.rsplit_once('/').map_or(key.as_str(), |(c, _)| c);
-            let entry = per_channel.entry(channel).or_default();
+            let entry = per_channel.entry(key.channel()).or_default();
             entry.0 += u64::from(*l);
             entry.1 += u64::from(*v);
         }
@@ -144,8 +142,8 @@ mod tests {
     #[test]
     fn a_new_post_starts_at_its_channels_rate_not_at_zero() {
         let counts = HashMap::from([
-            ("good_channel/1".to_owned(), (9, 10)),
-            ("bad_channel/1".to_owned(), (1, 10)),
+            (PostKey::new("good_channel", 1), (9, 10)),
+            (PostKey::new("bad_channel", 1), (1, 10)),
         ]);
         let pool = Pool::new(
             [
@@ -165,7 +163,8 @@ mod tests {
             counts,
             5.0,
         );
-        let score = |key: &str| pool.popularity(pool.posts.iter().find(|p| p.key == key).unwrap());
+        let score =
+            |key: &str| pool.popularity(pool.posts.iter().find(|p| p.key.as_str() == key).unwrap());
         assert!(
             score("good_channel/2") > score("bad_channel/1"),
             "an unvoted post of a good channel beats a disliked one"

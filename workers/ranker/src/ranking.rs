@@ -5,6 +5,7 @@
 use crate::pool::Pool;
 use oleg_messages::UserId;
 use oleg_scorer::{Candidate, ScoringModel};
+use oleg_store::PostKey;
 use rand::Rng;
 use std::collections::HashSet;
 
@@ -14,8 +15,8 @@ pub struct Exploration<'a> {
     pub noise: f64,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
-    /// Post keys the person has seen: their channels count as tried.
-    pub seen: &'a HashSet<String>,
+    /// The posts the person has seen: their channels count as tried.
+    pub seen: &'a HashSet<PostKey>,
 }
 
 /// A candidate in the order it should be offered.
@@ -41,7 +42,7 @@ pub struct Ranked {
 /// Orders the pool's posts that `excluded` lets through for `user`.
 pub fn rank(
     pool: &Pool,
-    excluded: impl Fn(&str) -> bool,
+    excluded: impl Fn(&PostKey) -> bool,
     scorer: Option<&ScoringModel>,
     user: UserId,
     exploration: &Exploration,
@@ -73,11 +74,7 @@ pub fn rank(
     }
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let tried: HashSet<&str> = exploration
-        .seen
-        .iter()
-        .filter_map(|k| k.rsplit_once('/').map(|(c, _)| c))
-        .collect();
+    let tried: HashSet<&str> = exploration.seen.iter().map(PostKey::channel).collect();
     let fresh: Vec<usize> = order
         .iter()
         .copied()
@@ -122,9 +119,9 @@ mod tests {
 
     fn pool() -> Pool {
         let counts = HashMap::from([
-            ("liked/1".to_owned(), (9, 10)),
-            ("liked/2".to_owned(), (7, 10)),
-            ("disliked/1".to_owned(), (1, 10)),
+            (PostKey::new("liked", 1), (9, 10)),
+            (PostKey::new("liked", 2), (7, 10)),
+            (PostKey::new("disliked", 1), (1, 10)),
         ]);
         let posts = [("liked", 1), ("liked", 2), ("disliked", 1), ("other", 1)]
             .into_iter()
@@ -142,7 +139,7 @@ mod tests {
         ranked
             .picks
             .iter()
-            .map(|p| pool.posts[p.index].key.clone())
+            .map(|p| pool.posts[p.index].key.to_string())
             .collect()
     }
 
@@ -152,7 +149,7 @@ mod tests {
         let seen = HashSet::new();
         let ranked = rank(
             &pool,
-            |key| key == "liked/2",
+            |key| key.as_str() == "liked/2",
             None,
             UserId::new(1).unwrap(),
             &Exploration {
@@ -171,7 +168,7 @@ mod tests {
     #[test]
     fn fresh_slots_go_to_the_best_posts_of_untried_channels_first() {
         let pool = pool();
-        let seen = HashSet::from(["liked/9".to_owned()]);
+        let seen = HashSet::from([PostKey::new("liked", 9)]);
         let ranked = rank(
             &pool,
             |_| false,

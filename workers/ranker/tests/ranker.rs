@@ -7,7 +7,6 @@ use oleg_bus::{QueueName, RpcClient};
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_scorer::ScoringModel;
-use oleg_store::ChunkWriter;
 use oleg_testkit::*;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -94,22 +93,14 @@ impl Services {
         } else {
             weights.clone()
         };
-        let mut files = mongodb::bson::Document::new();
-        for (name, bytes) in [
-            ("weights.safetensors", &stored_weights),
-            ("vocab.json", &vocab),
-        ] {
-            let mut writer = ChunkWriter::new(&self.store, version, name);
-            writer.write(bytes).await.unwrap();
-            files.insert(name, writer.finish().await.unwrap().to_document());
-        }
+        let version = ModelVersion::new(version).unwrap();
         self.store
-            .record_model(version, doc! {"status": "published", "created_at_ms": Utc::now().timestamp_millis(), "files": files})
+            .publish_model_outright(version, &stored_weights, &vocab)
             .await
             .unwrap();
         let notice = ModelPublished {
             schema_version: SCHEMA_VERSION,
-            version: version as u64,
+            version,
             variant: "channel_mlp".into(),
             trained_on_votes: 1,
             holdout: HoldoutMetrics {
@@ -165,7 +156,7 @@ async fn wait_for_model(services: &Services, user: i64, version: u64) {
             ..
         } = decode(&body, 1 << 20).unwrap()
         {
-            if v == version {
+            if v.get() == version {
                 return;
             }
         }
@@ -222,9 +213,9 @@ async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
             reply,
             RecommendReply::Ok {
                 cold_start: false,
-                model_version: Some(1),
+                model_version: Some(v),
                 ..
-            }
+            } if v.get() == 1
         ),
         "{reply:?}"
     );
@@ -356,7 +347,9 @@ async fn models_swap_under_load_without_a_failed_request_and_a_corrupt_one_is_re
                 match decode::<RecommendReply>(&reply.expect("every request answered"), 1 << 20)
                     .unwrap()
                 {
-                    RecommendReply::Ok { model_version, .. } => versions.push(model_version),
+                    RecommendReply::Ok { model_version, .. } => {
+                        versions.push(model_version.map(|v| v.get()))
+                    }
                     RecommendReply::Error { error, .. } => panic!("round {round}: {error:?}"),
                 }
             }

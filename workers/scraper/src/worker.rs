@@ -7,7 +7,7 @@ use crate::ScraperSettings;
 use chrono::Utc;
 use oleg_bus::{consume, Bus, Outcome, QueueName, Source};
 use oleg_messages::{AddChannel, ChannelName, PostId, ScrapedPost, SCHEMA_VERSION};
-use oleg_store::{ChannelPoll, ChannelRecord, Store};
+use oleg_store::{ChannelPoll, ChannelRecord, ChannelStatus, Store};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use rand::Rng;
 use std::time::Duration;
@@ -133,7 +133,7 @@ impl Scraper {
             } => {
                 let jitter = rand::rng().random_range(-s.poll_jitter..=s.poll_jitter);
                 ChannelPoll {
-                    status: "active",
+                    status: ChannelStatus::Active,
                     newest_post_id: newest,
                     title: header.title,
                     alias,
@@ -147,7 +147,7 @@ impl Scraper {
             Polled::Missing => {
                 tracing::info!(channel = %channel.name, "channel does not exist or is private; retrying rarely");
                 ChannelPoll {
-                    status: "missing",
+                    status: ChannelStatus::Missing,
                     newest_post_id: None,
                     title: None,
                     alias: None,
@@ -157,7 +157,7 @@ impl Scraper {
                 }
             }
             Polled::RateLimited(wait) => ChannelPoll {
-                status: "active",
+                status: ChannelStatus::Active,
                 newest_post_id: None,
                 title: None,
                 alias: None,
@@ -171,7 +171,7 @@ impl Scraper {
                     (s.backoff_min_s.saturating_mul(1 << failures.min(20))).min(s.backoff_max_s);
                 tracing::warn!(channel = %channel.name, %problem, failures, backoff_s = backoff, "poll failed");
                 ChannelPoll {
-                    status: "active",
+                    status: ChannelStatus::Active,
                     newest_post_id: None,
                     title: None,
                     alias: None,

@@ -179,8 +179,10 @@ async fn a_redirect_to_another_host_is_not_followed() {
     )
     .await;
     let h = Harness::start("scraper-offsite", &base, &["offsite_one"], &[]).await;
-    h.wait_channel("offsite_one", "marked missing", |c| c.status == "missing")
-        .await;
+    h.wait_channel("offsite_one", "marked missing", |c| {
+        c.status == oleg_store::ChannelStatus::Missing
+    })
+    .await;
     assert!(
         elsewhere.hits.lock().unwrap().is_empty(),
         "the other host was asked"
@@ -226,8 +228,10 @@ async fn posts_are_stored_only_under_the_followed_channel() {
     assert_eq!(codecamp.newest_post_id, Some(2376));
     assert_eq!(codecamp.alias.as_deref(), Some("campcode"));
     for name in ["notcodecamp", "hopper_one"] {
-        h.wait_channel(name, "marked missing", |c| c.status == "missing")
-            .await;
+        h.wait_channel(name, "marked missing", |c| {
+            c.status == oleg_store::ChannelStatus::Missing
+        })
+        .await;
     }
     assert_eq!(h.posts("codecamp").await, 20);
     let stored = h

@@ -179,7 +179,7 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
         async move { store.channel(name).await.unwrap().unwrap() }
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while channel("nosuchchannel").await.status != "missing" {
+    while channel("nosuchchannel").await.status != oleg_store::ChannelStatus::Missing {
         assert!(
             Instant::now() < deadline,
             "the missing channel was never marked"

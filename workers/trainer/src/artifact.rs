@@ -3,13 +3,10 @@
 
 use crate::dataset::{Vocab, Vocabularies};
 use mongodb::bson::{doc, Document};
+use oleg_messages::{ModelVersion, VocabFile, VOCAB_FILE, WEIGHTS_FILE};
 use oleg_model::{read_tensors, write_network, ModelConfig, Network};
-use oleg_store::{ChunkWriter, Store, StoredFile};
-use serde::{Deserialize, Serialize};
+use oleg_store::{ChunkWriter, ModelFiles, Store};
 use std::io::{BufWriter, Read};
-
-pub const WEIGHTS_FILE: &str = "weights.safetensors";
-pub const VOCAB_FILE: &str = "vocab.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -20,25 +17,19 @@ pub enum ArtifactError {
     #[error("model files: {0}")]
     Io(#[from] std::io::Error),
     #[error("model {version}: {problem}")]
-    Invalid { version: i64, problem: String },
-}
-
-/// The vocabularies as stored: rows are positions.
-#[derive(Serialize, Deserialize)]
-struct VocabFile {
-    users: Vec<i64>,
-    channels: Vec<String>,
-    /// (channel row, post id) per post row.
-    posts: Vec<(i64, i64)>,
+    Invalid {
+        version: ModelVersion,
+        problem: String,
+    },
 }
 
 /// Writes both files of `version`; returns their records for the model document.
 pub async fn store_files(
     store: &Store,
-    version: i64,
+    version: ModelVersion,
     network: &Network,
     vocab: &Vocabularies,
-) -> Result<Document, ArtifactError> {
+) -> Result<ModelFiles, ArtifactError> {
     let weights = TempFile::new()?;
     {
         let mut out = BufWriter::new(weights.reopen()?);
@@ -55,7 +46,7 @@ pub async fn store_files(
         };
         serde_json::to_writer(out, &stored).map_err(std::io::Error::other)?;
     }
-    let mut files = Document::new();
+    let mut stored = Vec::with_capacity(2);
     for (name, file) in [(WEIGHTS_FILE, &weights), (VOCAB_FILE, &vocab_file)] {
         let mut reader = file.reopen()?;
         let mut writer = ChunkWriter::new(store, version, name);
@@ -67,40 +58,35 @@ pub async fn store_files(
             }
             writer.write(&buffer[..read]).await?;
         }
-        files.insert(name, writer.finish().await?.to_document());
+        stored.push(writer.finish().await?);
     }
-    Ok(files)
+    let vocab = stored.pop().expect("two files");
+    let weights = stored.pop().expect("two files");
+    Ok(ModelFiles { weights, vocab })
 }
 
 /// Loads a version's network and vocabularies.
 pub async fn load(
     store: &Store,
-    version: i64,
+    version: ModelVersion,
     config: &ModelConfig,
     device: tch::Device,
 ) -> Result<(Network, Vocabularies), ArtifactError> {
     let invalid = |problem: String| ArtifactError::Invalid { version, problem };
-    let document = store
+    let files = store
         .model(version)
         .await?
-        .ok_or_else(|| invalid("not stored".into()))?;
-    let files = document
-        .get_document("files")
-        .map_err(|e| invalid(e.to_string()))?;
-    let record = |name: &str| -> Result<StoredFile, ArtifactError> {
-        let file = files
-            .get_document(name)
-            .map_err(|e| invalid(format!("{name}: {e}")))?;
-        Ok(StoredFile::from_document(file)?)
-    };
+        .ok_or_else(|| invalid("not stored".into()))?
+        .files
+        .ok_or_else(|| invalid("it has no files".into()))?;
     let weights = store
-        .read_model_file(version, WEIGHTS_FILE, &record(WEIGHTS_FILE)?)
+        .read_model_file(version, WEIGHTS_FILE, &files.weights)
         .await?;
     let (tensors, _) = read_tensors(&weights)?;
     drop(weights);
     let network = Network::from_named(config, tensors, device)?;
     let vocab_bytes = store
-        .read_model_file(version, VOCAB_FILE, &record(VOCAB_FILE)?)
+        .read_model_file(version, VOCAB_FILE, &files.vocab)
         .await?;
     let stored: VocabFile =
         serde_json::from_slice(&vocab_bytes).map_err(|e| invalid(format!("vocabulary: {e}")))?;
@@ -118,11 +104,10 @@ pub async fn load(
     Ok((network, vocab))
 }
 
-/// The model document of a version, apart from its files.
-pub fn model_document(status: &str, config: &ModelConfig, figures: Document) -> Document {
+/// The details of a version's record, apart from its files.
+pub fn model_document(config: &ModelConfig, figures: Document) -> Document {
     let config = mongodb::bson::to_document(config).unwrap_or_default();
     doc! {
-        "status": status,
         "variant": config.get_str("variant").unwrap_or("channel_mlp"),
         "config": config,
         "created_at_ms": chrono::Utc::now().timestamp_millis(),

@@ -19,7 +19,10 @@ use mongodb::bson::{doc, Document};
 use oleg_bus::{
     current_trace, in_trace, new_trace, traced, Bus, Outcome, QueueName, Source, Subscription,
 };
-use oleg_messages::{HoldoutMetrics, ModelPublished, Reaction, VotesIngested, SCHEMA_VERSION};
+use oleg_messages::{
+    HoldoutMetrics, ModelPublished, ModelStatus, ModelVersion, Reaction, VotesIngested,
+    SCHEMA_VERSION,
+};
 use oleg_model::{Evaluation, Network};
 use oleg_runtime::{shutdown_on_signals, WorkerContext};
 use oleg_store::{as_i64, LeaseClaim, Store, VoteRecord, TRAINING_LEASE};
@@ -89,8 +92,15 @@ async fn run(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> 
             _ = tick.tick() => {
                 if let Some(kind) = trainer.due() {
                     if let Err(error) = trainer.cycle(kind).await {
-                        tracing::error!(error = format!("{error:#}"), kind = kind.as_str(), "training cycle failed");
-                        trainer.metrics.cycles.with_label_values(&[kind.as_str(), "failed"]).inc();
+                        let error = format!("{error:#}");
+                        if trainer.shutdown.is_cancelled() {
+                            // Stopping: the cycle was cut short on purpose.
+                            tracing::info!(%error, kind = kind.as_str(), "training cycle stopped for shutdown");
+                            trainer.metrics.cycles.with_label_values(&[kind.as_str(), "stopped"]).inc();
+                        } else {
+                            tracing::error!(%error, kind = kind.as_str(), "training cycle failed");
+                            trainer.metrics.cycles.with_label_values(&[kind.as_str(), "failed"]).inc();
+                        }
                     }
                 }
             }
@@ -105,7 +115,7 @@ async fn run(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> 
 struct Live {
     network: Network,
     vocab: Vocabularies,
-    version: i64,
+    version: ModelVersion,
     /// The newest ingestion time among the votes it was trained on. The next cycle reads from
     /// `watermark_overlap_s` before it (a batch committed late can carry an earlier time) and
     /// skips the votes marked as trained.
@@ -175,22 +185,22 @@ impl Trainer {
 
     async fn reload_live(&mut self) -> anyhow::Result<()> {
         self.live = None;
-        let Some(document) = self.store.live_model().await? else {
+        let Some(record) = self.store.live_model().await? else {
             tracing::info!("no published model yet");
             return Ok(());
         };
-        let version = as_i64(document.get("_id")).context("model version")?;
+        let version = record.version;
         let (network, vocab) =
             artifact::load(&self.store, version, &self.settings.model, self.device)
                 .await
                 .with_context(|| format!("loading model {version}"))?;
-        let trained_through_ms = document
-            .get_document("figures")
-            .ok()
+        let trained_through_ms = record
+            .figures
+            .as_ref()
             .and_then(|f| as_i64(f.get("trained_through_ms")))
             .unwrap_or(0);
-        tracing::info!(version, "loaded the live model");
-        self.metrics.model_version.set(version);
+        tracing::info!(%version, "loaded the live model");
+        self.metrics.model_version.set(version.as_i64());
         self.live = Some(Live {
             network,
             vocab,
@@ -300,22 +310,14 @@ impl Trainer {
     /// Whether any vote was stored (or changed) that the live model was not trained on.
     async fn has_new_votes(&self) -> anyhow::Result<bool> {
         let Some(live) = &self.live else {
-            return Ok(self
-                .store
-                .collections()
-                .votes
-                .find_one(doc! {})
-                .await?
-                .is_some());
+            return Ok(self.store.has_votes().await?);
         };
         let overlap_ms = (self.settings.watermark_overlap_s * 1000) as i64;
-        let mut cursor = self
+        let mut votes = self
             .store
-            .collections()
-            .votes
-            .find(doc! {"ingested_at_ms": {"$gt": live.read_from(overlap_ms)}})
+            .votes_ingested_after(live.read_from(overlap_ms), self.settings.read_batch)
             .await?;
-        while let Some(vote) = cursor.try_next().await? {
+        while let Some(vote) = votes.try_next().await? {
             if !vote.trained() {
                 return Ok(true);
             }
@@ -375,9 +377,14 @@ impl Trainer {
             Ok(outcome) => Ok(outcome),
             Err(error) => {
                 // What it had written stays, marked so that nobody takes it for a model.
-                let abandoned = doc! {"status": "abandoned", "error": format!("{error:#}")};
-                if let Err(mark) = self.store.finish_model(claim, version, abandoned).await {
-                    tracing::warn!(error = %mark, version, "could not mark an abandoned version");
+                let why = doc! {"error": format!("{error:#}")};
+                let abandoned = ModelStatus::Abandoned;
+                if let Err(mark) = self
+                    .store
+                    .finish_model(claim, version, abandoned, why)
+                    .await
+                {
+                    tracing::warn!(error = %mark, %version, "could not mark an abandoned version");
                 }
                 if self.live.is_none() || kind == CycleKind::Incremental {
                     // Training in place may have changed the held network: reload it.
@@ -395,7 +402,7 @@ impl Trainer {
         kind: CycleKind,
         claim: &LeaseClaim,
         abandon: &Arc<AtomicBool>,
-        version: i64,
+        version: ModelVersion,
     ) -> anyhow::Result<&'static str> {
         let mut vocab = self
             .live
@@ -406,7 +413,7 @@ impl Trainer {
         if read.new_rows == 0 {
             self.pending_votes = 0;
             self.store
-                .finish_model(claim, version, doc! {"status": "nothing_new"})
+                .finish_model(claim, version, ModelStatus::NothingNew, doc! {})
                 .await?;
             return Ok("nothing_new");
         }
@@ -456,7 +463,7 @@ impl Trainer {
         self.metrics.pending_votes.set(0);
         if !accepted {
             tracing::warn!(
-                version,
+                %version,
                 candidate_auc = figures.candidate.auc,
                 live_auc = figures.live.map(|l| l.auc),
                 "model rejected: holdout AUC worse than the live model's beyond trainer.max_auc_drop"
@@ -465,7 +472,8 @@ impl Trainer {
                 .finish_model(
                     claim,
                     version,
-                    model_document("rejected", &self.settings.model, summary),
+                    ModelStatus::Rejected,
+                    model_document(&self.settings.model, summary),
                 )
                 .await?;
             if kind == CycleKind::Incremental {
@@ -479,10 +487,12 @@ impl Trainer {
             anyhow::bail!("lost the training lease during the cycle; discarding its model");
         }
         let files = artifact::store_files(&self.store, version, &network, &vocab).await?;
-        let mut document = model_document("published", &self.settings.model, summary);
-        document.insert("files", files);
+        let mut document = model_document(&self.settings.model, summary);
+        document.insert("files", mongodb::bson::to_bson(&files)?);
         document.insert("trained_on_votes", figures.train_votes as i64);
-        self.store.finish_model(claim, version, document).await?;
+        self.store
+            .finish_model(claim, version, ModelStatus::Published, document)
+            .await?;
         if !self.store.commit_live_model(claim, version).await? {
             self.metrics.lease_lost.with_label_values(&["during"]).inc();
             anyhow::bail!(
@@ -495,7 +505,7 @@ impl Trainer {
         }
         let notice = ModelPublished {
             schema_version: SCHEMA_VERSION,
-            version: version as u64,
+            version,
             variant: self.settings.model.variant.as_str().to_owned(),
             trained_on_votes: figures.train_votes as u64,
             holdout: holdout_metrics(&figures.candidate),
@@ -507,19 +517,19 @@ impl Trainer {
             version,
             trained_through_ms,
         });
-        self.metrics.model_version.set(version);
+        self.metrics.model_version.set(version.as_i64());
         self.metrics
             .model_published_at
             .set(Utc::now().timestamp() as f64);
         tracing::info!(
-            version,
+            %version,
             kind = kind.as_str(),
             auc = figures.candidate.auc,
             mse = figures.candidate.mse,
             "model published"
         );
         if let Err(error) = self.bus.publish(&notice).await {
-            tracing::warn!(%error, version, "could not announce the model; rankers see it on their next check");
+            tracing::warn!(%error, %version, "could not announce the model; rankers see it on their next check");
         }
         Ok("published")
     }
@@ -549,12 +559,11 @@ impl Trainer {
             .filter(|_| kind == CycleKind::Incremental);
         let since = live.map_or(i64::MIN, |l| l.read_from(overlap_ms));
         let mut read = ReadVotes::new(overlap_ms);
-        let votes = &self.store.collections().votes;
-        let mut cursor = votes
-            .find(doc! {"ingested_at_ms": {"$gt": since}})
-            .batch_size(self.settings.read_batch)
+        let mut votes = self
+            .store
+            .votes_ingested_after(since, self.settings.read_batch)
             .await?;
-        while let Some(vote) = cursor.try_next().await? {
+        while let Some(vote) = votes.try_next().await? {
             if live.is_none() || !vote.trained() {
                 read.push(vocab, &vote);
             }
@@ -570,13 +579,9 @@ impl Trainer {
         let wanted = (read.new_rows as u64 * self.settings.older_sample_factor)
             .max(batch * self.settings.min_batches)
             .saturating_sub(read.new_rows as u64);
-        let mut sample = votes
-            .aggregate([
-                doc! {"$match": {"ingested_at_ms": {"$lte": since}}},
-                doc! {"$sample": {"size": wanted as i64}},
-            ])
-            .with_type::<VoteRecord>()
-            .batch_size(self.settings.read_batch)
+        let mut sample = self
+            .store
+            .sample_votes_until(since, wanted, self.settings.read_batch)
             .await?;
         // The older votes go first, so the new ones stay the range holdouts come from.
         let mut older = ReadVotes::new(overlap_ms);

@@ -8,7 +8,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use oleg_bus::{Source, Subscription};
 use oleg_messages::*;
-use oleg_store::{as_i64, StoredFile};
+use oleg_store::as_i64;
 use oleg_testkit::*;
 use std::time::Duration;
 
@@ -170,7 +170,7 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
 
     let trainer = services.spawn_trainer("trainer.log");
     let first = next_published(&mut published, Duration::from_secs(120), &trainer).await;
-    assert_eq!(first.version, 1);
+    assert_eq!(first.version.get(), 1);
     assert_eq!(first.variant, "channel_mlp");
     assert!(
         first.holdout.auc > 0.75,
@@ -190,22 +190,16 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
         "the most recent fifth is held out"
     );
 
-    let document = services.store.model(1).await.unwrap().unwrap();
-    assert_eq!(document.get_str("status").unwrap(), "published");
+    let record = services.store.model(first.version).await.unwrap().unwrap();
+    assert_eq!(record.status, ModelStatus::Published);
     assert_eq!(
-        document
-            .get_document("figures")
-            .unwrap()
-            .get_str("kind")
-            .unwrap(),
+        record.figures.as_ref().unwrap().get_str("kind").unwrap(),
         "full"
     );
-    let files = document.get_document("files").unwrap();
-    let weights_record =
-        StoredFile::from_document(files.get_document("weights.safetensors").unwrap()).unwrap();
+    let files = record.files.unwrap();
     let weights = services
         .store
-        .read_model_file(1, "weights.safetensors", &weights_record)
+        .read_model_file(first.version, WEIGHTS_FILE, &files.weights)
         .await
         .unwrap();
     let (tensors, metadata) = oleg_model::read_tensors(&weights).unwrap();
@@ -217,12 +211,10 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
         .1
         .size();
     assert_eq!(users, vec![150, 100]);
-    let vocab_record =
-        StoredFile::from_document(files.get_document("vocab.json").unwrap()).unwrap();
     let vocab: serde_json::Value = serde_json::from_slice(
         &services
             .store
-            .read_model_file(1, "vocab.json", &vocab_record)
+            .read_model_file(first.version, VOCAB_FILE, &files.vocab)
             .await
             .unwrap(),
     )
@@ -241,9 +233,9 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
     };
     services.bus.publish(&notice).await.unwrap();
     let second = next_published(&mut published, Duration::from_secs(120), &trainer).await;
-    assert_eq!(second.version, 2);
-    let document = services.store.model(2).await.unwrap().unwrap();
-    let figures = document.get_document("figures").unwrap();
+    assert_eq!(second.version.get(), 2);
+    let record = services.store.model(second.version).await.unwrap().unwrap();
+    let figures = record.figures.unwrap();
     assert_eq!(figures.get_str("kind").unwrap(), "incremental");
     assert!(
         figures.get_document("live_holdout").is_ok(),
@@ -368,7 +360,12 @@ async fn a_trainer_frozen_past_its_lease_publishes_nothing_when_it_thaws() {
     assert_eq!(published.len(), 1, "{models:?}");
     assert_ne!(published[0].get_str("holder").unwrap(), frozen_holder);
     assert_eq!(
-        services.store.live_version().await.unwrap(),
+        services
+            .store
+            .live_version()
+            .await
+            .unwrap()
+            .map(|v| v.as_i64()),
         as_i64(published[0].get("_id"))
     );
     let frozen_log = std::fs::read_to_string(&frozen.log).unwrap();
@@ -404,14 +401,9 @@ async fn a_batch_committed_late_is_trained_in_the_next_incremental_cycle() {
     };
     services.bus.publish(&notice).await.unwrap();
     let second = next_published(&mut published, Duration::from_secs(120), &trainer).await;
-    assert_eq!(second.version, first.version + 1);
-    let document = services
-        .store
-        .model(second.version as i64)
-        .await
-        .unwrap()
-        .unwrap();
-    let figures = document.get_document("figures").unwrap();
+    assert_eq!(second.version.get(), first.version.get() + 1);
+    let record = services.store.model(second.version).await.unwrap().unwrap();
+    let figures = record.figures.unwrap();
     assert_eq!(figures.get_str("kind").unwrap(), "incremental");
     assert_eq!(as_i64(figures.get("new_votes")), Some(300), "{figures}");
     services.finish().await;
