@@ -1,13 +1,61 @@
-//! Start-up and shutdown shared by the workers, so that each `main.rs` only wires its parts.
+//! Start-up and shutdown shared by the workers. Each worker is one [`Worker`]: built from its
+//! configuration ([`Worker::build`]: telemetry bound, services connected) and then run until a
+//! stop is asked for ([`Worker::run_until_stopped`]). Its `main.rs` is [`main_of`]; the test kit
+//! builds the same worker in-process, on port 0, with a token of its own for the stop.
 
 use anyhow::Context;
 use oleg_bus::Bus;
 use oleg_settings::{AmqpSettings, LogSettings, MongoSettings};
+use oleg_settings::{Sources, Validate};
 use oleg_store::Store;
 use oleg_telemetry::{Component, Readiness, TelemetryServer};
 use prometheus::Registry;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// A worker: built from its configuration, then run until stopped.
+pub trait Worker: Sized {
+    /// Everything it reads from configuration.
+    type Config: DeserializeOwned + Validate;
+    /// Its name in logs and in the broker's connection list.
+    const NAME: &'static str;
+    /// Its section of the configuration (`[ingest]`, …), which holds its `metrics_addr`.
+    const SECTION: &'static str;
+    /// Configuration keys an environment variable may give as a comma-separated list.
+    const LIST_KEYS: &'static [&'static str] = &[];
+
+    /// Starts telemetry (its address may name port 0) and connects to the services, giving up
+    /// when `stop` is cancelled first; stopping later ends [`run_until_stopped`](Self::run_until_stopped).
+    fn build(
+        config: Self::Config,
+        stop: CancellationToken,
+    ) -> impl Future<Output = anyhow::Result<Self>>;
+
+    /// Where `/metrics`, `/healthz` and `/readyz` answer.
+    fn metrics_addr(&self) -> SocketAddr;
+
+    /// Works until the stop token is cancelled, finishes what is in flight, and closes.
+    fn run_until_stopped(self) -> impl Future<Output = anyhow::Result<()>>;
+}
+
+/// Loads `W`'s configuration from `sources`.
+pub fn load_config<W: Worker>(mut sources: Sources) -> anyhow::Result<W::Config> {
+    sources.list_keys.extend_from_slice(W::LIST_KEYS);
+    oleg_settings::load(&sources).with_context(|| format!("{} configuration", W::NAME))
+}
+
+/// A worker binary's whole `main`: configuration from the files and the environment, a stop at
+/// the first SIGTERM or SIGINT, build, run.
+pub async fn main_of<W: Worker>() -> anyhow::Result<()> {
+    let config = load_config::<W>(Sources::from_process())?;
+    let worker = W::build(config, shutdown_on_signals()?).await?;
+    worker.run_until_stopped().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
 
 /// A token cancelled at the first SIGTERM or SIGINT.
 pub fn shutdown_on_signals() -> anyhow::Result<CancellationToken> {
@@ -38,6 +86,11 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
+    /// Where the telemetry endpoint listens.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.telemetry.local_addr
+    }
+
     /// Logs, metrics registry, readiness over `components`, and the telemetry endpoint.
     pub async fn start(
         name: &'static str,

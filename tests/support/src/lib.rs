@@ -3,6 +3,7 @@
 //! database name, so tests run in parallel without seeing each other.
 
 pub mod fault_proxy;
+pub mod in_process;
 pub mod stand_in_ranker;
 pub mod telegram;
 
@@ -103,6 +104,27 @@ pub async fn delete_queue(settings: &AmqpSettings, queue: &str) {
 
 /// How many messages wait in a queue (ready, not delivered).
 pub async fn queue_depth(settings: &AmqpSettings, queue: &str) -> u32 {
+    declare_passively(settings, queue).await.message_count()
+}
+
+/// Waits until the broker has `count` consumers attached to a queue: a worker is ready before
+/// the broker starts handing it deliveries.
+pub async fn wait_for_consumers(settings: &AmqpSettings, queue: &str, count: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let attached = declare_passively(settings, queue).await.consumer_count();
+        if attached >= count {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queue} has {attached} consumers, not {count}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn declare_passively(settings: &AmqpSettings, queue: &str) -> lapin::Queue {
     let connection = Connection::connect(
         settings.uri.expose_secret(),
         ConnectionProperties::default(),
@@ -122,7 +144,7 @@ pub async fn queue_depth(settings: &AmqpSettings, queue: &str) -> u32 {
         .await
         .expect("queue exists");
     let _ = connection.close(200, "done".into()).await;
-    declared.message_count()
+    declared
 }
 
 /// Closes, from the broker's side, the connections of the bus named `name` on queue prefix
@@ -287,26 +309,12 @@ impl WorkerProcess {
 
     /// GET `path` on the worker's telemetry endpoint: `(status, body)`, or `None` if it does not answer.
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let response = reqwest::get(format!("http://{}{path}", self.metrics_addr))
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.ok()?))
+        get_telemetry(&self.metrics_addr, path).await
     }
 
     /// Waits until `/readyz` says 200.
     pub async fn wait_ready(&self, limit: std::time::Duration) {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if matches!(self.get("/readyz").await, Some((200, _))) {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        panic!(
-            "worker not ready within {limit:?}; log:\n{}",
-            self.log_tail()
-        );
+        wait_telemetry_ready(&self.metrics_addr, limit, || self.log_tail()).await
     }
 
     pub fn log_tail(&self) -> String {
@@ -356,6 +364,29 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// GET `path` on a telemetry endpoint: `(status, body)`, or `None` if it does not answer.
+pub(crate) async fn get_telemetry(addr: &str, path: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(format!("http://{addr}{path}")).await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// Waits until `/readyz` at `addr` says 200; panics with `log()` after `limit`.
+pub(crate) async fn wait_telemetry_ready(
+    addr: &str,
+    limit: std::time::Duration,
+    log: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if matches!(get_telemetry(addr, "/readyz").await, Some((200, _))) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("worker not ready within {limit:?}; log:\n{}", log());
 }
 
 fn signal(pid: u32, name: &str) {
@@ -443,6 +474,7 @@ pub struct TestServices {
     pub store: oleg_store::Store,
     pub shutdown: tokio_util::sync::CancellationToken,
     pub name: String,
+    in_process: std::sync::Mutex<Vec<in_process::Finished>>,
 }
 
 impl TestServices {
@@ -475,6 +507,7 @@ impl TestServices {
             store,
             shutdown,
             name: test.to_owned(),
+            in_process: Default::default(),
         }
     }
 
@@ -494,9 +527,37 @@ impl TestServices {
         WorkerProcess::spawn(binary, &env, metrics_key, dir.join(log))
     }
 
-    /// Closes the bus and removes the test's queues, exchanges and database.
+    /// Starts worker `W` in-process on these services, with `extra` settings; it stops at the
+    /// latest when the services finish.
+    pub async fn start_in_process<W: oleg_runtime::Worker>(
+        &self,
+        extra: &[(&str, &str)],
+    ) -> in_process::InProcess
+    where
+        W::Config: Send + 'static,
+    {
+        let mut vars = worker_env(&self.amqp, &self.mongo);
+        vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (worker, finished) =
+            in_process::InProcess::start::<W>(vars, self.shutdown.child_token()).await;
+        self.in_process.lock().unwrap().push(finished);
+        worker
+    }
+
+    /// Stops the in-process workers and waits for them, closes the bus and removes the test's
+    /// queues, exchanges and database.
     pub async fn finish(self) {
         self.shutdown.cancel();
+        let workers = std::mem::take(&mut *self.in_process.lock().unwrap());
+        for mut finished in workers {
+            let ended = finished.wait_for(|done| *done);
+            // A sender dropped without a word means a panicked thread: finished all the same.
+            let stopped = tokio::time::timeout(std::time::Duration::from_secs(30), ended).await;
+            assert!(
+                stopped.is_ok(),
+                "an in-process worker did not stop within 30 s"
+            );
+        }
         self.bus.close().await;
         delete_topology(&self.amqp).await;
         let _ = self.store.drop_database().await;

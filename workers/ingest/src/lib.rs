@@ -11,6 +11,48 @@ mod settings;
 pub use metrics::IngestMetrics;
 pub use settings::{IngestConfig, IngestSettings};
 
+/// `oleg-ingest`, built and ready to run.
+pub struct App {
+    ctx: WorkerContext,
+    ingest: Ingest,
+}
+
+impl Worker for App {
+    type Config = IngestConfig;
+    const NAME: &'static str = "oleg-ingest";
+    const SECTION: &'static str = "ingest";
+
+    async fn build(config: IngestConfig, stop: CancellationToken) -> anyhow::Result<Self> {
+        let ctx = WorkerContext::start(
+            Self::NAME,
+            &config.log,
+            &config.ingest.metrics_addr,
+            &[Component::Broker, Component::Store],
+            stop.clone(),
+        )
+        .await?;
+        let metrics = IngestMetrics::register(&ctx.registry)?;
+        let probe = Duration::from_millis(config.ingest.store_probe_ms);
+        let store = ctx.connect_store(&config.mongo, probe).await?;
+        let bus = ctx.connect_bus(&config.amqp).await?;
+        tracing::info!(batch_size = config.ingest.batch_size, "ingesting votes");
+        let readiness = ctx.readiness.clone();
+        let ingest = Ingest::new(bus, store, config.ingest, metrics, readiness, stop);
+        Ok(Self { ctx, ingest })
+    }
+
+    fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.ctx.metrics_addr()
+    }
+
+    async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let bus = self.ingest.bus.clone();
+        self.ingest.run().await;
+        bus.close().await;
+        Ok(())
+    }
+}
+
 use chrono::Utc;
 use oleg_bus::{
     new_trace, traced, Backoff, Bus, Incoming, Outcome, QueueName, Source, Subscription,
@@ -19,6 +61,7 @@ use oleg_messages::{
     DeadLetterReason, MessageKind, Rejection, UserId, UserStarted, Vote, VotesIngested,
     SCHEMA_VERSION,
 };
+use oleg_runtime::{Worker, WorkerContext};
 use oleg_store::{PostKey, Store, StoreError, UserSighting, VoteWrite, VoteWriteSummary};
 use oleg_telemetry::{Component, Readiness};
 use std::collections::{HashMap, HashSet};

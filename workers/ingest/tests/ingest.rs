@@ -1,13 +1,14 @@
-//! `oleg-ingest` as a process against the real broker and Mongo-wire server: exactly-once storage
+//! `oleg-ingest` (in-process, or as a process where a test kills it) against the real broker and Mongo-wire server: exactly-once storage
 //! under duplicates, out-of-order re-votes, SIGKILL, a store outage and competing replicas; and
 //! every kind of invalid message dead-lettered with its reason while valid ones are stored.
 
 use chrono::{DateTime, TimeZone, Utc};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mongodb::bson::doc;
 use oleg_bus::{QueueName, Source, Subscription};
 use oleg_messages::*;
 use oleg_store::VoteRecord;
+use oleg_testkit::in_process::InProcess;
 use oleg_testkit::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -41,16 +42,35 @@ impl Services {
         Self(base)
     }
 
+    /// The worker as a process, for the tests that kill it or read its log.
     fn spawn_worker(&self, extra: &[(&str, &str)], log: &str) -> WorkerProcess {
-        let mut settings = vec![("OLEG__INGEST__STORE_PROBE_MS", "200")];
-        settings.extend_from_slice(extra);
-        self.spawn(BINARY, "OLEG__INGEST__METRICS_ADDR", log, &settings)
+        self.spawn(
+            BINARY,
+            "OLEG__INGEST__METRICS_ADDR",
+            log,
+            &Self::settings(extra),
+        )
     }
 
+    /// The worker in-process, for the rest.
+    async fn start_worker(&self, extra: &[(&str, &str)]) -> InProcess {
+        self.start_in_process::<oleg_ingest::App>(&Self::settings(extra))
+            .await
+    }
+
+    fn settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut settings = vec![("OLEG__INGEST__STORE_PROBE_MS", "200")];
+        settings.extend_from_slice(extra);
+        settings
+    }
+
+    /// Publishes with 64 confirms outstanding, as a busy bot does: any order must end the same.
     async fn publish_all(&self, votes: &[Vote]) {
-        for vote in votes {
-            self.bus.publish(vote).await.expect("confirmed");
-        }
+        futures::stream::iter(votes)
+            .for_each_concurrent(64, |vote| async move {
+                self.bus.publish(vote).await.expect("confirmed");
+            })
+            .await;
     }
 
     async fn stored_votes(&self) -> HashMap<(i64, i64), VoteRecord> {
@@ -242,7 +262,7 @@ async fn ten_thousand_votes_with_duplicates_and_out_of_order_revotes_are_stored_
     let services = Services::new("ingest-10k", None).await;
     let scenario = Scenario::generate(10_000, 7);
     assert_eq!(scenario.messages.len(), 10_000);
-    let worker = services.spawn_worker(&[], "worker.log");
+    let worker = services.start_worker(&[]).await;
     worker.wait_ready(Duration::from_secs(30)).await;
     services.publish_all(&scenario.messages).await;
     services
@@ -353,7 +373,7 @@ async fn invalid_messages_are_dead_lettered_with_their_reason_and_valid_ones_sto
         .publish(&UserStarted::new(UserId::new(77).unwrap(), at_ms(0)))
         .await
         .unwrap();
-    let worker = services.spawn_worker(&[], "worker.log");
+    let worker = services.start_worker(&[]).await;
     worker.wait_ready(Duration::from_secs(30)).await;
 
     let mut dead = Subscription::new(services.bus.clone(), Source::Shared(QueueName::DeadLetters));
@@ -442,7 +462,9 @@ async fn a_store_outage_holds_the_votes_and_readiness_until_it_returns() {
     let mut server = StandInServer::start("ingest-outage-store");
     let services = Services::new("ingest-outage", Some(server.uri())).await;
     let scenario = Scenario::generate(3_000, 13);
-    let worker = services.spawn_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")], "worker.log");
+    let worker = services
+        .start_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")])
+        .await;
     worker.wait_ready(Duration::from_secs(30)).await;
     let publishing = {
         let bus = services.bus.clone();
@@ -495,10 +517,16 @@ async fn a_store_outage_holds_the_votes_and_readiness_until_it_returns() {
 async fn two_competing_workers_store_every_vote_exactly_once() {
     let services = Services::new("ingest-two", None).await;
     let scenario = Scenario::generate(10_000, 17);
-    let first = services.spawn_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")], "first.log");
-    let second = services.spawn_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")], "second.log");
+    let first = services
+        .start_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")])
+        .await;
+    let second = services
+        .start_worker(&[("OLEG__INGEST__BATCH_SIZE", "100")])
+        .await;
     first.wait_ready(Duration::from_secs(30)).await;
     second.wait_ready(Duration::from_secs(30)).await;
+    let queue = services.bus.topology().queue(QueueName::Ingest);
+    wait_for_consumers(&services.amqp, &queue, 2).await;
     services.publish_all(&scenario.messages).await;
     services
         .assert_final_votes(&scenario, Duration::from_secs(120))
@@ -579,7 +607,9 @@ async fn a_vote_the_store_refuses_is_dead_lettered_after_its_attempts_and_holds_
     services.publish_all(&others[..10]).await;
     services.publish_all(std::slice::from_ref(&refused)).await;
     services.publish_all(&others[10..]).await;
-    let worker = services.spawn_worker(&[("OLEG__AMQP__MAX_ATTEMPTS", "3")], "worker.log");
+    let worker = services
+        .start_worker(&[("OLEG__AMQP__MAX_ATTEMPTS", "3")])
+        .await;
     worker.wait_ready(Duration::from_secs(30)).await;
 
     let mut dead = Subscription::new(services.bus.clone(), Source::Shared(QueueName::DeadLetters));
@@ -645,7 +675,7 @@ async fn a_vote_the_store_refuses_is_dead_lettered_after_its_attempts_and_holds_
 #[tokio::test]
 async fn a_deleted_dead_letter_queue_costs_neither_a_hot_loop_nor_the_message() {
     let services = Services::new("ingest-no-dlq", None).await;
-    let worker = services.spawn_worker(&[], "worker.log");
+    let worker = services.start_worker(&[]).await;
     worker.wait_ready(Duration::from_secs(30)).await;
     delete_queue(
         &services.amqp,

@@ -15,6 +15,47 @@ mod settings;
 pub use metrics::RankerMetrics;
 pub use settings::{RankerConfig, RankerSettings};
 
+/// `oleg-ranker`, built and ready to run.
+pub struct App {
+    ctx: WorkerContext,
+    ranker: Ranker,
+}
+
+impl Worker for App {
+    type Config = RankerConfig;
+    const NAME: &'static str = "oleg-ranker";
+    const SECTION: &'static str = "ranker";
+
+    async fn build(config: RankerConfig, stop: CancellationToken) -> anyhow::Result<Self> {
+        let ctx = WorkerContext::start(
+            Self::NAME,
+            &config.log,
+            &config.ranker.metrics_addr,
+            &[Component::Broker, Component::Store],
+            stop.clone(),
+        )
+        .await?;
+        let metrics = RankerMetrics::register(&ctx.registry)?;
+        let store = ctx
+            .connect_store(&config.mongo, Duration::from_secs(2))
+            .await?;
+        let bus = ctx.connect_bus(&config.amqp).await?;
+        let ranker = Ranker::new(bus, store, config.ranker, metrics, stop);
+        Ok(Self { ctx, ranker })
+    }
+
+    fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.ctx.metrics_addr()
+    }
+
+    async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let bus = self.ranker.inner.bus.clone();
+        self.ranker.run().await;
+        bus.close().await;
+        Ok(())
+    }
+}
+
 use chrono::Utc;
 use model::ModelSlot;
 use oleg_bus::{
@@ -25,7 +66,9 @@ use oleg_messages::{
     RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost, Rejection, ScrapedPost,
     UserId, SCHEMA_VERSION,
 };
+use oleg_runtime::{Worker, WorkerContext};
 use oleg_store::{PostKey, Store};
+use oleg_telemetry::Component;
 use pool::Pool;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};

@@ -7,11 +7,11 @@ use oleg_bus::{QueueName, RpcClient};
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_scorer::ScoringModel;
+use oleg_testkit::in_process::InProcess;
 use oleg_testkit::*;
 use std::collections::HashSet;
 use std::time::Duration;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_oleg-ranker");
 const CHANNELS: [&str; 2] = ["channel_a", "channel_b"];
 const POSTS_PER_CHANNEL: i64 = 10;
 const USERS: i64 = 20;
@@ -51,19 +51,15 @@ impl Services {
         Self { base, rpc }
     }
 
-    fn spawn_ranker(&self, extra: &[(&str, &str)]) -> WorkerProcess {
+    /// A ranker replica, in-process.
+    async fn start_ranker(&self, extra: &[(&str, &str)]) -> InProcess {
         let mut settings = vec![
             ("OLEG__RANKER__EXPLORATION_NOISE", "0"),
             ("OLEG__RANKER__REFRESH_S", "3600"),
             ("OLEG__RANKER__MODEL_CHECK_S", "3600"),
         ];
         settings.extend_from_slice(extra);
-        self.spawn(
-            BINARY,
-            "OLEG__RANKER__METRICS_ADDR",
-            "ranker.log",
-            &settings,
-        )
+        self.start_in_process::<oleg_ranker::App>(&settings).await
     }
 
     /// Publishes a model version the way the trainer does (files in chunks, a document, a
@@ -172,7 +168,7 @@ async fn wait_for_model(services: &Services, user: i64, version: u64) {
 async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
     let services = Services::new("ranker-order").await;
     let (weights, vocab) = services.publish_model(1, 11, false).await;
-    let ranker = services.spawn_ranker(&[]);
+    let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     wait_for_model(&services, 3, 1).await;
 
@@ -258,11 +254,16 @@ async fn fifty_concurrent_requests_for_one_person_never_share_a_post_across_two_
 async fn fifty_concurrent_requests_to(replicas: usize, test: &str) {
     let services = Services::new(test).await;
     services.publish_model(1, 12, false).await;
-    let rankers: Vec<WorkerProcess> = (0..replicas).map(|_| services.spawn_ranker(&[])).collect();
+    let mut rankers = Vec::new();
+    for _ in 0..replicas {
+        rankers.push(services.start_ranker(&[]).await);
+    }
     for ranker in &rankers {
         ranker.wait_ready(Duration::from_secs(30)).await;
     }
     wait_for_model(&services, 5, 1).await;
+    let queue = services.bus.topology().queue(QueueName::Recommend);
+    wait_for_consumers(&services.amqp, &queue, replicas as u32).await;
     let replies = join_all((0..50).map(|_| services.ask(5, 1))).await;
     let all: Vec<String> = replies.iter().flat_map(posts_of).collect();
     let distinct: HashSet<&String> = all.iter().collect();
@@ -288,7 +289,7 @@ async fn fifty_concurrent_requests_to(replicas: usize, test: &str) {
 async fn a_new_post_becomes_a_candidate_after_its_notice() {
     let services = Services::new("ranker-new-post").await;
     services.publish_model(1, 13, false).await;
-    let ranker = services.spawn_ranker(&[]);
+    let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     wait_for_model(&services, 6, 1).await;
     let fresh = post(1, 500);
@@ -327,7 +328,7 @@ async fn a_new_post_becomes_a_candidate_after_its_notice() {
 async fn models_swap_under_load_without_a_failed_request_and_a_corrupt_one_is_refused() {
     let services = Services::new("ranker-swap").await;
     services.publish_model(1, 14, false).await;
-    let ranker = services.spawn_ranker(&[]);
+    let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     wait_for_model(&services, 1, 1).await;
     let load = async {
@@ -413,7 +414,7 @@ async fn malformed_requests_get_error_replies_and_strangers_get_popular_posts() 
         .upsert_votes(&votes, Utc::now().timestamp_millis())
         .await
         .unwrap();
-    let ranker = services.spawn_ranker(&[]);
+    let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     for (body, code) in [
         (&b"{not json"[..], RecommendErrorCode::Malformed),
@@ -474,7 +475,9 @@ async fn a_share_of_each_reply_explores_channels_the_person_has_not_tried() {
         .upsert_votes(&[tried], Utc::now().timestamp_millis())
         .await
         .unwrap();
-    let ranker = services.spawn_ranker(&[("OLEG__RANKER__FRESH_SHARE", "0.5")]);
+    let ranker = services
+        .start_ranker(&[("OLEG__RANKER__FRESH_SHARE", "0.5")])
+        .await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     let RecommendReply::Ok { posts, .. } = services.ask(42, 4).await else {
         panic!("an error reply")
@@ -595,7 +598,7 @@ async fn deliveries_of(services: &Services, user: i64) -> u64 {
         .unwrap()
 }
 
-async fn wait_for_metric(ranker: &WorkerProcess, line: &str) {
+async fn wait_for_metric(ranker: &InProcess, line: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let (_, metrics) = ranker.get("/metrics").await.unwrap();
@@ -615,7 +618,7 @@ async fn wait_for_metric(ranker: &WorkerProcess, line: &str) {
 #[tokio::test]
 async fn a_reply_that_reaches_nobody_gives_its_posts_back() {
     let services = Services::new("ranker-unroutable").await;
-    let ranker = services.spawn_ranker(&[]);
+    let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     let requester = RawRequester::new().await;
     let now = Utc::now().timestamp_millis();
@@ -648,7 +651,7 @@ async fn a_reply_that_reaches_nobody_gives_its_posts_back() {
 async fn a_request_delivered_again_gets_the_same_posts() {
     use lapin::options::{BasicGetOptions, BasicNackOptions};
     let services = Services::new("ranker-redelivered").await;
-    let mut ranker = services.spawn_ranker(&[]);
+    let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     let mut requester = RawRequester::new().await;
     let now = Utc::now().timestamp_millis();
@@ -656,7 +659,7 @@ async fn a_request_delivered_again_gets_the_same_posts() {
         .send(&services, 8, "twice-1", None, now, None)
         .await;
     let first = requester.reply(Duration::from_secs(20)).await.unwrap();
-    assert!(ranker.terminate());
+    assert!(ranker.stop().await);
     // The same request again, taken once and handed back: now it is a redelivery.
     requester
         .send(&services, 8, "twice-1", None, now, None)
@@ -682,7 +685,7 @@ async fn a_request_delivered_again_gets_the_same_posts() {
         })
         .await
         .unwrap();
-    let ranker = services.spawn_ranker(&[]);
+    let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     let again = requester.reply(Duration::from_secs(20)).await.unwrap();
     assert_eq!(posts_of(&again), posts_of(&first));
@@ -696,7 +699,7 @@ async fn a_request_delivered_again_gets_the_same_posts() {
 #[tokio::test]
 async fn a_request_its_sender_gave_up_on_is_not_answered() {
     let services = Services::new("ranker-expired").await;
-    let ranker = services.spawn_ranker(&[]);
+    let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     let mut requester = RawRequester::new().await;
     let a_minute_ago = Utc::now().timestamp_millis() - 60_000;
@@ -718,7 +721,9 @@ async fn a_request_the_store_fails_halfway_leaves_nothing_recorded_it_did_not_re
     use oleg_testkit::fault_proxy::FaultProxy;
     let services = Services::new("ranker-halfway").await;
     let proxy = FaultProxy::start(mongodb_address()).await;
-    let ranker = services.spawn_ranker(&[("OLEG__MONGO__URI", &proxy.uri())]);
+    let ranker = services
+        .start_ranker(&[("OLEG__MONGO__URI", &proxy.uri())])
+        .await;
     ranker.wait_ready(Duration::from_secs(30)).await;
     proxy.fail_nth(&[b"insert\0", b"deliveries\0"], 1);
     let reply = services.ask(11, 2).await;

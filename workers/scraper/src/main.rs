@@ -59,54 +59,5 @@ fn main() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn serve() -> anyhow::Result<()> {
-    use oleg_runtime::{shutdown_on_signals, WorkerContext};
-    use oleg_scraper::fetch::{Fetcher, RetryAfter};
-    use oleg_scraper::worker::{Scraper, ScraperMetrics};
-    use oleg_scraper::ScraperConfig;
-    use oleg_telemetry::Component;
-    use std::time::Duration;
-
-    let mut sources = oleg_settings::Sources::from_process();
-    sources.list_keys.push("scraper.channels");
-    let config: ScraperConfig =
-        oleg_settings::load(&sources).context("oleg-scraper configuration")?;
-    let shutdown = shutdown_on_signals()?;
-    let ctx = WorkerContext::start(
-        "oleg-scraper",
-        &config.log,
-        &config.scraper.metrics_addr,
-        &[Component::Broker, Component::Store],
-        shutdown.clone(),
-    )
-    .await?;
-    let metrics = ScraperMetrics::register(&ctx.registry)?;
-    let store = ctx
-        .connect_store(&config.mongo, Duration::from_secs(2))
-        .await?;
-    let bus = ctx.connect_bus(&config.amqp).await?;
-    let s = &config.scraper;
-    let fetcher = Fetcher::new(
-        &s.base_url,
-        Duration::from_millis(s.request_interval_ms),
-        Duration::from_millis(s.request_timeout_ms),
-        s.max_body_bytes,
-        RetryAfter {
-            default: Duration::from_secs(s.retry_after_default_s),
-            max: Duration::from_secs(s.retry_after_max_s),
-        },
-    )?;
-    tracing::info!(base_url = %s.base_url, "scraping");
-    Scraper {
-        bus: bus.clone(),
-        store,
-        settings: config.scraper.clone(),
-        metrics,
-        fetcher,
-        shutdown,
-    }
-    .run()
-    .await?;
-    bus.close().await;
-    tracing::info!("stopped");
-    Ok(())
+    oleg_runtime::main_of::<oleg_scraper::App>().await
 }

@@ -24,7 +24,7 @@ use oleg_messages::{
     SCHEMA_VERSION,
 };
 use oleg_model::{Evaluation, Network};
-use oleg_runtime::{shutdown_on_signals, WorkerContext};
+use oleg_runtime::{Worker, WorkerContext};
 use oleg_store::{as_i64, LeaseClaim, Store, VoteRecord, TRAINING_LEASE};
 use oleg_telemetry::Component;
 use std::collections::HashMap;
@@ -34,81 +34,81 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// `oleg-trainer serve`, or with `one_full_cycle` (`oleg-trainer retrain`) a single full cycle.
-pub fn main(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> {
-    tch::set_num_threads(config.trainer.threads);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?
-        .block_on(run(config, one_full_cycle))
+/// `oleg-trainer serve`, built and ready to run.
+pub struct App {
+    ctx: WorkerContext,
+    trainer: Trainer,
 }
 
-async fn run(config: TrainerConfig, one_full_cycle: bool) -> anyhow::Result<()> {
-    let shutdown = shutdown_on_signals()?;
-    let ctx = WorkerContext::start(
-        "oleg-trainer",
-        &config.log,
-        &config.trainer.metrics_addr,
-        &[Component::Broker, Component::Store],
-        shutdown.clone(),
-    )
-    .await?;
-    let metrics = TrainerMetrics::register(&ctx.registry)?;
-    let store = ctx
-        .connect_store(&config.mongo, Duration::from_secs(2))
+impl Worker for App {
+    type Config = TrainerConfig;
+    const NAME: &'static str = "oleg-trainer";
+    const SECTION: &'static str = "trainer";
+
+    async fn build(config: TrainerConfig, stop: CancellationToken) -> anyhow::Result<Self> {
+        tch::set_num_threads(config.trainer.threads);
+        let ctx = WorkerContext::start(
+            Self::NAME,
+            &config.log,
+            &config.trainer.metrics_addr,
+            &[Component::Broker, Component::Store],
+            stop.clone(),
+        )
         .await?;
-    let bus = ctx.connect_bus(&config.amqp).await?;
-    let mut trainer = Trainer::start(
-        store,
-        bus.clone(),
-        config.trainer,
-        metrics,
-        shutdown.clone(),
-    )
-    .await?;
-    if one_full_cycle {
-        trainer.cycle(CycleKind::Full).await?;
-        bus.close().await;
-        return Ok(());
+        let metrics = TrainerMetrics::register(&ctx.registry)?;
+        let store = ctx
+            .connect_store(&config.mongo, Duration::from_secs(2))
+            .await?;
+        let bus = ctx.connect_bus(&config.amqp).await?;
+        let trainer = Trainer::start(store, bus, config.trainer, metrics, stop).await?;
+        Ok(Self { ctx, trainer })
     }
-    let mut notices = Subscription::new(bus.clone(), Source::Shared(QueueName::Trainer));
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            incoming = notices.next() => {
-                let Some(incoming) = incoming else { break };
-                let _span = incoming.span().entered();
-                let outcome = match incoming.decode::<VotesIngested>(bus.settings().max_message_bytes) {
-                    Ok(notice) => {
-                        tracing::info!(new_votes = notice.new_votes, changed_votes = notice.changed_votes, "votes announced");
-                        trainer.note(&notice, incoming.trace_id());
-                        Outcome::Done
-                    }
-                    Err(rejection) => Outcome::Refused(rejection),
-                };
-                incoming.settle(outcome).await;
-            }
-            _ = tick.tick() => {
-                if let Some(kind) = trainer.due() {
-                    if let Err(error) = trainer.cycle(kind).await {
-                        let error = format!("{error:#}");
-                        if trainer.shutdown.is_cancelled() {
-                            // Stopping: the cycle was cut short on purpose.
-                            tracing::info!(%error, kind = kind.as_str(), "training cycle stopped for shutdown");
-                            trainer.metrics.cycles.with_label_values(&[kind.as_str(), "stopped"]).inc();
-                        } else {
-                            tracing::error!(%error, kind = kind.as_str(), "training cycle failed");
-                            trainer.metrics.cycles.with_label_values(&[kind.as_str(), "failed"]).inc();
+
+    fn metrics_addr(&self) -> std::net::SocketAddr {
+        self.ctx.metrics_addr()
+    }
+
+    /// Counts the votes announced and trains when a cycle is due, until stopped.
+    async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let mut trainer = self.trainer;
+        let bus = trainer.bus.clone();
+        let max_bytes = bus.settings().max_message_bytes;
+        let mut notices = Subscription::new(bus.clone(), Source::Shared(QueueName::Trainer));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                incoming = notices.next() => {
+                    let Some(incoming) = incoming else { break };
+                    let span = incoming.span();
+                    let outcome = match incoming.decode::<VotesIngested>(max_bytes) {
+                        Ok(notice) => {
+                            span.in_scope(|| tracing::info!(new_votes = notice.new_votes, changed_votes = notice.changed_votes, "votes announced"));
+                            trainer.note(&notice, incoming.trace_id());
+                            Outcome::Done
                         }
+                        Err(rejection) => Outcome::Refused(rejection),
+                    };
+                    incoming.settle(outcome).instrument(span).await;
+                }
+                _ = tick.tick() => {
+                    if let Some(kind) = trainer.due() {
+                        trainer.cycle_and_report(kind).await;
                     }
                 }
             }
         }
+        bus.close().await;
+        Ok(())
     }
-    bus.close().await;
-    tracing::info!("stopped");
-    Ok(())
+}
+
+impl App {
+    /// `oleg-trainer retrain`: one full cycle, then stop.
+    pub async fn retrain(mut self) -> anyhow::Result<()> {
+        let result = self.trainer.cycle(CycleKind::Full).await;
+        self.trainer.bus.close().await;
+        result
+    }
 }
 
 /// The live model as this trainer holds it.
@@ -235,6 +235,26 @@ impl Trainer {
                 CycleKind::Incremental
             },
         )
+    }
+
+    /// Runs a cycle; a failure is logged and counted (a cycle cut short by a stop is not one).
+    async fn cycle_and_report(&mut self, kind: CycleKind) {
+        if let Err(error) = self.cycle(kind).await {
+            let error = format!("{error:#}");
+            if self.shutdown.is_cancelled() {
+                tracing::info!(%error, kind = kind.as_str(), "training cycle stopped for shutdown");
+                self.metrics
+                    .cycles
+                    .with_label_values(&[kind.as_str(), "stopped"])
+                    .inc();
+            } else {
+                tracing::error!(%error, kind = kind.as_str(), "training cycle failed");
+                self.metrics
+                    .cycles
+                    .with_label_values(&[kind.as_str(), "failed"])
+                    .inc();
+            }
+        }
     }
 
     /// Runs one cycle under the lease, in a span of its own whose start lists the traces of the
