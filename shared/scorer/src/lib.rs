@@ -167,14 +167,21 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-impl ScoringModel {
-    /// Builds a model from the trainer's two files.
-    pub fn load(weights: &[u8], vocab: &[u8]) -> Result<Self, ScorerError> {
+/// The trainer's two files, read: the weights, the vocabulary, and each post row's channel row.
+struct Files<'a> {
+    tensors: Tensors<'a>,
+    metadata: BTreeMap<String, String>,
+    vocab: VocabFile,
+    post_channels: Vec<usize>,
+}
+
+impl<'a> Files<'a> {
+    fn read(weights: &'a [u8], vocab: &[u8]) -> Result<Self, ScorerError> {
         let vocab: VocabFile =
             serde_json::from_slice(vocab).map_err(|e| ScorerError::Vocab(e.to_string()))?;
         let (_, header) = safetensors::SafeTensors::read_metadata(weights)
             .map_err(|e| ScorerError::Weights(e.to_string()))?;
-        let metadata: BTreeMap<String, String> = header
+        let metadata = header
             .metadata()
             .clone()
             .unwrap_or_default()
@@ -184,135 +191,170 @@ impl ScoringModel {
             safetensors::SafeTensors::deserialize(weights)
                 .map_err(|e| ScorerError::Weights(e.to_string()))?,
         );
-        let output_scale: f32 = metadata
-            .get("output_scale")
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| ScorerError::Weights("metadata output_scale missing".into()))?;
         let channels = vocab.channels.len();
-        let post_channels: Vec<usize> = vocab
+        let post_channels = vocab
             .posts
             .iter()
             .map(|(c, _)| usize::try_from(*c).ok().filter(|c| *c < channels))
             .collect::<Option<_>>()
             .ok_or_else(|| ScorerError::Vocab("a post names a channel row out of range".into()))?;
-        let check_rows = |name: &str, shape: &[usize], rows: usize| {
-            if shape[0] == rows {
-                Ok(())
-            } else {
-                Err(ScorerError::Vocab(format!(
-                    "{name} has {} rows for {rows} ids",
-                    shape[0]
-                )))
-            }
+        Ok(Self {
+            tensors,
+            metadata,
+            vocab,
+            post_channels,
+        })
+    }
+
+    /// An embedding must have one row per id of its vocabulary.
+    fn check_rows(&self, name: &str, shape: &[usize], rows: usize) -> Result<(), ScorerError> {
+        if shape[0] == rows {
+            Ok(())
+        } else {
+            Err(ScorerError::Vocab(format!(
+                "{name} has {} rows for {rows} ids",
+                shape[0]
+            )))
+        }
+    }
+}
+
+impl Network {
+    /// The channel network, with each post's part of the first layer computed ahead.
+    fn channel_mlp(files: &Files) -> Result<Self, ScorerError> {
+        let channels = files.vocab.channels.len();
+        let (us, users) = files.tensors.get("user_embedding", 2)?;
+        let (ps, posts) = files.tensors.get("post_embedding", 2)?;
+        let (cs, channel_emb) = files.tensors.get("channel_embedding", 2)?;
+        let (hs, w1) = files.tensors.get("hidden.weight", 2)?;
+        let (_, b1) = files.tensors.get("hidden.bias", 1)?;
+        let (_, w2) = files.tensors.get("output.weight", 2)?;
+        let (_, b2) = files.tensors.get("output.bias", 1)?;
+        files.check_rows("user_embedding", &us, files.vocab.users.len())?;
+        files.check_rows("post_embedding", &ps, files.vocab.posts.len())?;
+        files.check_rows("channel_embedding", &cs, channels)?;
+        let (user_dim, post_dim, channel_dim, hidden) = (us[1], ps[1], cs[1], hs[0]);
+        if hs[1] != user_dim + post_dim + channel_dim
+            || w2.len() != hidden
+            || b1.len() != hidden
+            || b2.len() != 1
+        {
+            return Err(ScorerError::Weights(
+                "layer shapes do not fit the embeddings".into(),
+            ));
+        }
+        let cols = hs[1];
+        let part = |post: &[f32], channel: &[f32]| {
+            let mut out = b1.clone();
+            mat_vec_add(&w1, cols, user_dim, post, &mut out);
+            mat_vec_add(&w1, cols, user_dim + post_dim, channel, &mut out);
+            out
         };
-        let network = match metadata.get("variant").map(String::as_str) {
-            Some("channel_mlp") => {
-                let (us, users) = tensors.get("user_embedding", 2)?;
-                let (ps, posts) = tensors.get("post_embedding", 2)?;
-                let (cs, channel_emb) = tensors.get("channel_embedding", 2)?;
-                let (hs, w1) = tensors.get("hidden.weight", 2)?;
-                let (_, b1) = tensors.get("hidden.bias", 1)?;
-                let (_, w2) = tensors.get("output.weight", 2)?;
-                let (_, b2) = tensors.get("output.bias", 1)?;
-                check_rows("user_embedding", &us, vocab.users.len())?;
-                check_rows("post_embedding", &ps, vocab.posts.len())?;
-                check_rows("channel_embedding", &cs, channels)?;
-                let (user_dim, post_dim, channel_dim, hidden) = (us[1], ps[1], cs[1], hs[0]);
-                if hs[1] != user_dim + post_dim + channel_dim
-                    || w2.len() != hidden
-                    || b1.len() != hidden
-                    || b2.len() != 1
-                {
-                    return Err(ScorerError::Weights(
-                        "layer shapes do not fit the embeddings".into(),
-                    ));
-                }
-                let cols = hs[1];
-                let part = |post: &[f32], channel: &[f32]| {
-                    let mut out = b1.clone();
-                    mat_vec_add(&w1, cols, user_dim, post, &mut out);
-                    mat_vec_add(&w1, cols, user_dim + post_dim, channel, &mut out);
-                    out
-                };
-                let post_parts: Vec<f32> = (0..vocab.posts.len())
-                    .flat_map(|row| {
-                        let c = post_channels[row];
-                        part(
-                            &posts[row * post_dim..(row + 1) * post_dim],
-                            &channel_emb[c * channel_dim..(c + 1) * channel_dim],
-                        )
-                    })
-                    .collect();
-                // A post the model has not seen starts where the trainer would start it: at the
-                // average post of its channel.
-                let average_post = column_means(&posts, vocab.posts.len(), post_dim);
-                let channel_posts =
-                    channel_means(&posts, post_dim, &post_channels, channels, &average_post);
-                let channel_parts: Vec<f32> = (0..channels)
-                    .flat_map(|c| {
-                        part(
-                            &channel_posts[c * post_dim..(c + 1) * post_dim],
-                            &channel_emb[c * channel_dim..(c + 1) * channel_dim],
-                        )
-                    })
-                    .collect();
-                let average_part = part(
-                    &average_post,
-                    &column_means(&channel_emb, channels, channel_dim),
-                );
-                let user_block: Vec<f32> = (0..hidden)
-                    .flat_map(|r| w1[r * cols..r * cols + user_dim].to_vec())
-                    .collect();
-                Network::Channel {
-                    user_dim,
-                    hidden,
-                    users,
-                    user_block,
-                    post_parts,
-                    channel_parts,
-                    average_part,
-                    output: w2,
-                    output_bias: b2[0],
-                }
-            }
-            Some("dot") => {
-                let (us, users) = tensors.get("user_embedding", 2)?;
-                let (ps, posts) = tensors.get("post_embedding", 2)?;
-                let (_, user_bias) = tensors.get("user_bias", 2)?;
-                let (_, post_bias) = tensors.get("post_bias", 2)?;
-                let (_, global) = tensors.get("global_bias", 1)?;
-                check_rows("user_embedding", &us, vocab.users.len())?;
-                check_rows("post_embedding", &ps, vocab.posts.len())?;
-                let dim = us[1];
-                let average_post = column_means(&posts, vocab.posts.len(), dim);
-                let average_post_bias = column_means(&post_bias, vocab.posts.len(), 1)[0];
-                Network::Dot {
-                    dim,
-                    channel_average: channel_means(
-                        &posts,
-                        dim,
-                        &post_channels,
-                        channels,
-                        &average_post,
-                    ),
-                    channel_average_bias: channel_means(
-                        &post_bias,
-                        1,
-                        &post_channels,
-                        channels,
-                        &[average_post_bias],
-                    ),
-                    average_post,
-                    average_post_bias,
-                    users,
-                    user_bias,
-                    posts,
-                    post_bias,
-                    global_bias: global[0],
-                }
-            }
+        let post_parts: Vec<f32> = (0..files.vocab.posts.len())
+            .flat_map(|row| {
+                let c = files.post_channels[row];
+                part(
+                    &posts[row * post_dim..(row + 1) * post_dim],
+                    &channel_emb[c * channel_dim..(c + 1) * channel_dim],
+                )
+            })
+            .collect();
+        // A post the model has not seen starts where the trainer would start it: at the
+        // average post of its channel.
+        let average_post = column_means(&posts, files.vocab.posts.len(), post_dim);
+        let channel_posts = channel_means(
+            &posts,
+            post_dim,
+            &files.post_channels,
+            channels,
+            &average_post,
+        );
+        let channel_parts: Vec<f32> = (0..channels)
+            .flat_map(|c| {
+                part(
+                    &channel_posts[c * post_dim..(c + 1) * post_dim],
+                    &channel_emb[c * channel_dim..(c + 1) * channel_dim],
+                )
+            })
+            .collect();
+        let average_part = part(
+            &average_post,
+            &column_means(&channel_emb, channels, channel_dim),
+        );
+        let user_block: Vec<f32> = (0..hidden)
+            .flat_map(|r| w1[r * cols..r * cols + user_dim].to_vec())
+            .collect();
+        Ok(Network::Channel {
+            user_dim,
+            hidden,
+            users,
+            user_block,
+            post_parts,
+            channel_parts,
+            average_part,
+            output: w2,
+            output_bias: b2[0],
+        })
+    }
+
+    fn dot(files: &Files) -> Result<Self, ScorerError> {
+        let channels = files.vocab.channels.len();
+        let (us, users) = files.tensors.get("user_embedding", 2)?;
+        let (ps, posts) = files.tensors.get("post_embedding", 2)?;
+        let (_, user_bias) = files.tensors.get("user_bias", 2)?;
+        let (_, post_bias) = files.tensors.get("post_bias", 2)?;
+        let (_, global) = files.tensors.get("global_bias", 1)?;
+        files.check_rows("user_embedding", &us, files.vocab.users.len())?;
+        files.check_rows("post_embedding", &ps, files.vocab.posts.len())?;
+        let dim = us[1];
+        let average_post = column_means(&posts, files.vocab.posts.len(), dim);
+        let average_post_bias = column_means(&post_bias, files.vocab.posts.len(), 1)[0];
+        Ok(Network::Dot {
+            dim,
+            channel_average: channel_means(
+                &posts,
+                dim,
+                &files.post_channels,
+                channels,
+                &average_post,
+            ),
+            channel_average_bias: channel_means(
+                &post_bias,
+                1,
+                &files.post_channels,
+                channels,
+                &[average_post_bias],
+            ),
+            average_post,
+            average_post_bias,
+            users,
+            user_bias,
+            posts,
+            post_bias,
+            global_bias: global[0],
+        })
+    }
+}
+
+impl ScoringModel {
+    /// Builds a model from the trainer's two files.
+    pub fn load(weights: &[u8], vocab: &[u8]) -> Result<Self, ScorerError> {
+        let files = Files::read(weights, vocab)?;
+        let output_scale: f32 = files
+            .metadata
+            .get("output_scale")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ScorerError::Weights("metadata output_scale missing".into()))?;
+        let network = match files.metadata.get("variant").map(String::as_str) {
+            Some("channel_mlp") => Network::channel_mlp(&files)?,
+            Some("dot") => Network::dot(&files)?,
             other => return Err(ScorerError::Weights(format!("unknown variant {other:?}"))),
         };
+        let Files {
+            vocab,
+            post_channels,
+            ..
+        } = files;
         Ok(Self {
             network,
             output_scale,

@@ -4,8 +4,9 @@
 
 use crate::callback::{Refusal, Signer};
 use crate::chats::{Chats, Recipient};
+use crate::command::Command;
 use crate::metrics::BotMetrics;
-use crate::render::{post_html, preview, vote_buttons};
+use crate::render::{post_html, preview, shows_a_vote, vote_buttons};
 use crate::settings::BotSettings;
 use crate::stopwatch::{measured, waiting};
 use crate::telegram::{send, RateLimits, SendError};
@@ -13,8 +14,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use oleg_bus::{Bus, QueueName, RpcClient};
 use oleg_messages::{
-    decode, AddChannel, ChannelName, PostRef, Reaction, RecommendReply, RecommendRequest, UserId,
-    UserStarted, Vote, SCHEMA_VERSION,
+    decode, AddChannel, PostRef, Reaction, RecommendReply, RecommendRequest, UserId, UserStarted,
+    Vote, SCHEMA_VERSION,
 };
 use secrecy::ExposeSecret;
 use std::future::IntoFuture;
@@ -182,18 +183,9 @@ impl BotApp {
         self.metrics.updates.with_label_values(&["command"]).inc();
         let chat = message.chat.id;
         let user = UserId::new(from.id.0 as i64)?;
-        let mut words = text.split_whitespace();
-        // "/start@oleg_bot" in groups: the command without the bot's name.
-        let command = words
-            .next()
-            .unwrap_or_default()
-            .split('@')
-            .next()
-            .unwrap_or_default();
-        let argument = words.next();
         let is_admin = self.settings.admin_ids.contains(&user.get());
-        match command {
-            "/start" => {
+        match Command::parse(text, is_admin) {
+            Command::Start => {
                 waiting(
                     self.chats
                         .started(user.get(), chat.0, Utc::now().timestamp_millis()),
@@ -205,10 +197,10 @@ impl BotApp {
                 self.notice(chat, ONBOARDING, "onboarding").await;
                 self.send_next(user, chat, Occasion::Asked).await;
             }
-            "/send_new" => {
+            Command::SendNew => {
                 self.send_next(user, chat, Occasion::Asked).await;
             }
-            "/stop" => {
+            Command::Stop => {
                 waiting(self.chats.pause(user.get())).await?;
                 self.notice(
                     chat,
@@ -217,34 +209,27 @@ impl BotApp {
                 )
                 .await;
             }
-            "/add_channel" if is_admin => {
-                let reply = match argument.map(ChannelName::parse) {
-                    Some(Ok(channel)) => {
-                        waiting(self.bus.publish(&AddChannel {
-                            schema_version: SCHEMA_VERSION,
-                            channel: channel.clone(),
-                            requested_by: Some(user),
-                            requested_at: Utc::now(),
-                        }))
-                        .await?;
-                        format!("Asked the scraper to follow @{channel}.")
-                    }
-                    Some(Err(error)) => format!("Not a channel name: {error}"),
-                    None => "Usage: /add_channel <channel username>".to_owned(),
-                };
+            Command::AddChannel(channel) => {
+                waiting(self.bus.publish(&AddChannel {
+                    schema_version: SCHEMA_VERSION,
+                    channel: channel.clone(),
+                    requested_by: Some(user),
+                    requested_at: Utc::now(),
+                }))
+                .await?;
+                let reply = format!("Asked the scraper to follow @{channel}.");
                 self.notice(chat, &reply, "notice").await;
             }
-            "/status" if is_admin => {
+            Command::AddChannelUsage(reply) => self.notice(chat, &reply, "notice").await,
+            Command::Status => {
                 let status = self.status().await;
                 self.notice(chat, &status, "notice").await;
             }
-            "/add_channel" | "/status" => {
+            Command::AdminOnly => {
                 self.notice(chat, "This command is for admins.", "notice")
                     .await;
             }
-            _ => {
-                self.notice(chat, HELP, "notice").await;
-            }
+            Command::Help => self.notice(chat, HELP, "notice").await,
         }
         Ok(())
     }
@@ -301,13 +286,7 @@ impl BotApp {
             }
             return Ok(());
         }
-        let first_vote = !message.reply_markup().is_some_and(|markup| {
-            markup
-                .inline_keyboard
-                .iter()
-                .flatten()
-                .any(|button| button.text.ends_with('✓'))
-        });
+        let first_vote = !shows_a_vote(message.reply_markup());
         let buttons = self.buttons(user, &press.post, Some(press.reaction), today);
         let (chat, id) = (message.chat.id, message.id);
         let edited = self

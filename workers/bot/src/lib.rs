@@ -6,6 +6,7 @@
 pub mod app;
 pub mod callback;
 pub mod chats;
+pub mod command;
 pub mod dispatch;
 pub mod flood;
 pub mod inbox;

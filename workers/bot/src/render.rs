@@ -44,6 +44,9 @@ pub fn preview(post: &PostRef) -> LinkPreviewOptions {
     }
 }
 
+/// The mark on the button a person chose.
+const CHOSEN: &str = " ✓";
+
 /// The 👍 / 👎 row; `chosen` is marked once the person voted.
 pub fn vote_buttons(
     like_data: String,
@@ -52,7 +55,7 @@ pub fn vote_buttons(
 ) -> InlineKeyboardMarkup {
     let label = |emoji: &str, reaction: Reaction| {
         if chosen == Some(reaction) {
-            format!("{emoji} ✓")
+            format!("{emoji}{CHOSEN}")
         } else {
             emoji.to_owned()
         }
@@ -61,6 +64,18 @@ pub fn vote_buttons(
         InlineKeyboardButton::callback(label(LIKE, Reaction::Like), like_data),
         InlineKeyboardButton::callback(label(DISLIKE, Reaction::Dislike), dislike_data),
     ]])
+}
+
+/// Whether a post's buttons already show a vote: pressing again changes that vote rather than
+/// asking for another post.
+pub fn shows_a_vote(markup: Option<&InlineKeyboardMarkup>) -> bool {
+    markup.is_some_and(|markup| {
+        markup
+            .inline_keyboard
+            .iter()
+            .flatten()
+            .any(|button| button.text.ends_with(CHOSEN))
+    })
 }
 
 /// Escapes text for Telegram's HTML parse mode (only `<`, `>` and `&` are special).
@@ -109,5 +124,12 @@ mod tests {
         let markup = vote_buttons("l".into(), "d".into(), Some(Reaction::Dislike));
         let row = &markup.inline_keyboard[0];
         assert_eq!((row[0].text.as_str(), row[1].text.as_str()), ("👍", "👎 ✓"));
+        assert!(shows_a_vote(Some(&markup)));
+        assert!(!shows_a_vote(Some(&vote_buttons(
+            "l".into(),
+            "d".into(),
+            None
+        ))));
+        assert!(!shows_a_vote(None));
     }
 }

@@ -1,6 +1,7 @@
 //! `oleg-scraper`: reads public channels' web preview pages (`<base>/s/<channel>`) into posts,
 //! incrementally and politely, stores them, and announces the new ones.
 
+pub mod crawl;
 pub mod fetch;
 pub mod parse;
 mod settings;

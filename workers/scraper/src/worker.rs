@@ -1,13 +1,14 @@
 //! The scraping loop: polls due channels, follows `?before=` pages back to known posts (or to a
 //! depth on first sight), stores posts idempotently, then announces the new ones.
 
+use crate::crawl::{next_poll, page_owner, sort_by_owner, Owner, PagePlan, Polled};
 use crate::fetch::{FetchError, Fetched, Fetcher};
 use crate::parse::{parse_page, ParsedPage, ParsedPost};
 use crate::ScraperSettings;
 use chrono::Utc;
 use oleg_bus::{consume, Bus, Outcome, QueueName, Source};
 use oleg_messages::{AddChannel, ChannelName, PostId, ScrapedPost, SCHEMA_VERSION};
-use oleg_store::{ChannelPoll, ChannelRecord, ChannelStatus, Store};
+use oleg_store::{ChannelRecord, Store};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use rand::Rng;
 use std::time::Duration;
@@ -73,18 +74,6 @@ pub struct Scraper {
     pub shutdown: CancellationToken,
 }
 
-enum Polled {
-    Scraped {
-        newest: Option<i64>,
-        header: crate::parse::ChannelHeader,
-        /// Another username the channel's posts carry.
-        alias: Option<String>,
-    },
-    Missing,
-    RateLimited(Duration),
-    Failed(String),
-}
-
 impl Scraper {
     pub async fn run(self) -> anyhow::Result<()> {
         let now = Utc::now().timestamp_millis();
@@ -122,65 +111,20 @@ impl Scraper {
     }
 
     async fn poll(&self, channel: &ChannelRecord) {
-        let outcome = self.crawl(channel).await;
-        let now = Utc::now().timestamp_millis();
-        let s = &self.settings;
-        let poll = match outcome {
-            Polled::Scraped {
-                newest,
-                header,
-                alias,
-            } => {
-                let jitter = rand::rng().random_range(-s.poll_jitter..=s.poll_jitter);
-                ChannelPoll {
-                    status: ChannelStatus::Active,
-                    newest_post_id: newest,
-                    title: header.title,
-                    alias,
-                    subscribers: header
-                        .subscribers
-                        .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
-                    failures: 0,
-                    next_poll_ms: now + (s.poll_interval_s as f64 * 1000.0 * (1.0 + jitter)) as i64,
-                }
-            }
+        let polled = self.crawl(channel).await;
+        match &polled {
             Polled::Missing => {
                 tracing::info!(channel = %channel.name, "channel does not exist or is private; retrying rarely");
-                ChannelPoll {
-                    status: ChannelStatus::Missing,
-                    newest_post_id: None,
-                    title: None,
-                    alias: None,
-                    subscribers: None,
-                    failures: 0,
-                    next_poll_ms: now + (s.missing_retry_s * 1000) as i64,
-                }
             }
-            Polled::RateLimited(wait) => ChannelPoll {
-                status: ChannelStatus::Active,
-                newest_post_id: None,
-                title: None,
-                alias: None,
-                subscribers: None,
-                failures: channel.failures,
-                next_poll_ms: now + wait.as_millis() as i64,
-            },
             Polled::Failed(problem) => {
-                let failures = channel.failures + 1;
-                let backoff =
-                    (s.backoff_min_s.saturating_mul(1 << failures.min(20))).min(s.backoff_max_s);
-                tracing::warn!(channel = %channel.name, %problem, failures, backoff_s = backoff, "poll failed");
-                ChannelPoll {
-                    status: ChannelStatus::Active,
-                    newest_post_id: None,
-                    title: None,
-                    alias: None,
-                    subscribers: None,
-                    failures,
-                    next_poll_ms: now + (backoff * 1000) as i64,
-                }
+                tracing::warn!(channel = %channel.name, %problem, failures = channel.failures + 1, "poll failed");
             }
-        };
+            Polled::Scraped { .. } | Polled::RateLimited(_) => {}
+        }
+        let jitter = self.settings.poll_jitter;
+        let jitter = rand::rng().random_range(-jitter..=jitter);
+        let now = Utc::now().timestamp_millis();
+        let poll = next_poll(polled, channel.failures, &self.settings, now, jitter);
         if let Err(error) = self.store.record_poll(&channel.name, &poll).await {
             tracing::warn!(%error, channel = %channel.name, "could not record the poll");
         }
@@ -241,55 +185,27 @@ impl Scraper {
                 return Polled::Missing;
             }
         };
-        let mut posts: Vec<ParsedPost> = Vec::new();
-        let mut page = first;
-        let mut pages = 1;
-        loop {
-            let reached_known = known.is_some_and(|k| page.posts.iter().any(|p| p.id <= k));
-            posts.extend(
-                page.posts
-                    .drain(..)
-                    .filter(|p| known.is_none_or(|k| p.id > k)),
-            );
-            let deep_enough = known.is_none() && pages >= self.settings.first_sight_pages;
-            let Some(before) = page.before.filter(|_| !reached_known && !deep_enough) else {
-                break;
-            };
-            if known.is_some_and(|k| before <= k + 1) {
-                break;
-            }
-            page = match self.fetch(&channel.name, Some(before)).await {
-                Ok(page) => page,
+        let mut plan = PagePlan::new(channel.newest_post_id, self.settings.first_sight_pages);
+        let mut next = plan.take(first);
+        while let Some(before) = next {
+            next = match self.fetch(&channel.name, Some(before)).await {
+                Ok(page) => plan.take(page),
                 // Keep what was read; the rest comes next time.
-                Err(_) if !posts.is_empty() => break,
+                Err(_) if plan.has_posts() => None,
                 Err(outcome) => return outcome,
             };
-            pages += 1;
         }
-        posts.sort_by_key(|p| p.id);
-        posts.dedup_by_key(|p| p.id);
         // The followed name is the one stored: an alias's posts go under it, any other
         // channel's are left out.
-        let (own, foreign): (Vec<ParsedPost>, Vec<ParsedPost>) = posts.into_iter().partition(|p| {
-            same_channel(&p.channel, &channel.name)
-                || alias
-                    .as_deref()
-                    .is_some_and(|a| same_channel(&p.channel, a))
-        });
-        if !foreign.is_empty() {
-            self.metrics
-                .mismatches
-                .with_label_values(&["unrelated"])
-                .inc_by(foreign.len() as u64);
-        }
-        let aliased = own
-            .iter()
-            .filter(|p| !same_channel(&p.channel, &channel.name))
-            .count();
-        self.metrics
-            .mismatches
+        let sorted = sort_by_owner(plan.into_posts(), &channel.name, alias.as_deref());
+        let mismatches = &self.metrics.mismatches;
+        mismatches
+            .with_label_values(&["unrelated"])
+            .inc_by(sorted.unrelated as u64);
+        mismatches
             .with_label_values(&["alias"])
-            .inc_by(aliased as u64);
+            .inc_by(sorted.aliased as u64);
+        let own = sorted.own;
         let scraped: Vec<ScrapedPost> = own
             .iter()
             .filter_map(|post| to_message(post, &channel.name))
@@ -325,50 +241,6 @@ impl Scraper {
             }
             Err(error) => Polled::Failed(format!("store: {error}")),
         }
-    }
-}
-
-/// Whose page a channel page is.
-#[derive(Debug, PartialEq)]
-enum Owner {
-    /// The followed channel's; its posts may carry another of its usernames (`alias`).
-    Followed { alias: Option<String> },
-    /// Another channel's (a rename, or a redirect to another channel's page).
-    Unrelated(String),
-}
-
-/// Usernames are case-insensitive.
-fn same_channel(a: &str, b: &str) -> bool {
-    a.eq_ignore_ascii_case(b)
-}
-
-/// The page is the followed channel's if its posts carry the followed name, or if its header
-/// names the followed channel (then the name its posts carry is an alias of the same channel).
-fn page_owner(followed: &str, page: &ParsedPage) -> Owner {
-    let claimed = page
-        .posts
-        .iter()
-        .map(|p| p.channel.as_str())
-        .find(|c| !same_channel(c, followed));
-    let header_is_followed = page
-        .header
-        .username
-        .as_deref()
-        .is_some_and(|u| same_channel(u, followed));
-    match claimed {
-        None => Owner::Followed { alias: None },
-        Some(other) if header_is_followed => Owner::Followed {
-            alias: Some(other.to_owned()),
-        },
-        Some(_)
-            if page
-                .posts
-                .iter()
-                .any(|p| same_channel(&p.channel, followed)) =>
-        {
-            Owner::Followed { alias: None }
-        }
-        Some(other) => Owner::Unrelated(other.to_owned()),
     }
 }
 

@@ -2,13 +2,14 @@
 //! with the live model on the same holdout, publish or reject.
 
 use crate::dataset::{Columns, Vocabularies};
+use crate::settings::TrainerSettings;
 use oleg_model::{
     evaluate_predictions, labels_of, predict, train_epoch, Evaluation, ModelConfig, Network,
     Optimizer, Sizes, Votes,
 };
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +18,37 @@ pub enum CycleKind {
     Full,
     /// The live model, a few more epochs on the new votes plus a sample of older ones.
     Incremental,
+}
+
+/// Where the trainer stands between cycles.
+#[derive(Debug, Clone, Copy)]
+pub struct Standing {
+    /// Votes announced since the last cycle.
+    pub pending_votes: u64,
+    /// Time since the last cycle ended; `None` before the first.
+    pub since_last_cycle: Option<Duration>,
+    /// A model is live (an incremental cycle has something to start from).
+    pub has_live: bool,
+    pub incrementals_since_full: u64,
+}
+
+/// Whether a cycle is due, and which: none before `min_new_votes` announced votes and
+/// `min_interval_s` since the last cycle; a full one when no model is live, and as every
+/// `full_every`-th cycle; incremental otherwise.
+pub fn due(settings: &TrainerSettings, standing: Standing) -> Option<CycleKind> {
+    let waited = standing
+        .since_last_cycle
+        .is_none_or(|t| t >= Duration::from_secs(settings.min_interval_s));
+    if standing.pending_votes < settings.min_new_votes || !waited {
+        return None;
+    }
+    Some(
+        if !standing.has_live || standing.incrementals_since_full + 1 >= settings.full_every {
+            CycleKind::Full
+        } else {
+            CycleKind::Incremental
+        },
+    )
 }
 
 impl CycleKind {
@@ -171,5 +203,105 @@ pub fn accept(figures: &CycleFigures, max_auc_drop: f64) -> bool {
         None => figures.candidate.auc.is_finite() || figures.candidate.count == 0,
         Some(live) if !live.auc.is_finite() => true,
         Some(live) => figures.candidate.auc >= live.auc - max_auc_drop,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> TrainerSettings {
+        let config: crate::settings::TrainerConfig = oleg_settings::load(
+            &oleg_settings::Sources::for_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config")),
+        )
+        .expect("the repository's configuration");
+        let mut settings = config.trainer;
+        settings.min_new_votes = 100;
+        settings.min_interval_s = 60;
+        settings.full_every = 3;
+        settings
+    }
+
+    fn standing(
+        pending_votes: u64,
+        since_s: Option<u64>,
+        has_live: bool,
+        incrementals: u64,
+    ) -> Standing {
+        Standing {
+            pending_votes,
+            since_last_cycle: since_s.map(Duration::from_secs),
+            has_live,
+            incrementals_since_full: incrementals,
+        }
+    }
+
+    #[test]
+    fn a_cycle_waits_for_enough_votes_and_the_interval() {
+        let s = settings();
+        assert_eq!(due(&s, standing(99, None, false, 0)), None);
+        assert_eq!(
+            due(&s, standing(100, None, false, 0)),
+            Some(CycleKind::Full)
+        );
+        assert_eq!(due(&s, standing(5_000, Some(59), true, 0)), None);
+        assert_eq!(
+            due(&s, standing(100, Some(60), true, 0)),
+            Some(CycleKind::Incremental)
+        );
+    }
+
+    #[test]
+    fn every_full_every_th_cycle_and_any_without_a_live_model_is_full() {
+        let s = settings();
+        let kinds: Vec<_> = (0..3)
+            .map(|incrementals| due(&s, standing(100, Some(60), true, incrementals)))
+            .collect();
+        use CycleKind::*;
+        assert_eq!(
+            kinds,
+            vec![Some(Incremental), Some(Incremental), Some(Full)]
+        );
+        assert_eq!(due(&s, standing(100, Some(60), false, 0)), Some(Full));
+    }
+
+    fn evaluation(auc: f64, count: usize) -> Evaluation {
+        Evaluation {
+            mse: 0.2,
+            log_loss: 0.6,
+            auc,
+            count,
+        }
+    }
+
+    fn figures(candidate: Evaluation, live: Option<Evaluation>) -> CycleFigures {
+        CycleFigures {
+            epochs: 1,
+            last_epoch_loss: 0.5,
+            candidate,
+            live,
+            votes_per_second: 1.0,
+            train_votes: 10,
+        }
+    }
+
+    #[test]
+    fn a_candidate_replaces_the_live_model_unless_it_is_worse_beyond_the_allowed_drop() {
+        let (live, drop) = (Some(evaluation(0.70, 100)), 0.02);
+        assert!(accept(&figures(evaluation(0.69, 100), live), drop));
+        assert!(accept(&figures(evaluation(0.75, 100), live), drop));
+        assert!(!accept(&figures(evaluation(0.67, 100), live), drop));
+        // A live model that could not be measured (one class in the holdout) does not block.
+        assert!(accept(
+            &figures(evaluation(0.5, 100), Some(evaluation(f64::NAN, 100))),
+            drop
+        ));
+    }
+
+    #[test]
+    fn a_first_model_needs_a_measurable_holdout_or_none_at_all() {
+        assert!(accept(&figures(evaluation(0.6, 100), None), 0.02));
+        assert!(accept(&figures(evaluation(f64::NAN, 0), None), 0.02));
+        assert!(!accept(&figures(evaluation(f64::NAN, 100), None), 0.02));
     }
 }

@@ -221,20 +221,13 @@ impl Trainer {
     }
 
     fn due(&self) -> Option<CycleKind> {
-        let s = &self.settings;
-        let waited = self
-            .last_cycle
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(s.min_interval_s));
-        if self.pending_votes < s.min_new_votes || !waited {
-            return None;
-        }
-        Some(
-            if self.live.is_none() || self.incrementals_since_full + 1 >= s.full_every {
-                CycleKind::Full
-            } else {
-                CycleKind::Incremental
-            },
-        )
+        let standing = cycle::Standing {
+            pending_votes: self.pending_votes,
+            since_last_cycle: self.last_cycle.map(|t| t.elapsed()),
+            has_live: self.live.is_some(),
+            incrementals_since_full: self.incrementals_since_full,
+        };
+        cycle::due(&self.settings, standing)
     }
 
     /// Runs a cycle; a failure is logged and counted (a cycle cut short by a stop is not one).
