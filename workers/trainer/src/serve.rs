@@ -557,51 +557,59 @@ impl Trainer {
         self.metrics.votes_per_second.set(figures.votes_per_second);
     }
 
-    /// Streams the cycle's votes into columns: for a full cycle every vote; for an incremental
-    /// one those the live model was not trained on (from `watermark_overlap_s` before its mark,
-    /// so a batch committed late is not missed) plus a random sample of older ones.
+    /// The cycle's votes, the ones the live model has not trained on last (the range the
+    /// holdout comes from, so that candidate and live model are compared on votes neither
+    /// trained on). A full cycle reads every vote; an incremental one the new votes and a
+    /// sample of older ones (from `watermark_overlap_s` before the live model's mark, so a batch
+    /// committed late is not missed).
     async fn read_votes(
         &self,
         vocab: &mut Vocabularies,
         kind: CycleKind,
     ) -> anyhow::Result<ReadVotes> {
         let overlap_ms = (self.settings.watermark_overlap_s * 1000) as i64;
-        let live = self
-            .live
-            .as_ref()
-            .filter(|_| kind == CycleKind::Incremental);
+        let live = self.live.as_ref();
         let since = live.map_or(i64::MIN, |l| l.read_from(overlap_ms));
-        let mut read = ReadVotes::new(overlap_ms);
+        let mut new = ReadVotes::new(overlap_ms);
+        let mut older = ReadVotes::new(overlap_ms);
+        let read_from = match kind {
+            CycleKind::Full => i64::MIN,
+            CycleKind::Incremental => since,
+        };
         let mut votes = self
             .store
-            .votes_ingested_after(since, self.settings.read_batch)
+            .votes_ingested_after(read_from, self.settings.read_batch)
             .await?;
         while let Some(vote) = votes.try_next().await? {
-            if live.is_none() || !vote.trained() {
-                read.push(vocab, &vote);
+            let trained_by_live =
+                live.is_some() && (vote.ingested_at_ms <= since || vote.trained());
+            match (trained_by_live, kind) {
+                (false, _) => new.push(vocab, &vote),
+                (true, CycleKind::Full) => older.push(vocab, &vote),
+                (true, CycleKind::Incremental) => {}
             }
             if self.shutdown.is_cancelled() {
                 anyhow::bail!("shutting down");
             }
         }
-        read.new_rows = read.columns.len();
+        new.new_rows = new.columns.len();
         let Some(live) = live else {
-            return Ok(read);
+            return Ok(new);
         };
-        let batch = live.network.config().batch_size as u64;
-        let wanted = (read.new_rows as u64 * self.settings.older_sample_factor)
-            .max(batch * self.settings.min_batches)
-            .saturating_sub(read.new_rows as u64);
-        let mut sample = self
-            .store
-            .sample_votes_until(since, wanted, self.settings.read_batch)
-            .await?;
-        // The older votes go first, so the new ones stay the range holdouts come from.
-        let mut older = ReadVotes::new(overlap_ms);
-        while let Some(vote) = sample.try_next().await? {
-            older.push(vocab, &vote);
+        if kind == CycleKind::Incremental {
+            let batch = live.network.config().batch_size as u64;
+            let wanted = (new.new_rows as u64 * self.settings.older_sample_factor)
+                .max(batch * self.settings.min_batches)
+                .saturating_sub(new.new_rows as u64);
+            let mut sample = self
+                .store
+                .sample_votes_until(since, wanted, self.settings.read_batch)
+                .await?;
+            while let Some(vote) = sample.try_next().await? {
+                older.push(vocab, &vote);
+            }
         }
-        older.append_new(read, live);
+        older.append_new(new, live);
         Ok(older)
     }
 }
@@ -652,8 +660,8 @@ impl ReadVotes {
         }
     }
 
-    /// Puts `new` (the cycle's new votes) after these sampled older ones; the watermark goes on
-    /// from `live`'s.
+    /// Puts `new` (the votes `live` has not trained on) after these older ones; the watermark
+    /// goes on from `live`'s.
     fn append_new(&mut self, new: ReadVotes, live: &Live) {
         self.columns.extend(&new.columns);
         self.voted_at_ms.extend_from_slice(&new.voted_at_ms);

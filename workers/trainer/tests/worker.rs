@@ -409,6 +409,113 @@ async fn a_batch_committed_late_is_trained_in_the_next_incremental_cycle() {
     services.finish().await;
 }
 
+/// Votes of people 1..=100, `per_person` each, on posts `first_post..` of every channel: a
+/// person likes the channels whose index has their parity. Voted at `voted_at_ms..`, stored
+/// as ingested at `ingested_at_ms`.
+async fn store_taste_votes(
+    services: &Services,
+    per_person: i64,
+    first_post: i64,
+    voted_at_ms: i64,
+    ingested_at_ms: i64,
+) -> usize {
+    let mut votes = Vec::new();
+    for user in 1..=100i64 {
+        for k in 0..per_person {
+            let channel = (user + k) % 4;
+            let post_id = first_post + (user * 7 + k) % 150 + 150 * (k / 150);
+            let liked = (user + channel) % 2 == 0;
+            votes.push(Vote::new(
+                UserId::new(user).unwrap(),
+                PostRef {
+                    channel: ChannelName::parse(CHANNELS[channel as usize]).unwrap(),
+                    post_id: PostId::new(post_id).unwrap(),
+                },
+                if liked {
+                    Reaction::Like
+                } else {
+                    Reaction::Dislike
+                },
+                Utc.timestamp_millis_opt(voted_at_ms + user * per_person + k)
+                    .unwrap(),
+            ));
+        }
+    }
+    for chunk in votes.chunks(500) {
+        services
+            .store
+            .upsert_votes(chunk, ingested_at_ms)
+            .await
+            .unwrap();
+    }
+    votes.len()
+}
+
+/// Defect (issue 16): a full cycle held out the newest votes of all, most of which the live
+/// model had trained on, so the live model's holdout figures were inflated and full
+/// retrainings of equal quality were rejected. Both are now measured on votes neither
+/// trained on.
+#[tokio::test]
+async fn a_full_retraining_as_good_as_the_live_model_is_published() {
+    let services = Services::new("trainer-fair-gate").await;
+    let stored = store_taste_votes(&services, 60, 1, 1_764_000_000_000, 1_000).await;
+    let trainer = services.spawn_trainer_with(
+        "trainer.log",
+        &[
+            ("OLEG__TRAINER__FULL_EVERY", "1"),
+            ("OLEG__TRAINER__MAX_AUC_DROP", "0.05"),
+        ],
+    );
+    let first = services
+        .wait_for_model(
+            "model 1",
+            doc! {"version": 1, "status": "published"},
+            &[&trainer],
+        )
+        .await;
+    assert_eq!(
+        as_i64(
+            first
+                .get_document("figures")
+                .unwrap()
+                .get_document("holdout")
+                .unwrap()
+                .get("votes")
+        ),
+        Some((stored as f64 * 0.2).round() as i64)
+    );
+    // The same people vote on posts they have not seen, later.
+    let new = store_taste_votes(&services, 8, 1_000, 1_765_000_000_000, 2_000).await;
+    let notice = VotesIngested {
+        schema_version: SCHEMA_VERSION,
+        new_votes: new as u64,
+        changed_votes: 0,
+        duplicate_votes: 0,
+        ingested_through: Utc.timestamp_millis_opt(2_000).unwrap(),
+    };
+    services.bus.publish(&notice).await.unwrap();
+    let second = services
+        .wait_for_model(
+            "model 2's verdict",
+            doc! {"version": 2, "status": {"$in": ["published", "rejected"]}},
+            &[&trainer],
+        )
+        .await;
+    let figures = second.get_document("figures").unwrap();
+    assert_eq!(figures.get_str("kind").unwrap(), "full");
+    let holdout = |name: &str| as_i64(figures.get_document(name).unwrap().get("votes"));
+    assert_eq!(
+        (holdout("holdout"), holdout("live_holdout")),
+        (
+            Some((new as f64 * 0.2).round() as i64),
+            Some((new as f64 * 0.2).round() as i64)
+        ),
+        "both measured on a fifth of the votes the live model never saw: {figures}"
+    );
+    assert_eq!(second.get_str("status").unwrap(), "published", "{figures}");
+    services.finish().await;
+}
+
 /// Defect: a SIGTERM during a cycle waited for the cycle to end (minutes at scale).
 #[tokio::test]
 async fn sigterm_stops_a_cycle_between_batches_and_releases_the_lease() {
