@@ -51,6 +51,9 @@ if [ -z "${AMQP_URI:-}" ]; then
   as_root rabbitmqctl -q await_startup --timeout 120 >/dev/null
   # Queue figures for Prometheus and Grafana; enabling twice is a no-op.
   as_root rabbitmq-plugins -q enable rabbitmq_prometheus >/dev/null
+  # The dead-letter queues' bound (docs/OPERATIONS.md); setting it again changes nothing.
+  as_root rabbitmqctl -q set_policy --apply-to queues oleg-dead-letters '\.dead-letters$' \
+    '{"max-length":100000,"overflow":"reject-publish"}' >/dev/null
   AMQP_URI="amqp://guest:guest@127.0.0.1:5672/%2f"
 else
   log "using the broker at AMQP_URI"

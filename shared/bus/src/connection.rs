@@ -23,6 +23,13 @@ pub enum Routed {
     NoQueue,
 }
 
+/// A queue as the broker counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueState {
+    pub ready: u32,
+    pub consumers: u32,
+}
+
 /// A handle on the broker shared by a worker's tasks: one connection, re-established on loss,
 /// with one publishing channel in confirm mode and one channel per subscription.
 #[derive(Clone)]
@@ -328,6 +335,11 @@ impl Bus {
 
     /// How many messages wait in a shared queue, ready for a consumer (for status displays).
     pub async fn queue_depth(&self, queue: crate::QueueName) -> Result<u32, BusError> {
+        Ok(self.queue_state(queue).await?.ready)
+    }
+
+    /// A shared queue's ready messages and consumers, as the broker counts them now.
+    pub async fn queue_state(&self, queue: crate::QueueName) -> Result<QueueState, BusError> {
         let (channel, _) = self.open_channel(None).await?;
         let declared = channel
             .queue_declare(
@@ -339,8 +351,12 @@ impl Bus {
                 FieldTable::default(),
             )
             .await;
-        let _ = channel.close(200, "queue depth read".into()).await;
-        Ok(declared?.message_count())
+        let _ = channel.close(200, "queue state read".into()).await;
+        let declared = declared?;
+        Ok(QueueState {
+            ready: declared.message_count(),
+            consumers: declared.consumer_count(),
+        })
     }
 
     /// Closes every channel, then the connection, after the worker finished its in-flight

@@ -183,29 +183,24 @@ impl Incoming {
 
     /// Which delivery this is, from 1. Quorum queues count earlier deliveries in `x-delivery-count`.
     pub fn attempt(&self) -> u32 {
-        let earlier = self
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-delivery-count").cloned())
-            .and_then(|v| {
-                v.as_long_long_int()
-                    .or(v.as_long_int().map(i64::from))
-                    .or(v.as_long_uint().map(i64::from))
-            })
-            .unwrap_or(0);
+        let earlier = self.header("x-delivery-count").unwrap_or(0);
         u32::try_from(earlier).unwrap_or(0).saturating_add(1)
+    }
+
+    /// How many times an operator replayed it from the dead letters.
+    pub fn replays(&self) -> u32 {
+        self.header(crate::REPLAYS_HEADER)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+    }
+
+    fn header(&self, key: &str) -> Option<i64> {
+        crate::dead_letters::header_int(self.properties.headers().as_ref()?, key)
     }
 
     /// How long the message waited since it was published (from its `x-sent-at-ms` header).
     pub fn queue_wait(&self) -> Option<Duration> {
-        let sent = self
-            .properties
-            .headers()
-            .as_ref()?
-            .inner()
-            .get(crate::SENT_AT_HEADER)?
-            .as_long_long_int()?;
+        let sent = self.header(crate::SENT_AT_HEADER)?;
         u64::try_from(crate::connection::now_ms() - sent)
             .ok()
             .map(Duration::from_millis)
@@ -252,7 +247,8 @@ impl Incoming {
             &self.routing_key,
             self.attempt(),
             &self.body,
-        );
+        )
+        .replayed(self.replays());
         tracing::warn!(queue = %self.queue, reason = letter.reason.as_str(), detail = %letter.detail, "dead-lettering a message");
         if self.bus.publish_dead_letter(&letter).await? == Routed::NoQueue {
             // Someone deleted it: declare the topology again, and keep the message, coming back

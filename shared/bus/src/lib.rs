@@ -6,12 +6,14 @@
 //!   [`Outcome`] settles each ([`Incoming::settle`]): ack once the work is durable, dead-letter
 //!   what is refused (with a reason), retry what failed, up to `amqp.max_attempts`. [`consume`]
 //!   is the whole loop for one message at a time.
+//! - [`DeadLetterQueue`] is the operator's view of the dead letters: list, replay, remove.
 //! - Connection or channel loss is survived: reconnect with capped, jittered exponential backoff,
 //!   redeclare, resume. Unacked deliveries go back to their queue on the broker, so nothing is lost.
 
 mod backoff;
 mod connection;
 mod consumer;
+mod dead_letters;
 mod handling;
 mod metrics;
 mod rpc;
@@ -19,8 +21,9 @@ mod topology;
 mod trace;
 
 pub use backoff::Backoff;
-pub use connection::{Bus, Routed};
+pub use connection::{Bus, QueueState, Routed};
 pub use consumer::{Incoming, Source, Subscription};
+pub use dead_letters::{DeadLetterQueue, HeldLetter, ReplayError, POISON_REASON, REPLAYS_HEADER};
 pub use handling::{consume, Inbound, Outcome};
 pub use rpc::{ReplyMode, RpcClient, RpcError};
 pub use topology::{QueueName, Topology, BROKER_DELIVERY_LIMIT, REASON_HEADER, SENT_AT_HEADER};

@@ -86,6 +86,13 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub failed_at: DateTime<Utc>,
     pub payload: Payload,
+    /// How many times an operator replayed the message before it failed this time.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replays: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl DeadLetter {
@@ -106,7 +113,13 @@ impl DeadLetter {
             attempts,
             failed_at: Utc::now(),
             payload: Payload::from_bytes(body),
+            replays: 0,
         }
+    }
+
+    /// The same letter, for a message an operator had replayed `replays` times.
+    pub fn replayed(self, replays: u32) -> Self {
+        Self { replays, ..self }
     }
 }
 

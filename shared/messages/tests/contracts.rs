@@ -131,7 +131,8 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
         "vote.cast",
         3,
         &[0xff, 0x00, 0x9f],
-    );
+    )
+    .replayed(2);
 
     fn value<M: Message>(m: &M) -> (MessageKind, Value) {
         (M::KIND, serde_json::from_slice(&encode(m)).unwrap())

@@ -1,9 +1,16 @@
 //! Channels the scraper follows (`channels`, `_id` = channel username).
+//!
+//! An operator pauses a channel by moving its next poll to [`NEVER`] (the scraper only asks for
+//! due channels, and a poll's outcome is recorded only while the channel is not paused, so a poll
+//! in flight cannot undo a pause) and unfollows it by deleting its record; its posts stay.
 
 use crate::{run_update, Collections, Store, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::doc;
 use serde::{Deserialize, Serialize};
+
+/// The next poll of a paused channel.
+pub const NEVER: i64 = i64::MAX;
 
 /// Where a followed channel stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +49,20 @@ pub struct ChannelRecord {
     /// Another username of the channel, which its posts carry (stored under `name`).
     #[serde(default)]
     pub alias: Option<String>,
+    #[serde(default)]
+    pub added_at_ms: Option<i64>,
+    /// When its page was last fetched.
+    #[serde(default)]
+    pub polled_at_ms: Option<i64>,
+    /// When an operator paused it.
+    #[serde(default)]
+    pub paused_at_ms: Option<i64>,
+}
+
+impl ChannelRecord {
+    pub fn paused(&self) -> bool {
+        self.next_poll_ms == NEVER
+    }
 }
 
 /// What one poll learned.
@@ -54,6 +75,8 @@ pub struct ChannelPoll {
     pub subscribers: Option<i64>,
     pub failures: i64,
     pub next_poll_ms: i64,
+    /// When the page was fetched.
+    pub polled_at_ms: i64,
 }
 
 impl Store {
@@ -83,7 +106,7 @@ impl Store {
         Ok(self
             .database()
             .collection::<ChannelRecord>(Collections::CHANNELS)
-            .find(doc! {"next_poll_ms": {"$lte": now_ms}})
+            .find(doc! {"next_poll_ms": {"$lte": now_ms.min(NEVER - 1)}})
             .sort(doc! {"next_poll_ms": 1})
             .limit(limit)
             .await?
@@ -99,9 +122,10 @@ impl Store {
             .await?)
     }
 
-    /// Records a poll's outcome. The newest post id only ever grows.
+    /// Records a poll's outcome, unless the channel was paused or unfollowed meanwhile. The
+    /// newest post id only ever grows.
     pub async fn record_poll(&self, name: &str, poll: &ChannelPoll) -> Result<(), StoreError> {
-        let mut set = doc! {"status": poll.status.as_str(), "failures": poll.failures, "next_poll_ms": poll.next_poll_ms};
+        let mut set = doc! {"status": poll.status.as_str(), "failures": poll.failures, "next_poll_ms": poll.next_poll_ms, "polled_at_ms": poll.polled_at_ms};
         if let Some(title) = &poll.title {
             set.insert("title", title);
         }
@@ -117,8 +141,53 @@ impl Store {
         }
         self.database()
             .collection::<mongodb::bson::Document>(Collections::CHANNELS)
-            .update_one(doc! {"_id": {"$eq": name}}, update)
+            .update_one(
+                doc! {"_id": {"$eq": name}, "next_poll_ms": {"$lt": NEVER}},
+                update,
+            )
             .await?;
         Ok(())
+    }
+
+    /// Every followed channel, by name.
+    pub async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        Ok(self
+            .database()
+            .collection::<ChannelRecord>(Collections::CHANNELS)
+            .find(doc! {})
+            .sort(doc! {"_id": 1})
+            .await?
+            .try_collect()
+            .await?)
+    }
+
+    /// Stops following a channel (its posts stay); `false` if it was not followed.
+    pub async fn remove_channel(&self, name: &str) -> Result<bool, StoreError> {
+        let deleted = self
+            .collections()
+            .channels
+            .delete_one(doc! {"_id": {"$eq": name}})
+            .await?;
+        Ok(deleted.deleted_count == 1)
+    }
+
+    /// Pauses polling (`paused`) or resumes it, due at `now_ms`; `false` if not followed.
+    pub async fn set_channel_paused(
+        &self,
+        name: &str,
+        paused: bool,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let update = if paused {
+            doc! {"$set": {"next_poll_ms": NEVER, "paused_at_ms": now_ms}}
+        } else {
+            doc! {"$set": {"next_poll_ms": now_ms}, "$unset": {"paused_at_ms": ""}}
+        };
+        let updated = self
+            .collections()
+            .channels
+            .update_one(doc! {"_id": {"$eq": name}}, update)
+            .await?;
+        Ok(updated.matched_count == 1)
     }
 }

@@ -21,6 +21,10 @@ impl Collections {
     pub const VOTES: &'static str = "votes";
     pub const DELIVERIES: &'static str = "deliveries";
     pub const MODELS: &'static str = "models";
+    /// The bot's record of each person's chat (written by oleg-bot).
+    pub const BOT_CHATS: &'static str = "bot_chats";
+    /// Telegram updates the bot took and has not handled yet (written by oleg-bot).
+    pub const BOT_UPDATES: &'static str = "bot_updates";
 
     pub fn new(db: &Database) -> Self {
         Self {

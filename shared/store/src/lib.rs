@@ -12,6 +12,7 @@ mod deliveries;
 mod keys;
 mod leases;
 mod models;
+mod people;
 mod posts;
 mod records;
 mod users;
@@ -25,6 +26,7 @@ pub use leases::LeaseClaim;
 pub use models::{
     as_i64, ChunkWriter, ModelFiles, ModelRecord, StoredFile, CHUNK_BYTES, TRAINING_LEASE,
 };
+pub use people::{Forgotten, PersonData};
 pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
 pub use users::{UserSighting, UserWrites};
 pub use votes::{VoteWrite, VoteWriteSummary};

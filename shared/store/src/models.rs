@@ -339,6 +339,21 @@ impl Store {
         }
     }
 
+    /// The newest `limit` versions, newest first.
+    pub async fn models(&self, limit: i64) -> Result<Vec<ModelRecord>, StoreError> {
+        use futures::TryStreamExt;
+        Ok(self
+            .collections()
+            .models
+            .clone_with_type::<ModelRecord>()
+            .find(doc! {})
+            .sort(doc! {"version": -1})
+            .limit(limit)
+            .await?
+            .try_collect()
+            .await?)
+    }
+
     pub async fn model(&self, version: ModelVersion) -> Result<Option<ModelRecord>, StoreError> {
         Ok(self
             .collections()

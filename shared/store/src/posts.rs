@@ -4,7 +4,7 @@ use crate::{run_update, Collections, PostKey, Store, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use oleg_messages::{PostRef, ScrapedPost};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 impl Store {
     /// Stores posts idempotently: new ones are inserted, known ones get the current text, views
@@ -86,6 +86,24 @@ impl Store {
             .iter()
             .filter_map(|d| d.get_str("_id").ok())
             .map(|key| PostKey::stored(key.to_owned()))
+            .collect())
+    }
+
+    /// How many posts are stored per channel.
+    pub async fn posts_per_channel(&self) -> Result<HashMap<String, u64>, StoreError> {
+        let groups: Vec<Document> = self
+            .database()
+            .collection::<Document>(Collections::POSTS)
+            .aggregate([doc! {"$group": {"_id": "$channel", "posts": {"$sum": 1}}}])
+            .await?
+            .try_collect()
+            .await?;
+        Ok(groups
+            .iter()
+            .filter_map(|g| {
+                let channel = g.get_str("_id").ok()?.to_owned();
+                Some((channel, crate::as_i64(g.get("posts"))?.max(0) as u64))
+            })
             .collect())
     }
 }

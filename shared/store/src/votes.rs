@@ -126,6 +126,17 @@ impl Store {
         Ok(self.collections().votes.find_one(doc! {}).await?.is_some())
     }
 
+    /// When the most recently stored vote was written (by the `ingested_at_ms` index).
+    pub async fn newest_vote_ingested_ms(&self) -> Result<Option<i64>, StoreError> {
+        let newest = self
+            .collections()
+            .votes
+            .find_one(doc! {})
+            .sort(doc! {"ingested_at_ms": -1})
+            .await?;
+        Ok(newest.map(|v| v.ingested_at_ms))
+    }
+
     /// Marks votes (key, revision) as trained on by a published model, unless they changed
     /// since. Only votes near a model's watermark need it: the next incremental cycle reads
     /// that window again and skips what is marked.

@@ -9,7 +9,7 @@ use mongodb::bson::{doc, Document};
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
 
-pub const COLLECTION: &str = "bot_chats";
+pub const COLLECTION: &str = oleg_store::Collections::BOT_CHATS;
 
 #[derive(Clone)]
 pub struct Chats {

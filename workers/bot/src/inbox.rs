@@ -13,7 +13,7 @@ use oleg_store::DUPLICATE_KEY;
 use std::collections::HashSet;
 use teloxide_core::types::Update;
 
-pub const COLLECTION: &str = "bot_updates";
+pub const COLLECTION: &str = oleg_store::Collections::BOT_UPDATES;
 
 #[derive(Clone)]
 pub struct Inbox {

@@ -158,6 +158,7 @@ pub fn next_poll(
         subscribers: None,
         failures,
         next_poll_ms: now_ms,
+        polled_at_ms: now_ms,
     };
     match polled {
         Polled::Scraped {

@@ -15,7 +15,7 @@ use crate::{TrainerConfig, TrainerSettings};
 use anyhow::Context;
 use chrono::Utc;
 use futures::TryStreamExt;
-use mongodb::bson::{doc, Document};
+use mongodb::bson::{doc, Bson, Document};
 use oleg_bus::{
     current_trace, in_trace, new_trace, traced, Bus, Outcome, QueueName, Source, Subscription,
 };
@@ -699,13 +699,13 @@ fn holdout_metrics(e: &Evaluation) -> HoldoutMetrics {
 }
 
 fn figures_document(figures: &CycleFigures, kind: CycleKind, trained_through_ms: i64) -> Document {
-    let evaluation = |e: &Evaluation| doc! {"auc": e.auc, "mse": e.mse, "log_loss": e.log_loss, "votes": e.count as i64};
+    let evaluation = |e: &Evaluation| doc! {"auc": figure(e.auc), "mse": figure(e.mse), "log_loss": figure(e.log_loss), "votes": e.count as i64};
     let mut document = doc! {
         "kind": kind.as_str(),
         "epochs": figures.epochs as i64,
-        "last_epoch_loss": figures.last_epoch_loss,
+        "last_epoch_loss": figure(figures.last_epoch_loss),
         "holdout": evaluation(&figures.candidate),
-        "votes_per_second": figures.votes_per_second,
+        "votes_per_second": figure(figures.votes_per_second),
         "train_votes": figures.train_votes as i64,
         "trained_through_ms": trained_through_ms,
     };
@@ -713,6 +713,16 @@ fn figures_document(figures: &CycleFigures, kind: CycleKind, trained_through_ms:
         document.insert("live_holdout", evaluation(live));
     }
     document
+}
+
+/// A figure as stored: NaN (a holdout without both likes and dislikes) and infinities as null,
+/// which every store and JSON tool reads; the stand-in refused a cycle's whole record over a NaN.
+fn figure(value: f64) -> Bson {
+    if value.is_finite() {
+        Bson::Double(value)
+    } else {
+        Bson::Null
+    }
 }
 
 fn hostname() -> String {
@@ -766,4 +776,35 @@ fn train_candidate(job: Job, mut live: Option<Live>, stop: &AtomicBool) -> anyho
     cycle::fit_to(&mut candidate, &vocab)?;
     let figures = cycle::train(&mut candidate, &data, epochs, live_evaluation, stop);
     Ok((figures.map(|f| ((candidate, vocab), f)), live))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_that_could_not_be_measured_are_stored_as_null() {
+        let unmeasured = Evaluation {
+            mse: f64::NAN,
+            log_loss: f64::INFINITY,
+            auc: f64::NAN,
+            count: 0,
+        };
+        let figures = CycleFigures {
+            epochs: 1,
+            last_epoch_loss: 0.4,
+            candidate: unmeasured,
+            live: Some(unmeasured),
+            votes_per_second: f64::INFINITY,
+            train_votes: 3,
+        };
+        let document = figures_document(&figures, CycleKind::Incremental, 0);
+        let holdout = document.get_document("holdout").unwrap();
+        assert_eq!(holdout.get("auc"), Some(&Bson::Null));
+        assert_eq!(holdout.get("log_loss"), Some(&Bson::Null));
+        assert_eq!(document.get("votes_per_second"), Some(&Bson::Null));
+        assert_eq!(document.get("last_epoch_loss"), Some(&Bson::Double(0.4)));
+        // Nothing non-finite is left for a store to refuse.
+        assert!(!format!("{document}").contains("NaN") && !format!("{document}").contains("inf"));
+    }
 }
