@@ -209,22 +209,50 @@ impl Store {
     }
 
     /// Makes `version` live, in one write that matches only while `claim` holds the training
-    /// lease by the store's clock; `false` if it no longer does (nothing changed then).
+    /// lease by the store's clock and the live pointer is still `base` (the one the cycle
+    /// started from; `None`: no pointer yet); `false` otherwise (nothing changed then): a lost
+    /// lease, or an operator's rollback during the cycle.
     pub async fn commit_live_model(
         &self,
         claim: &LeaseClaim,
         version: ModelVersion,
+        base: Option<ModelVersion>,
     ) -> Result<bool, StoreError> {
         let now_ms = self.store_time_ms().await?;
+        let mut filter = held(claim, now_ms);
+        if let Some(base) = base {
+            filter.insert("live_version", doc! {"$eq": base.as_i64()});
+        }
         let committed = self
             .database()
             .collection::<Document>(LEASES)
-            .update_one(
-                held(claim, now_ms),
-                doc! {"$set": {"live_version": version.as_i64()}},
-            )
+            .update_one(filter, doc! {"$set": {"live_version": version.as_i64()}})
             .await?;
         Ok(committed.matched_count == 1)
+    }
+
+    /// The live pointer as stored (no fallback, unlike [`Store::live_version`]).
+    pub async fn live_pointer(&self) -> Result<Option<ModelVersion>, StoreError> {
+        self.database()
+            .collection::<Document>(LEASES)
+            .find_one(doc! {"_id": {"$eq": TRAINING_LEASE}})
+            .await?
+            .and_then(|lease| as_i64(lease.get("live_version")))
+            .map(version_of)
+            .transpose()
+    }
+
+    /// Takes a version out of service (`withdrawn`); `false` unless it was published.
+    pub async fn withdraw_model(&self, version: ModelVersion) -> Result<bool, StoreError> {
+        let done = self
+            .collections()
+            .models
+            .update_one(
+                doc! {"_id": {"$eq": version.as_i64()}, "status": {"$eq": ModelStatus::Published.as_str()}},
+                doc! {"$set": {"status": ModelStatus::Withdrawn.as_str()}},
+            )
+            .await?;
+        Ok(done.matched_count == 1)
     }
 
     /// Points the live version at `version` whoever holds the lease (an operator's rollback, and
@@ -247,14 +275,8 @@ impl Store {
     /// The live version: the pointer a trainer committed, or (a store from before the pointer)
     /// the newest published version.
     pub async fn live_version(&self) -> Result<Option<ModelVersion>, StoreError> {
-        let pointer = self
-            .database()
-            .collection::<Document>(LEASES)
-            .find_one(doc! {"_id": {"$eq": TRAINING_LEASE}})
-            .await?
-            .and_then(|lease| as_i64(lease.get("live_version")));
-        if let Some(version) = pointer {
-            return Ok(Some(version_of(version)?));
+        if let Some(version) = self.live_pointer().await? {
+            return Ok(Some(version));
         }
         let newest = self
             .collections()

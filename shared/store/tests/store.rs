@@ -388,7 +388,7 @@ async fn a_model_goes_live_only_under_the_lease_that_allocated_it() {
         .finish_model(&a, first, ModelStatus::Published, doc! {})
         .await
         .unwrap();
-    assert!(store.commit_live_model(&a, first).await.unwrap());
+    assert!(store.commit_live_model(&a, first, None).await.unwrap());
     assert_eq!(store.live_version().await.unwrap(), Some(v(1)));
     // b takes the lease over (a's expired): a can no longer make anything live.
     store.release_lease(&a).await.unwrap();
@@ -397,7 +397,10 @@ async fn a_model_goes_live_only_under_the_lease_that_allocated_it() {
         .await
         .unwrap()
         .unwrap();
-    assert!(!store.commit_live_model(&a, second).await.unwrap());
+    assert!(!store
+        .commit_live_model(&a, second, Some(first))
+        .await
+        .unwrap());
     assert!(
         store
             .finish_model(&b, second, ModelStatus::Published, doc! {})
@@ -414,6 +417,20 @@ async fn a_model_goes_live_only_under_the_lease_that_allocated_it() {
     // An operator's rollback points it anywhere.
     store.set_live_model(v(2)).await.unwrap();
     assert_eq!(store.live_version().await.unwrap(), Some(v(2)));
+    // A cycle that started from version 1 cannot undo the rollback; one built on 2 commits.
+    let third = v(3);
+    assert!(!store
+        .commit_live_model(&b, third, Some(v(1)))
+        .await
+        .unwrap());
+    assert_eq!(store.live_pointer().await.unwrap(), Some(v(2)));
+    assert!(store
+        .commit_live_model(&b, third, Some(v(2)))
+        .await
+        .unwrap());
+    assert_eq!(store.live_version().await.unwrap(), Some(third));
+    // Only a published version can be withdrawn.
+    assert!(!store.withdraw_model(v(4)).await.unwrap());
     store.drop_database().await.unwrap();
 }
 

@@ -115,6 +115,12 @@ pub enum ModelCommand {
     },
     /// One version's record in full.
     Show { version: String },
+    /// Makes a published version live again: the live pointer moves, and a notice tells every
+    /// ranker replica (they follow the pointer, older or newer); the trainer builds on it next.
+    Rollback { version: String },
+    /// Takes a published version out of service; if it is live, the newest published version
+    /// before it becomes live.
+    Withdraw { version: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,7 +2,8 @@
 
 use crate::table::{age, Table};
 use crate::{now_ms, Admin, AdminError, ModelCommand};
-use oleg_messages::ModelVersion;
+use oleg_messages::{HoldoutMetrics, ModelPublished, ModelStatus, ModelVersion, SCHEMA_VERSION};
+use oleg_store::ModelRecord;
 use std::io::Write;
 
 pub async fn run(
@@ -63,18 +64,8 @@ pub async fn run(
             Ok(())
         }
         ModelCommand::Show { version } => {
-            let version = version
-                .parse::<i64>()
-                .ok()
-                .and_then(|v| ModelVersion::new(v).ok())
-                .ok_or_else(|| {
-                    AdminError::BadInput(format!(
-                        "{version:?} is not a model version (a positive integer)"
-                    ))
-                })?;
-            let model = store.model(version).await?.ok_or_else(|| {
-                AdminError::NotFound(format!("there is no model version {version}"))
-            })?;
+            let model = stored_model(admin, version).await?;
+            let version = model.version;
             let mut document =
                 serde_json::to_value(&model).map_err(|e| AdminError::BadInput(e.to_string()))?;
             document["live"] = serde_json::Value::Bool(live == Some(version));
@@ -86,5 +77,100 @@ pub async fn run(
             )?;
             Ok(())
         }
+        ModelCommand::Rollback { version } => {
+            let model = published_model(admin, version).await?;
+            if live == Some(model.version) {
+                writeln!(out, "model {} is live already", model.version)?;
+                return Ok(());
+            }
+            make_live(admin, &model).await?;
+            writeln!(
+                out,
+                "model {} is live (was {}); rankers follow it, the trainer builds on it next",
+                model.version,
+                live.map_or("none".into(), |v| v.to_string())
+            )?;
+            Ok(())
+        }
+        ModelCommand::Withdraw { version } => {
+            let model = published_model(admin, version).await?;
+            if live == Some(model.version) {
+                let fallback = store
+                    .models(i64::MAX)
+                    .await?
+                    .into_iter()
+                    .find(|m| m.status == ModelStatus::Published && m.version < model.version)
+                    .ok_or_else(|| {
+                        AdminError::BadInput(format!(
+                            "model {} is live and no published version before it could take its place",
+                            model.version
+                        ))
+                    })?;
+                // The pointer moves first, so it never names a withdrawn version.
+                make_live(admin, &fallback).await?;
+                writeln!(out, "model {} is live in its place", fallback.version)?;
+            }
+            store.withdraw_model(model.version).await?;
+            writeln!(out, "model {} withdrawn", model.version)?;
+            Ok(())
+        }
     }
+}
+
+async fn stored_model(admin: &Admin, raw: &str) -> Result<ModelRecord, AdminError> {
+    let version = raw
+        .parse::<i64>()
+        .ok()
+        .and_then(|v| ModelVersion::new(v).ok())
+        .ok_or_else(|| {
+            AdminError::BadInput(format!(
+                "{raw:?} is not a model version (a positive integer)"
+            ))
+        })?;
+    admin
+        .store
+        .model(version)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("there is no model version {version}")))
+}
+
+async fn published_model(admin: &Admin, raw: &str) -> Result<ModelRecord, AdminError> {
+    let model = stored_model(admin, raw).await?;
+    if model.status != ModelStatus::Published {
+        return Err(AdminError::BadInput(format!(
+            "model {} is {}, not published",
+            model.version,
+            model.status.as_str()
+        )));
+    }
+    Ok(model)
+}
+
+/// Points the live version at `model` and tells the rankers.
+async fn make_live(admin: &Admin, model: &ModelRecord) -> Result<(), AdminError> {
+    admin.store.set_live_model(model.version).await?;
+    let figures = model.figures.clone().unwrap_or_default();
+    let holdout = figures.get_document("holdout").ok();
+    let figure = |key: &str| holdout.and_then(|h| h.get_f64(key).ok()).unwrap_or(0.0);
+    let notice = ModelPublished {
+        schema_version: SCHEMA_VERSION,
+        version: model.version,
+        variant: model
+            .variant
+            .clone()
+            .unwrap_or_else(|| "channel_mlp".into()),
+        trained_on_votes: model.trained_on_votes.unwrap_or(0).max(0) as u64,
+        holdout: HoldoutMetrics {
+            auc: figure("auc"),
+            mse: figure("mse"),
+            log_loss: figure("log_loss"),
+            votes: holdout
+                .and_then(|h| oleg_store::as_i64(h.get("votes")))
+                .unwrap_or(0)
+                .max(0) as u64,
+        },
+        published_at: chrono::Utc::now(),
+    };
+    admin.bus.publish(&notice).await?;
+    Ok(())
 }

@@ -476,6 +476,68 @@ async fn models_are_listed_with_the_live_one_marked_and_bad_versions_refused() {
     let (bad, _) = run(&admin, &["models", "show", "latest"], "").await;
     assert_eq!(bad.unwrap_err().exit_code(), 2);
 
+    // A rollback moves the live pointer to an older published version and tells the rankers.
+    store
+        .record_model(
+            v(3),
+            ModelStatus::Published,
+            doc! {"figures": {"holdout": {"auc": 0.52, "votes": 40_i64}}},
+        )
+        .await
+        .unwrap();
+    store.set_live_model(v(3)).await.unwrap();
+    let key = MessageKind::ModelPublished.routing_key().unwrap();
+    let mut notices = Subscription::new(services.bus.clone(), Source::PerReplica(vec![key]));
+    let notice = tokio::spawn(async move {
+        let incoming = notices.next().await.unwrap();
+        let body = incoming.body.clone();
+        incoming.ack().await.unwrap();
+        oleg_messages::decode::<oleg_messages::ModelPublished>(&body, 1 << 20).unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (refused, _) = run(&admin, &["models", "rollback", "2"], "").await;
+    assert_eq!(
+        refused.unwrap_err().exit_code(),
+        2,
+        "a rejected version never goes live"
+    );
+    let (done, said) = run(&admin, &["models", "rollback", "1"], "").await;
+    done.unwrap();
+    assert!(said.contains("model 1 is live (was 3)"), "{said}");
+    assert_eq!(store.live_version().await.unwrap(), Some(v(1)));
+    let notice = tokio::time::timeout(std::time::Duration::from_secs(10), notice)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((notice.version, notice.trained_on_votes), (v(1), 900));
+
+    // Withdrawing the live version puts the newest published one before it in its place;
+    // with none before it, it is refused.
+    let (done, said) = run(&admin, &["models", "withdraw", "3"], "").await;
+    done.unwrap();
+    assert!(
+        said.contains("model 3 withdrawn") && !said.contains("in its place"),
+        "{said}"
+    );
+    let (alone, _) = run(&admin, &["models", "withdraw", "1"], "").await;
+    assert_eq!(alone.unwrap_err().exit_code(), 2);
+    store
+        .record_model(v(4), ModelStatus::Published, doc! {})
+        .await
+        .unwrap();
+    run(&admin, &["models", "rollback", "4"], "")
+        .await
+        .0
+        .unwrap();
+    let (done, said) = run(&admin, &["models", "withdraw", "4"], "").await;
+    done.unwrap();
+    assert!(said.contains("model 1 is live in its place"), "{said}");
+    assert_eq!(store.live_version().await.unwrap(), Some(v(1)));
+    assert_eq!(
+        store.model(v(4)).await.unwrap().unwrap().status,
+        ModelStatus::Withdrawn
+    );
+
     admin.close().await;
     services.finish().await;
 }

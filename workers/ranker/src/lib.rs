@@ -161,20 +161,36 @@ impl Ranker {
 
     /// Loads `version` and swaps it in; a model that fails to load is refused and the current
     /// one keeps serving.
-    pub async fn load_model(&self, version: ModelVersion) {
+    /// Serves the live version: the pointer a trainer moves when it publishes and an operator
+    /// moves back in a rollback, so it may be older than the one serving.
+    pub async fn follow_live(&self) {
+        match self.inner.store.live_version().await {
+            Ok(Some(version)) => self.load_model(version).await,
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "could not read the live model version"),
+        }
+    }
+
+    async fn load_model(&self, version: ModelVersion) {
         if self
             .inner
             .model
             .current()
-            .is_some_and(|m| m.version >= version)
+            .is_some_and(|m| m.version == version)
         {
             return;
         }
         match model::load(&self.inner.store, version).await {
             Ok(loaded) => {
+                // The pointer may have moved while this version loaded (another notice, a
+                // rollback): serve it only if it is still the live one.
+                if !matches!(self.inner.store.live_version().await, Ok(Some(live)) if live == version)
+                {
+                    return;
+                }
                 let published_at_ms = loaded.published_at_ms;
                 if self.inner.model.offer(loaded) {
-                    tracing::info!(%version, "serving a new model");
+                    tracing::info!(%version, "serving the live model");
                     self.inner.metrics.model_version.set(version.as_i64());
                     self.inner
                         .metrics
@@ -194,9 +210,7 @@ impl Ranker {
         if let Err(error) = self.refresh_pool().await {
             tracing::warn!(%error, "could not load candidates yet");
         }
-        if let Ok(Some(version)) = self.inner.store.live_version().await {
-            self.load_model(version).await;
-        }
+        self.follow_live().await;
         let notices = tokio::spawn(self.clone().follow_notices());
         let refresher = tokio::spawn(self.clone().refresh_periodically());
         let mut requests =
@@ -233,10 +247,11 @@ impl Ranker {
             max_bytes,
             |notice| {
                 match notice {
-                    Notice::Model(published) => {
+                    Notice::Model => {
                         let ranker = self.clone();
-                        // Load in the background: requests keep being served by the current model.
-                        tokio::spawn(async move { ranker.load_model(published.version).await });
+                        // Load in the background: requests keep being served by the current
+                        // model. The notice only says the pointer moved; the store says where.
+                        tokio::spawn(async move { ranker.follow_live().await });
                     }
                     Notice::Post(post) => self.add_post(&post),
                 }
@@ -265,9 +280,7 @@ impl Ranker {
             }
             if model_due.elapsed() >= Duration::from_secs(self.inner.settings.model_check_s) {
                 model_due = Instant::now();
-                if let Ok(Some(version)) = self.inner.store.live_version().await {
-                    self.load_model(version).await;
-                }
+                self.follow_live().await;
             }
         }
     }
@@ -496,14 +509,15 @@ fn unavailable(error: &oleg_store::StoreError) -> RecommendReply {
 
 /// What a ranker replica hears on its own queue.
 enum Notice {
-    Model(ModelPublished),
+    /// A model was published: the live pointer moved.
+    Model,
     Post(ScrapedPost),
 }
 
 impl Inbound for Notice {
     fn from_delivery(routing_key: &str, body: &[u8], max_bytes: usize) -> Result<Self, Rejection> {
         if Some(routing_key) == MessageKind::ModelPublished.routing_key() {
-            ModelPublished::from_delivery(routing_key, body, max_bytes).map(Notice::Model)
+            ModelPublished::from_delivery(routing_key, body, max_bytes).map(|_| Notice::Model)
         } else {
             ScrapedPost::from_delivery(routing_key, body, max_bytes).map(Notice::Post)
         }

@@ -22,10 +22,11 @@ impl ModelSlot {
         self.current.read().expect("not poisoned").clone()
     }
 
-    /// Swaps in `model` unless an equal or newer version serves already.
+    /// Swaps in `model` unless that version serves already (an older one may replace a newer
+    /// one: a rollback).
     pub fn offer(&self, model: LoadedModel) -> bool {
         let mut slot = self.current.write().expect("not poisoned");
-        if slot.as_ref().is_some_and(|m| m.version >= model.version) {
+        if slot.as_ref().is_some_and(|m| m.version == model.version) {
             return false;
         }
         *slot = Some(Arc::new(model));

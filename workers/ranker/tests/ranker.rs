@@ -387,6 +387,51 @@ async fn models_swap_under_load_without_a_failed_request_and_a_corrupt_one_is_re
     services.finish().await;
 }
 
+/// A rollback points the live version back at an older model; every replica follows.
+#[tokio::test]
+async fn every_replica_follows_a_rollback_to_an_older_model() {
+    let services = Services::new("ranker-rollback").await;
+    services.publish_model(1, 21, false).await;
+    services.publish_model(2, 22, false).await;
+    let first = services.start_ranker(&[]).await;
+    let second = services.start_ranker(&[]).await;
+    for replica in [&first, &second] {
+        replica.wait_ready(Duration::from_secs(30)).await;
+    }
+    wait_for_consumers(
+        &services.amqp,
+        &services.bus.topology().queue(QueueName::Recommend),
+        2,
+    )
+    .await;
+    wait_for_model(&services, 1, 2).await;
+    // What `oleg-admin models rollback 1` does: the pointer, then the notice.
+    let one = ModelVersion::new(1).unwrap();
+    services.store.set_live_model(one).await.unwrap();
+    services
+        .bus
+        .publish(&ModelPublished {
+            schema_version: SCHEMA_VERSION,
+            version: one,
+            variant: "channel_mlp".into(),
+            trained_on_votes: 1,
+            holdout: HoldoutMetrics {
+                auc: 0.7,
+                mse: 0.15,
+                log_loss: 0.4,
+                votes: 1,
+            },
+            published_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    for replica in [&first, &second] {
+        wait_for_metric(replica, "oleg_ranker_model_version 1").await;
+    }
+    wait_for_model(&services, 1, 1).await;
+    services.finish().await;
+}
+
 #[tokio::test]
 async fn malformed_requests_get_error_replies_and_strangers_get_popular_posts() {
     let services = Services::new("ranker-errors").await;

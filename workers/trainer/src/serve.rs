@@ -422,6 +422,13 @@ impl Trainer {
             .as_ref()
             .map(|l| l.vocab.clone())
             .unwrap_or_default();
+        // The cycle builds on the live model it holds, and commits only if the pointer still
+        // names it (an operator's rollback meanwhile wins). A store from before the pointer has
+        // none to compare.
+        let base = match self.store.live_pointer().await? {
+            Some(_) => self.live.as_ref().map(|l| l.version),
+            None => None,
+        };
         let read = self.read_votes(&mut vocab, kind).await?;
         if read.new_rows == 0 {
             self.pending_votes = 0;
@@ -506,10 +513,10 @@ impl Trainer {
         self.store
             .finish_model(claim, version, ModelStatus::Published, document)
             .await?;
-        if !self.store.commit_live_model(claim, version).await? {
+        if !self.store.commit_live_model(claim, version, base).await? {
             self.metrics.lease_lost.with_label_values(&["during"]).inc();
             anyhow::bail!(
-                "lost the training lease before making model {version} live; discarding it"
+                "lost the training lease, or an operator moved the live model, before making model {version} live; discarding it"
             );
         }
         if let Err(error) = self.store.mark_votes_trained(&near_watermark).await {
