@@ -29,7 +29,7 @@ fi
 log "Kubernetes manifests against the API schemas"
 manifests=(deploy/k8s/namespace.yaml deploy/k8s/config.yaml deploy/k8s/secret.example.yaml
   deploy/k8s/scraper.yaml deploy/k8s/ingest.yaml deploy/k8s/trainer.yaml deploy/k8s/ranker.yaml
-  deploy/k8s/bot.yaml deploy/k8s/networkpolicy.yaml)
+  deploy/k8s/bot.yaml deploy/k8s/retention.yaml deploy/k8s/networkpolicy.yaml)
 "$tools/bin/kubernetes-validate" --strict --quiet "${manifests[@]}"
 "$tools/bin/python" - deploy/k8s <<'PY'
 # KEDA's resources are custom: check what they refer to instead of a schema.

@@ -74,11 +74,19 @@ impl Collections {
             ])
             .await?;
         self.deliveries
-            .create_indexes([index(
-                doc! {"user_id": 1, "channel": 1, "post_id": 1},
-                "deliveries_unique_user_id",
-                true,
-            )])
+            .create_indexes([
+                index(
+                    doc! {"user_id": 1, "channel": 1, "post_id": 1},
+                    "deliveries_unique_user_id",
+                    true,
+                ),
+                // Retention removes deliveries by age.
+                index(
+                    doc! {"delivered_at_ms": 1},
+                    "deliveries_delivered_at_ms",
+                    false,
+                ),
+            ])
             .await?;
         self.models
             .create_indexes([index(

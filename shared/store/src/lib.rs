@@ -15,6 +15,7 @@ mod models;
 mod people;
 mod posts;
 mod records;
+mod retention;
 mod users;
 mod votes;
 
@@ -28,6 +29,7 @@ pub use models::{
 };
 pub use people::{Forgotten, PersonData};
 pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
+pub use retention::{RetentionPolicy, RetentionReport};
 pub use users::{UserSighting, UserWrites};
 pub use votes::{VoteWrite, VoteWriteSummary};
 

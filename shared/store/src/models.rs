@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 /// Chunk size: well under MongoDB's 16 MB document limit and the stand-in's 48 MB reply cap.
 pub const CHUNK_BYTES: usize = 4 << 20;
-const CHUNKS: &str = "model_chunks";
+pub(crate) const CHUNKS: &str = "model_chunks";
 
 /// The lease one trainer at a time trains under, whose document also holds the live version.
 pub const TRAINING_LEASE: &str = "trainer";
@@ -437,7 +437,7 @@ fn version_of(raw: i64) -> Result<ModelVersion, StoreError> {
     ModelVersion::new(raw).map_err(|e| StoreError::Shape(e.to_string()))
 }
 
-fn chrono_now_ms() -> i64 {
+pub(crate) fn chrono_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

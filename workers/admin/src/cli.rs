@@ -42,6 +42,21 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Removes what can no longer matter (the ages in `[retention]`).
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Old deliveries, old posts nobody voted on, files of old model versions.
+    Run {
+        /// Count what would go, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

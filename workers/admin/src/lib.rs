@@ -6,12 +6,14 @@ mod channels;
 mod cli;
 mod dead_letters;
 mod models;
+mod retention;
 mod status;
 mod table;
 mod users;
 
 pub use cli::{
-    ChannelCommand, Cli, Command, DeadLetterCommand, LetterFilter, ModelCommand, UserCommand,
+    ChannelCommand, Cli, Command, DeadLetterCommand, LetterFilter, ModelCommand, RetentionCommand,
+    UserCommand,
 };
 
 use oleg_bus::{Bus, BusError};
@@ -26,17 +28,48 @@ use tokio_util::sync::CancellationToken;
 /// How long the tool waits for the broker and the store before it gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What `oleg-admin` reads from configuration: the workers' broker and store sections.
+/// What `oleg-admin` reads from configuration: the workers' broker and store sections, the
+/// retention ages, and the ranker's candidate window they must exceed.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AdminConfig {
     pub amqp: AmqpSettings,
     pub mongo: MongoSettings,
+    pub retention: RetentionSettings,
+    pub ranker: CandidateWindow,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    pub delivery_days: u32,
+    pub unvoted_post_days: u32,
+    pub keep_models: u32,
+}
+
+/// The one ranker setting retention depends on.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CandidateWindow {
+    pub candidate_days: u32,
 }
 
 impl Validate for AdminConfig {
     fn validate(&self, _: &str, check: &mut Check) {
         self.amqp.validate("amqp", check);
         self.mongo.validate("mongo", check);
+        let r = &self.retention;
+        check.require(
+            r.delivery_days > self.ranker.candidate_days,
+            "retention.delivery_days".into(),
+            "more than ranker.candidate_days, or posts still offered could be sent again",
+            r.delivery_days,
+        );
+        check.require(
+            r.unvoted_post_days >= self.ranker.candidate_days,
+            "retention.unvoted_post_days".into(),
+            "at least ranker.candidate_days, or candidates would be removed",
+            r.unvoted_post_days,
+        );
+        check.in_range("retention.keep_models".into(), r.keep_models, 1, 1000);
     }
 }
 
@@ -79,6 +112,7 @@ impl AdminError {
 pub struct Admin {
     pub bus: Bus,
     pub store: Store,
+    pub retention: RetentionSettings,
 }
 
 impl Admin {
@@ -119,7 +153,11 @@ impl Admin {
             other => other.into(),
         })?;
         timer.abort();
-        Ok(Self { bus, store })
+        Ok(Self {
+            bus,
+            store,
+            retention: config.retention,
+        })
     }
 
     /// Runs one command, writing its report to `out`; `input` answers confirmations.
@@ -135,6 +173,7 @@ impl Admin {
             Command::Channels { command } => channels::run(self, command, out).await,
             Command::Models { command } => models::run(self, command, out).await,
             Command::Users { command } => users::run(self, command, out, input).await,
+            Command::Retention { command } => retention::run(self, command, out).await,
         }
     }
 

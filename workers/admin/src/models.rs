@@ -134,6 +134,7 @@ async fn stored_model(admin: &Admin, raw: &str) -> Result<ModelRecord, AdminErro
         .ok_or_else(|| AdminError::NotFound(format!("there is no model version {version}")))
 }
 
+/// A version that can serve: published, with its files.
 async fn published_model(admin: &Admin, raw: &str) -> Result<ModelRecord, AdminError> {
     let model = stored_model(admin, raw).await?;
     if model.status != ModelStatus::Published {
@@ -141,6 +142,12 @@ async fn published_model(admin: &Admin, raw: &str) -> Result<ModelRecord, AdminE
             "model {} is {}, not published",
             model.version,
             model.status.as_str()
+        )));
+    }
+    if model.files.is_none() {
+        return Err(AdminError::BadInput(format!(
+            "model {} has no files (retention removed them)",
+            model.version
         )));
     }
     Ok(model)

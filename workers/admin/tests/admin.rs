@@ -428,16 +428,35 @@ async fn a_forgotten_person_leaves_nothing_in_any_collection_and_others_keep_the
     services.finish().await;
 }
 
+/// Publishes version `n` with small files, as a trainer would, with `details` added.
+async fn publish(store: &oleg_store::Store, n: i64, details: Document) {
+    let version = ModelVersion::new(n).unwrap();
+    store
+        .publish_model_outright(version, b"weights", b"{}")
+        .await
+        .unwrap();
+    if !details.is_empty() {
+        store
+            .collections()
+            .models
+            .update_one(doc! {"_id": n}, doc! {"$set": details})
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn models_are_listed_with_the_live_one_marked_and_bad_versions_refused() {
     let services = TestServices::start("admin_models", mongo_settings("admin_models")).await;
     let admin = connect(&services).await;
     let store = &services.store;
     let v = |n| ModelVersion::new(n).unwrap();
-    store
-        .record_model(v(1), ModelStatus::Published, doc! {"figures": {"kind": "full", "holdout": {"auc": 0.71}}, "trained_on_votes": 900_i64})
-        .await
-        .unwrap();
+    publish(
+        store,
+        1,
+        doc! {"figures": {"kind": "full", "holdout": {"auc": 0.71}}, "trained_on_votes": 900_i64},
+    )
+    .await;
     store
         .record_model(v(2), ModelStatus::Rejected, doc! {})
         .await
@@ -477,14 +496,12 @@ async fn models_are_listed_with_the_live_one_marked_and_bad_versions_refused() {
     assert_eq!(bad.unwrap_err().exit_code(), 2);
 
     // A rollback moves the live pointer to an older published version and tells the rankers.
-    store
-        .record_model(
-            v(3),
-            ModelStatus::Published,
-            doc! {"figures": {"holdout": {"auc": 0.52, "votes": 40_i64}}},
-        )
-        .await
-        .unwrap();
+    publish(
+        store,
+        3,
+        doc! {"figures": {"holdout": {"auc": 0.52, "votes": 40_i64}}},
+    )
+    .await;
     store.set_live_model(v(3)).await.unwrap();
     let key = MessageKind::ModelPublished.routing_key().unwrap();
     let mut notices = Subscription::new(services.bus.clone(), Source::PerReplica(vec![key]));
@@ -521,10 +538,7 @@ async fn models_are_listed_with_the_live_one_marked_and_bad_versions_refused() {
     );
     let (alone, _) = run(&admin, &["models", "withdraw", "1"], "").await;
     assert_eq!(alone.unwrap_err().exit_code(), 2);
-    store
-        .record_model(v(4), ModelStatus::Published, doc! {})
-        .await
-        .unwrap();
+    publish(store, 4, doc! {}).await;
     run(&admin, &["models", "rollback", "4"], "")
         .await
         .0
@@ -597,8 +611,150 @@ async fn the_binary_exits_with_codes_a_script_can_test() {
     assert_eq!(code(&["users", "export", "31337"]), Some(3));
     assert_eq!(code(&["users", "export", "abc"]), Some(2));
     assert_eq!(code(&["no-such-command"]), Some(2));
+    // A bad setting is named, with the variable that sets it.
+    let misconfigured = std::process::Command::new(env!("CARGO_BIN_EXE_oleg-admin"))
+        .arg("status")
+        .envs(worker_env(&services.amqp, &services.mongo))
+        .env("OLEG__RETENTION__DELIVERY_DAYS", "5")
+        .output()
+        .unwrap();
+    assert_eq!(misconfigured.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&misconfigured.stderr);
+    assert!(
+        said.contains("retention.delivery_days") && said.contains("OLEG__RETENTION__DELIVERY_DAYS"),
+        "{said}"
+    );
     let refused = admin(&["models", "show", "0"]);
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a model version"));
+    services.finish().await;
+}
+
+#[tokio::test]
+async fn retention_removes_only_what_can_no_longer_matter() {
+    let services = TestServices::start("admin_retention", mongo_settings("admin_retention")).await;
+    let admin = connect(&services).await;
+    let store = &services.store;
+    const DAY: i64 = 86_400_000;
+    let now = chrono::Utc::now().timestamp_millis();
+    let user = UserId::new(3).unwrap();
+    // Deliveries: one from 20 days ago (past the 14 kept), one from yesterday.
+    store
+        .record_delivery(user, &post("channel_one", 1), now - 20 * DAY, "old")
+        .await
+        .unwrap();
+    store
+        .record_delivery(user, &post("channel_one", 2), now - DAY, "new")
+        .await
+        .unwrap();
+    // Posts: 40 days old and unvoted (goes), 40 days old and voted (stays), new and unvoted.
+    let mut posts = Vec::new();
+    for (id, age_days) in [(10, 40), (11, 40), (12, 1)] {
+        let mut scraped = scraped_post(&post("channel_one", id));
+        scraped.published_at =
+            chrono::DateTime::from_timestamp_millis(now - age_days * DAY).unwrap();
+        posts.push(scraped);
+    }
+    store.upsert_posts(&posts, now).await.unwrap();
+    store
+        .upsert_votes(&[vote(3, 11, Reaction::Like)], now)
+        .await
+        .unwrap();
+    // Models 1..=8 published; a rollback made 3 live. Kept: 8..=4 (the newest five), 3 (live)
+    // and 2 (its rollback target); 1 loses its files.
+    for n in 1..=8 {
+        publish(store, n, doc! {}).await;
+    }
+    store
+        .set_live_model(ModelVersion::new(3).unwrap())
+        .await
+        .unwrap();
+
+    let (done, dry) = run(&admin, &["retention", "run", "--dry-run"], "").await;
+    done.unwrap();
+    assert!(
+        dry.contains("would remove 1 deliveries")
+            && dry.contains("would remove 1 posts")
+            && dry.contains("model versions (1)"),
+        "{dry}"
+    );
+    assert_eq!(
+        store
+            .collections()
+            .deliveries
+            .count_documents(doc! {})
+            .await
+            .unwrap(),
+        2,
+        "a dry run removes nothing"
+    );
+
+    let (done, said) = run(&admin, &["retention", "run"], "").await;
+    done.unwrap();
+    assert!(
+        said.contains("removed 1 deliveries") && said.contains("removed 1 posts"),
+        "{said}"
+    );
+    let deliveries: Vec<i64> = store
+        .collections()
+        .deliveries
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.post_id)
+        .collect();
+    assert_eq!(deliveries, [2]);
+    let mut kept_posts: Vec<i64> = store
+        .collections()
+        .posts
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.post_id)
+        .collect();
+    kept_posts.sort();
+    assert_eq!(kept_posts, [11, 12]);
+    for n in 1..=8 {
+        let version = ModelVersion::new(n).unwrap();
+        let record = store.model(version).await.unwrap().unwrap();
+        let chunks = store
+            .database()
+            .collection::<Document>("model_chunks")
+            .count_documents(doc! {"version": n})
+            .await
+            .unwrap();
+        match (n, record.files) {
+            (1, None) => assert_eq!(chunks, 0),
+            (1, Some(_)) => panic!("model 1 kept its files"),
+            (_, Some(files)) => {
+                store
+                    .read_model_file(version, oleg_messages::WEIGHTS_FILE, &files.weights)
+                    .await
+                    .unwrap();
+            }
+            (_, None) => panic!("model {n} lost its files"),
+        }
+    }
+    // A version without files cannot be rolled back to; running again removes nothing more.
+    let (refused, _) = run(&admin, &["models", "rollback", "1"], "").await;
+    assert_eq!(refused.unwrap_err().exit_code(), 2);
+    let (done, again) = run(&admin, &["retention", "run"], "").await;
+    done.unwrap();
+    assert!(
+        again.contains("removed 0 deliveries")
+            && again.contains("removed 0 posts")
+            && again.contains("files of 0 model versions"),
+        "{again}"
+    );
+
+    admin.close().await;
     services.finish().await;
 }
