@@ -7,7 +7,7 @@ use oleg_messages::{encode, DeadLetter, Message};
 use oleg_settings::AmqpSettings;
 use oleg_telemetry::{Component, Readiness};
 use prometheus::Registry;
-use secrecy::ExposeSecret;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -49,6 +49,8 @@ struct Inner {
     /// before the connection (a channel dropped as the connection closes makes lapin log a
     /// connection error).
     channels: std::sync::Mutex<Vec<Channel>>,
+    /// The node (of `amqp.uri`'s list) connected to last, tried first next time.
+    node: AtomicUsize,
     shutdown: CancellationToken,
 }
 
@@ -80,6 +82,7 @@ impl Bus {
                 connection: Mutex::new(Link::default()),
                 publisher: Mutex::new(None),
                 channels: std::sync::Mutex::new(Vec::new()),
+                node: AtomicUsize::new(0),
                 shutdown,
             }),
         };
@@ -172,8 +175,7 @@ impl Bus {
         let connection_name = format!("{}@{}", self.inner.name, self.inner.settings.prefix);
         let properties =
             ConnectionProperties::default().with_connection_name(connection_name.into());
-        let connection =
-            Connection::connect(self.inner.settings.uri.expose_secret(), properties).await?;
+        let connection = self.connect_to_a_node(properties).await?;
         let channel = connection.create_channel().await?;
         self.inner.topology.declare(&channel).await?;
         link.generation += 1;
@@ -185,6 +187,33 @@ impl Bus {
         self.inner.readiness.set(Component::Broker, true);
         self.inner.metrics.connected.set(1);
         Ok((channel, link.generation))
+    }
+
+    /// Connects to the first node that answers, starting from the one that answered last, so a
+    /// lost node is passed over at once (the caller backs off only when none answers).
+    async fn connect_to_a_node(
+        &self,
+        properties: ConnectionProperties,
+    ) -> Result<Connection, lapin::Error> {
+        let nodes = self.inner.settings.node_uris();
+        let first = self.inner.node.load(Ordering::Relaxed);
+        let mut failure = None;
+        for step in 0..nodes.len() {
+            let index = (first + step) % nodes.len();
+            match Connection::connect(nodes[index], properties.clone()).await {
+                Ok(connection) => {
+                    self.inner.node.store(index, Ordering::Relaxed);
+                    return Ok(connection);
+                }
+                Err(error) => {
+                    if nodes.len() > 1 {
+                        tracing::warn!(node = index, %error, "broker node unreachable; trying the next");
+                    }
+                    failure = Some(error);
+                }
+            }
+        }
+        Err(failure.expect("the settings hold at least one node"))
     }
 
     /// Publishes an event on the events exchange under its kind's routing key, returning once

@@ -313,3 +313,44 @@ async fn a_trace_follows_a_message_to_what_its_handling_publishes() {
     fresh.ack().await.unwrap();
     h.finish().await;
 }
+
+/// `amqp.uri` listing a cluster's nodes: a node that does not answer is passed over at once.
+#[tokio::test]
+async fn a_node_that_does_not_answer_is_passed_over() {
+    let mut settings = amqp_settings("bus-nodes");
+    let single_node = settings.clone();
+    let dead = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f",
+        oleg_testkit::free_port()
+    );
+    let live = oleg_testkit::amqp_uri();
+    settings.uri = format!("{dead}, {live}").into();
+    assert_eq!(settings.node_uris(), [dead.as_str(), live.as_str()]);
+    assert!(!settings.redacted_uri().contains("guest:guest"));
+    let shutdown = CancellationToken::new();
+    let bus = tokio::time::timeout(
+        Duration::from_secs(10),
+        Bus::connect(
+            settings.clone(),
+            "bus-nodes",
+            &Registry::new(),
+            Readiness::new(&[Component::Broker]),
+            shutdown.clone(),
+        ),
+    )
+    .await
+    .expect("connected without waiting on the dead node")
+    .unwrap();
+    let vote = Vote::new(
+        UserId::new(1).unwrap(),
+        PostRef {
+            channel: ChannelName::parse("channel_one").unwrap(),
+            post_id: PostId::new(1).unwrap(),
+        },
+        Reaction::Like,
+        Utc::now(),
+    );
+    assert_eq!(bus.publish(&vote).await.unwrap(), Routed::Queued);
+    bus.close().await;
+    delete_topology(&single_node).await;
+}

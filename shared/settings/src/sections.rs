@@ -66,20 +66,35 @@ pub enum ReplyMode {
 }
 
 impl AmqpSettings {
-    /// `scheme://host:port/vhost` without credentials, for logs.
+    /// The broker's nodes: `uri` may list several, comma-separated (the nodes of a cluster).
+    pub fn node_uris(&self) -> Vec<&str> {
+        self.uri
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|node| !node.is_empty())
+            .collect()
+    }
+
+    /// `scheme://host:port/vhost` of each node without credentials, for logs.
     pub fn redacted_uri(&self) -> String {
-        redact(self.uri.expose_secret())
+        self.node_uris()
+            .into_iter()
+            .map(redact)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
 impl Validate for AmqpSettings {
     fn validate(&self, prefix: &str, check: &mut Check) {
-        let uri = Url::parse(self.uri.expose_secret());
+        let nodes = self.node_uris();
+        let valid = |node: &&str| matches!(Url::parse(node), Ok(u) if matches!(u.scheme(), "amqp" | "amqps") && u.host().is_some());
         check.require(
-            matches!(&uri, Ok(u) if matches!(u.scheme(), "amqp" | "amqps") && u.host().is_some()),
+            !nodes.is_empty() && nodes.iter().all(valid),
             key(prefix, "uri"),
-            "an amqp:// or amqps:// URI with a host",
-            redact(self.uri.expose_secret()),
+            "an amqp:// or amqps:// URI with a host, or several separated by commas (a cluster's nodes)",
+            self.redacted_uri(),
         );
         check.require(
             !self.prefix.is_empty()

@@ -66,12 +66,9 @@ pub fn mongo_settings(test: &str) -> MongoSettings {
 /// Deletes every queue and exchange under the settings' prefix.
 pub async fn delete_topology(settings: &AmqpSettings) {
     let topology = Topology::new(settings.prefix.clone());
-    let connection = Connection::connect(
-        settings.uri.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("broker reachable for clean-up");
+    let connection = Connection::connect(settings.node_uris()[0], ConnectionProperties::default())
+        .await
+        .expect("broker reachable for clean-up");
     let channel = connection.create_channel().await.expect("channel");
     for queue in QueueName::ALL {
         let _ = channel
