@@ -298,7 +298,11 @@ async fn a_new_post_becomes_a_candidate_after_its_notice() {
         .upsert_posts(&[scraped_post(&fresh)], 0)
         .await
         .unwrap();
-    services.bus.publish(&scraped_post(&fresh)).await.unwrap();
+    // Ready means serving requests; the replica's notice queue may be bound a moment later,
+    // and a notice sent before that reaches nobody (the broker returns it).
+    while services.bus.publish(&scraped_post(&fresh)).await.unwrap() == oleg_bus::Routed::NoQueue {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let key = fresh.to_string();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut user = 100;
@@ -393,8 +397,10 @@ async fn every_replica_follows_a_rollback_to_an_older_model() {
     let services = Services::new("ranker-rollback").await;
     services.publish_model(1, 21, false).await;
     services.publish_model(2, 22, false).await;
-    let first = services.start_ranker(&[]).await;
-    let second = services.start_ranker(&[]).await;
+    // A replica follows the pointer at a notice or, had it missed one, at its next check.
+    let checks = [("OLEG__RANKER__MODEL_CHECK_S", "1")];
+    let first = services.start_ranker(&checks).await;
+    let second = services.start_ranker(&checks).await;
     for replica in [&first, &second] {
         replica.wait_ready(Duration::from_secs(30)).await;
     }
