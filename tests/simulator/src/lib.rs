@@ -6,6 +6,7 @@ pub mod cli;
 pub mod dashboards;
 pub mod fixtures;
 pub mod frontend;
+pub mod informed;
 pub mod pipeline;
 pub mod prometheus;
 pub mod run;

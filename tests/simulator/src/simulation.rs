@@ -1,8 +1,10 @@
 //! The simulated bot frontend: people sign up, ask the ranker for a post each round and vote on
 //! it, through the same queues and messages a real bot uses. It keeps score of how likely each
-//! person was to like what they got, against picking at random and against the best pick.
+//! person was to like what they got, against picking at random, against the best pick, and
+//! against an informed learner trained on the same votes (`informed`).
 
 use crate::frontend::{Frontend, Shown};
+use crate::informed::InformedLearner;
 use crate::taste::{population, Person, PostTraits, TasteSpread};
 use chrono::Utc;
 use futures::TryStreamExt;
@@ -64,6 +66,8 @@ pub struct RoundReport {
     pub random_variance: f64,
     /// Σ of the best P(like) among each person's unseen posts.
     pub best: f64,
+    /// Σ P(like) of the informed learner's picks among the same unseen posts.
+    pub informed: f64,
 }
 
 impl RoundReport {
@@ -86,6 +90,19 @@ impl RoundReport {
     pub fn best_rate(&self) -> f64 {
         self.rate(self.best)
     }
+    pub fn informed_rate(&self) -> f64 {
+        self.rate(self.informed)
+    }
+
+    /// How far `rate` lies from random order toward the best possible pick (0: random, 1: best).
+    pub fn share_of_the_way(&self, rate: f64) -> f64 {
+        let gap = self.best_rate() - self.random_rate();
+        if gap <= 0.0 {
+            0.0
+        } else {
+            (rate - self.random_rate()) / gap
+        }
+    }
 
     /// Rounds added together (for "the last N rounds").
     pub fn combined(reports: &[RoundReport]) -> RoundReport {
@@ -101,6 +118,7 @@ impl RoundReport {
             total.random += r.random;
             total.random_variance += r.random_variance;
             total.best += r.best;
+            total.informed += r.informed;
             total
         })
     }
@@ -122,6 +140,7 @@ pub struct Simulator {
     posts: HashMap<PostRef, PostTraits>,
     /// What each person has been sent so far.
     received: Vec<HashSet<PostRef>>,
+    informed: InformedLearner,
     rng: StdRng,
     newest_model: watch::Receiver<Option<ModelVersion>>,
     votes_sent: u64,
@@ -156,6 +175,7 @@ impl Simulator {
         let newest_model = follow_models(bus);
         Ok(Self {
             received: vec![HashSet::new(); people.len()],
+            informed: InformedLearner::new(people.len(), &channels, settings.spread),
             rng: StdRng::seed_from_u64(settings.seed ^ 0x5eed),
             frontend,
             store,
@@ -259,8 +279,18 @@ impl Simulator {
             };
             let person = &self.people[index];
             let (random, variance, best) = baselines(person, &self.posts, &self.received[index]);
+            let unseen = self
+                .posts
+                .values()
+                .filter(|p| !self.received[index].contains(&p.post));
+            let informed = self
+                .informed
+                .pick(index, unseen)
+                .map_or(0.0, |pick| person.like_probability(pick));
             let probability = person.like_probability(traits);
             let liked = self.rng.random_bool(probability);
+            self.informed.observe(index, traits, liked);
+            report.informed += informed;
             report.votes += 1;
             report.likes += u32::from(liked);
             report.recommended += probability;
@@ -357,11 +387,11 @@ fn follow_models(bus: Bus) -> watch::Receiver<Option<ModelVersion>> {
 /// and the best possible pick.
 pub fn table(reports: &[RoundReport]) -> String {
     let mut out = String::from(
-        "| round | model | cold start | votes | 👍 rate (votes) | P(👍) recommended | P(👍) random order | P(👍) best possible |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| round | model | cold start | votes | 👍 rate (votes) | P(👍) recommended | P(👍) random order | P(👍) best possible | P(👍) informed learner |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
             r.round,
             r.model_version.map_or("–".into(), |v| v.to_string()),
             r.cold_starts,
@@ -370,6 +400,7 @@ pub fn table(reports: &[RoundReport]) -> String {
             r.recommended_rate(),
             r.random_rate(),
             r.best_rate(),
+            r.informed_rate(),
         ));
     }
     out

@@ -151,6 +151,16 @@ async fn main() -> anyhow::Result<()> {
         tail.best_rate(),
         tail.z_over_random(),
     );
+    let (oleg, informed) = (
+        tail.share_of_the_way(tail.recommended_rate()),
+        tail.share_of_the_way(tail.informed_rate()),
+    );
+    println!(
+        "Last 3 rounds, share of the way from random order to the best pick: OLEG {:.0} %, the informed learner (sees the posts' hidden features, learns from the same votes) {:.0} %; OLEG reaches {:.0} % of the informed learner's share.",
+        100.0 * oleg,
+        100.0 * informed,
+        if informed > 0.0 { 100.0 * oleg / informed } else { 0.0 },
+    );
     println!(
         "{} votes pressed, {} stored; {} posts, {} sent to a person twice, {} asked for with /send_new; {:.0} s.",
         outcome.votes_sent,
