@@ -72,6 +72,7 @@ impl Pair {
                     model_version: None,
                     cold_start: true,
                     exploration_noise: 0.0,
+                    exploration: oleg_messages::ExplorationPolicy::Noise,
                 };
                 let (to, id) = (
                     incoming.reply_to().unwrap(),

@@ -17,7 +17,8 @@ pub use events::{
 };
 pub use model::{ModelStatus, ModelVersion, VocabFile, VOCAB_FILE, WEIGHTS_FILE};
 pub use rpc::{
-    RecommendError, RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost,
+    ExplorationPolicy, RecommendError, RecommendErrorCode, RecommendReply, RecommendRequest,
+    RecommendedPost,
 };
 
 use serde::{de::DeserializeOwned, Serialize};

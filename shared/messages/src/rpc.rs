@@ -78,6 +78,18 @@ pub struct RecommendError {
     pub message: String,
 }
 
+/// How the ranker explores beyond the posts it expects a person to like most.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExplorationPolicy {
+    /// Gaussian noise of a fixed size on every score (the original's).
+    #[default]
+    Noise,
+    /// Thompson sampling: each post's score is a draw from a posterior of the person's like
+    /// rate, centred on the model's estimate and moved by the person's own votes on its channel.
+    Thompson,
+}
+
 /// The ranker's answer: posts in order, or an error (a request never goes unanswered).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
@@ -92,6 +104,10 @@ pub enum RecommendReply {
         cold_start: bool,
         /// Standard deviation of the Gaussian noise added to scores.
         exploration_noise: f64,
+        /// The policy that ordered the posts not marked `explored` (those came from channels the
+        /// person had not tried).
+        #[serde(default)]
+        exploration: ExplorationPolicy,
     },
     Error {
         schema_version: u32,

@@ -114,6 +114,7 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
         model_version: None,
         cold_start: true,
         exploration_noise: 0.05,
+        exploration: ExplorationPolicy::Thompson,
     };
     let failed = RecommendReply::error(RecommendErrorCode::Malformed, "missing user_id");
     let dead_text = DeadLetter::new(

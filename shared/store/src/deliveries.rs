@@ -1,11 +1,20 @@
-//! What a person has seen (voted on or been sent), and the record that a post was sent.
+//! What a person has seen (voted on or been sent) and liked, and the record that a post was sent.
 
 use crate::leases::is_duplicate_key;
 use crate::{vote_key, Collections, DeliveryRecord, PostKey, Store, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
-use oleg_messages::{PostRef, UserId};
-use std::collections::HashSet;
+use oleg_messages::{PostRef, Reaction, UserId};
+use std::collections::{HashMap, HashSet};
+
+/// A person's past as the ranker uses it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PersonHistory {
+    /// Posts voted on or sent: never offered again.
+    pub seen: HashSet<PostKey>,
+    /// Likes and votes per channel.
+    pub channel_votes: HashMap<String, (u32, u32)>,
+}
 
 /// A post of the candidate window, with what a frontend shows of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,36 +26,47 @@ pub struct RecentPost {
 }
 
 impl Store {
-    /// The posts the person voted on or was sent. Both collections are keyed by [`vote_key`]
-    /// (`user:channel/post`), so only `_id`s are read, both at once.
-    pub async fn seen_posts(&self, user: UserId) -> Result<HashSet<PostKey>, StoreError> {
+    /// What the ranker needs of a person's past: the posts they voted on or were sent, and
+    /// their likes and votes per channel. Both collections are keyed by [`vote_key`]
+    /// (`user:channel/post`), so only `_id`s (and the votes' reactions) are read, both at once.
+    pub async fn person_history(&self, user: UserId) -> Result<PersonHistory, StoreError> {
         let prefix = format!("{user}:");
-        let keys = |collection: &'static str| {
-            let prefix = prefix.as_str();
-            async move {
-                let ids: Vec<Document> = self
-                    .database()
-                    .collection::<Document>(collection)
-                    .find(doc! {"user_id": {"$eq": user.get()}})
-                    .projection(doc! {"_id": 1})
-                    .await?
-                    .try_collect()
-                    .await?;
-                Ok::<_, StoreError>(
-                    ids.iter()
-                        .filter_map(|d| {
-                            d.get_str("_id")
-                                .ok()?
-                                .strip_prefix(prefix)
-                                .map(|key| PostKey::stored(key.to_owned()))
-                        })
-                        .collect::<Vec<PostKey>>(),
-                )
-            }
+        let read = |collection: &'static str, projection: Document| async move {
+            let documents: Vec<Document> = self
+                .database()
+                .collection::<Document>(collection)
+                .find(doc! {"user_id": {"$eq": user.get()}})
+                .projection(projection)
+                .await?
+                .try_collect()
+                .await?;
+            Ok::<_, StoreError>(documents)
         };
-        let (voted, sent) =
-            futures::try_join!(keys(Collections::VOTES), keys(Collections::DELIVERIES))?;
-        Ok(voted.into_iter().chain(sent).collect())
+        let (votes, sent) = futures::try_join!(
+            read(Collections::VOTES, doc! {"_id": 1, "reaction": 1}),
+            read(Collections::DELIVERIES, doc! {"_id": 1}),
+        )?;
+        let key = |d: &Document| {
+            d.get_str("_id")
+                .ok()?
+                .strip_prefix(prefix.as_str())
+                .map(|key| PostKey::stored(key.to_owned()))
+        };
+        let mut history = PersonHistory::default();
+        for vote in &votes {
+            let Some(post) = key(vote) else { continue };
+            let tally = history
+                .channel_votes
+                .entry(post.channel().to_owned())
+                .or_default();
+            tally.1 += 1;
+            if vote.get_str("reaction") == Ok(Reaction::Like.as_str()) {
+                tally.0 += 1;
+            }
+            history.seen.insert(post);
+        }
+        history.seen.extend(sent.iter().filter_map(key));
+        Ok(history)
     }
 
     /// Records that `post` was sent to `user` by request `request_id`; `false` if it already was

@@ -539,3 +539,35 @@ async fn a_vote_the_store_refuses_is_reported_alone_and_is_not_an_outage() {
     assert!(!refused.is_transient());
     store.drop_database().await.unwrap();
 }
+
+/// The ranker's view of a person: every post voted on or sent, and likes and votes per channel.
+#[tokio::test]
+async fn a_persons_history_holds_what_they_saw_and_their_votes_per_channel() {
+    let store = store("store-history").await;
+    let user = UserId::new(5).unwrap();
+    store
+        .upsert_votes(
+            &[
+                vote(5, 1, Reaction::Like, 10),
+                vote(5, 2, Reaction::Dislike, 10),
+                vote(5, 3, Reaction::Like, 10),
+                vote(6, 4, Reaction::Like, 10),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+    store.record_delivery(user, &post(9), 1, "r").await.unwrap();
+    let history = store.person_history(user).await.unwrap();
+    let mut seen: Vec<String> = history.seen.iter().map(|k| k.to_string()).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["codecamp/1", "codecamp/2", "codecamp/3", "codecamp/9"]
+    );
+    assert_eq!(
+        history.channel_votes,
+        std::collections::HashMap::from([("codecamp".to_owned(), (2, 3))])
+    );
+    store.drop_database().await.unwrap();
+}

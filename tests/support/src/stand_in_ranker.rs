@@ -54,6 +54,7 @@ impl StandInRanker {
                         ),
                         cold_start: false,
                         exploration_noise: 0.05,
+                        exploration: oleg_messages::ExplorationPolicy::Noise,
                     };
                     let (Some(to), Some(id)) = (incoming.reply_to(), incoming.correlation_id())
                     else {

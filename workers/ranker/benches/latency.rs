@@ -167,7 +167,9 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ([Figures; 2], [Figure
         metrics_addr: "127.0.0.1:0".into(),
         candidate_days: 10,
         max_count: 20,
+        exploration: oleg_messages::ExplorationPolicy::Noise,
         exploration_noise: 0.05,
+        thompson_prior_votes: 4.0,
         fresh_share: 0.0,
         refresh_s: 3600,
         model_check_s: 3600,
@@ -222,7 +224,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ([Figures; 2], [Figure
     let store = &store;
     let store_alone = unloaded_and_loaded(|index| async move {
         let user = UserId::new(USERS + 1 + index as i64).unwrap();
-        let seen = store.seen_posts(user).await.unwrap();
+        let seen = store.person_history(user).await.unwrap().seen;
         let post = PostRef {
             channel: ChannelName::parse(&channel(index as i64 % CHANNELS)).unwrap(),
             post_id: PostId::new(1 + index as i64 % POSTS).unwrap(),

@@ -424,6 +424,7 @@ impl Ranker {
             model_version: model.as_ref().map(|m| m.version),
             cold_start: false,
             exploration_noise: self.inner.settings.exploration_noise,
+            exploration: self.inner.settings.exploration,
         }
     }
 
@@ -432,8 +433,8 @@ impl Ranker {
     pub async fn recommend(&self, request: &RecommendRequest, request_id: &str) -> RecommendReply {
         let settings = &self.inner.settings;
         let count = request.count.clamp(1, settings.max_count) as usize;
-        let seen = match self.inner.store.seen_posts(request.user_id).await {
-            Ok(seen) => seen,
+        let history = match self.inner.store.person_history(request.user_id).await {
+            Ok(history) => history,
             Err(error) => return unavailable(&error),
         };
         let excluded: HashSet<PostKey> = request.exclude.iter().map(PostKey::of).collect();
@@ -441,13 +442,15 @@ impl Ranker {
         let model = self.inner.model.current();
         let ranked = ranking::rank(
             &pool,
-            |key| seen.contains(key) || excluded.contains(key),
+            |key| history.seen.contains(key) || excluded.contains(key),
             model.as_deref().map(|m| &m.scorer),
             request.user_id,
             &ranking::Exploration {
+                policy: settings.exploration,
                 noise: settings.exploration_noise,
+                prior_votes: settings.thompson_prior_votes,
                 fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
-                seen: &seen,
+                history: &history,
             },
             &mut rand::rng(),
         );
@@ -499,6 +502,7 @@ impl Ranker {
             model_version: model.as_ref().map(|m| m.version),
             cold_start: ranked.cold_start,
             exploration_noise: settings.exploration_noise,
+            exploration: settings.exploration,
         }
     }
 }

@@ -1,22 +1,27 @@
 //! The ranker's decision for one request, apart from its I/O: which candidates a person may get,
 //! in which order. Scores come from the model when it knows the person, else from smoothed
-//! popularity (cold start); Gaussian noise and a share of slots for untried channels explore.
+//! popularity (cold start); the exploration policy (Gaussian noise, or Thompson sampling from the
+//! person's posterior like rate per channel) and a share of slots for untried channels explore.
 
 use crate::pool::Pool;
-use oleg_messages::UserId;
+use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
-use oleg_store::PostKey;
+use oleg_store::{PersonHistory, PostKey};
 use rand::Rng;
+use rand_distr::{Beta, Distribution};
 use std::collections::HashSet;
 
 /// How a reply explores beyond the best scores.
 pub struct Exploration<'a> {
-    /// Standard deviation of the Gaussian noise added to every score.
+    pub policy: ExplorationPolicy,
+    /// Noise: the standard deviation of the Gaussian noise added to every score.
     pub noise: f64,
+    /// Thompson: how many of the person's votes the model's estimate counts for.
+    pub prior_votes: f64,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
-    /// The posts the person has seen: their channels count as tried.
-    pub seen: &'a HashSet<PostKey>,
+    /// What the person has seen (their channels count as tried) and liked per channel.
+    pub history: &'a PersonHistory,
 }
 
 /// A candidate in the order it should be offered.
@@ -67,14 +72,29 @@ pub fn rank(
             .map(|&i| pool.popularity(&pool.posts[i]))
             .collect(),
     };
-    if exploration.noise > 0.0 {
-        for score in scores.iter_mut() {
-            *score += exploration.noise * standard_normal(rng);
+    match exploration.policy {
+        ExplorationPolicy::Noise if exploration.noise > 0.0 => {
+            for score in scores.iter_mut() {
+                *score += exploration.noise * standard_normal(rng);
+            }
+        }
+        ExplorationPolicy::Noise => {}
+        ExplorationPolicy::Thompson => {
+            for (score, &i) in scores.iter_mut().zip(&candidates) {
+                let channel = pool.posts[i].channel.as_str();
+                let tally = exploration.history.channel_votes.get(channel);
+                *score = posterior_draw(*score, tally.copied(), exploration.prior_votes, rng);
+            }
         }
     }
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let tried: HashSet<&str> = exploration.seen.iter().map(PostKey::channel).collect();
+    let tried: HashSet<&str> = exploration
+        .history
+        .seen
+        .iter()
+        .map(PostKey::channel)
+        .collect();
     let fresh: Vec<usize> = order
         .iter()
         .copied()
@@ -101,6 +121,23 @@ pub fn rank(
         candidates: candidates.len(),
         cold_start: user_row.is_none(),
     }
+}
+
+/// A draw of the person's like rate for a post: Beta with the model's estimate `estimate` worth
+/// `prior_votes` votes, plus the person's (likes, votes) on the post's channel. Few votes leave
+/// it wide (exploration); many pull it to what the person did (exploitation), before the next
+/// training has seen them.
+fn posterior_draw(
+    estimate: f64,
+    channel: Option<(u32, u32)>,
+    prior_votes: f64,
+    rng: &mut impl Rng,
+) -> f64 {
+    let p = estimate.clamp(0.02, 0.98);
+    let (likes, votes) = channel.unwrap_or((0, 0));
+    let alpha = prior_votes * p + f64::from(likes);
+    let beta = prior_votes * (1.0 - p) + f64::from(votes.saturating_sub(likes));
+    Beta::new(alpha, beta).map_or(p, |beta| beta.sample(rng))
 }
 
 /// A standard normal draw (Box–Muller).
@@ -135,6 +172,16 @@ mod tests {
         Pool::new(posts, counts, 5.0)
     }
 
+    fn noise(history: &PersonHistory) -> Exploration<'_> {
+        Exploration {
+            policy: ExplorationPolicy::Noise,
+            noise: 0.0,
+            prior_votes: 4.0,
+            fresh_slots: 0,
+            history,
+        }
+    }
+
     fn keys(pool: &Pool, ranked: &Ranked) -> Vec<String> {
         ranked
             .picks
@@ -146,17 +193,13 @@ mod tests {
     #[test]
     fn without_a_model_posts_go_by_popularity_and_excluded_ones_never_come() {
         let pool = pool();
-        let seen = HashSet::new();
+        let history = PersonHistory::default();
         let ranked = rank(
             &pool,
             |key| key.as_str() == "liked/2",
             None,
             UserId::new(1).unwrap(),
-            &Exploration {
-                noise: 0.0,
-                fresh_slots: 0,
-                seen: &seen,
-            },
+            &noise(&history),
             &mut rand::rngs::StdRng::seed_from_u64(1),
         );
         assert!(ranked.cold_start);
@@ -168,16 +211,18 @@ mod tests {
     #[test]
     fn fresh_slots_go_to_the_best_posts_of_untried_channels_first() {
         let pool = pool();
-        let seen = HashSet::from([PostKey::new("liked", 9)]);
+        let history = PersonHistory {
+            seen: HashSet::from([PostKey::new("liked", 9)]),
+            ..Default::default()
+        };
         let ranked = rank(
             &pool,
             |_| false,
             None,
             UserId::new(1).unwrap(),
             &Exploration {
-                noise: 0.0,
                 fresh_slots: 1,
-                seen: &seen,
+                ..noise(&history)
             },
             &mut rand::rngs::StdRng::seed_from_u64(1),
         );
@@ -191,11 +236,10 @@ mod tests {
     #[test]
     fn noise_reorders_close_scores_but_the_same_seed_gives_the_same_order() {
         let pool = pool();
-        let seen = HashSet::new();
+        let history = PersonHistory::default();
         let exploration = Exploration {
             noise: 1.0,
-            fresh_slots: 0,
-            seen: &seen,
+            ..noise(&history)
         };
         let run = |seed| {
             keys(
@@ -215,5 +259,63 @@ mod tests {
             (0..20).any(|seed| run(seed)[0] != "liked/1"),
             "noise of 1.0 never changed the best post"
         );
+    }
+
+    #[test]
+    fn thompson_sampling_follows_the_persons_own_votes_on_a_channel() {
+        let pool = pool();
+        // By popularity "liked" posts lead; this person disliked that channel ten times and
+        // liked "disliked" ten times.
+        let history = PersonHistory {
+            channel_votes: HashMap::from([
+                ("liked".to_owned(), (0, 10)),
+                ("disliked".to_owned(), (10, 10)),
+            ]),
+            ..Default::default()
+        };
+        fn thompson(history: &PersonHistory) -> Exploration<'_> {
+            Exploration {
+                policy: ExplorationPolicy::Thompson,
+                ..noise(history)
+            }
+        }
+        let first = |history: &PersonHistory, seed| {
+            keys(
+                &pool,
+                &rank(
+                    &pool,
+                    |_| false,
+                    None,
+                    UserId::new(1).unwrap(),
+                    &thompson(history),
+                    &mut rand::rngs::StdRng::seed_from_u64(seed),
+                ),
+            )[0]
+            .clone()
+        };
+        let led = |history: &PersonHistory| {
+            (0..200)
+                .filter(|&seed| first(history, seed) == "disliked/1")
+                .count()
+        };
+        // The channel they liked leads most often, the one they disliked almost never; the
+        // untried channel's wide posterior leads now and then (exploration).
+        assert!(
+            led(&history) > 110,
+            "the person's votes decide: {}",
+            led(&history)
+        );
+        let disliked_first = (0..200)
+            .filter(|&seed| first(&history, seed).starts_with("liked/"))
+            .count();
+        assert!(disliked_first < 10, "{disliked_first}");
+        // Without votes of their own, the draws stay around the estimates: mostly the popular
+        // post, sometimes another (exploration).
+        let fresh = PersonHistory::default();
+        let popular = (0..200)
+            .filter(|&seed| first(&fresh, seed) == "liked/1")
+            .count();
+        assert!((60..190).contains(&popular), "{popular}");
+        assert!(led(&fresh) < 40, "{}", led(&fresh));
     }
 }

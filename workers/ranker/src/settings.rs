@@ -1,3 +1,4 @@
+use oleg_messages::ExplorationPolicy;
 use oleg_settings::{AmqpSettings, Check, LogSettings, MongoSettings, Validate};
 use serde::Deserialize;
 
@@ -17,8 +18,13 @@ pub struct RankerSettings {
     pub candidate_days: u32,
     /// Most posts one request may ask for.
     pub max_count: u32,
-    /// Standard deviation of the Gaussian noise added to every score (0: none).
+    /// How replies explore: `noise` (Gaussian noise of `exploration_noise` on every score) or
+    /// `thompson` (a draw per post from the person's posterior like rate).
+    pub exploration: ExplorationPolicy,
+    /// Standard deviation of the Gaussian noise added to every score (0: none), for `noise`.
     pub exploration_noise: f64,
+    /// For `thompson`: how many of the person's own votes the model's estimate counts for.
+    pub thompson_prior_votes: f64,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often (new posts also arrive
@@ -47,6 +53,12 @@ impl Validate for RankerConfig {
             s.exploration_noise,
             0.0,
             10.0,
+        );
+        check.in_range(
+            "ranker.thompson_prior_votes".into(),
+            s.thompson_prior_votes,
+            0.1,
+            1000.0,
         );
         check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
         check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);

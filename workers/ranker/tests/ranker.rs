@@ -53,7 +53,9 @@ impl Services {
 
     /// A ranker replica, in-process.
     async fn start_ranker(&self, extra: &[(&str, &str)]) -> InProcess {
+        // No exploration: the tests know the order a model gives.
         let mut settings = vec![
+            ("OLEG__RANKER__EXPLORATION", "noise"),
             ("OLEG__RANKER__EXPLORATION_NOISE", "0"),
             ("OLEG__RANKER__REFRESH_S", "3600"),
             ("OLEG__RANKER__MODEL_CHECK_S", "3600"),
