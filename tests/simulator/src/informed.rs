@@ -202,17 +202,7 @@ fn inverse(a: &[Vec<f64>]) -> Vec<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oleg_messages::{PostId, PostRef};
-
-    fn post(channel: &str, traits: [f64; 4]) -> PostTraits {
-        PostTraits {
-            post: PostRef {
-                channel: ChannelName::parse(channel).unwrap(),
-                post_id: PostId::new(1).unwrap(),
-            },
-            traits,
-        }
-    }
+    use crate::taste::tests::post;
 
     #[test]
     fn solving_and_inverting_agree_with_a_known_system() {

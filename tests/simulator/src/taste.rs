@@ -121,11 +121,11 @@ pub fn draws_like(rng: &mut StdRng, probability: f64) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mongodb::bson::doc;
 
-    fn post(channel: &str, traits: [f64; 4]) -> PostTraits {
+    pub(crate) fn post(channel: &str, traits: [f64; 4]) -> PostTraits {
         PostTraits {
             post: PostRef {
                 channel: ChannelName::parse(channel).unwrap(),

@@ -96,20 +96,7 @@ impl Services {
             .publish_model_outright(version, &stored_weights, &vocab)
             .await
             .unwrap();
-        let notice = ModelPublished {
-            schema_version: SCHEMA_VERSION,
-            version,
-            variant: "channel_mlp".into(),
-            trained_on_votes: 1,
-            holdout: HoldoutMetrics {
-                auc: 0.7,
-                mse: 0.15,
-                log_loss: 0.4,
-                votes: 1,
-            },
-            published_at: Utc::now(),
-        };
-        self.bus.publish(&notice).await.unwrap();
+        self.bus.publish(&published(version)).await.unwrap();
         (weights, vocab)
     }
 
@@ -125,6 +112,23 @@ impl Services {
 
     async fn finish(self) {
         self.base.finish().await;
+    }
+}
+
+/// The notice a trainer sends once `version` is live.
+fn published(version: ModelVersion) -> ModelPublished {
+    ModelPublished {
+        schema_version: SCHEMA_VERSION,
+        version,
+        variant: "channel_mlp".into(),
+        trained_on_votes: 1,
+        holdout: HoldoutMetrics {
+            auc: 0.7,
+            mse: 0.15,
+            log_loss: 0.4,
+            votes: 1,
+        },
+        published_at: Utc::now(),
     }
 }
 
@@ -416,23 +420,7 @@ async fn every_replica_follows_a_rollback_to_an_older_model() {
     // What `oleg-admin models rollback 1` does: the pointer, then the notice.
     let one = ModelVersion::new(1).unwrap();
     services.store.set_live_model(one).await.unwrap();
-    services
-        .bus
-        .publish(&ModelPublished {
-            schema_version: SCHEMA_VERSION,
-            version: one,
-            variant: "channel_mlp".into(),
-            trained_on_votes: 1,
-            holdout: HoldoutMetrics {
-                auc: 0.7,
-                mse: 0.15,
-                log_loss: 0.4,
-                votes: 1,
-            },
-            published_at: Utc::now(),
-        })
-        .await
-        .unwrap();
+    services.bus.publish(&published(one)).await.unwrap();
     for replica in [&first, &second] {
         wait_for_metric(replica, "oleg_ranker_model_version 1").await;
     }
