@@ -2,6 +2,7 @@
 //! API, or straight through the queues and messages a bot uses. Also runs the whole pipeline on
 //! one machine (the demo and the end-to-end test).
 
+pub mod chart;
 pub mod cli;
 pub mod dashboards;
 pub mod fixtures;

@@ -6,6 +6,7 @@
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use oleg_simulator::chart::learning_curve_svg;
 use oleg_simulator::cli::{init_logging, PeopleArgs};
 use oleg_simulator::frontend::FrontendKind;
 use oleg_simulator::run::{Observer, PipelineRun, RunSettings};
@@ -170,6 +171,18 @@ async fn main() -> anyhow::Result<()> {
         outcome.sent_new,
         started.elapsed().as_secs_f64()
     );
+    let chart = root.join("var/demo/learning-curve.svg");
+    std::fs::write(
+        &chart,
+        learning_curve_svg(
+            &outcome.reports,
+            &format!(
+                "OLEG demo: {} people, {} rounds, seed {}",
+                cli.people.people, cli.people.rounds, cli.people.seed
+            ),
+        ),
+    )?;
+    println!("The learning curve: {}", chart.display());
     if cli.keep {
         println!("\nKept running (Ctrl-C stops everything):");
         if let Some(prometheus) = &run.prometheus {
