@@ -321,7 +321,15 @@ impl Bus {
                         .inc();
                     return Ok(routed);
                 }
-                Ok(Ok(Confirmation::Nack(_))) => "the broker nacked the publish".to_owned(),
+                Ok(Ok(Confirmation::Nack(_))) => {
+                    // Retried on a fresh channel: in the drill, a channel opened while a quorum
+                    // queue elected its new leader had every publish nacked for as long as the
+                    // lost node was down.
+                    if let Some((stale, _)) = self.inner.publisher.lock().await.take() {
+                        let _ = stale.close(200, "publish nacked".into()).await;
+                    }
+                    "the broker nacked the publish".to_owned()
+                }
                 Ok(Ok(Confirmation::NotRequested)) => {
                     "the channel was not in confirm mode".to_owned()
                 }

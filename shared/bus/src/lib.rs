@@ -38,6 +38,8 @@ pub enum BusError {
     ConfirmTimeout(std::time::Duration),
     #[error("shutting down")]
     ShuttingDown,
+    #[error("no queue {0} to take the message")]
+    NoQueue(String),
     #[error("could not register a metric: {0}")]
     Metrics(#[from] prometheus::Error),
 }

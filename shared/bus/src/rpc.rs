@@ -14,8 +14,10 @@
 //! dropped by the broker (and skipped by a server that sees it late) instead of being answered
 //! after the caller gave up. The server publishes its reply `mandatory`, so a reply to a path that
 //! is gone comes back to it as unroutable ([`crate::Routed::NoQueue`]) and it can undo its work.
+//! With an exclusive reply queue, requests are published confirmed, like every other message
+//! (with direct reply-to they must go on the consuming channel, unconfirmed).
 
-use crate::{Bus, BusError, QueueName};
+use crate::{Bus, BusError, QueueName, Routed};
 use futures::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::FieldTable;
@@ -45,6 +47,7 @@ pub enum RpcError {
 /// A live reply path: the channel requests are published on and replies arrive on.
 struct ReplyPath {
     channel: Channel,
+    mode: ReplyMode,
     /// What requests name as `reply_to`.
     address: String,
     generation: u64,
@@ -162,27 +165,55 @@ impl RpcClient {
         );
         let forget = || self.waiters.lock().expect("not poisoned").remove(&id);
         let left = deadline.saturating_duration_since(Instant::now());
-        let properties = crate::connection::stamped(BasicProperties::default())
+        let properties = BasicProperties::default()
             .with_reply_to(path.address.clone().into())
             .with_correlation_id(id.clone().into())
-            .with_content_type("application/json".into())
             .with_expiration(left.as_millis().max(1).to_string().into());
-        // Not confirmed: the reply is the confirmation, and a request lost with its connection
-        // shows as a lost path (sent again) or, at worst, as a timeout.
-        let sent = path
-            .channel
-            .basic_publish(
-                "".into(),
-                self.bus.topology().queue(queue).into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
-            .await;
-        if let Err(error) = sent {
-            forget();
-            tracing::debug!(%error, "publishing a request on a lost reply path");
-            return Err(Attempt::Lost(path.generation));
+        let request_queue = self.bus.topology().queue(queue);
+        match path.mode {
+            // Confirmed, like every other publish: a request the broker cannot take is nacked
+            // and sent again on a fresh channel. Unconfirmed requests were lost without a word
+            // for as long as a cluster node was down (the drill), when the channel had been
+            // opened while the request queue was electing a new leader.
+            ReplyMode::Queue => {
+                match self
+                    .bus
+                    .publish_bytes("", &request_queue, body, properties)
+                    .await
+                {
+                    Ok(Routed::Queued) => {}
+                    Ok(Routed::NoQueue) => {
+                        forget();
+                        return Err(Attempt::Failed(BusError::NoQueue(request_queue)));
+                    }
+                    Err(error) => {
+                        forget();
+                        return Err(Attempt::Failed(error));
+                    }
+                }
+            }
+            // Direct reply-to needs the request published on the consuming channel; the reply
+            // is its confirmation, and a request lost with its connection shows as a lost path
+            // (sent again) or, at worst, as a timeout.
+            ReplyMode::Direct => {
+                let properties = crate::connection::stamped(properties)
+                    .with_content_type("application/json".into());
+                let sent = path
+                    .channel
+                    .basic_publish(
+                        "".into(),
+                        request_queue.into(),
+                        BasicPublishOptions::default(),
+                        body,
+                        properties,
+                    )
+                    .await;
+                if let Err(error) = sent {
+                    forget();
+                    tracing::debug!(%error, "publishing a request on a lost reply path");
+                    return Err(Attempt::Lost(path.generation));
+                }
+            }
         }
         match tokio::time::timeout(left, receiver).await {
             Ok(Ok(reply)) => Ok(reply),
@@ -234,6 +265,7 @@ async fn keep_reply_path(
         tracing::info!(%address, generation, "reply path open");
         publish.send_replace(Some(Arc::new(ReplyPath {
             channel: channel.clone(),
+            mode,
             address,
             generation,
         })));
