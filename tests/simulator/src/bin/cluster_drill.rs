@@ -212,7 +212,11 @@ async fn main() -> anyhow::Result<()> {
             outcome.votes_stored,
             pause.as_secs_f64()
         );
-        Ok(())
+        // Exit here rather than by tearing down the runtime: a detached task's store query cut
+        // short by the teardown made the MongoDB driver panic after the verdict.
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        std::process::exit(0);
     } else {
         println!("verdict: FAIL — {}", failed.join("; "));
         std::process::exit(1);
