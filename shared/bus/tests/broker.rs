@@ -25,7 +25,10 @@ struct Harness {
 
 impl Harness {
     async fn new(test: &str) -> Self {
-        let settings = amqp_settings(test);
+        Self::with_settings(amqp_settings(test)).await
+    }
+
+    async fn with_settings(settings: AmqpSettings) -> Self {
         let registry = Registry::new();
         let readiness = Readiness::new(&[Component::Broker]);
         let shutdown = CancellationToken::new();
@@ -318,7 +321,6 @@ async fn a_trace_follows_a_message_to_what_its_handling_publishes() {
 #[tokio::test]
 async fn a_node_that_does_not_answer_is_passed_over() {
     let mut settings = amqp_settings("bus-nodes");
-    let single_node = settings.clone();
     let dead = format!(
         "amqp://guest:guest@127.0.0.1:{}/%2f",
         oleg_testkit::free_port()
@@ -327,30 +329,9 @@ async fn a_node_that_does_not_answer_is_passed_over() {
     settings.uri = format!("{dead}, {live}").into();
     assert_eq!(settings.node_uris(), [dead.as_str(), live.as_str()]);
     assert!(!settings.redacted_uri().contains("guest:guest"));
-    let shutdown = CancellationToken::new();
-    let bus = tokio::time::timeout(
-        Duration::from_secs(10),
-        Bus::connect(
-            settings.clone(),
-            "bus-nodes",
-            &Registry::new(),
-            Readiness::new(&[Component::Broker]),
-            shutdown.clone(),
-        ),
-    )
-    .await
-    .expect("connected without waiting on the dead node")
-    .unwrap();
-    let vote = Vote::new(
-        UserId::new(1).unwrap(),
-        PostRef {
-            channel: ChannelName::parse("channel_one").unwrap(),
-            post_id: PostId::new(1).unwrap(),
-        },
-        Reaction::Like,
-        Utc::now(),
-    );
-    assert_eq!(bus.publish(&vote).await.unwrap(), Routed::Queued);
-    bus.close().await;
-    delete_topology(&single_node).await;
+    let h = tokio::time::timeout(Duration::from_secs(10), Harness::with_settings(settings))
+        .await
+        .expect("connected without waiting on the dead node");
+    assert_eq!(h.bus.publish(&vote(1, 1)).await.unwrap(), Routed::Queued);
+    h.finish().await;
 }

@@ -63,12 +63,22 @@ pub fn mongo_settings(test: &str) -> MongoSettings {
     }
 }
 
+/// A connection to the first of the settings' broker nodes that answers (as the bus connects).
+async fn connect_to_broker(settings: &AmqpSettings) -> Connection {
+    let mut failure = None;
+    for node in settings.node_uris() {
+        match Connection::connect(node, ConnectionProperties::default()).await {
+            Ok(connection) => return connection,
+            Err(error) => failure = Some(error),
+        }
+    }
+    panic!("no broker node reachable (deploy/dev/setup.sh starts one): {failure:?}")
+}
+
 /// Deletes every queue and exchange under the settings' prefix.
 pub async fn delete_topology(settings: &AmqpSettings) {
     let topology = Topology::new(settings.prefix.clone());
-    let connection = Connection::connect(settings.node_uris()[0], ConnectionProperties::default())
-        .await
-        .expect("broker reachable for clean-up");
+    let connection = connect_to_broker(settings).await;
     let channel = connection.create_channel().await.expect("channel");
     for queue in QueueName::ALL {
         let _ = channel
@@ -85,12 +95,7 @@ pub async fn delete_topology(settings: &AmqpSettings) {
 
 /// Deletes one queue, as an operator might by mistake.
 pub async fn delete_queue(settings: &AmqpSettings, queue: &str) {
-    let connection = Connection::connect(
-        settings.uri.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("broker reachable");
+    let connection = connect_to_broker(settings).await;
     let channel = connection.create_channel().await.expect("channel");
     channel
         .queue_delete(queue.into(), QueueDeleteOptions::default())
@@ -122,12 +127,7 @@ pub async fn wait_for_consumers(settings: &AmqpSettings, queue: &str, count: u32
 }
 
 async fn declare_passively(settings: &AmqpSettings, queue: &str) -> lapin::Queue {
-    let connection = Connection::connect(
-        settings.uri.expose_secret(),
-        ConnectionProperties::default(),
-    )
-    .await
-    .expect("broker reachable");
+    let connection = connect_to_broker(settings).await;
     let channel = connection.create_channel().await.expect("channel");
     let declared = channel
         .queue_declare(
