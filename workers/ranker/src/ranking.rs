@@ -8,7 +8,7 @@ use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::{PersonHistory, PostKey};
 use rand::Rng;
-use rand_distr::{Beta, Distribution};
+use rand_distr::{Beta, Distribution, StandardNormal};
 use std::collections::HashSet;
 
 /// How a reply explores beyond the best scores.
@@ -75,7 +75,7 @@ pub fn rank(
     match exploration.policy {
         ExplorationPolicy::Noise if exploration.noise > 0.0 => {
             for score in scores.iter_mut() {
-                *score += exploration.noise * standard_normal(rng);
+                *score += exploration.noise * rng.sample::<f64, _>(StandardNormal);
             }
         }
         ExplorationPolicy::Noise => {}
@@ -138,13 +138,6 @@ fn posterior_draw(
     let alpha = prior_votes * p + f64::from(likes);
     let beta = prior_votes * (1.0 - p) + f64::from(votes.saturating_sub(likes));
     Beta::new(alpha, beta).map_or(p, |beta| beta.sample(rng))
-}
-
-/// A standard normal draw (Box–Muller).
-fn standard_normal(rng: &mut impl Rng) -> f64 {
-    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-    let u2: f64 = rng.random();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 #[cfg(test)]
