@@ -32,7 +32,9 @@ pub async fn run(
                     channel.status.as_str()
                 };
                 let next = if channel.paused() {
-                    "-".to_owned()
+                    channel.paused_at_ms.map_or("never".to_owned(), |at| {
+                        format!("never (paused {} ago)", age(now, at))
+                    })
                 } else if channel.next_poll_ms <= now {
                     "due".to_owned()
                 } else {
