@@ -102,18 +102,27 @@ impl HeldLetter {
                 } else {
                     events_exchange.to_owned()
                 };
-                let original = letter.payload.to_bytes().unwrap_or_default();
+                // A payload that does not decode is shown as the envelope and never replayed:
+                // a replay would publish an empty body and then drop the letter.
+                let (body, detail, routing_key) = match letter.payload.to_bytes() {
+                    Ok(original) => (original, letter.detail, letter.routing_key),
+                    Err(error) => (
+                        body,
+                        format!("{} (its payload does not decode: {error})", letter.detail),
+                        String::new(),
+                    ),
+                };
                 Self {
                     id,
                     reason: letter.reason.as_str().to_owned(),
-                    detail: letter.detail,
+                    detail,
                     queue: letter.queue,
                     attempts: letter.attempts,
                     replays: letter.replays.max(replays),
                     failed_at_ms: Some(letter.failed_at.timestamp_millis()),
-                    body: original,
+                    body,
                     exchange,
-                    routing_key: letter.routing_key,
+                    routing_key,
                     acker,
                 }
             }

@@ -758,3 +758,42 @@ async fn retention_removes_only_what_can_no_longer_matter() {
     admin.close().await;
     services.finish().await;
 }
+
+#[tokio::test]
+async fn a_letter_whose_payload_does_not_decode_is_listed_but_never_replayed() {
+    let services =
+        TestServices::start("admin_bad_payload", mongo_settings("admin_bad_payload")).await;
+    let admin = connect(&services).await;
+    let ingest = services.bus.topology().queue(QueueName::Ingest);
+    let mut letter = DeadLetter::new(
+        DeadLetterReason::Malformed,
+        "not JSON",
+        &ingest,
+        "vote.cast",
+        1,
+        b"x",
+    );
+    letter.payload = oleg_messages::Payload::Base64("%%% not base64 %%%".into());
+    services.bus.publish_dead_letter(&letter).await.unwrap();
+
+    let (done, listed) = run(&admin, &["dead-letters", "list"], "").await;
+    done.unwrap();
+    assert!(listed.contains("1 of 1"), "{listed}");
+    let (left, said) = run(&admin, &["dead-letters", "replay"], "").await;
+    assert_eq!(left.unwrap_err().exit_code(), 4, "{said}");
+    assert!(said.contains("does not say where it came from"), "{said}");
+    assert_eq!(
+        queue_depth(&services.amqp, &ingest).await,
+        0,
+        "nothing was published"
+    );
+    let dead = services.bus.topology().queue(QueueName::DeadLetters);
+    assert_eq!(
+        queue_depth(&services.amqp, &dead).await,
+        1,
+        "the letter stays"
+    );
+
+    admin.close().await;
+    services.finish().await;
+}
