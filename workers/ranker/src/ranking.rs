@@ -175,6 +175,19 @@ mod tests {
         }
     }
 
+    /// The order a person the model does not know gets from the whole pool with `seed`.
+    fn seeded_order(pool: &Pool, exploration: &Exploration, seed: u64) -> Vec<String> {
+        let ranked = rank(
+            pool,
+            |_| false,
+            None,
+            UserId::new(1).unwrap(),
+            exploration,
+            &mut rand::rngs::StdRng::seed_from_u64(seed),
+        );
+        keys(pool, &ranked)
+    }
+
     fn keys(pool: &Pool, ranked: &Ranked) -> Vec<String> {
         ranked
             .picks
@@ -234,19 +247,7 @@ mod tests {
             noise: 1.0,
             ..noise(&history)
         };
-        let run = |seed| {
-            keys(
-                &pool,
-                &rank(
-                    &pool,
-                    |_| false,
-                    None,
-                    UserId::new(1).unwrap(),
-                    &exploration,
-                    &mut rand::rngs::StdRng::seed_from_u64(seed),
-                ),
-            )
-        };
+        let run = |seed| seeded_order(&pool, &exploration, seed);
         assert_eq!(run(3), run(3));
         assert!(
             (0..20).any(|seed| run(seed)[0] != "liked/1"),
@@ -273,18 +274,7 @@ mod tests {
             }
         }
         let first = |history: &PersonHistory, seed| {
-            keys(
-                &pool,
-                &rank(
-                    &pool,
-                    |_| false,
-                    None,
-                    UserId::new(1).unwrap(),
-                    &thompson(history),
-                    &mut rand::rngs::StdRng::seed_from_u64(seed),
-                ),
-            )[0]
-            .clone()
+            seeded_order(&pool, &thompson(history), seed)[0].clone()
         };
         let led = |history: &PersonHistory| {
             (0..200)
