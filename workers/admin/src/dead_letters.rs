@@ -5,8 +5,8 @@ use crate::{now_ms, Admin, AdminError, DeadLetterCommand, LetterFilter};
 use oleg_bus::{DeadLetterQueue, HeldLetter};
 use std::io::{BufRead, Write};
 
-/// Most dead letters one command takes from the queue.
-const MOST_LETTERS: usize = 100_000;
+/// Most dead letters one command takes from the queue (the queue's bound, see OPERATIONS.md).
+pub(crate) const MOST_LETTERS: usize = 100_000;
 
 impl LetterFilter {
     fn matches(&self, letter: &HeldLetter, now_ms: i64) -> bool {

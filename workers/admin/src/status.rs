@@ -6,9 +6,6 @@ use oleg_bus::{DeadLetterQueue, QueueName};
 use std::collections::BTreeMap;
 use std::io::Write;
 
-/// Most dead letters counted by reason.
-const MOST_COUNTED: usize = 100_000;
-
 pub async fn show(admin: &Admin, out: &mut dyn Write) -> Result<(), AdminError> {
     let now = now_ms();
     let mut queues = Table::new(&["QUEUE", "READY", "CONSUMERS"]);
@@ -22,7 +19,7 @@ pub async fn show(admin: &Admin, out: &mut dyn Write) -> Result<(), AdminError> 
     }
     queues.write(out)?;
 
-    let letters = DeadLetterQueue::take(&admin.bus, MOST_COUNTED).await?;
+    let letters = DeadLetterQueue::take(&admin.bus, crate::dead_letters::MOST_LETTERS).await?;
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
     for letter in &letters.letters {
         *reasons.entry(letter.reason.as_str()).or_default() += 1;
