@@ -85,6 +85,15 @@ fn vote(user: i64, post: i64) -> Vote {
     )
 }
 
+/// The next envelope on the dead-letter queue.
+async fn next_letter(dead: &mut Subscription) -> DeadLetter {
+    decode(
+        &next_within(dead, Duration::from_secs(10)).await.body,
+        1 << 20,
+    )
+    .unwrap()
+}
+
 async fn next_within(subscription: &mut Subscription, limit: Duration) -> Incoming {
     tokio::time::timeout(limit, subscription.next())
         .await
@@ -195,11 +204,7 @@ async fn a_message_failing_n_times_is_dead_lettered_with_its_reason() {
             "codecamp/1 is not stored",
         )))
         .await;
-    let letter: DeadLetter = decode(
-        &next_within(&mut dead, Duration::from_secs(10)).await.body,
-        1 << 20,
-    )
-    .unwrap();
+    let letter = next_letter(&mut dead).await;
     assert_eq!(
         (letter.reason, letter.attempts),
         (DeadLetterReason::UnknownPost, 1)
@@ -214,11 +219,7 @@ async fn a_message_failing_n_times_is_dead_lettered_with_its_reason() {
             .settle(Outcome::failed("type mismatch", false))
             .await;
     }
-    let letter: DeadLetter = decode(
-        &next_within(&mut dead, Duration::from_secs(10)).await.body,
-        1 << 20,
-    )
-    .unwrap();
+    let letter = next_letter(&mut dead).await;
     assert_eq!(
         (letter.reason, letter.attempts),
         (DeadLetterReason::StoreRefused, max_attempts)
