@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 pub enum Variant {
     ChannelMlp,
+    /// The channel network with a post's content ([`oleg_features`]) added to its id embedding.
+    ContentMlp,
     Dot,
 }
 
@@ -11,6 +13,7 @@ impl Variant {
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::ChannelMlp => "channel_mlp",
+            Variant::ContentMlp => "content_mlp",
             Variant::Dot => "dot",
         }
     }
@@ -45,6 +48,8 @@ pub struct ModelConfig {
     pub hidden: i64,
     /// Embedding size of the dot variant (person and post).
     pub dot_dim: i64,
+    /// Rows of the content table of `content_mlp`: feature hashes share rows modulo this.
+    pub content_buckets: i64,
     /// The sigmoid is multiplied by this (1.05 in the original, so that 1 is reachable).
     pub output_scale: f64,
     pub loss: LossKind,
@@ -68,6 +73,7 @@ impl Default for ModelConfig {
             channel_dim: 80,
             hidden: 70,
             dot_dim: 32,
+            content_buckets: 1 << 14,
             output_scale: 1.05,
             loss: LossKind::Mse,
             optimizer: OptimizerKind::Sgd,
@@ -94,6 +100,12 @@ impl ModelConfig {
             if !(1..=4096).contains(&value) {
                 problems.push((field, format!("a size from 1 to 4096, found {value}")));
             }
+        }
+        if !(1..=1 << 24).contains(&self.content_buckets) {
+            problems.push((
+                "content_buckets",
+                format!("from 1 to 16777216, found {}", self.content_buckets),
+            ));
         }
         if !(1..=1_000_000).contains(&self.batch_size) {
             problems.push((

@@ -5,6 +5,10 @@
 //!   (100), the post (20) and its channel (80) are concatenated → Linear(200, 70) → ReLU →
 //!   Linear(70, 1) → sigmoid × 1.05. Most posts get few votes; the channel embedding carries what
 //!   is known of a channel to its new and rarely-voted posts.
+//! - [`Variant::ContentMlp`]: the same network, with the post's vector the sum of its id
+//!   embedding and its content vector (hashed features of its text, media, links and source,
+//!   see `oleg-features`), so a post nobody voted on is scored by what it is. Its id rows start at
+//!   zero: a new post is its content.
 //! - [`Variant::Dot`]: the earlier baseline, the dot product of person and post embeddings plus
 //!   biases, for comparison.
 //!
@@ -13,6 +17,7 @@
 //! the graph past its step.
 
 mod config;
+mod content;
 mod metrics;
 mod network;
 mod optimizer;
@@ -21,7 +26,7 @@ mod training;
 
 pub use config::{LossKind, ModelConfig, OptimizerKind, Variant};
 pub use metrics::{evaluate_predictions, Evaluation};
-pub use network::{Batch, Network, Sizes};
+pub use network::{Batch, Network, Sizes, POST_CONTENT};
 pub use optimizer::Optimizer;
 pub use serialize::{read_tensors, write_network, write_safetensors, NamedTensor, Weights};
 pub use training::{labels_of, predict, train_epoch, Votes};

@@ -1,4 +1,6 @@
+use crate::content::PostContents;
 use crate::{LossKind, ModelConfig, ModelError, Variant};
+use oleg_features::PostFeatures;
 use tch::{Device, Kind, Reduction, Tensor};
 
 /// Rows of each embedding table.
@@ -22,11 +24,17 @@ pub struct Network {
     config: ModelConfig,
     params: Vec<(&'static str, Tensor)>,
     device: Device,
+    /// Each post row's content features (`content_mlp` only; not parameters).
+    contents: PostContents,
 }
 
 const USER: &str = "user_embedding";
 const POST: &str = "post_embedding";
 const CHANNEL: &str = "channel_embedding";
+const CONTENT: &str = "content_embedding";
+/// Written beside the parameters of `content_mlp`: each post row's content vector as trained,
+/// so that a scorer needs no post's content to score the posts the model knows.
+pub const POST_CONTENT: &str = "post_content";
 const HIDDEN_W: &str = "hidden.weight";
 const HIDDEN_B: &str = "hidden.bias";
 const OUTPUT_W: &str = "output.weight";
@@ -63,20 +71,43 @@ impl Network {
             Tensor::zeros(shape, options).uniform_(-bound, bound)
         };
         let params = match config.variant {
-            Variant::ChannelMlp => {
+            Variant::ChannelMlp | Variant::ContentMlp => {
                 let input = config.user_dim + config.post_dim + config.channel_dim;
-                vec![
+                let with_content = config.variant == Variant::ContentMlp;
+                let posts = if with_content {
+                    // A post's id row only adds what its content does not say; a new post has
+                    // none yet.
+                    Tensor::zeros([sizes.posts, config.post_dim], options)
+                } else {
+                    normal(sizes.posts, config.post_dim, config.init_std)
+                };
+                let mut params = vec![
                     (USER, normal(sizes.users, config.user_dim, config.init_std)),
-                    (POST, normal(sizes.posts, config.post_dim, config.init_std)),
+                    (POST, posts),
                     (
                         CHANNEL,
                         normal(sizes.channels, config.channel_dim, config.init_std),
                     ),
+                ];
+                if with_content {
+                    // A post sums about six unit-weight features: this starts its content
+                    // vector at the spread of an id embedding.
+                    params.push((
+                        CONTENT,
+                        normal(
+                            config.content_buckets,
+                            config.post_dim,
+                            config.init_std / 6f64.sqrt(),
+                        ),
+                    ));
+                }
+                params.extend([
                     (HIDDEN_W, uniform(&[config.hidden, input], input)),
                     (HIDDEN_B, uniform(&[config.hidden], input)),
                     (OUTPUT_W, uniform(&[1, config.hidden], config.hidden)),
                     (OUTPUT_B, uniform(&[1], config.hidden)),
-                ]
+                ]);
+                params
             }
             Variant::Dot => {
                 // Dot products of N(0, s) vectors have variance dim·s⁴: this keeps it at init_std⁴.
@@ -106,6 +137,7 @@ impl Network {
             config,
             params,
             device,
+            contents: PostContents::default(),
         }
     }
 
@@ -168,7 +200,7 @@ impl Network {
             users: rows(USER),
             posts: rows(POST),
             channels: match self.config.variant {
-                Variant::ChannelMlp => rows(CHANNEL),
+                Variant::ChannelMlp | Variant::ContentMlp => rows(CHANNEL),
                 Variant::Dot => 0,
             },
         }
@@ -199,9 +231,14 @@ impl Network {
         let n = batch.users.size()[0] as f64;
         let decay = self.config.weight_decay;
         match self.config.variant {
-            Variant::ChannelMlp => {
+            Variant::ChannelMlp | Variant::ContentMlp => {
                 let u = lookup(USER, &batch.users);
-                let p = lookup(POST, &batch.posts);
+                let p = match self.config.variant {
+                    Variant::ContentMlp => {
+                        lookup(POST, &batch.posts) + self.content_vectors(&batch.posts)
+                    }
+                    _ => lookup(POST, &batch.posts),
+                };
                 let c = lookup(CHANNEL, &batch.channels);
                 let x = Tensor::cat(&[&u, &p, &c], 1);
                 let hidden = x
@@ -236,6 +273,62 @@ impl Network {
         }
     }
 
+    /// Each post's content vector: the weighted sum of its features' rows of the content table.
+    fn content_vectors(&self, posts: &Tensor) -> Tensor {
+        let n = posts.size()[0];
+        let gathered = self
+            .contents
+            .gather(&PostContents::host_rows(posts), self.device);
+        let rows = Tensor::embedding(self.param(CONTENT), &gathered.rows, -1, false, true);
+        Tensor::zeros([n, self.config.post_dim], (Kind::Float, self.device)).index_add(
+            0,
+            &gathered.positions,
+            &(rows * gathered.weights.unsqueeze(1)),
+        )
+    }
+
+    /// Post rows whose content the network has (`content_mlp`; other variants keep none).
+    pub fn post_contents(&self) -> usize {
+        self.contents.len()
+    }
+
+    /// Gives the next post rows their content; a row without any scores as content-free.
+    pub fn add_post_contents<'a>(&mut self, features: impl IntoIterator<Item = &'a PostFeatures>) {
+        if self.config.variant == Variant::ContentMlp {
+            for f in features {
+                self.contents.push(f, self.config.content_buckets);
+            }
+        }
+    }
+
+    /// Tensors a scorer reads beside the parameters: for `content_mlp`, [`POST_CONTENT`].
+    pub fn derived_tensors(&self) -> Vec<(&'static str, Tensor)> {
+        const BLOCK: i64 = 1 << 16;
+        if self.config.variant != Variant::ContentMlp {
+            return Vec::new();
+        }
+        let posts = self.sizes().posts;
+        let blocks: Vec<Tensor> = tch::no_grad(|| {
+            (0..posts)
+                .step_by(BLOCK as usize)
+                .map(|start| {
+                    let rows = Tensor::arange_start(
+                        start,
+                        (start + BLOCK).min(posts),
+                        (Kind::Int64, self.device),
+                    );
+                    self.content_vectors(&rows)
+                })
+                .collect()
+        });
+        let content = if blocks.is_empty() {
+            Tensor::zeros([0, self.config.post_dim], (Kind::Float, self.device))
+        } else {
+            Tensor::cat(&blocks, 0)
+        };
+        vec![(POST_CONTENT, content)]
+    }
+
     fn output(&self, logits: &Tensor) -> Tensor {
         logits.sigmoid() * self.config.output_scale
     }
@@ -264,7 +357,9 @@ impl Network {
     }
 
     /// Grows the tables to `sizes` without retraining what is known. New people and channels
-    /// start from the average row; a new post starts from the average post of its channel
+    /// start from the average row; in `content_mlp` a new post's id row starts at zero (it is
+    /// its content, see [`Network::add_post_contents`]); otherwise a new post starts from the
+    /// average post of its channel
     /// (`post_channels[row]` is the channel row of every post, old and new), or from the
     /// average post when its channel has none yet.
     pub fn grow(&mut self, sizes: Sizes, post_channels: &[i64]) -> Result<(), ModelError> {
@@ -302,7 +397,9 @@ impl Network {
                 grown.narrow(0, 0, old_rows).copy_(tensor);
                 let average = tensor.mean_dim(0, true, Kind::Float);
                 let mut fresh = grown.narrow(0, old_rows, new_rows - old_rows);
-                if *table == Table::Post && old_rows > 0 {
+                if *table == Table::Post && self.config.variant == Variant::ContentMlp {
+                    // A new post is its content until votes say more (the rows are zero).
+                } else if *table == Table::Post && old_rows > 0 {
                     // Sum and count the old posts of each channel, then average per channel.
                     let old_channels = channel_rows.narrow(0, 0, old_rows);
                     let sums = Tensor::zeros([channel_slots, dim], (Kind::Float, self.device))

@@ -27,10 +27,18 @@ pub fn write_network(
             network.config().output_scale.to_string(),
         ),
     ]);
+    if network.config().variant == crate::Variant::ContentMlp {
+        metadata.insert(
+            "features".to_owned(),
+            oleg_features::FEATURES_VERSION.to_owned(),
+        );
+    }
     metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    let derived = network.derived_tensors();
     let named: Vec<NamedTensor<'_>> = network
         .named_tensors()
         .iter()
+        .chain(&derived)
         .map(|(n, t)| (*n, t))
         .collect();
     write_safetensors(&named, &metadata, out)

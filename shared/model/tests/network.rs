@@ -64,13 +64,10 @@ fn train_and_score(config: &ModelConfig, epochs: usize) -> Evaluation {
     )
 }
 
-#[test]
-fn every_variant_learns_a_planted_pattern() {
-    let original = ModelConfig {
-        batch_size: 64,
-        ..ModelConfig::default()
-    };
-    let adam_bce = ModelConfig {
+/// The tuned training (Adam, cross-entropy, small initial embeddings) in batches of 64.
+fn adam_bce_at_test_scale(variant: Variant) -> ModelConfig {
+    ModelConfig {
+        variant,
         loss: LossKind::Bce,
         output_scale: 1.0,
         optimizer: OptimizerKind::Adam,
@@ -78,11 +75,17 @@ fn every_variant_learns_a_planted_pattern() {
         init_std: 0.1,
         batch_size: 64,
         ..ModelConfig::default()
+    }
+}
+
+#[test]
+fn every_variant_learns_a_planted_pattern() {
+    let original = ModelConfig {
+        batch_size: 64,
+        ..ModelConfig::default()
     };
-    let dot = ModelConfig {
-        variant: Variant::Dot,
-        ..adam_bce.clone()
-    };
+    let adam_bce = adam_bce_at_test_scale(Variant::ChannelMlp);
+    let dot = adam_bce_at_test_scale(Variant::Dot);
     for (name, config) in [("original", original), ("adam+bce", adam_bce), ("dot", dot)] {
         let score = train_and_score(&config, 15);
         // The noise allows at most 0.9 accuracy; a model that learned the pattern ranks well.
@@ -243,4 +246,79 @@ fn configuration_problems_name_the_field() {
     let fields: Vec<&str> = bad.problems().iter().map(|(f, _)| *f).collect();
     assert_eq!(fields, vec!["batch_size", "output_scale"]);
     assert!(ModelConfig::default().problems().is_empty());
+}
+
+/// Half the people like posts with a photo, half like text-only posts; everything is one
+/// channel, so only a post's content tells posts apart.
+#[test]
+fn the_content_network_scores_posts_nobody_voted_on_by_what_they_show() {
+    use oleg_features::{PostContent, PostFeatures};
+    use oleg_messages::MediaKind;
+    const TRAINED_POSTS: i64 = 100;
+    const NEW_POSTS: i64 = 40;
+    let content = |post: i64| {
+        PostFeatures::of(&PostContent {
+            text: format!("post number {post}"),
+            media: if post % 2 == 0 {
+                vec![MediaKind::Photo]
+            } else {
+                Vec::new()
+            },
+            ..PostContent::default()
+        })
+    };
+    let votes = |n: usize, posts: std::ops::Range<i64>, seed: u64| {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (mut u, mut p, mut c, mut y) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..n {
+            let user = rng.random_range(0..USERS);
+            let post = rng.random_range(posts.clone());
+            u.push(user);
+            p.push(post);
+            c.push(0);
+            y.push(if (user + post) % 2 == 0 { 1.0 } else { 0.0 });
+        }
+        Votes::from_columns(&u, &p, &c, &y, Device::Cpu)
+    };
+    let train = votes(6_000, 0..TRAINED_POSTS, 1);
+    let unseen = votes(1_000, TRAINED_POSTS..TRAINED_POSTS + NEW_POSTS, 2);
+    let auc_on_unseen_posts = |variant| {
+        tch::manual_seed(3);
+        let config = adam_bce_at_test_scale(variant);
+        let sizes = Sizes {
+            users: USERS,
+            posts: TRAINED_POSTS + NEW_POSTS,
+            channels: 1,
+        };
+        let mut network = Network::new(&config, sizes, Device::Cpu);
+        let contents: Vec<PostFeatures> = (0..TRAINED_POSTS + NEW_POSTS).map(content).collect();
+        network.add_post_contents(&contents);
+        let mut optimizer = Optimizer::new(&network);
+        for _ in 0..8 {
+            train_epoch(
+                &mut network,
+                &mut optimizer,
+                &train,
+                &train.all_rows(),
+                64,
+                |_| std::ops::ControlFlow::Continue(()),
+            );
+        }
+        let rows = unseen.all_rows();
+        evaluate_predictions(
+            &predict(&network, &unseen, &rows),
+            &labels_of(&unseen, &rows),
+        )
+        .auc
+    };
+    let with_content = auc_on_unseen_posts(Variant::ContentMlp);
+    let by_id_only = auc_on_unseen_posts(Variant::ChannelMlp);
+    assert!(
+        with_content > 0.9,
+        "content network on unseen posts: AUC {with_content}"
+    );
+    assert!(
+        by_id_only < 0.65,
+        "id-only network on unseen posts: AUC {by_id_only}"
+    );
 }

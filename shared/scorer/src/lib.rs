@@ -4,7 +4,13 @@
 //! The bracket depends only on the post, so it is computed once per post when the model loads;
 //! a request costs one `hidden × user_dim` matrix-vector product for the person, then per
 //! candidate one add-ReLU-dot over `hidden` numbers.
+//!
+//! The content network (`content_mlp`) scores the posts it knows the same way (the trainer writes
+//! each known post's content vector beside the weights). A post it has not seen is scored from
+//! its content as the trainer would score it: the weighted sum of its features' rows of the
+//! content table, through the post's block of the first layer, on its channel's part.
 
+use oleg_features::{bucket, PostFeatures, FEATURES_VERSION};
 use oleg_messages::VocabFile;
 use std::collections::{BTreeMap, HashMap};
 
@@ -32,6 +38,9 @@ enum Network {
         average_part: Vec<f32>,
         output: Vec<f32>,
         output_bias: f32,
+        /// With content (`content_mlp`), a new post's id row is zero: the channel parts above
+        /// leave out `W_p·p̄_c`, and the post's content is added per candidate.
+        content: Option<ContentTable>,
     },
     Dot {
         dim: usize,
@@ -48,11 +57,48 @@ enum Network {
     },
 }
 
-/// A post to score: its row in the model if the model saw it, else its channel (name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The content table of `content_mlp`, and the post's block of the first layer.
+struct ContentTable {
+    buckets: u32,
+    post_dim: usize,
+    /// `buckets × post_dim`.
+    rows: Vec<f32>,
+    /// `hidden × post_dim`: `W_p`.
+    post_block: Vec<f32>,
+}
+
+impl ContentTable {
+    /// `part + W_p·(Σ weight · row(feature))`, into `out`.
+    fn add_to(
+        &self,
+        part: &[f32],
+        features: &PostFeatures,
+        vector: &mut Vec<f32>,
+        out: &mut Vec<f32>,
+    ) {
+        vector.clear();
+        vector.resize(self.post_dim, 0.0);
+        for (hash, weight) in features.pairs() {
+            let row = bucket(*hash, self.buckets) as usize * self.post_dim;
+            for (v, r) in vector.iter_mut().zip(&self.rows[row..row + self.post_dim]) {
+                *v += weight * r;
+            }
+        }
+        out.clear();
+        out.extend_from_slice(part);
+        mat_vec_add(&self.post_block, self.post_dim, 0, vector, out);
+    }
+}
+
+/// A post to score: its row in the model if the model saw it, else its channel (name) and its
+/// content (which only a content network reads).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Candidate<'a> {
     Known(usize),
-    New { channel: &'a str },
+    New {
+        channel: &'a str,
+        content: &'a PostFeatures,
+    },
 }
 
 pub struct ScoringModel {
@@ -220,11 +266,12 @@ impl<'a> Files<'a> {
 }
 
 impl Network {
-    /// The channel network, with each post's part of the first layer computed ahead.
-    fn channel_mlp(files: &Files) -> Result<Self, ScorerError> {
+    /// The channel network (with content or without), with each post's part of the first
+    /// layer computed ahead.
+    fn channel_mlp(files: &Files, with_content: bool) -> Result<Self, ScorerError> {
         let channels = files.vocab.channels.len();
         let (us, users) = files.tensors.get("user_embedding", 2)?;
-        let (ps, posts) = files.tensors.get("post_embedding", 2)?;
+        let (ps, mut posts) = files.tensors.get("post_embedding", 2)?;
         let (cs, channel_emb) = files.tensors.get("channel_embedding", 2)?;
         let (hs, w1) = files.tensors.get("hidden.weight", 2)?;
         let (_, b1) = files.tensors.get("hidden.bias", 1)?;
@@ -244,6 +291,37 @@ impl Network {
             ));
         }
         let cols = hs[1];
+        let content = if with_content {
+            let version = files.metadata.get("features").map(String::as_str);
+            if version != Some(FEATURES_VERSION) {
+                return Err(ScorerError::Weights(format!(
+                    "trained on post features version {version:?}, this scorer computes version {FEATURES_VERSION}"
+                )));
+            }
+            let (ts, rows) = files.tensors.get("content_embedding", 2)?;
+            let (cs, post_content) = files.tensors.get("post_content", 2)?;
+            files.check_rows("post_content", &cs, files.vocab.posts.len())?;
+            if ts[1] != post_dim || cs[1] != post_dim || ts[0] == 0 {
+                return Err(ScorerError::Weights(
+                    "the content table does not fit the post embedding".into(),
+                ));
+            }
+            posts
+                .iter_mut()
+                .zip(&post_content)
+                .for_each(|(p, c)| *p += c);
+            Some(ContentTable {
+                buckets: u32::try_from(ts[0])
+                    .map_err(|_| ScorerError::Weights("content table too large".into()))?,
+                post_dim,
+                rows,
+                post_block: (0..hidden)
+                    .flat_map(|r| w1[r * cols + user_dim..r * cols + user_dim + post_dim].to_vec())
+                    .collect(),
+            })
+        } else {
+            None
+        };
         let part = |post: &[f32], channel: &[f32]| {
             let mut out = b1.clone();
             mat_vec_add(&w1, cols, user_dim, post, &mut out);
@@ -260,15 +338,15 @@ impl Network {
             })
             .collect();
         // A post the model has not seen starts where the trainer would start it: at the
-        // average post of its channel.
-        let average_post = column_means(&posts, files.vocab.posts.len(), post_dim);
-        let channel_posts = channel_means(
-            &posts,
-            post_dim,
-            &files.post_channels,
-            channels,
-            &average_post,
-        );
+        // average post of its channel, or (with content) at zero plus its content.
+        let (average_post, channel_posts) = if content.is_some() {
+            (vec![0f32; post_dim], vec![0f32; channels * post_dim])
+        } else {
+            let average = column_means(&posts, files.vocab.posts.len(), post_dim);
+            let per_channel =
+                channel_means(&posts, post_dim, &files.post_channels, channels, &average);
+            (average, per_channel)
+        };
         let channel_parts: Vec<f32> = (0..channels)
             .flat_map(|c| {
                 part(
@@ -294,6 +372,7 @@ impl Network {
             average_part,
             output: w2,
             output_bias: b2[0],
+            content,
         })
     }
 
@@ -346,7 +425,8 @@ impl ScoringModel {
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| ScorerError::Weights("metadata output_scale missing".into()))?;
         let network = match files.metadata.get("variant").map(String::as_str) {
-            Some("channel_mlp") => Network::channel_mlp(&files)?,
+            Some("channel_mlp") => Network::channel_mlp(&files, false)?,
+            Some("content_mlp") => Network::channel_mlp(&files, true)?,
             Some("dot") => Network::dot(&files)?,
             other => return Err(ScorerError::Weights(format!("unknown variant {other:?}"))),
         };
@@ -383,14 +463,19 @@ impl ScoringModel {
         self.user_rows.get(&user_id).copied()
     }
 
-    pub fn candidate<'a>(&self, channel: &'a str, post_id: i64) -> Candidate<'a> {
+    pub fn candidate<'a>(
+        &self,
+        channel: &'a str,
+        post_id: i64,
+        content: &'a PostFeatures,
+    ) -> Candidate<'a> {
         let row = self
             .channel_rows
             .get(channel)
             .and_then(|&c| self.post_rows.get(&(c, post_id)));
         match row {
             Some(&row) => Candidate::Known(row),
-            None => Candidate::New { channel },
+            None => Candidate::New { channel, content },
         }
     }
 
@@ -408,8 +493,10 @@ impl ScoringModel {
                 average_part,
                 output,
                 output_bias,
+                content,
             } => {
                 let (dim, hidden) = (*user_dim, *hidden);
+                let (mut vector, mut with_content) = (Vec::new(), Vec::new());
                 let mut person = vec![0f32; hidden];
                 mat_vec_add(
                     user_block,
@@ -421,10 +508,22 @@ impl ScoringModel {
                 for candidate in candidates {
                     let part = match candidate {
                         Candidate::Known(row) => &post_parts[row * hidden..(row + 1) * hidden],
-                        Candidate::New { channel } => match self.channel_rows.get(*channel) {
-                            Some(&c) => &channel_parts[c * hidden..(c + 1) * hidden],
-                            None => &average_part[..],
-                        },
+                        Candidate::New {
+                            channel,
+                            content: features,
+                        } => {
+                            let part = match self.channel_rows.get(*channel) {
+                                Some(&c) => &channel_parts[c * hidden..(c + 1) * hidden],
+                                None => &average_part[..],
+                            };
+                            match content {
+                                Some(table) => {
+                                    table.add_to(part, features, &mut vector, &mut with_content);
+                                    &with_content[..]
+                                }
+                                None => part,
+                            }
+                        }
                     };
                     let logit = relu_dot(&person, part, output) + output_bias;
                     out.push(sigmoid(logit) * self.output_scale);
@@ -449,7 +548,7 @@ impl ScoringModel {
                         Candidate::Known(row) => {
                             (&posts[row * dim..(row + 1) * dim], post_bias[*row])
                         }
-                        Candidate::New { channel } => match self.channel_rows.get(*channel) {
+                        Candidate::New { channel, .. } => match self.channel_rows.get(*channel) {
                             Some(&c) => (
                                 &channel_average[c * dim..(c + 1) * dim],
                                 channel_average_bias[c],

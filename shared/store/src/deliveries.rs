@@ -22,7 +22,7 @@ pub struct RecentPost {
     pub channel: String,
     pub post_id: i64,
     pub published_at_ms: i64,
-    pub text: String,
+    pub content: oleg_features::PostContent,
 }
 
 impl Store {
@@ -142,7 +142,11 @@ impl Store {
             .database()
             .collection::<Document>(Collections::POSTS)
             .find(doc! {"published_at_ms": {"$gte": since_ms}})
-            .projection(doc! {"channel": 1, "post_id": 1, "published_at_ms": 1, "text": 1})
+            .projection({
+                let mut fields = doc! {"channel": 1, "post_id": 1, "published_at_ms": 1};
+                fields.extend(crate::posts::CONTENT_FIELDS.clone());
+                fields
+            })
             .await?;
         let mut posts = Vec::new();
         while let Some(d) = cursor.try_next().await? {
@@ -155,7 +159,7 @@ impl Store {
                     channel: channel.to_owned(),
                     post_id,
                     published_at_ms,
-                    text: d.get_str("text").unwrap_or_default().to_owned(),
+                    content: crate::posts::content_of(&d),
                 });
             }
         }

@@ -3,7 +3,8 @@
 use crate::{run_update, Collections, PostKey, Store, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use oleg_messages::{PostRef, ScrapedPost};
+use oleg_features::PostContent;
+use oleg_messages::{MediaKind, PostRef, ScrapedPost};
 use std::collections::{HashMap, HashSet};
 
 impl Store {
@@ -89,6 +90,30 @@ impl Store {
             .collect())
     }
 
+    /// The content of each of `keys` that is stored, read in chunks.
+    pub async fn post_contents(
+        &self,
+        keys: &[PostKey],
+    ) -> Result<HashMap<PostKey, PostContent>, StoreError> {
+        const CHUNK: usize = 1000;
+        let mut contents = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(CHUNK) {
+            let ids: Vec<&str> = chunk.iter().map(PostKey::as_str).collect();
+            let mut cursor = self
+                .database()
+                .collection::<Document>(Collections::POSTS)
+                .find(doc! {"_id": {"$in": ids}})
+                .projection(CONTENT_FIELDS.clone())
+                .await?;
+            while let Some(document) = cursor.try_next().await? {
+                if let Ok(key) = document.get_str("_id") {
+                    contents.insert(PostKey::stored(key.to_owned()), content_of(&document));
+                }
+            }
+        }
+        Ok(contents)
+    }
+
     /// How many posts are stored per channel.
     pub async fn posts_per_channel(&self) -> Result<HashMap<String, u64>, StoreError> {
         let groups: Vec<Document> = self
@@ -105,5 +130,42 @@ impl Store {
                 Some((channel, crate::as_i64(g.get("posts"))?.max(0) as u64))
             })
             .collect())
+    }
+}
+
+/// The fields of a stored post that [`content_of`] reads.
+pub(crate) static CONTENT_FIELDS: std::sync::LazyLock<Document> =
+    std::sync::LazyLock::new(|| doc! {"text": 1, "links": 1, "media.kind": 1, "forwarded_from": 1});
+
+/// A stored post's content; a field missing or of another type reads as absent.
+pub(crate) fn content_of(document: &Document) -> PostContent {
+    let strings = |key: &str| -> Vec<String> {
+        document
+            .get_array(key)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let media = document
+        .get_array("media")
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|item| {
+                    let kind = item.as_document()?.get("kind")?.clone();
+                    mongodb::bson::from_bson::<MediaKind>(kind).ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    PostContent {
+        text: document.get_str("text").unwrap_or_default().to_owned(),
+        links: strings("links"),
+        media,
+        forwarded_from: document.get_str("forwarded_from").ok().map(str::to_owned),
     }
 }

@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod run;
 pub mod simulation;
 pub mod taste;
+pub mod vote_log;
 
 use oleg_settings::{AmqpSettings, Check, MongoSettings, Validate};
 

@@ -12,6 +12,7 @@
 use chrono::Utc;
 use futures::future::join_all;
 use oleg_bus::{Bus, QueueName, ReplyMode, RpcClient, Source, Subscription};
+use oleg_features::PostFeatures;
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
@@ -118,8 +119,9 @@ fn model_files() -> (Vec<u8>, Vec<u8>) {
 fn in_process(weights: &[u8], vocab: &[u8]) -> (f64, f64) {
     let model = ScoringModel::load(weights, vocab).unwrap();
     let names: Vec<String> = (0..POSTS).map(|p| channel(p % CHANNELS)).collect();
+    let no_content = PostFeatures::default();
     let candidates: Vec<Candidate> = (0..POSTS)
-        .map(|p| model.candidate(&names[p as usize], p + 1))
+        .map(|p| model.candidate(&names[p as usize], p + 1, &no_content))
         .collect();
     let mut out = Vec::new();
     let mut times = Vec::new();

@@ -69,7 +69,7 @@ use oleg_messages::{
 use oleg_runtime::{Worker, WorkerContext};
 use oleg_store::{PostKey, Store};
 use oleg_telemetry::Component;
-use pool::Pool;
+use pool::{CandidatePost, Pool};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -124,12 +124,7 @@ impl Ranker {
         let mut pool = Pool::new(posts, counts, self.inner.settings.prior_strength);
         // Keep posts announced since the read began.
         for post in &self.pool().posts {
-            pool.insert(
-                post.channel.clone(),
-                post.post_id,
-                post.published_at_ms,
-                post.text.clone(),
-            );
+            pool.insert(post.clone());
         }
         pool.expire(since);
         self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
@@ -148,12 +143,12 @@ impl Ranker {
         }
         let mut slot = self.inner.pool.write().expect("not poisoned");
         let mut pool = (**slot).clone();
-        if pool.insert(
+        if pool.insert(CandidatePost::new(
             post.channel.to_string(),
             post.post_id.get(),
             published,
-            post.text.as_str().into(),
-        ) {
+            &post.into(),
+        )) {
             self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
             *slot = Arc::new(pool);
         }

@@ -2,6 +2,7 @@
 //! ranking: a like rate smoothed toward its channel's, which is smoothed toward the global one,
 //! so a new post starts at its channel's rate instead of at zero.
 
+use oleg_features::{PostContent, PostFeatures};
 use oleg_store::{PostKey, RecentPost};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -15,6 +16,22 @@ pub struct CandidatePost {
     /// What the reply carries for the frontend to show; shared, since the pool is copied
     /// whenever a post is added.
     pub text: Arc<str>,
+    /// Its content features, computed once: a content model scores a post it has not seen
+    /// from them.
+    pub features: Arc<PostFeatures>,
+}
+
+impl CandidatePost {
+    pub fn new(channel: String, post_id: i64, published_at_ms: i64, content: &PostContent) -> Self {
+        Self {
+            key: PostKey::new(&channel, post_id),
+            channel,
+            post_id,
+            published_at_ms,
+            text: content.text.as_str().into(),
+            features: Arc::new(PostFeatures::of(content)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -45,36 +62,23 @@ impl Pool {
             prior_strength,
         };
         for post in posts {
-            pool.insert(
+            pool.insert(CandidatePost::new(
                 post.channel,
                 post.post_id,
                 post.published_at_ms,
-                post.text.into(),
-            );
+                &post.content,
+            ));
         }
         pool.rates();
         pool
     }
 
     /// Adds a post unless it is already a candidate.
-    pub fn insert(
-        &mut self,
-        channel: String,
-        post_id: i64,
-        published_at_ms: i64,
-        text: Arc<str>,
-    ) -> bool {
-        let key = PostKey::new(&channel, post_id);
-        if !self.keys.insert(key.clone()) {
+    pub fn insert(&mut self, post: CandidatePost) -> bool {
+        if !self.keys.insert(post.key.clone()) {
             return false;
         }
-        self.posts.push(CandidatePost {
-            channel,
-            post_id,
-            published_at_ms,
-            key,
-            text,
-        });
+        self.posts.push(post);
         true
     }
 
@@ -157,7 +161,7 @@ mod tests {
                 channel: channel.into(),
                 post_id,
                 published_at_ms: 0,
-                text: String::new(),
+                content: Default::default(),
             })
             .collect(),
             counts,

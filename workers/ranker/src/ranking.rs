@@ -61,7 +61,10 @@ pub fn rank(
         Some((scorer, row)) => {
             let refs: Vec<Candidate> = candidates
                 .iter()
-                .map(|&i| scorer.candidate(&pool.posts[i].channel, pool.posts[i].post_id))
+                .map(|&i| {
+                    let post = &pool.posts[i];
+                    scorer.candidate(&post.channel, post.post_id, &post.features)
+                })
                 .collect();
             let mut out = Vec::with_capacity(refs.len());
             scorer.score(row, &refs, &mut out);
@@ -159,7 +162,7 @@ mod tests {
                 channel: channel.into(),
                 post_id,
                 published_at_ms: 0,
-                text: String::new(),
+                content: Default::default(),
             })
             .collect();
         Pool::new(posts, counts, 5.0)

@@ -183,9 +183,10 @@ async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
     let keys: Vec<(usize, i64)> = (0..2)
         .flat_map(|c| (1..=POSTS_PER_CHANNEL).map(move |id| (c, id)))
         .collect();
+    let no_content = oleg_features::PostFeatures::default();
     let candidates: Vec<_> = keys
         .iter()
-        .map(|(c, id)| scorer.candidate(CHANNELS[*c], *id))
+        .map(|(c, id)| scorer.candidate(CHANNELS[*c], *id, &no_content))
         .collect();
     let mut scores = Vec::new();
     scorer.score(scorer.user_row(3).unwrap(), &candidates, &mut scores);

@@ -94,6 +94,8 @@ pub async fn load(
         users: Vocab::from_keys(stored.users),
         channels: Vocab::from_keys(stored.channels),
         posts: Vocab::from_keys(stored.posts),
+        // Read from the posts by the trainer: the files do not keep them.
+        post_features: Vec::new(),
     };
     let sizes = network.sizes();
     if sizes.users != vocab.users.len() || sizes.posts != vocab.posts.len() {

@@ -103,7 +103,7 @@ pub fn hold_out_recent(
 }
 
 /// Brings `network` to the vocabularies' sizes (new rows start from averages, see
-/// [`Network::grow`]).
+/// [`Network::grow`]) and gives its new post rows their content features.
 pub fn fit_to(network: &mut Network, vocab: &Vocabularies) -> Result<(), oleg_model::ModelError> {
     let sizes = Sizes {
         users: vocab.users.len(),
@@ -122,6 +122,8 @@ pub fn fit_to(network: &mut Network, vocab: &Vocabularies) -> Result<(), oleg_mo
         };
         network.grow(sizes, &vocab.post_channels())?;
     }
+    let known = network.post_contents();
+    network.add_post_contents(vocab.post_features.get(known..).unwrap_or_default());
     Ok(())
 }
 
@@ -194,7 +196,9 @@ pub fn fresh_network(config: &ModelConfig, vocab: &Vocabularies, device: Device)
         posts: vocab.posts.len(),
         channels: vocab.channels.len(),
     };
-    Network::new(config, sizes, device)
+    let mut network = Network::new(config, sizes, device);
+    network.add_post_contents(&vocab.post_features);
+    network
 }
 
 /// Whether the candidate may replace the live model.

@@ -1,5 +1,6 @@
 //! Votes as index columns, and the vocabularies that map ids to embedding rows.
 
+use oleg_features::{PostContent, PostFeatures};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -60,15 +61,40 @@ impl<K: Hash + Eq + Clone> Vocab<K> {
 /// A post is known by its channel's row and its id in that channel.
 pub type PostKey = (i64, i64);
 
-/// Everything that names rows: people, channels, posts, and each post's channel row.
+/// Everything that names rows: people, channels, posts, and each post's channel row; and the
+/// content features of the post rows whose content has been read (rows in order).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Vocabularies {
     pub users: Vocab<i64>,
     pub channels: Vocab<String>,
     pub posts: Vocab<PostKey>,
+    pub post_features: Vec<PostFeatures>,
 }
 
 impl Vocabularies {
+    /// The post rows whose content has not been read: (channel name, post id) each.
+    pub fn posts_without_features(&self) -> Vec<(&str, i64)> {
+        self.posts.keys()[self.post_features.len().min(self.posts.keys().len())..]
+            .iter()
+            .map(|(channel, post)| (self.channels.keys()[*channel as usize].as_str(), *post))
+            .collect()
+    }
+
+    /// Gives every post row without features those of its content, as `content_of` (channel,
+    /// post id) finds it; a post without any is content-free.
+    pub fn complete_features<'a>(
+        &mut self,
+        content_of: impl Fn(&str, i64) -> Option<&'a PostContent>,
+    ) {
+        let none = PostContent::default();
+        let features: Vec<PostFeatures> = self
+            .posts_without_features()
+            .into_iter()
+            .map(|(channel, post)| PostFeatures::of(content_of(channel, post).unwrap_or(&none)))
+            .collect();
+        self.post_features.extend(features);
+    }
+
     /// The channel row of every post row (what [`oleg_model::Network::grow`] needs).
     pub fn post_channels(&self) -> Vec<i64> {
         self.posts
@@ -142,15 +168,34 @@ pub enum CsvError {
     },
 }
 
-/// Reads a `user,post,channel,vote` file (vote 1 = like, 0 = dislike), with a header.
-pub fn read_votes_csv(path: &Path) -> Result<(Vocabularies, Columns), CsvError> {
+/// A votes file, read: the vocabularies, the votes, and when each was cast if the file says.
+#[derive(Debug)]
+pub struct VotesFile {
+    pub vocab: Vocabularies,
+    pub columns: Columns,
+    /// From a fifth column `voted_at_ms`, when the file has one.
+    pub voted_at_ms: Option<Vec<i64>>,
+}
+
+/// Reads a `user,post,channel,vote[,voted_at_ms]` file (vote 1 = like, 0 = dislike), with a
+/// header.
+pub fn read_votes_csv(path: &Path) -> Result<VotesFile, CsvError> {
     let name = path.display().to_string();
     let mut reader = csv::Reader::from_path(path).map_err(|source| CsvError::Read {
         path: name.clone(),
         source,
     })?;
+    let timed = reader
+        .headers()
+        .map_err(|source| CsvError::Read {
+            path: name.clone(),
+            source,
+        })?
+        .get(4)
+        .is_some_and(|h| h.trim() == "voted_at_ms");
     let mut vocab = Vocabularies::default();
     let mut columns = Columns::default();
+    let mut voted_at_ms = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|source| CsvError::Read {
             path: name.clone(),
@@ -185,9 +230,16 @@ pub fn read_votes_csv(path: &Path) -> Result<(Vocabularies, Columns), CsvError> 
                 })
             }
         };
+        if timed {
+            voted_at_ms.push(number(4, "voted_at_ms")?);
+        }
         columns.push(&mut vocab, user, &channel, post, label);
     }
-    Ok((vocab, columns))
+    Ok(VotesFile {
+        vocab,
+        columns,
+        voted_at_ms: timed.then_some(voted_at_ms),
+    })
 }
 
 /// A seeded shuffle split: (train, holdout) with `holdout_share` of the rows held out.
@@ -197,6 +249,25 @@ pub fn split(columns: &Columns, holdout_share: f64, seed: u64) -> (Columns, Colu
     let holdout = (columns.len() as f64 * holdout_share).round() as usize;
     let (held, kept) = order.split_at(holdout);
     (columns.pick(kept), columns.pick(held))
+}
+
+/// A split in time: the newest `holdout_share` of the votes held out, the rest trained on. Votes
+/// are ordered by `voted_at_ms` when given, else by post id (a channel numbers its posts in the
+/// order they appear), ties in file order.
+pub fn split_by_time(
+    columns: &Columns,
+    vocab: &Vocabularies,
+    voted_at_ms: Option<&[i64]>,
+    holdout_share: f64,
+) -> (Columns, Columns) {
+    let mut order: Vec<usize> = (0..columns.len()).collect();
+    match voted_at_ms {
+        Some(times) => order.sort_by_key(|&i| times[i]),
+        None => order.sort_by_key(|&i| vocab.posts.keys()[columns.posts[i] as usize].1),
+    }
+    let kept = columns.len() - (columns.len() as f64 * holdout_share).round() as usize;
+    let (train, held) = order.split_at(kept);
+    (columns.pick(train), columns.pick(held))
 }
 
 #[cfg(test)]
@@ -228,5 +299,25 @@ mod tests {
         let mut all: Vec<i64> = a.users.iter().chain(&b.users).copied().collect();
         all.sort();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_time_split_holds_out_the_newest_votes() {
+        let mut vocab = Vocabularies::default();
+        let mut c = Columns::default();
+        // Posts 9, 8, …, 0 in file order; voted at times that run the other way.
+        for i in 0..10 {
+            c.push(&mut vocab, i, "chan", 9 - i, 1.0);
+        }
+        let times: Vec<i64> = (0..10).map(|i| 100 - i).collect();
+        let (train, held) = split_by_time(&c, &vocab, Some(&times), 0.2);
+        assert_eq!((train.len(), held.len()), (8, 2));
+        assert_eq!(held.users, vec![1, 0], "the two latest votes, oldest first");
+        let (_, held) = split_by_time(&c, &vocab, None, 0.3);
+        assert_eq!(
+            held.users,
+            vec![2, 1, 0],
+            "without times: the highest post ids"
+        );
     }
 }

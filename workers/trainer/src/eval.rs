@@ -1,15 +1,19 @@
-//! `oleg-trainer eval`: trains each configured variant offline on a votes file with a seeded
-//! split and reports holdout figures, speed and peak memory.
+//! `oleg-trainer eval`: trains each configured variant offline on a votes file, split at random
+//! (seeded) or in time, and reports holdout figures (all holdout votes, and those on posts never
+//! seen in training), speed and peak memory.
 
-use crate::dataset::{read_votes_csv, split, Columns, Vocabularies};
+use crate::dataset::{read_votes_csv, split, split_by_time, Columns, Vocabularies, VotesFile};
 use crate::TrainerConfig;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use oleg_features::PostContent;
+use oleg_messages::ScrapedPost;
 use oleg_model::{
     evaluate_predictions, labels_of, predict, train_epoch, Evaluation, ModelConfig, Network,
     Optimizer, Sizes, Votes,
 };
 use oleg_telemetry::PeakMemoryCollector;
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,9 +22,17 @@ use tch::Device;
 /// What `oleg-trainer eval` is asked.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
-    /// The votes file (header user,post,channel,vote; vote 1 = like, 0 = dislike).
+    /// The votes file (header user,post,channel,vote[,voted_at_ms]; vote 1 = like, 0 = dislike).
     #[arg(long)]
     votes: PathBuf,
+    /// The posts' content, one scraped-post message (JSON) per line: the content network reads
+    /// it; without it every post is content-free.
+    #[arg(long)]
+    posts: Option<PathBuf>,
+    /// `random`: a seeded 20 % of the votes held out. `time`: the newest 20 % held out, ordered by
+    /// `voted_at_ms`, or by post id where the file has no times.
+    #[arg(long, value_enum, default_value_t = SplitKind::Random)]
+    split: SplitKind,
     /// `table` (Markdown) or `json` (one object per variant).
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
@@ -41,6 +53,12 @@ pub struct EvalArgs {
     seed: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
+enum SplitKind {
+    Random,
+    Time,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Format {
     Table,
@@ -52,6 +70,8 @@ enum Format {
 pub fn run(config: &TrainerConfig, args: EvalArgs) -> anyhow::Result<()> {
     let EvalArgs {
         votes,
+        posts,
+        split: split_kind,
         format,
         threads,
         plot,
@@ -72,8 +92,20 @@ pub fn run(config: &TrainerConfig, args: EvalArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let (vocab, columns) = read_votes_csv(&votes)?;
-    let (train, holdout) = split(&columns, 0.2, seed);
+    let VotesFile {
+        mut vocab,
+        columns,
+        voted_at_ms,
+    } = read_votes_csv(&votes)?;
+    let contents = match &posts {
+        Some(path) => read_posts(path)?,
+        None => HashMap::new(),
+    };
+    vocab.complete_features(|channel, post| contents.get(&(channel.to_owned(), post)));
+    let (train, holdout) = match split_kind {
+        SplitKind::Random => split(&columns, 0.2, seed),
+        SplitKind::Time => split_by_time(&columns, &vocab, voted_at_ms.as_deref(), 0.2),
+    };
     let data = Split {
         vocab,
         train,
@@ -117,11 +149,18 @@ pub fn run(config: &TrainerConfig, args: EvalArgs) -> anyhow::Result<()> {
         reports.push(report);
     }
     if let Format::Table = format {
+        let how = match (split_kind, &voted_at_ms) {
+            (SplitKind::Random, _) => format!("a random holdout (seed {seed})"),
+            (SplitKind::Time, Some(_)) => "the newest votes held out (by voted_at_ms)".into(),
+            (SplitKind::Time, None) => "the votes on the highest post ids held out".into(),
+        };
         println!(
-            "{} votes: {} train, {} holdout (seed {seed}), {threads} thread(s)\n",
+            "{} votes: {} train, {} holdout, {how}; {} of the holdout on posts not in training; posts' content: {}; {threads} thread(s)\n",
             votes.display(),
             data.train.len(),
-            data.holdout.len()
+            data.holdout.len(),
+            reports.first().map_or(0, |r| r.unseen_post_votes),
+            posts.as_ref().map_or("none".into(), |p| p.display().to_string()),
         );
         print!("{}", table(&reports));
     }
@@ -130,6 +169,25 @@ pub fn run(config: &TrainerConfig, args: EvalArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The content of the posts in a file of scraped-post messages, one per line.
+fn read_posts(path: &std::path::Path) -> anyhow::Result<HashMap<(String, i64), PostContent>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(i, line)| {
+            let post: ScrapedPost = serde_json::from_str(line).with_context(|| {
+                format!("{} line {}: not a scraped post", path.display(), i + 1)
+            })?;
+            Ok((
+                (post.channel.to_string(), post.post_id.get()),
+                PostContent::from(&post),
+            ))
+        })
+        .collect()
 }
 
 /// Figures after one epoch.
@@ -150,6 +208,9 @@ pub struct VariantReport {
     pub holdout_auc: f64,
     pub holdout_mse: f64,
     pub holdout_log_loss: f64,
+    /// AUC on the holdout votes whose post no training vote names.
+    pub holdout_auc_unseen_posts: f64,
+    pub unseen_post_votes: usize,
     /// Mean training time of one epoch (evaluation excluded).
     pub sec_per_epoch: f64,
     pub peak_rss_mb: f64,
@@ -191,12 +252,17 @@ pub fn evaluate_variant(
         channels: vocab.channels.len(),
     };
     let mut network = Network::new(config, sizes, device);
+    network.add_post_contents(&vocab.post_features);
     let mut optimizer = Optimizer::new(&network);
     let to_votes =
         |c: &Columns| Votes::from_columns(&c.users, &c.posts, &c.channels, &c.labels, device);
     let (train_votes, holdout_votes) = (to_votes(train), to_votes(holdout));
     let (train_rows, holdout_rows) = (train_votes.all_rows(), holdout_votes.all_rows());
     let labels = labels_of(&holdout_votes, &holdout_rows);
+    let trained_posts: std::collections::HashSet<i64> = train.posts.iter().copied().collect();
+    let unseen: Vec<usize> = (0..holdout.len())
+        .filter(|&i| !trained_posts.contains(&holdout.posts[i]))
+        .collect();
     let mut epochs = Vec::new();
     let mut last = Evaluation {
         mse: f64::NAN,
@@ -204,6 +270,7 @@ pub fn evaluate_variant(
         auc: f64::NAN,
         count: 0,
     };
+    let mut unseen_auc = f64::NAN;
     let mut training_seconds = 0.0;
     for epoch in 1..=config.epochs {
         let started = Instant::now();
@@ -220,7 +287,10 @@ pub fn evaluate_variant(
         );
         let seconds = started.elapsed().as_secs_f64();
         training_seconds += seconds;
-        last = evaluate_predictions(&predict(&network, &holdout_votes, &holdout_rows), &labels);
+        let predictions = predict(&network, &holdout_votes, &holdout_rows);
+        last = evaluate_predictions(&predictions, &labels);
+        let pick = |values: &[f32]| unseen.iter().map(|&i| values[i]).collect::<Vec<f32>>();
+        unseen_auc = evaluate_predictions(&pick(&predictions), &pick(&labels)).auc;
         epochs.push(EpochFigures {
             epoch,
             train_loss,
@@ -235,6 +305,8 @@ pub fn evaluate_variant(
         holdout_auc: last.auc,
         holdout_mse: last.mse,
         holdout_log_loss: last.log_loss,
+        holdout_auc_unseen_posts: unseen_auc,
+        unseen_post_votes: unseen.len(),
         sec_per_epoch: training_seconds / config.epochs as f64,
         peak_rss_mb: PeakMemoryCollector::read_peak_bytes().unwrap_or(0) as f64 / (1 << 20) as f64,
         train_votes: train.len(),
@@ -246,14 +318,19 @@ pub fn evaluate_variant(
 /// A Markdown table of the reports.
 pub fn table(reports: &[VariantReport]) -> String {
     let mut out = String::from(
-        "| variant | network | holdout AUC | holdout MSE | log-loss | sec/epoch | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|\n",
+        "| variant | network | holdout AUC | AUC, posts not in training | holdout MSE | log-loss | sec/epoch | peak RSS MB |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.2} | {:.0} |\n",
+            "| {} | {} | {:.4} | {} | {:.4} | {:.4} | {:.2} | {:.0} |\n",
             r.variant,
             r.network,
             r.holdout_auc,
+            if r.unseen_post_votes == 0 {
+                "–".to_owned()
+            } else {
+                format!("{:.4}", r.holdout_auc_unseen_posts)
+            },
             r.holdout_mse,
             r.holdout_log_loss,
             r.sec_per_epoch,

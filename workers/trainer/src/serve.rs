@@ -25,7 +25,7 @@ use oleg_messages::{
 };
 use oleg_model::{Evaluation, Network};
 use oleg_runtime::{Worker, WorkerContext};
-use oleg_store::{as_i64, LeaseClaim, Store, VoteRecord, TRAINING_LEASE};
+use oleg_store::{as_i64, LeaseClaim, PostKey, Store, StoreError, VoteRecord, TRAINING_LEASE};
 use oleg_telemetry::Component;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,10 +190,13 @@ impl Trainer {
             return Ok(());
         };
         let version = record.version;
-        let (network, vocab) =
+        let (network, mut vocab) =
             artifact::load(&self.store, version, &self.settings.model, self.device)
                 .await
                 .with_context(|| format!("loading model {version}"))?;
+        read_post_features(&self.store, &mut vocab)
+            .await
+            .context("reading the content of the live model's posts")?;
         let trained_through_ms = record
             .figures
             .as_ref()
@@ -430,6 +433,7 @@ impl Trainer {
             None => None,
         };
         let read = self.read_votes(&mut vocab, kind).await?;
+        read_post_features(&self.store, &mut vocab).await?;
         if read.new_rows == 0 {
             self.pending_votes = 0;
             self.store
@@ -693,6 +697,22 @@ impl ReadVotes {
             .collect();
         (self.through_ms, recent)
     }
+}
+
+/// Reads the content of the vocabulary's post rows that have no features yet. A post the store
+/// no longer holds (or never held) is content-free.
+async fn read_post_features(store: &Store, vocab: &mut Vocabularies) -> Result<(), StoreError> {
+    let missing: Vec<PostKey> = vocab
+        .posts_without_features()
+        .into_iter()
+        .map(|(channel, post)| PostKey::new(channel, post))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let contents = store.post_contents(&missing).await?;
+    vocab.complete_features(|channel, post| contents.get(&PostKey::new(channel, post)));
+    Ok(())
 }
 
 fn holdout_metrics(e: &Evaluation) -> HoldoutMetrics {

@@ -100,3 +100,80 @@ fn bad_input_is_a_clear_error() {
     let out = eval(&["--votes", path.to_str().unwrap(), "--variants", "nonesuch"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("nonesuch"));
 }
+
+/// A vote log where what a post shows decides the vote (half the people like posts with a photo,
+/// half text-only ones), with times, and the posts' content: split in time, the newest posts are
+/// not in training, and only the content network can tell them apart.
+#[test]
+fn a_time_split_with_content_scores_posts_not_in_training() {
+    let dir = oleg_testkit::scratch_dir("trainer-eval-time");
+    let channel = oleg_messages::ChannelName::parse("some_channel").unwrap();
+    let mut csv = String::from("user,post,channel,vote,voted_at_ms\n");
+    let mut posts = String::new();
+    for post in 1..=200_i64 {
+        let mut message = oleg_testkit::scraped_post(&oleg_messages::PostRef {
+            channel: channel.clone(),
+            post_id: oleg_messages::PostId::new(post).unwrap(),
+        });
+        if post % 2 == 0 {
+            message.media.push(oleg_messages::MediaItem {
+                kind: oleg_messages::MediaKind::Photo,
+                url: None,
+            });
+        }
+        posts.push_str(&serde_json::to_string(&message).unwrap());
+        posts.push('\n');
+        for user in 0..30_i64 {
+            let vote = i64::from((user + post) % 2 == 0);
+            let at = post * 1_000 + user;
+            csv.push_str(&format!("{user},{post},some_channel,{vote},{at}\n"));
+        }
+    }
+    let (votes, posts_file) = (dir.join("votes.csv"), dir.join("posts.jsonl"));
+    std::fs::write(&votes, csv).unwrap();
+    std::fs::write(&posts_file, posts).unwrap();
+    let out = eval(&[
+        "--votes",
+        votes.to_str().unwrap(),
+        "--posts",
+        posts_file.to_str().unwrap(),
+        "--split",
+        "time",
+        "--format",
+        "json",
+        "--variants",
+        "tuned,content",
+        "--epochs",
+        "6",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let unseen_auc = |variant: &str| {
+        let report = reports.iter().find(|r| r["variant"] == variant).unwrap();
+        assert_eq!(
+            report["unseen_post_votes"], 1_200,
+            "the newest 40 posts' votes"
+        );
+        report["holdout_auc_unseen_posts"].as_f64().unwrap()
+    };
+    let (content, ids) = (unseen_auc("content"), unseen_auc("tuned"));
+    assert!(content > 0.9, "content network: {content}");
+    assert!(ids < 0.65, "id network: {ids}");
+
+    let out = eval(&[
+        "--votes",
+        votes.to_str().unwrap(),
+        "--posts",
+        votes.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1: not a scraped post"));
+}

@@ -171,7 +171,7 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
     let trainer = services.spawn_trainer("trainer.log");
     let first = next_published(&mut published, Duration::from_secs(120), &trainer).await;
     assert_eq!(first.version.get(), 1);
-    assert_eq!(first.variant, "channel_mlp");
+    assert_eq!(first.variant, "content_mlp");
     assert!(
         first.holdout.auc > 0.75,
         "learned the planted taste: {:?}",
@@ -203,7 +203,14 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
         .await
         .unwrap();
     let (tensors, metadata) = oleg_model::read_tensors(&weights).unwrap();
-    assert_eq!(metadata["variant"], "channel_mlp");
+    assert_eq!(metadata["variant"], "content_mlp");
+    assert_eq!(metadata["features"], oleg_features::FEATURES_VERSION);
+    let rows_of = |name: &str| tensors.iter().find(|(n, _)| n == name).unwrap().1.size()[0];
+    assert_eq!(
+        rows_of("post_content"),
+        rows_of("post_embedding"),
+        "every post's content vector is written beside the weights"
+    );
     let users = tensors
         .iter()
         .find(|(n, _)| n == "user_embedding")

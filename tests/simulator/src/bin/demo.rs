@@ -183,6 +183,13 @@ async fn main() -> anyhow::Result<()> {
         ),
     )?;
     println!("The learning curve: {}", chart.display());
+    let (votes, posts) =
+        oleg_simulator::vote_log::export(&run.store, &root.join("var/demo")).await?;
+    println!(
+        "The vote log, for `oleg-trainer eval --votes {} --posts {} --split time`.",
+        votes.display(),
+        posts.display()
+    );
     if cli.keep {
         println!("\nKept running (Ctrl-C stops everything):");
         if let Some(prometheus) = &run.prometheus {

@@ -1,0 +1,279 @@
+//! A post's content as hashed features, so that a post can be scored the moment it is scraped,
+//! before anyone has voted on it.
+//!
+//! One function, [`PostFeatures::of`], turns what the scraper stored (text, links, media, where it
+//! was forwarded from) into a short list of (hash, weight) pairs. The trainer and the ranker's
+//! scorer both call it, and map each hash to a row of the model's content table by the same
+//! modulo ([`bucket`]), so a post is embedded identically in training and in serving. A change
+//! to what is computed here must change [`FEATURES_VERSION`]: a model records the version it was
+//! trained with and a scorer refuses a model of another.
+//!
+//! What is left out, and why: views (relative to the channel) and age change after the post is
+//! stored, so a trained model would have seen other values than the ranker does.
+
+use oleg_messages::{MediaKind, ScrapedPost};
+
+/// The version of the feature definition below.
+pub const FEATURES_VERSION: &str = "1";
+
+/// At most this many features per post: the structural ones and then the text's, in order.
+pub const MAX_FEATURES: usize = 48;
+
+/// Words of the text that become features (the first distinct ones).
+const MAX_WORDS: usize = 20;
+/// Word prefixes (character n-grams at the start of longer words) that become features: they
+/// join the inflected forms of a word (Russian, Ukrainian and German posts are common).
+const MAX_PREFIXES: usize = 12;
+const PREFIX_CHARS: usize = 5;
+/// Link domains that become features.
+const MAX_DOMAINS: usize = 4;
+
+/// What a post says about itself, as stored by the scraper.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostContent {
+    pub text: String,
+    pub links: Vec<String>,
+    pub media: Vec<MediaKind>,
+    pub forwarded_from: Option<String>,
+}
+
+impl From<&ScrapedPost> for PostContent {
+    fn from(post: &ScrapedPost) -> Self {
+        Self {
+            text: post.text.clone(),
+            links: post.links.clone(),
+            media: post.media.iter().map(|m| m.kind).collect(),
+            forwarded_from: post.forwarded_from.clone(),
+        }
+    }
+}
+
+/// A post's features: (hash, weight) pairs, at most [`MAX_FEATURES`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PostFeatures(Vec<(u32, f32)>);
+
+impl PostFeatures {
+    /// Structural features (media kinds, text length, links and their domains, forwarding) weigh
+    /// 1 each; the text's words and word prefixes share a weight of norm 1, so that a long text
+    /// does not outweigh what kind of post it is.
+    pub fn of(content: &PostContent) -> Self {
+        let mut structural: Vec<String> = Vec::new();
+        if content.media.is_empty() {
+            structural.push("media:none".into());
+        }
+        let mut kinds: Vec<&str> = content.media.iter().map(|k| media_name(*k)).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        structural.extend(kinds.iter().map(|k| format!("media:{k}")));
+        let chars = content.text.chars().count();
+        structural.push(format!("length:{}", length_class(chars)));
+        structural.push(format!("links:{}", content.links.len().min(3)));
+        let mut domains: Vec<String> = content.links.iter().filter_map(|l| domain(l)).collect();
+        domains.sort_unstable();
+        domains.dedup();
+        structural.extend(
+            domains
+                .iter()
+                .take(MAX_DOMAINS)
+                .map(|d| format!("domain:{d}")),
+        );
+        match content.forwarded_from.as_deref().map(str::trim) {
+            Some(source) if !source.is_empty() => {
+                structural.push("forwarded".into());
+                structural.push(format!("forwarded_from:{}", source.to_lowercase()));
+            }
+            _ => structural.push("original".into()),
+        }
+        let (words, prefixes) = words_and_prefixes(&content.text);
+        let textual: Vec<String> = words
+            .iter()
+            .take(MAX_WORDS)
+            .map(|w| format!("word:{w}"))
+            .chain(
+                prefixes
+                    .iter()
+                    .take(MAX_PREFIXES)
+                    .map(|p| format!("prefix:{p}")),
+            )
+            .collect();
+        let text_weight = if textual.is_empty() {
+            0.0
+        } else {
+            1.0 / (textual.len() as f32).sqrt()
+        };
+        let features = structural
+            .iter()
+            .map(|f| (hash(f), 1.0))
+            .chain(textual.iter().map(|f| (hash(f), text_weight)))
+            .take(MAX_FEATURES)
+            .collect();
+        Self(features)
+    }
+
+    pub fn pairs(&self) -> &[(u32, f32)] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The row of a model's content table that `hash` falls in, for a table of `buckets` rows.
+pub fn bucket(hash: u32, buckets: u32) -> u32 {
+    hash % buckets.max(1)
+}
+
+/// FNV-1a: fixed across platforms and releases (std's hasher is seeded per process).
+fn hash(feature: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for byte in feature.bytes() {
+        h ^= u32::from(byte);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+fn media_name(kind: MediaKind) -> &'static str {
+    match kind {
+        MediaKind::Photo => "photo",
+        MediaKind::Video => "video",
+        MediaKind::RoundVideo => "round_video",
+        MediaKind::Document => "document",
+        MediaKind::Poll => "poll",
+        MediaKind::LinkPreview => "link_preview",
+    }
+}
+
+/// Text length in classes a reader would tell apart: none, a line, a paragraph, a few, an article.
+fn length_class(chars: usize) -> &'static str {
+    match chars {
+        0 => "none",
+        1..=80 => "line",
+        81..=280 => "paragraph",
+        281..=1000 => "long",
+        _ => "article",
+    }
+}
+
+/// The host of a link, lower-case and without `www.`.
+fn domain(link: &str) -> Option<String> {
+    let rest = link.split_once("://").map_or(link, |(_, rest)| rest);
+    let host = rest.split(['/', '?', '#']).next()?;
+    let host = host.rsplit('@').next()?.split(':').next()?.to_lowercase();
+    let host = host.strip_prefix("www.").unwrap_or(&host);
+    (!host.is_empty() && host.contains('.')).then(|| host.to_owned())
+}
+
+/// Distinct lower-case words of two characters or more (in order of first use), and the distinct
+/// prefixes of the words longer than a prefix.
+fn words_and_prefixes(text: &str) -> (Vec<String>, Vec<String>) {
+    let mut words: Vec<String> = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 2)
+    {
+        let word = word.to_lowercase();
+        if word.chars().count() > PREFIX_CHARS {
+            let prefix: String = word.chars().take(PREFIX_CHARS).collect();
+            if !prefixes.contains(&prefix) {
+                prefixes.push(prefix);
+            }
+        }
+        if !words.contains(&word) {
+            words.push(word);
+        }
+        if words.len() >= MAX_WORDS && prefixes.len() >= MAX_PREFIXES {
+            break;
+        }
+    }
+    (words, prefixes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(text: &str) -> PostContent {
+        PostContent {
+            text: text.into(),
+            ..PostContent::default()
+        }
+    }
+
+    #[test]
+    fn the_same_post_gives_the_same_features_and_different_posts_differ() {
+        let post = PostContent {
+            text: "Запуск ракеты перенесли на завтра".into(),
+            links: vec!["https://www.example.org/a?b=1".into()],
+            media: vec![MediaKind::Photo, MediaKind::Photo],
+            forwarded_from: Some("SpaceNews".into()),
+        };
+        assert_eq!(PostFeatures::of(&post), PostFeatures::of(&post.clone()));
+        assert_ne!(PostFeatures::of(&post), PostFeatures::of(&content("hello")));
+        // The hash is fixed: a change here is a change of FEATURES_VERSION.
+        assert_eq!(
+            hash("media:none"),
+            0x6268_bdbd,
+            "FNV-1a, as computed elsewhere"
+        );
+    }
+
+    #[test]
+    fn structure_weighs_one_each_and_the_text_shares_a_unit_norm() {
+        let features = PostFeatures::of(&PostContent {
+            text: "Rockets launch tomorrow, rockets land today".into(),
+            links: vec![
+                "https://example.org/x".into(),
+                "http://user@Example.org:8080".into(),
+            ],
+            media: vec![MediaKind::Video],
+            forwarded_from: None,
+        });
+        let ones = features.pairs().iter().filter(|(_, w)| *w == 1.0).count();
+        // media:video, length, links:2, one domain (the same host twice), original.
+        assert_eq!(ones, 5);
+        let text_norm: f32 = features
+            .pairs()
+            .iter()
+            .filter(|(_, w)| *w < 1.0)
+            .map(|(_, w)| w * w)
+            .sum();
+        assert!((text_norm - 1.0).abs() < 1e-5, "{text_norm}");
+    }
+
+    #[test]
+    fn inflected_forms_share_a_prefix_and_long_texts_are_capped() {
+        let (words, prefixes) = words_and_prefixes("ракета ракеты ракетой");
+        assert_eq!(words.len(), 3);
+        assert_eq!(prefixes, vec!["ракет".to_owned()]);
+        let long: String = (0..500).map(|i| format!("word{i} ")).collect();
+        assert!(PostFeatures::of(&content(&long)).len() <= MAX_FEATURES);
+    }
+
+    #[test]
+    fn an_empty_post_still_has_its_structure() {
+        let features = PostFeatures::of(&PostContent::default());
+        assert_eq!(
+            features.len(),
+            4,
+            "media:none, length:none, links:0, original"
+        );
+        assert!(features.pairs().iter().all(|(h, _)| bucket(*h, 100) < 100));
+    }
+
+    #[test]
+    fn domains_are_hosts_without_www_and_not_paths() {
+        assert_eq!(
+            domain("https://www.Example.org/x/y"),
+            Some("example.org".into())
+        );
+        assert_eq!(domain("t.me/channel"), Some("t.me".into()));
+        assert_eq!(domain("mailto:nobody"), None);
+    }
+}
