@@ -35,3 +35,12 @@ pub fn init_logging() {
         )
         .init();
 }
+
+/// What the people's channels are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorldKind {
+    /// The saved pages only: 75 posts, all there from the start.
+    Saved,
+    /// The saved pages and 24 generated channels whose posts arrive before every round.
+    Generated,
+}

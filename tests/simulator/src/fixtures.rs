@@ -1,5 +1,5 @@
 //! A local stand-in for `t.me`: serves saved channel pages at `/s/<channel>`, so the scraper
-//! reads real markup without the network.
+//! reads real markup without the network, and the channels of a generated world beside them.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -9,10 +9,13 @@ use axum::Router;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::world::World;
+
 /// Saved pages by the channel name their posts carry.
 #[derive(Debug, Default)]
 pub struct FixtureSite {
     pages: HashMap<String, String>,
+    world: Option<Arc<World>>,
 }
 
 impl FixtureSite {
@@ -38,12 +41,19 @@ impl FixtureSite {
             "no channel page with posts in {}",
             dir.display()
         );
-        Ok(Self { pages })
+        Ok(Self { pages, world: None })
+    }
+
+    /// Serves `world`'s channels too.
+    pub fn with_world(mut self, world: Arc<World>) -> Self {
+        self.world = Some(world);
+        self
     }
 
     /// The channels served, sorted.
     pub fn channels(&self) -> Vec<String> {
         let mut names: Vec<String> = self.pages.keys().cloned().collect();
+        names.extend(self.world.iter().flat_map(|w| w.channels()));
         names.sort();
         names
     }
@@ -69,16 +79,18 @@ async fn channel_page(
     Query(query): Query<HashMap<String, String>>,
     State(site): State<Arc<FixtureSite>>,
 ) -> Response {
-    // Each saved page is its channel's newest; nothing older was saved.
-    if query.contains_key("before") {
-        return StatusCode::NOT_FOUND.into_response();
-    }
-    match site.pages.get(&channel) {
-        Some(html) => (
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            html.clone(),
-        )
-            .into_response(),
+    let before = query.get("before");
+    let page = match site.pages.get(&channel) {
+        // Each saved page is its channel's newest; nothing older was saved.
+        Some(_) if before.is_some() => return StatusCode::NOT_FOUND.into_response(),
+        Some(html) => Some(html.clone()),
+        None => site
+            .world
+            .as_ref()
+            .and_then(|world| world.page(&channel, before.and_then(|b| b.parse().ok()))),
+    };
+    match page {
+        Some(html) => ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
         // Telegram sends unknown channels to their info page.
         None => (
             StatusCode::FOUND,

@@ -1,5 +1,6 @@
 //! The informed anchor: what a learner could pick from the same votes if it saw the posts' hidden
-//! features (their channel and traits) but not the person's weights. Per person, a Bayesian
+//! features (their channel, traits, and in the generated world topic and quality) but not the
+//! person's weights. Per person, a Bayesian
 //! logistic regression over those features with the population's prior (the spreads the people
 //! are drawn from), fitted by Newton's method with a Laplace approximation of the posterior, and
 //! updated with every vote the person gives to what OLEG sent them. It picks the post it expects
@@ -8,6 +9,7 @@
 //! make learnable.
 
 use crate::taste::{PostTraits, TasteSpread, TRAITS};
+use crate::world::TOPICS;
 use oleg_messages::ChannelName;
 
 /// Newton steps per update (warm-started from the last fit; a few suffice).
@@ -42,6 +44,13 @@ impl InformedLearner {
             prior_mean.push(0.0);
             prior_variance.push(spread.traits.powi(2));
         }
+        for _ in TOPICS {
+            prior_mean.push(0.0);
+            prior_variance.push(spread.topic.powi(2));
+        }
+        // Quality counts the same for everyone (weight 1): known, not learned.
+        prior_mean.push(1.0);
+        prior_variance.push(1e-6);
         let covariance = diagonal(&prior_variance);
         let prior = Posterior {
             features: Vec::new(),
@@ -65,6 +74,11 @@ impl InformedLearner {
                 .map(|c| f64::from(u8::from(*c == post.post.channel))),
         );
         x.extend(post.traits);
+        x.extend(
+            (0..TOPICS.len())
+                .map(|t| f64::from(u8::from(post.hidden.is_some_and(|h| h.topic == t)))),
+        );
+        x.push(post.hidden.map_or(0.0, |h| h.quality));
         x
     }
 

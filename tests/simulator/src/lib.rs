@@ -14,6 +14,7 @@ pub mod run;
 pub mod simulation;
 pub mod taste;
 pub mod vote_log;
+pub mod world;
 
 use oleg_settings::{AmqpSettings, Check, MongoSettings, Validate};
 

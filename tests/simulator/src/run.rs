@@ -6,6 +6,7 @@ use crate::frontend::{Frontend, FrontendKind};
 use crate::pipeline::{LocalPipeline, MetricsWatch, PipelineOptions};
 use crate::prometheus::{scrape_config, PrometheusServer};
 use crate::simulation::{RoundReport, SimulationSettings, Simulator};
+use crate::world::{World, WorldSettings};
 use mongodb::bson::doc;
 use oleg_bus::Bus;
 use oleg_messages::{ModelStatus, ModelVersion};
@@ -14,6 +15,7 @@ use oleg_store::Store;
 use oleg_testkit::telegram::FakeTelegram;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +26,8 @@ pub struct RunSettings {
     pub frontend: FrontendKind,
     /// Saved `t.me/s/<channel>` pages.
     pub fixtures: PathBuf,
+    /// A generated world served beside the saved pages, its posts arriving round after round.
+    pub world: Option<WorldSettings>,
     pub amqp: AmqpSettings,
     pub mongo: MongoSettings,
     /// Worker logs, Prometheus' data and configuration.
@@ -61,6 +65,7 @@ pub struct PipelineRun {
     pub prometheus: Option<PrometheusServer>,
     pub bus: Bus,
     pub store: Store,
+    pub world: Option<Arc<World>>,
     watch: Option<MetricsWatch>,
     shutdown: CancellationToken,
 }
@@ -81,12 +86,26 @@ impl PipelineRun {
     /// Serves the pages, clears the run's database and queues, starts the workers (and
     /// Prometheus) and waits until the scraper has stored posts of every channel.
     pub async fn start(settings: RunSettings, observer: &dyn Observer) -> anyhow::Result<Self> {
-        let site = FixtureSite::load(&settings.fixtures)?;
+        let mut site = FixtureSite::load(&settings.fixtures)?;
+        let saved = site.channels().len();
+        let world = settings.world.map(|w| Arc::new(World::generate(w)));
+        let mut extra = settings.extra.clone();
+        if let Some(world) = &world {
+            site = site.with_world(world.clone());
+            // New posts appear before every round: the scraper looks every second.
+            extra.extend([
+                ("OLEG__SCRAPER__POLL_INTERVAL_S".to_owned(), "1".to_owned()),
+                (
+                    "OLEG__SCRAPER__REQUEST_INTERVAL_MS".to_owned(),
+                    "10".to_owned(),
+                ),
+            ]);
+        }
         let channels = site.channels();
         let site_url = site.serve().await?;
         observer.stage(&format!(
-            "serving {} saved channel pages at {site_url}",
-            channels.len()
+            "serving {saved} saved channel pages and {} generated channels at {site_url}",
+            channels.len() - saved
         ));
 
         let shutdown = CancellationToken::new();
@@ -117,7 +136,7 @@ impl PipelineRun {
             channels: channels.clone(),
             log_dir: settings.work_dir.join("logs"),
             metrics_addrs: settings.metrics_addrs.clone(),
-            extra: settings.extra.clone(),
+            extra,
             bot_api_url: telegram.as_ref().map(|(_, url)| url.clone()),
         })?;
         let started: Vec<&str> = pipeline.workers.iter().map(|(k, _)| k.binary).collect();
@@ -158,6 +177,7 @@ impl PipelineRun {
             prometheus,
             bus,
             store,
+            world,
             watch: Some(watch),
             shutdown,
         };
@@ -189,6 +209,29 @@ impl PipelineRun {
         }
     }
 
+    /// Waits until the scraper has stored every post the world has published.
+    async fn wait_for_world_posts(&self, world: &World, within: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + within;
+        let filter = doc! {"channel": {"$in": world.channels()}};
+        loop {
+            let stored = self
+                .store
+                .collections()
+                .posts
+                .count_documents(filter.clone())
+                .await?;
+            if stored >= world.published() as u64 {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "{stored} of the {} generated posts stored within {within:?}",
+                world.published()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The simulated people sign up and play their rounds; after each round the run waits until
     /// the votes are stored and for the model trained on them to serve.
     pub async fn simulate(&self, observer: &dyn Observer) -> anyhow::Result<RunOutcome> {
@@ -202,6 +245,7 @@ impl PipelineRun {
             self.store.clone(),
             simulation.clone(),
             frontend,
+            self.world.clone(),
         )
         .await?;
         simulator.sign_up().await?;
@@ -213,6 +257,11 @@ impl PipelineRun {
         let mut reports = Vec::new();
         let mut stored = 0;
         for round in 1..=simulation.rounds {
+            if let Some(world) = &self.world {
+                world.release(round - 1);
+                self.wait_for_world_posts(world, Duration::from_secs(60))
+                    .await?;
+            }
             let models_before = self.store.next_model_version().await?;
             observer.round_started(round, simulation.people);
             let report = simulator.play_round(round, &|| observer.answered()).await?;

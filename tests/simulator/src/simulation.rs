@@ -6,6 +6,7 @@
 use crate::frontend::{Frontend, Shown};
 use crate::informed::InformedLearner;
 use crate::taste::{population, Person, PostTraits, TasteSpread};
+use crate::world::World;
 use chrono::Utc;
 use futures::TryStreamExt;
 use mongodb::bson::doc;
@@ -15,6 +16,7 @@ use oleg_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -138,6 +140,8 @@ pub struct Simulator {
     settings: SimulationSettings,
     people: Vec<Person>,
     posts: HashMap<PostRef, PostTraits>,
+    /// The generated world, whose posts' topic and quality only the people know.
+    world: Option<Arc<World>>,
     /// What each person has been sent so far.
     received: Vec<HashSet<PostRef>>,
     informed: InformedLearner,
@@ -156,8 +160,9 @@ impl Simulator {
         store: Store,
         settings: SimulationSettings,
         frontend: Frontend,
+        world: Option<Arc<World>>,
     ) -> anyhow::Result<Self> {
-        let posts = load_posts(&store).await?;
+        let posts = load_posts(&store, world.as_deref()).await?;
         anyhow::ensure!(
             !posts.is_empty(),
             "no posts in the store: the scraper has not stored any yet"
@@ -182,6 +187,7 @@ impl Simulator {
             settings,
             people,
             posts,
+            world,
             newest_model,
             votes_sent: 0,
             repeats: 0,
@@ -239,6 +245,8 @@ impl Simulator {
     ) -> anyhow::Result<RoundReport> {
         let ids = self.ids();
         let (concurrency, timeout) = (self.settings.concurrency, self.settings.request_timeout);
+        // Posts published since the last round are candidates for the baselines too.
+        self.posts = load_posts(&self.store, self.world.as_deref()).await?;
         let shown = self
             .frontend
             .shown(&ids, concurrency, timeout, on_answer)
@@ -272,7 +280,7 @@ impl Simulator {
             };
             if !self.posts.contains_key(&post) {
                 // Scraped after the simulator read the posts.
-                self.posts = load_posts(&self.store).await?;
+                self.posts = load_posts(&self.store, self.world.as_deref()).await?;
             }
             let Some(traits) = self.posts.get(&post) else {
                 anyhow::bail!("the ranker recommended {post}, which is not in the store");
@@ -352,7 +360,10 @@ fn baselines(
     (mean, mean * (1.0 - mean), best)
 }
 
-async fn load_posts(store: &Store) -> anyhow::Result<HashMap<PostRef, PostTraits>> {
+async fn load_posts(
+    store: &Store,
+    world: Option<&World>,
+) -> anyhow::Result<HashMap<PostRef, PostTraits>> {
     let documents: Vec<_> = store
         .collections()
         .posts
@@ -364,7 +375,10 @@ async fn load_posts(store: &Store) -> anyhow::Result<HashMap<PostRef, PostTraits
     Ok(documents
         .iter()
         .filter_map(PostTraits::from_document)
-        .map(|p| (p.post.clone(), p))
+        .map(|mut p| {
+            p.hidden = world.and_then(|w| w.hidden(&p.post));
+            (p.post.clone(), p)
+        })
         .collect())
 }
 

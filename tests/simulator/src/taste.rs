@@ -1,7 +1,16 @@
-//! Simulated people and their hidden tastes. Each person likes a post with a probability that
-//! depends on its channel and on a few traits of the post; the recommender never sees these
-//! numbers, only the 👍 / 👎 they produce.
+//! Simulated people and their hidden tastes, all in this file. Each person likes a post with
+//! probability σ(bias + liking for its channel + Σ liking for each trait it has + liking for its
+//! topic + its quality):
+//! - bias ~ N(-0.3, 0.5²) per person;
+//! - channel liking ~ N(0, spread.channel²) per person and channel;
+//! - trait liking ~ N(0, spread.traits²) per person and trait (media, long text, links,
+//!   forwarded: read from the stored post as any reader sees it);
+//! - topic liking ~ N(0, spread.topic²) per person and topic, and quality ~ N(0, 0.8²) per post,
+//!   the same for everyone: only posts of the generated world (`world.rs`) have them.
+//!
+//! The recommender never sees these numbers, only the 👍 / 👎 they produce.
 
+use crate::world::{Hidden, TOPICS};
 use mongodb::bson::Document;
 use oleg_messages::{ChannelName, PostId, PostRef, UserId};
 use rand::rngs::StdRng;
@@ -17,6 +26,8 @@ pub const TRAITS: [&str; 4] = ["media", "long_text", "links", "forwarded"];
 pub struct PostTraits {
     pub post: PostRef,
     pub traits: [f64; TRAITS.len()],
+    /// Topic and quality, for a post of the generated world.
+    pub hidden: Option<Hidden>,
 }
 
 impl PostTraits {
@@ -43,6 +54,7 @@ impl PostTraits {
                 flag(has("links")),
                 flag(forwarded),
             ],
+            hidden: None,
         })
     }
 }
@@ -54,6 +66,7 @@ pub struct Person {
     bias: f64,
     channel_affinity: HashMap<ChannelName, f64>,
     trait_weights: [f64; TRAITS.len()],
+    topic_weights: [f64; TOPICS.len()],
 }
 
 impl Person {
@@ -70,7 +83,10 @@ impl Person {
             .zip(post.traits)
             .map(|(w, t)| w * t)
             .sum();
-        1.0 / (1.0 + (-(self.bias + affinity + traits)).exp())
+        let world = post
+            .hidden
+            .map_or(0.0, |h| self.topic_weights[h.topic] + h.quality);
+        1.0 / (1.0 + (-(self.bias + affinity + traits + world)).exp())
     }
 }
 
@@ -79,6 +95,7 @@ impl Person {
 pub struct TasteSpread {
     pub channel: f64,
     pub traits: f64,
+    pub topic: f64,
 }
 
 impl Default for TasteSpread {
@@ -86,6 +103,7 @@ impl Default for TasteSpread {
         Self {
             channel: 1.6,
             traits: 0.9,
+            topic: 1.2,
         }
     }
 }
@@ -102,6 +120,7 @@ pub fn population(
     let bias = Normal::new(-0.3, 0.5).expect("a valid spread");
     let channel = Normal::new(0.0, spread.channel).expect("a valid spread");
     let weight = Normal::new(0.0, spread.traits).expect("a valid spread");
+    let topic = Normal::new(0.0, spread.topic).expect("a valid spread");
     (0..i64::from(count))
         .map(|i| Person {
             user_id: UserId::new(first_user + i).expect("a positive id"),
@@ -111,6 +130,7 @@ pub fn population(
                 .map(|c| (c.clone(), channel.sample(&mut rng)))
                 .collect(),
             trait_weights: std::array::from_fn(|_| weight.sample(&mut rng)),
+            topic_weights: std::array::from_fn(|_| topic.sample(&mut rng)),
         })
         .collect()
 }
@@ -132,6 +152,7 @@ pub(crate) mod tests {
                 post_id: PostId::new(1).unwrap(),
             },
             traits,
+            hidden: None,
         }
     }
 

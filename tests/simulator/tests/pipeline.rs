@@ -30,6 +30,7 @@ async fn recommendations_beat_random_order_and_nothing_is_lost() {
             ..Default::default()
         },
         fixtures: repo_root().join("../shared/fixtures/telegram"),
+        world: None,
         amqp: amqp_settings("pipeline"),
         mongo: mongo_settings("pipeline"),
         work_dir: scratch_dir("pipeline"),

@@ -654,7 +654,16 @@ async fn the_webhook_checks_its_secret_before_reading_and_caps_the_body() {
         ],
     )
     .await;
-    let set = h.api.calls("setwebhook");
+    // Ready comes before the webhook is set and its listener bound: wait for both.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let set = loop {
+        let set = h.api.calls("setwebhook");
+        if !set.is_empty() && tokio::net::TcpStream::connect(&listen).await.is_ok() {
+            break set;
+        }
+        assert!(Instant::now() < deadline, "{}", h.bot.log_tail());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let secret = set[0].body["secret_token"].as_str().unwrap().to_owned();
     let url = format!("http://{listen}/telegram/hook");
     let client = reqwest::Client::new();

@@ -121,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
         simulation,
         frontend: FrontendKind::Bot,
         fixtures: root.join("../shared/fixtures/telegram"),
+        world: None,
         amqp: config.amqp,
         mongo: config.mongo,
         work_dir: root.join("var/cluster-drill"),

@@ -7,10 +7,11 @@
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use oleg_simulator::chart::learning_curve_svg;
-use oleg_simulator::cli::{init_logging, PeopleArgs};
+use oleg_simulator::cli::{init_logging, PeopleArgs, WorldKind};
 use oleg_simulator::frontend::FrontendKind;
 use oleg_simulator::run::{Observer, PipelineRun, RunSettings};
 use oleg_simulator::simulation::{table, RoundReport};
+use oleg_simulator::world::WorldSettings;
 use oleg_simulator::ServiceConfig;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,6 +39,9 @@ struct Cli {
     /// straight through the queues (a load generator for ingest and the ranker).
     #[arg(long, value_enum, default_value_t = FrontendKind::Bot)]
     frontend: FrontendKind,
+    /// The saved pages alone, or with a generated world whose posts arrive round after round.
+    #[arg(long, value_enum, default_value_t = WorldKind::Saved)]
+    world: WorldKind,
 }
 
 /// A progress bar per round and a line per finished round.
@@ -115,6 +119,8 @@ async fn main() -> anyhow::Result<()> {
         fixtures: cli
             .fixtures
             .unwrap_or_else(|| root.join("../shared/fixtures/telegram")),
+        world: (cli.world == WorldKind::Generated)
+            .then(|| WorldSettings::new(cli.people.rounds, cli.people.seed)),
         amqp: config.amqp,
         mongo: config.mongo,
         work_dir: root.join("var/demo"),
@@ -177,8 +183,14 @@ async fn main() -> anyhow::Result<()> {
         learning_curve_svg(
             &outcome.reports,
             &format!(
-                "OLEG demo: {} people, {} rounds, seed {}",
-                cli.people.people, cli.people.rounds, cli.people.seed
+                "OLEG demo: {} people, {} rounds, seed {}, {} world",
+                cli.people.people,
+                cli.people.rounds,
+                cli.people.seed,
+                match cli.world {
+                    WorldKind::Saved => "saved-pages",
+                    WorldKind::Generated => "generated",
+                }
             ),
         ),
     )?;

@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         ..cli.people.settings()
     };
     let frontend = Frontend::queues(bus.clone()).await?;
-    let mut simulator = Simulator::new(bus.clone(), store, settings, frontend).await?;
+    let mut simulator = Simulator::new(bus.clone(), store, settings, frontend, None).await?;
     simulator.sign_up().await?;
     let mut reports: Vec<RoundReport> = Vec::new();
     for round in 1..=cli.people.rounds {
