@@ -8,7 +8,8 @@ use tch::{Device, Kind, Tensor};
 pub(crate) struct PostContents {
     /// Post row `r` owns entries `offsets[r]..offsets[r + 1]`.
     offsets: Vec<usize>,
-    rows: Vec<i64>,
+    /// Content table rows (`content_buckets` is at most 2²⁴).
+    rows: Vec<u32>,
     weights: Vec<f32>,
 }
 
@@ -27,7 +28,7 @@ impl PostContents {
         }
         let buckets = u32::try_from(buckets).unwrap_or(u32::MAX);
         for (hash, weight) in features.pairs() {
-            self.rows.push(i64::from(bucket(*hash, buckets)));
+            self.rows.push(bucket(*hash, buckets));
             self.weights.push(*weight);
         }
         self.offsets.push(self.rows.len());
@@ -40,7 +41,8 @@ impl PostContents {
 
     /// The entries of `posts` (post rows; a row without content has none).
     pub(crate) fn gather(&self, posts: &[i64], device: Device) -> Gathered {
-        let (mut rows, mut weights, mut positions) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rows, mut weights, mut positions): (Vec<i64>, Vec<f32>, Vec<i64>) =
+            (Vec::new(), Vec::new(), Vec::new());
         for (position, &post) in posts.iter().enumerate() {
             let Some(range) = usize::try_from(post)
                 .ok()
@@ -49,7 +51,7 @@ impl PostContents {
             else {
                 continue;
             };
-            rows.extend_from_slice(&self.rows[range.clone()]);
+            rows.extend(self.rows[range.clone()].iter().map(|&r| i64::from(r)));
             weights.extend_from_slice(&self.weights[range.clone()]);
             positions.extend(std::iter::repeat_n(position as i64, range.len()));
         }

@@ -8,7 +8,8 @@
 //! - [`Variant::ContentMlp`]: the same network, with the post's vector the sum of its id
 //!   embedding and its content vector (hashed features of its text, media, links and source,
 //!   see `oleg-features`), so a post nobody voted on is scored by what it is. Its id rows start at
-//!   zero: a new post is its content.
+//!   zero: a new post is its content. A per-post bias on the logit carries what every person sees
+//!   alike in a post (its quality); it too starts at zero.
 //! - [`Variant::Dot`]: the earlier baseline, the dot product of person and post embeddings plus
 //!   biases, for comparison.
 //!

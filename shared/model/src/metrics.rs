@@ -5,6 +5,24 @@ pub struct Evaluation {
     pub log_loss: f64,
     pub auc: f64,
     pub count: usize,
+    /// Liked votes among `count`.
+    pub positives: usize,
+}
+
+impl Evaluation {
+    /// The standard error of the AUC on a holdout of this many likes and dislikes (Hanley &
+    /// McNeil, 1982); infinite where it cannot be measured.
+    pub fn auc_standard_error(&self) -> f64 {
+        let (p, n) = (self.positives as f64, (self.count - self.positives) as f64);
+        let a = self.auc;
+        if !a.is_finite() || p == 0.0 || n == 0.0 {
+            return f64::INFINITY;
+        }
+        let (q1, q2) = (a / (2.0 - a), 2.0 * a * a / (1.0 + a));
+        let variance =
+            (a * (1.0 - a) + (p - 1.0) * (q1 - a * a) + (n - 1.0) * (q2 - a * a)) / (p * n);
+        variance.max(0.0).sqrt()
+    }
 }
 
 /// Scores predictions (probabilities; values above 1 from the 1.05 scale are clipped for the
@@ -18,6 +36,7 @@ pub fn evaluate_predictions(predictions: &[f32], labels: &[f32]) -> Evaluation {
             log_loss: f64::NAN,
             auc: f64::NAN,
             count: 0,
+            positives: 0,
         };
     }
     let mut squared = 0.0;
@@ -34,6 +53,7 @@ pub fn evaluate_predictions(predictions: &[f32], labels: &[f32]) -> Evaluation {
         log_loss: log_loss / n as f64,
         auc: roc_auc(predictions, labels),
         count: n,
+        positives: labels.iter().filter(|&&y| y > 0.5).count(),
     }
 }
 

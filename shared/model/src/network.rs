@@ -90,6 +90,9 @@ impl Network {
                     ),
                 ];
                 if with_content {
+                    // What every person sees in a post alike (its quality) is one number per
+                    // post, added to the logit: votes of anyone move it.
+                    params.push((POST_BIAS, Tensor::zeros([sizes.posts, 1], options)));
                     // A post sums about six unit-weight features: this starts its content
                     // vector at the spread of an id embedding.
                     params.push((
@@ -244,14 +247,19 @@ impl Network {
                 let hidden = x
                     .linear(self.param(HIDDEN_W), Some(self.param(HIDDEN_B)))
                     .relu();
-                let logits = hidden
+                let mut logits = hidden
                     .linear(self.param(OUTPUT_W), Some(self.param(OUTPUT_B)))
                     .squeeze_dim(-1);
+                let mut used = u.square().sum(Kind::Float)
+                    + p.square().sum(Kind::Float)
+                    + c.square().sum(Kind::Float);
+                if self.config.variant == Variant::ContentMlp {
+                    let bias = lookup(POST_BIAS, &batch.posts).squeeze_dim(-1);
+                    used += bias.square().sum(Kind::Float);
+                    logits += bias;
+                }
                 let penalty = (decay > 0.0).then(|| {
-                    (u.square().sum(Kind::Float)
-                        + p.square().sum(Kind::Float)
-                        + c.square().sum(Kind::Float))
-                        * (decay / n)
+                    used * (decay / n)
                         + (self.param(HIDDEN_W).square().sum(Kind::Float)
                             + self.param(OUTPUT_W).square().sum(Kind::Float))
                             * decay

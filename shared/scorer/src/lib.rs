@@ -41,6 +41,9 @@ enum Network {
         /// With content (`content_mlp`), a new post's id row is zero: the channel parts above
         /// leave out `W_p·p̄_c`, and the post's content is added per candidate.
         content: Option<ContentTable>,
+        /// Per post row, the logit's post bias (`content_mlp`; empty otherwise, and zero for a
+        /// post the model has not seen).
+        post_bias: Vec<f32>,
     },
     Dot {
         dim: usize,
@@ -291,6 +294,7 @@ impl Network {
             ));
         }
         let cols = hs[1];
+        let mut post_bias = Vec::new();
         let content = if with_content {
             let version = files.metadata.get("features").map(String::as_str);
             if version != Some(FEATURES_VERSION) {
@@ -310,6 +314,9 @@ impl Network {
                 .iter_mut()
                 .zip(&post_content)
                 .for_each(|(p, c)| *p += c);
+            let (bs, bias) = files.tensors.get("post_bias", 2)?;
+            files.check_rows("post_bias", &bs, files.vocab.posts.len())?;
+            post_bias = bias;
             Some(ContentTable {
                 buckets: u32::try_from(ts[0])
                     .map_err(|_| ScorerError::Weights("content table too large".into()))?,
@@ -373,6 +380,7 @@ impl Network {
             output: w2,
             output_bias: b2[0],
             content,
+            post_bias,
         })
     }
 
@@ -494,6 +502,7 @@ impl ScoringModel {
                 output,
                 output_bias,
                 content,
+                post_bias,
             } => {
                 let (dim, hidden) = (*user_dim, *hidden);
                 let (mut vector, mut with_content) = (Vec::new(), Vec::new());
@@ -506,6 +515,10 @@ impl ScoringModel {
                     &mut person,
                 );
                 for candidate in candidates {
+                    let bias = match candidate {
+                        Candidate::Known(row) => post_bias.get(*row).copied().unwrap_or(0.0),
+                        Candidate::New { .. } => 0.0,
+                    };
                     let part = match candidate {
                         Candidate::Known(row) => &post_parts[row * hidden..(row + 1) * hidden],
                         Candidate::New {
@@ -525,7 +538,7 @@ impl ScoringModel {
                             }
                         }
                     };
-                    let logit = relu_dot(&person, part, output) + output_bias;
+                    let logit = relu_dot(&person, part, output) + output_bias + bias;
                     out.push(sigmoid(logit) * self.output_scale);
                 }
             }

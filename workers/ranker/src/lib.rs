@@ -195,7 +195,12 @@ impl Ranker {
             }
             Err(error) => {
                 self.inner.metrics.model_load_failures.inc();
-                tracing::error!(%version, %error, "refused a model that failed to load; the current one keeps serving");
+                if error.is_transient() {
+                    // The periodic check of the live pointer tries again.
+                    tracing::warn!(%version, %error, "could not read the live model from the store; the current one keeps serving until the next check");
+                } else {
+                    tracing::error!(%version, %error, "refused a model that failed to load; the current one keeps serving");
+                }
             }
         }
     }

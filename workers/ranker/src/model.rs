@@ -49,6 +49,13 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// The store did not answer: the same version may load at the next try.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, LoadError::Store(error) if error.is_transient())
+    }
+}
+
 /// Reads a published version's files and builds its scorer (CPU-heavy: off the async threads).
 pub async fn load(store: &Store, version: ModelVersion) -> Result<LoadedModel, LoadError> {
     let record = store

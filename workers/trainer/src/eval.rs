@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oleg_features::PostContent;
 use oleg_messages::ScrapedPost;
 use oleg_model::{
-    evaluate_predictions, labels_of, predict, train_epoch, Evaluation, ModelConfig, Network,
-    Optimizer, Sizes, Votes,
+    evaluate_predictions, labels_of, predict, train_epoch, ModelConfig, Network, Optimizer, Sizes,
+    Votes,
 };
 use oleg_telemetry::PeakMemoryCollector;
 use std::collections::HashMap;
@@ -264,12 +264,7 @@ pub fn evaluate_variant(
         .filter(|&i| !trained_posts.contains(&holdout.posts[i]))
         .collect();
     let mut epochs = Vec::new();
-    let mut last = Evaluation {
-        mse: f64::NAN,
-        log_loss: f64::NAN,
-        auc: f64::NAN,
-        count: 0,
-    };
+    let mut last = evaluate_predictions(&[], &[]);
     let mut unseen_auc = f64::NAN;
     let mut training_seconds = 0.0;
     for epoch in 1..=config.epochs {

@@ -490,7 +490,9 @@ impl Trainer {
                 %version,
                 candidate_auc = figures.candidate.auc,
                 live_auc = figures.live.map(|l| l.auc),
-                "model rejected: holdout AUC worse than the live model's beyond trainer.max_auc_drop"
+                allowed_drop = cycle::allowed_auc_drop(&figures, self.settings.max_auc_drop),
+                holdout_votes = figures.candidate.count,
+                "model rejected: holdout AUC below the live model's by more than trainer.max_auc_drop and the holdout's noise"
             );
             self.store
                 .finish_model(
@@ -816,6 +818,7 @@ mod tests {
             log_loss: f64::INFINITY,
             auc: f64::NAN,
             count: 0,
+            positives: 0,
         };
         let figures = CycleFigures {
             epochs: 1,
