@@ -1,9 +1,9 @@
 //! OLEG's recommendation network in tch.
 //!
 //! Each vote is (person, post, channel of the post) → like = 1 / dislike = 0.
-//! - [`Variant::ChannelMlp`] (the default, the original OLEG network): embeddings of the person
-//!   (100), the post (20) and its channel (80) are concatenated → Linear(200, 70) → ReLU →
-//!   Linear(70, 1) → sigmoid × 1.05. Most posts get few votes; the channel embedding carries what
+//! - [`Variant::ChannelMlp`] (the original OLEG network, `ModelConfig`'s default; the trainer's
+//!   configuration publishes `ContentMlp`): embeddings of the person (100), the post (20) and its
+//!   channel (80) are concatenated → Linear(200, 70) → ReLU → Linear(70, 1) → sigmoid × 1.05. Most posts get few votes; the channel embedding carries what
 //!   is known of a channel to its new and rarely-voted posts.
 //! - [`Variant::ContentMlp`]: the same network, with the post's vector the sum of its id
 //!   embedding and its content vector (hashed features of its text, media, links and source,
