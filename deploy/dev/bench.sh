@@ -41,9 +41,11 @@ PY
 
 bench ingest cargo bench -q --locked -p oleg-ingest --bench throughput
 bench trainer-ciao target/release/oleg-trainer eval --votes ../shared/data/ciao/votes.csv --plot docs/ciao-loss.svg
+bench trainer-ciao-time target/release/oleg-trainer eval --votes ../shared/data/ciao/votes.csv --split time
 bench trainer-scale cargo bench -q --locked -p oleg-trainer --bench scale
 bench ranker cargo bench -q --locked -p oleg-ranker --bench latency
 bench scraper cargo bench -q --locked -p oleg-scraper --bench parse
 bench bot cargo bench -q --locked -p oleg-bot --bench interactions
 bench demo target/release/oleg-demo --no-prometheus
+bench demo-generated target/release/oleg-demo --no-prometheus --world generated
 echo "docs/BENCHMARKS.md updated" >&2
