@@ -13,8 +13,10 @@ use tokio::net::{TcpListener, TcpStream};
 struct Trap {
     /// Byte strings the message must all contain.
     needles: Vec<Vec<u8>>,
-    /// Matching messages to let through before cutting one.
+    /// Matching messages to let through before cutting.
     pass: usize,
+    /// Matching messages to cut then (each on its connection), before passing all again.
+    cut: usize,
 }
 
 #[derive(Clone)]
@@ -54,9 +56,20 @@ impl FaultProxy {
 
     /// Cuts the connection of the `(pass + 1)`-th message from now that contains all `needles`.
     pub fn fail_nth(&self, needles: &[&[u8]], pass: usize) {
+        self.arm(needles, pass, 1);
+    }
+
+    /// Cuts the connections of the next `cut` messages that contain all `needles` (a driver
+    /// retries a read once after a dropped connection: two cuts fail it).
+    pub fn fail_next(&self, needles: &[&[u8]], cut: usize) {
+        self.arm(needles, 0, cut);
+    }
+
+    fn arm(&self, needles: &[&[u8]], pass: usize, cut: usize) {
         *self.trap.lock().unwrap() = Some(Trap {
             needles: needles.iter().map(|n| n.to_vec()).collect(),
             pass,
+            cut,
         });
     }
 
@@ -112,7 +125,10 @@ impl FaultProxy {
             armed.pass -= 1;
             return false;
         }
-        *trap = None;
+        armed.cut -= 1;
+        if armed.cut == 0 {
+            *trap = None;
+        }
         true
     }
 }

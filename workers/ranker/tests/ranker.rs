@@ -783,3 +783,38 @@ async fn a_request_the_store_fails_halfway_leaves_nothing_recorded_it_did_not_re
     assert_eq!(posts_of(&services.ask(11, 2).await).len(), 2);
     services.finish().await;
 }
+
+/// A store that does not hand over a published model's files (its connections drop mid-read) is
+/// not a broken model: the current one keeps serving, and the next check of the live pointer
+/// loads the new version.
+#[tokio::test]
+async fn a_model_the_store_could_not_hand_over_is_loaded_at_the_next_check() {
+    use oleg_testkit::fault_proxy::FaultProxy;
+    let services = Services::new("ranker-model-read").await;
+    let proxy = FaultProxy::start(mongodb_address()).await;
+    let ranker = services
+        .start_ranker(&[
+            ("OLEG__MONGO__URI", &proxy.uri()),
+            ("OLEG__RANKER__MODEL_CHECK_S", "1"),
+        ])
+        .await;
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    services.publish_model(1, 21, false).await;
+    wait_for_model(&services, 1, 1).await;
+
+    proxy.fail_next(&[b"find\0", b"model_chunks\0"], 2);
+    services.publish_model(2, 22, false).await;
+    wait_for_model(&services, 1, 2).await;
+    assert_eq!(proxy.cuts(), 2, "the fault was not injected");
+    let (_, metrics) = ranker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("oleg_ranker_model_load_failures_total 1"),
+        "the read was not failed: {}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("oleg_ranker_model"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    services.finish().await;
+}
