@@ -179,6 +179,14 @@ fn channel_means(
     sums
 }
 
+/// Columns `start..start + width` of the row-major matrix `m` with `cols` columns, row-major.
+fn column_block(m: &[f32], cols: usize, start: usize, width: usize) -> Vec<f32> {
+    m.chunks_exact(cols)
+        .flat_map(|row| &row[start..start + width])
+        .copied()
+        .collect()
+}
+
 /// `out = M·x (+ out)`, with M `rows × cols` row-major, `x` starting at column `offset` of M.
 fn mat_vec_add(m: &[f32], cols: usize, offset: usize, x: &[f32], out: &mut [f32]) {
     for (r, o) in out.iter_mut().enumerate() {
@@ -322,9 +330,7 @@ impl Network {
                     .map_err(|_| ScorerError::Weights("content table too large".into()))?,
                 post_dim,
                 rows,
-                post_block: (0..hidden)
-                    .flat_map(|r| w1[r * cols + user_dim..r * cols + user_dim + post_dim].to_vec())
-                    .collect(),
+                post_block: column_block(&w1, cols, user_dim, post_dim),
             })
         } else {
             None
@@ -366,9 +372,7 @@ impl Network {
             &average_post,
             &column_means(&channel_emb, channels, channel_dim),
         );
-        let user_block: Vec<f32> = (0..hidden)
-            .flat_map(|r| w1[r * cols..r * cols + user_dim].to_vec())
-            .collect();
+        let user_block = column_block(&w1, cols, 0, user_dim);
         Ok(Network::Channel {
             user_dim,
             hidden,
@@ -515,12 +519,11 @@ impl ScoringModel {
                     &mut person,
                 );
                 for candidate in candidates {
-                    let bias = match candidate {
-                        Candidate::Known(row) => post_bias.get(*row).copied().unwrap_or(0.0),
-                        Candidate::New { .. } => 0.0,
-                    };
-                    let part = match candidate {
-                        Candidate::Known(row) => &post_parts[row * hidden..(row + 1) * hidden],
+                    let (part, bias) = match candidate {
+                        Candidate::Known(row) => (
+                            &post_parts[row * hidden..(row + 1) * hidden],
+                            post_bias.get(*row).copied().unwrap_or(0.0),
+                        ),
                         Candidate::New {
                             channel,
                             content: features,
@@ -529,13 +532,14 @@ impl ScoringModel {
                                 Some(&c) => &channel_parts[c * hidden..(c + 1) * hidden],
                                 None => &average_part[..],
                             };
-                            match content {
+                            let part = match content {
                                 Some(table) => {
                                     table.add_to(part, features, &mut vector, &mut with_content);
                                     &with_content[..]
                                 }
                                 None => part,
-                            }
+                            };
+                            (part, 0.0)
                         }
                     };
                     let logit = relu_dot(&person, part, output) + output_bias + bias;

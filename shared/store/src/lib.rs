@@ -28,6 +28,7 @@ pub use models::{
     as_i64, ChunkWriter, ModelFiles, ModelRecord, StoredFile, CHUNK_BYTES, TRAINING_LEASE,
 };
 pub use people::{Forgotten, PersonData};
+pub use posts::content_of as post_content;
 pub use records::{DeliveryRecord, PostRecord, UserRecord, VoteRecord};
 pub use retention::{RetentionPolicy, RetentionReport};
 pub use users::{UserSighting, UserWrites};

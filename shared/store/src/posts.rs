@@ -137,8 +137,9 @@ impl Store {
 pub(crate) static CONTENT_FIELDS: std::sync::LazyLock<Document> =
     std::sync::LazyLock::new(|| doc! {"text": 1, "links": 1, "media.kind": 1, "forwarded_from": 1});
 
-/// A stored post's content; a field missing or of another type reads as absent.
-pub(crate) fn content_of(document: &Document) -> PostContent {
+/// A stored post's content (a document of the posts collection); a field missing or of another
+/// type reads as absent.
+pub fn content_of(document: &Document) -> PostContent {
     let strings = |key: &str| -> Vec<String> {
         document
             .get_array(key)

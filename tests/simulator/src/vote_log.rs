@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use mongodb::bson::{doc, Document};
 use oleg_messages::{ChannelName, MediaItem, PostId, ScrapedPost, SCHEMA_VERSION};
-use oleg_store::{as_i64, PostKey, Store};
+use oleg_store::{as_i64, post_content, Store};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -45,44 +45,34 @@ pub async fn export(store: &Store, dir: &Path) -> anyhow::Result<(PathBuf, PathB
     votes.flush()?;
 
     let documents = read("posts").await?;
-    let keys: Vec<PostKey> = documents
-        .iter()
-        .filter_map(|d| {
-            Some(PostKey::new(
-                d.get_str("channel").ok()?,
-                as_i64(d.get("post_id"))?,
-            ))
-        })
-        .collect();
-    let contents = store.post_contents(&keys).await?;
     let mut posts = std::io::BufWriter::new(std::fs::File::create(&posts_path)?);
     let time = |d: &Document, key| {
         as_i64(d.get(key))
             .and_then(DateTime::<Utc>::from_timestamp_millis)
             .unwrap_or_default()
     };
-    for (document, key) in documents.iter().zip(&keys) {
-        let (Some(content), Ok(channel), Some(Ok(post_id))) = (
-            contents.get(key),
-            ChannelName::parse(key.channel()),
+    for document in &documents {
+        let (Ok(channel), Some(Ok(post_id))) = (
+            ChannelName::parse(document.get_str("channel").unwrap_or_default()),
             as_i64(document.get("post_id")).map(PostId::new),
         ) else {
             continue;
         };
+        let content = post_content(document);
         let post = ScrapedPost {
             schema_version: SCHEMA_VERSION,
             channel,
             post_id,
             published_at: time(document, "published_at_ms"),
-            text: content.text.clone(),
-            links: content.links.clone(),
+            text: content.text,
+            links: content.links,
             views: None,
             media: content
                 .media
                 .iter()
                 .map(|&kind| MediaItem { kind, url: None })
                 .collect(),
-            forwarded_from: content.forwarded_from.clone(),
+            forwarded_from: content.forwarded_from,
             reply_to: None,
             scraped_at: time(document, "scraped_at_ms"),
         };

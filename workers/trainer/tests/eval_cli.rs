@@ -28,6 +28,20 @@ fn eval(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// The reports of a successful `--format json` run, one per line.
+fn json_lines(out: std::process::Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect()
+}
+
 #[test]
 fn json_lines_table_and_plot() {
     let dir = oleg_testkit::scratch_dir("trainer-eval-cli");
@@ -43,16 +57,7 @@ fn json_lines_table_and_plot() {
         "--plot",
         plot.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let lines = json_lines(out);
     assert!(lines.len() >= 2, "every configured variant");
     for line in &lines {
         for key in [
@@ -146,16 +151,7 @@ fn a_time_split_with_content_scores_posts_not_in_training() {
         "--epochs",
         "6",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reports: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let reports = json_lines(out);
     let unseen_auc = |variant: &str| {
         let report = reports.iter().find(|r| r["variant"] == variant).unwrap();
         assert_eq!(
