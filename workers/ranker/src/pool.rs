@@ -4,7 +4,7 @@
 
 use oleg_features::{PostContent, PostFeatures};
 use oleg_store::{PostKey, RecentPost};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -37,8 +37,8 @@ impl CandidatePost {
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
     pub posts: Vec<CandidatePost>,
-    /// The keys of `posts`, so that adding one is not a scan of them all.
-    keys: HashSet<PostKey>,
+    /// Where each of `posts` is, so that adding or finding one is not a scan of them all.
+    positions: HashMap<PostKey, usize>,
     /// Likes and votes per post.
     pub counts: HashMap<PostKey, (u32, u32)>,
     /// Smoothed like rate per channel.
@@ -55,7 +55,7 @@ impl Pool {
     ) -> Self {
         let mut pool = Self {
             posts: Vec::new(),
-            keys: HashSet::new(),
+            positions: HashMap::new(),
             counts,
             channel_rates: HashMap::new(),
             global_rate: 0.5,
@@ -75,23 +75,28 @@ impl Pool {
 
     /// Adds a post unless it is already a candidate.
     pub fn insert(&mut self, post: CandidatePost) -> bool {
-        if !self.keys.insert(post.key.clone()) {
+        if self.positions.contains_key(&post.key) {
             return false;
         }
+        self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
         true
     }
 
+    /// The index of the candidate `key` in `posts`.
+    pub fn position(&self, key: &PostKey) -> Option<usize> {
+        self.positions.get(key).copied()
+    }
+
     /// Drops posts published before `cutoff_ms`.
     pub fn expire(&mut self, cutoff_ms: i64) {
-        let keys = &mut self.keys;
-        self.posts.retain(|p| {
-            let keep = p.published_at_ms >= cutoff_ms;
-            if !keep {
-                keys.remove(&p.key);
-            }
-            keep
-        });
+        self.posts.retain(|p| p.published_at_ms >= cutoff_ms);
+        self.positions = self
+            .posts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.key.clone(), i))
+            .collect();
     }
 
     fn rates(&mut self) {
@@ -118,12 +123,10 @@ impl Pool {
             .collect();
     }
 
-    /// A candidate's text (a scan: for the rare request answered again).
+    /// A candidate's text.
     pub fn text(&self, channel: &str, post_id: i64) -> Option<Arc<str>> {
-        self.posts
-            .iter()
-            .find(|p| p.post_id == post_id && p.channel == channel)
-            .map(|p| p.text.clone())
+        self.position(&PostKey::new(channel, post_id))
+            .map(|i| self.posts[i].text.clone())
     }
 
     /// The cold-start score of a post.
