@@ -88,11 +88,6 @@ pub enum ExplorationPolicy {
     /// Thompson sampling: each post's score is a draw from a posterior of the person's like
     /// rate, centred on the model's estimate and moved by the person's own votes on its channel.
     Thompson,
-    /// Thompson sampling over the model's last layer: the person's own linear correction to
-    /// what the output layer reads of each post, drawn from its posterior given all their
-    /// votes, so that a vote moves their next picks along everything the model sees in a post
-    /// (its content, its channel), not only its channel.
-    LastLayer,
 }
 
 /// The ranker's answer: posts in order, or an error (a request never goes unanswered).

@@ -27,8 +27,6 @@ enum Network {
         user_dim: usize,
         hidden: usize,
         users: Vec<f32>,
-        /// The mean of `users`: the person the model does not know yet.
-        average_user: Vec<f32>,
         /// `hidden × user_dim`, the person's block of the first layer.
         user_block: Vec<f32>,
         /// Per post row: `W_p·p + W_c·c + b₁`.
@@ -51,9 +49,6 @@ enum Network {
         dim: usize,
         users: Vec<f32>,
         user_bias: Vec<f32>,
-        /// The mean of `users` and of `user_bias`: the person the model does not know yet.
-        average_user: Vec<f32>,
-        average_user_bias: f32,
         posts: Vec<f32>,
         post_bias: Vec<f32>,
         global_bias: f32,
@@ -381,7 +376,6 @@ impl Network {
         Ok(Network::Channel {
             user_dim,
             hidden,
-            average_user: column_means(&users, files.vocab.users.len(), user_dim),
             users,
             user_block,
             post_parts,
@@ -424,8 +418,6 @@ impl Network {
             ),
             average_post,
             average_post_bias,
-            average_user: column_means(&users, files.vocab.users.len(), dim),
-            average_user_bias: column_means(&user_bias, files.vocab.users.len(), 1)[0],
             users,
             user_bias,
             posts,
@@ -501,61 +493,12 @@ impl ScoringModel {
 
     /// Scores candidates for the person at `user_row`, in order.
     pub fn score(&self, user_row: usize, candidates: &[Candidate<'_>], out: &mut Vec<f32>) {
-        self.forward(Some(user_row), candidates, out, None);
-        for score in out.iter_mut() {
-            *score = sigmoid(*score) * self.output_scale;
-        }
-    }
-
-    /// How many numbers the output layer reads per candidate: the hidden units of a channel
-    /// network, the post vector's of `dot`.
-    pub fn last_layer_dim(&self) -> usize {
-        match &self.network {
-            Network::Channel { hidden, .. } => *hidden,
-            Network::Dot { dim, .. } => *dim,
-        }
-    }
-
-    /// Per candidate, its logit into `logits` and what the output layer reads of it into
-    /// `features` ([`Self::last_layer_dim`] numbers each, appended in order): the person's own
-    /// linear correction on top (the ranker's posterior) moves the logit along these. `None`
-    /// scores for the average person, for someone the model does not know yet.
-    pub fn last_layer(
-        &self,
-        user_row: Option<usize>,
-        candidates: &[Candidate<'_>],
-        logits: &mut Vec<f32>,
-        features: &mut Vec<f32>,
-    ) {
-        features.clear();
-        self.forward(user_row, candidates, logits, Some(features));
-    }
-
-    /// Per candidate, its logit (before the sigmoid and `output_scale`) for the person at
-    /// `user_row`, or for the average person with `None`.
-    pub fn logits(
-        &self,
-        user_row: Option<usize>,
-        candidates: &[Candidate<'_>],
-        out: &mut Vec<f32>,
-    ) {
-        self.forward(user_row, candidates, out, None);
-    }
-
-    fn forward(
-        &self,
-        user_row: Option<usize>,
-        candidates: &[Candidate<'_>],
-        out: &mut Vec<f32>,
-        mut features: Option<&mut Vec<f32>>,
-    ) {
         out.clear();
         match &self.network {
             Network::Channel {
                 user_dim,
                 hidden,
                 users,
-                average_user,
                 user_block,
                 post_parts,
                 channel_parts,
@@ -568,11 +511,13 @@ impl ScoringModel {
                 let (dim, hidden) = (*user_dim, *hidden);
                 let (mut vector, mut with_content) = (Vec::new(), Vec::new());
                 let mut person = vec![0f32; hidden];
-                let user = match user_row {
-                    Some(row) => &users[row * dim..(row + 1) * dim],
-                    None => &average_user[..],
-                };
-                mat_vec_add(user_block, dim, 0, user, &mut person);
+                mat_vec_add(
+                    user_block,
+                    dim,
+                    0,
+                    &users[user_row * dim..(user_row + 1) * dim],
+                    &mut person,
+                );
                 for candidate in candidates {
                     let (part, bias) = match candidate {
                         Candidate::Known(row) => (
@@ -597,27 +542,14 @@ impl ScoringModel {
                             (part, 0.0)
                         }
                     };
-                    let dot = match features.as_deref_mut() {
-                        Some(features) => {
-                            let start = features.len();
-                            features.extend(person.iter().zip(part).map(|(a, b)| (a + b).max(0.0)));
-                            features[start..]
-                                .iter()
-                                .zip(output)
-                                .map(|(h, w)| h * w)
-                                .sum()
-                        }
-                        None => relu_dot(&person, part, output),
-                    };
-                    out.push(dot + output_bias + bias);
+                    let logit = relu_dot(&person, part, output) + output_bias + bias;
+                    out.push(sigmoid(logit) * self.output_scale);
                 }
             }
             Network::Dot {
                 dim,
                 users,
                 user_bias,
-                average_user,
-                average_user_bias,
                 posts,
                 post_bias,
                 global_bias,
@@ -627,10 +559,7 @@ impl ScoringModel {
                 average_post_bias,
             } => {
                 let dim = *dim;
-                let (u, ub) = match user_row {
-                    Some(row) => (&users[row * dim..(row + 1) * dim], user_bias[row]),
-                    None => (&average_user[..], *average_user_bias),
-                };
+                let u = &users[user_row * dim..(user_row + 1) * dim];
                 for candidate in candidates {
                     let (p, b) = match candidate {
                         Candidate::Known(row) => {
@@ -644,12 +573,11 @@ impl ScoringModel {
                             None => (&average_post[..], *average_post_bias),
                         },
                     };
-                    if let Some(features) = features.as_deref_mut() {
-                        features.extend_from_slice(p);
-                    }
-                    let logit =
-                        u.iter().zip(p).map(|(a, b)| a * b).sum::<f32>() + ub + b + global_bias;
-                    out.push(logit);
+                    let logit = u.iter().zip(p).map(|(a, b)| a * b).sum::<f32>()
+                        + user_bias[user_row]
+                        + b
+                        + global_bias;
+                    out.push(sigmoid(logit) * self.output_scale);
                 }
             }
         }

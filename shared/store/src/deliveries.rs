@@ -14,8 +14,6 @@ pub struct PersonHistory {
     pub seen: HashSet<PostKey>,
     /// Likes and votes per channel.
     pub channel_votes: HashMap<String, (u32, u32)>,
-    /// Each vote's post and whether it was a like.
-    pub votes: Vec<(PostKey, bool)>,
 }
 
 /// A post of the candidate window, with what a frontend shows of it.
@@ -62,9 +60,9 @@ impl Store {
                 .entry(post.channel().to_owned())
                 .or_default();
             tally.1 += 1;
-            let liked = vote.get_str("reaction") == Ok(Reaction::Like.as_str());
-            tally.0 += u32::from(liked);
-            history.votes.push((post.clone(), liked));
+            if vote.get_str("reaction") == Ok(Reaction::Like.as_str()) {
+                tally.0 += 1;
+            }
             history.seen.insert(post);
         }
         history.seen.extend(sent.iter().filter_map(key));

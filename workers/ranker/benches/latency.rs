@@ -172,8 +172,6 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> ([Figures; 2], [Figure
         exploration: oleg_messages::ExplorationPolicy::Noise,
         exploration_noise: 0.05,
         thompson_prior_votes: 4.0,
-        last_layer_logit_sd: 0.5,
-        last_layer_channel_sd: 1.0,
         fresh_share: 0.0,
         refresh_s: 3600,
         model_check_s: 3600,

@@ -9,7 +9,6 @@
 mod metrics;
 pub mod model;
 pub mod pool;
-mod posterior;
 pub mod ranking;
 mod settings;
 
@@ -450,8 +449,6 @@ impl Ranker {
                 policy: settings.exploration,
                 noise: settings.exploration_noise,
                 prior_votes: settings.thompson_prior_votes,
-                logit_sd: settings.last_layer_logit_sd,
-                channel_sd: settings.last_layer_channel_sd,
                 fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
                 history: &history,
             },

@@ -1,18 +1,15 @@
 //! The ranker's decision for one request, apart from its I/O: which candidates a person may get,
 //! in which order. Scores come from the model when it knows the person, else from smoothed
-//! popularity (cold start); the exploration policy (Gaussian noise, Thompson sampling from the
-//! person's posterior like rate per channel, or from their posterior correction to the model's
-//! last layer) and a share of slots for untried channels explore. The last-layer policy scores
-//! a person the model does not know yet as its average person, corrected by their votes.
+//! popularity (cold start); the exploration policy (Gaussian noise, or Thompson sampling from the
+//! person's posterior like rate per channel) and a share of slots for untried channels explore.
 
 use crate::pool::Pool;
-use crate::posterior::{self, Posterior};
 use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::{PersonHistory, PostKey};
 use rand::Rng;
-use rand_distr::{Beta, Distribution, Normal, StandardNormal};
-use std::collections::{HashMap, HashSet};
+use rand_distr::{Beta, Distribution, StandardNormal};
+use std::collections::HashSet;
 
 /// How a reply explores beyond the best scores.
 pub struct Exploration<'a> {
@@ -21,10 +18,6 @@ pub struct Exploration<'a> {
     pub noise: f64,
     /// Thompson: how many of the person's votes the model's estimate counts for.
     pub prior_votes: f64,
-    /// Last layer: the prior's standard deviation of the person's correction along the last
-    /// layer, in logits of a typical candidate, and of their liking for a channel.
-    pub logit_sd: f64,
-    pub channel_sd: f64,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
     /// What the person has seen (their channels count as tried) and liked per channel.
@@ -63,17 +56,21 @@ pub fn rank(
     let candidates: Vec<usize> = (0..pool.posts.len())
         .filter(|&i| !excluded(&pool.posts[i].key))
         .collect();
-    let user_row = scorer.and_then(|s| s.user_row(user.get()));
-    let mut scores: Vec<f64> = match (scorer, user_row, exploration.policy) {
-        (Some(scorer), _, ExplorationPolicy::LastLayer) => {
-            last_layer_draw(scorer, user_row, pool, &candidates, exploration, rng)
-        }
-        (Some(scorer), Some(row), _) => {
-            let mut out = Vec::with_capacity(candidates.len());
-            scorer.score(row, &model_candidates(scorer, pool, &candidates), &mut out);
+    let user_row = scorer.and_then(|s| s.user_row(user.get()).map(|row| (s, row)));
+    let mut scores: Vec<f64> = match user_row {
+        Some((scorer, row)) => {
+            let refs: Vec<Candidate> = candidates
+                .iter()
+                .map(|&i| {
+                    let post = &pool.posts[i];
+                    scorer.candidate(&post.channel, post.post_id, &post.features)
+                })
+                .collect();
+            let mut out = Vec::with_capacity(refs.len());
+            scorer.score(row, &refs, &mut out);
             out.into_iter().map(f64::from).collect()
         }
-        _ => candidates
+        None => candidates
             .iter()
             .map(|&i| pool.popularity(&pool.posts[i]))
             .collect(),
@@ -84,7 +81,7 @@ pub fn rank(
                 *score += exploration.noise * rng.sample::<f64, _>(StandardNormal);
             }
         }
-        ExplorationPolicy::Noise | ExplorationPolicy::LastLayer => {}
+        ExplorationPolicy::Noise => {}
         ExplorationPolicy::Thompson => {
             for (score, &i) in scores.iter_mut().zip(&candidates) {
                 let channel = pool.posts[i].channel.as_str();
@@ -146,108 +143,12 @@ fn posterior_draw(
     Beta::new(alpha, beta).map_or(p, |beta| beta.sample(rng))
 }
 
-/// The pool's posts at `indices` as the model sees them.
-fn model_candidates<'a>(
-    scorer: &ScoringModel,
-    pool: &'a Pool,
-    indices: &[usize],
-) -> Vec<Candidate<'a>> {
-    indices
-        .iter()
-        .map(|&i| {
-            let post = &pool.posts[i];
-            scorer.candidate(&post.channel, post.post_id, &post.features)
-        })
-        .collect()
-}
-
-/// Most of a person's votes the last-layer posterior reads (the newest candidates'): a request
-/// stays bounded however long their history.
-const MAX_POSTERIOR_VOTES: usize = 500;
-
-/// Per candidate, the like rate under one draw of the person's correction to the model's logit,
-/// from its posterior given their votes on posts still in the pool (the model scores those as
-/// it scores candidates). The correction is linear in what the output layer reads of the post
-/// and in the post's channel: a channel the person never voted on keeps its prior, drawn once
-/// per request, so every post of an untried channel shares one draw.
-fn last_layer_draw(
-    scorer: &ScoringModel,
-    user_row: Option<usize>,
-    pool: &Pool,
-    candidates: &[usize],
-    exploration: &Exploration,
-    rng: &mut impl Rng,
-) -> Vec<f64> {
-    let dim = scorer.last_layer_dim();
-    let (mut logits, mut features) = (Vec::new(), Vec::new());
-    let refs = model_candidates(scorer, pool, candidates);
-    scorer.last_layer(user_row, &refs, &mut logits, &mut features);
-    let mut voted: Vec<(usize, bool)> = exploration
-        .history
-        .votes
-        .iter()
-        .filter_map(|(key, liked)| pool.position(key).map(|i| (i, *liked)))
-        .collect();
-    voted.sort_unstable_by_key(|&(i, _)| std::cmp::Reverse(i));
-    voted.truncate(MAX_POSTERIOR_VOTES);
-    let (indices, liked): (Vec<usize>, Vec<bool>) = voted.into_iter().unzip();
-    let (mut vote_logits, mut vote_features) = (Vec::new(), Vec::new());
-    scorer.last_layer(
-        user_row,
-        &model_candidates(scorer, pool, &indices),
-        &mut vote_logits,
-        &mut vote_features,
-    );
-    // One weight per channel voted on, after the last layer's.
-    let mut channels: HashMap<&str, usize> = HashMap::new();
-    for &i in &indices {
-        let next = dim + channels.len();
-        channels
-            .entry(pool.posts[i].channel.as_str())
-            .or_insert(next);
-    }
-    let width = dim + channels.len();
-    let rows: Vec<f32> = vote_features
-        .chunks_exact(dim)
-        .zip(&indices)
-        .flat_map(|(h, &i)| {
-            let mut row = h.to_vec();
-            row.resize(width, 0.0);
-            row[channels[pool.posts[i].channel.as_str()]] = 1.0;
-            row
-        })
-        .collect();
-    // Scale the last layer's prior to its features: before any vote, a typical candidate's
-    // logit moves by about `logit_sd`, whatever the size of the model's hidden units.
-    let mean_square = features.iter().map(|x| x * x).sum::<f32>() / candidates.len().max(1) as f32;
-    let mut prior = vec![exploration.logit_sd.powi(2) / f64::from(mean_square).max(1e-9); dim];
-    prior.resize(width, exploration.channel_sd.powi(2));
-    let weights = Posterior::fit(&rows, &vote_logits, &liked, &prior).draw(rng);
-    let untried = Normal::new(0.0, exploration.channel_sd).expect("a valid spread");
-    let mut untried_draws: HashMap<&str, f64> = HashMap::new();
-    logits
-        .iter()
-        .zip(features.chunks_exact(dim))
-        .zip(candidates)
-        .map(|((z, h), &i)| {
-            let channel = pool.posts[i].channel.as_str();
-            let channel_weight = match channels.get(channel) {
-                Some(&k) => weights[k],
-                None => *untried_draws
-                    .entry(channel)
-                    .or_insert_with(|| untried.sample(rng)),
-            };
-            let logit = f64::from(*z) + posterior::dot(h, &weights[..dim]) + channel_weight;
-            1.0 / (1.0 + (-logit).exp())
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use oleg_store::RecentPost;
     use rand::SeedableRng;
+    use std::collections::HashMap;
 
     fn pool() -> Pool {
         let counts = HashMap::from([
@@ -272,8 +173,6 @@ mod tests {
             policy: ExplorationPolicy::Noise,
             noise: 0.0,
             prior_votes: 4.0,
-            logit_sd: 1.0,
-            channel_sd: 1.0,
             fresh_slots: 0,
             history,
         }
@@ -357,88 +256,6 @@ mod tests {
             (0..20).any(|seed| run(seed)[0] != "liked/1"),
             "noise of 1.0 never changed the best post"
         );
-    }
-
-    /// A `dot` model of one person (id 1, at the origin, so every logit is 0) and posts 1-3 of
-    /// channel "kinds" at (1, 0), posts 4-6 at (0, 1): the model cannot tell them apart, only
-    /// a person's votes can.
-    fn two_kinds() -> (Pool, ScoringModel) {
-        let f32s =
-            |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
-        let posts = f32s(&[1., 0., 1., 0., 1., 0., 0., 1., 0., 1., 0., 1.]);
-        let (user, zeros, one) = (f32s(&[0., 0.]), f32s(&[0.; 6]), f32s(&[0.]));
-        let view = |shape: Vec<usize>, data| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, data).unwrap()
-        };
-        let weights = safetensors::tensor::serialize(
-            [
-                ("user_embedding", view(vec![1, 2], &user)),
-                ("user_bias", view(vec![1, 1], &one)),
-                ("post_embedding", view(vec![6, 2], &posts)),
-                ("post_bias", view(vec![6, 1], &zeros)),
-                ("global_bias", view(vec![1], &one)),
-            ],
-            Some(HashMap::from([
-                ("variant".to_owned(), "dot".to_owned()),
-                ("output_scale".to_owned(), "1.0".to_owned()),
-            ])),
-        )
-        .unwrap();
-        let vocab = serde_json::json!({
-            "users": [1], "channels": ["kinds"], "posts": (1..=6).map(|id| (0, id)).collect::<Vec<_>>(),
-        });
-        let model = ScoringModel::load(&weights, vocab.to_string().as_bytes()).unwrap();
-        let posts = (1..=6)
-            .map(|post_id| RecentPost {
-                channel: "kinds".into(),
-                post_id,
-                published_at_ms: 0,
-                content: Default::default(),
-            })
-            .collect();
-        (Pool::new(posts, HashMap::new(), 5.0), model)
-    }
-
-    #[test]
-    fn the_last_layer_posterior_follows_what_the_persons_votes_share_beyond_the_channel() {
-        let (pool, model) = two_kinds();
-        // Liked two posts of the first kind, disliked two of the second: all one channel, so
-        // per-channel Thompson cannot tell post 3 from post 6.
-        let voted = PersonHistory {
-            votes: vec![
-                (PostKey::new("kinds", 1), true),
-                (PostKey::new("kinds", 2), true),
-                (PostKey::new("kinds", 4), false),
-                (PostKey::new("kinds", 5), false),
-            ],
-            ..Default::default()
-        };
-        let first = |history: &PersonHistory, seed| {
-            let ranked = rank(
-                &pool,
-                |key| !matches!(key.as_str(), "kinds/3" | "kinds/6"),
-                Some(&model),
-                // Someone the model does not know: scored as its average person.
-                UserId::new(2).unwrap(),
-                &Exploration {
-                    policy: ExplorationPolicy::LastLayer,
-                    ..noise(history)
-                },
-                &mut rand::rngs::StdRng::seed_from_u64(seed),
-            );
-            assert!(ranked.cold_start);
-            assert_eq!(ranked.candidates, 2);
-            keys(&pool, &ranked)[0].clone()
-        };
-        let led = |history: &PersonHistory| {
-            (0..200)
-                .filter(|&seed| first(history, seed) == "kinds/3")
-                .count()
-        };
-        assert!(led(&voted) > 160, "the votes decide: {}", led(&voted));
-        // Without votes both lead about as often: the prior explores.
-        let none = PersonHistory::default();
-        assert!((50..150).contains(&led(&none)), "{}", led(&none));
     }
 
     #[test]

@@ -18,20 +18,13 @@ pub struct RankerSettings {
     pub candidate_days: u32,
     /// Most posts one request may ask for.
     pub max_count: u32,
-    /// How replies explore: `noise` (Gaussian noise of `exploration_noise` on every score),
-    /// `thompson` (a draw per post from the person's posterior like rate per channel) or
-    /// `last_layer` (a draw of the person's own correction to the model's last layer).
+    /// How replies explore: `noise` (Gaussian noise of `exploration_noise` on every score) or
+    /// `thompson` (a draw per post from the person's posterior like rate).
     pub exploration: ExplorationPolicy,
     /// Standard deviation of the Gaussian noise added to every score (0: none), for `noise`.
     pub exploration_noise: f64,
     /// For `thompson`: how many of the person's own votes the model's estimate counts for.
     pub thompson_prior_votes: f64,
-    /// For `last_layer`: how far, in logits, the person's own correction moves a typical
-    /// candidate before they vote (the prior's standard deviation).
-    pub last_layer_logit_sd: f64,
-    /// For `last_layer`: how far, in logits, a person's liking for a channel may differ from
-    /// what the model expects before they vote on it (the prior).
-    pub last_layer_channel_sd: f64,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often (new posts also arrive
@@ -66,18 +59,6 @@ impl Validate for RankerConfig {
             s.thompson_prior_votes,
             0.1,
             1000.0,
-        );
-        check.in_range(
-            "ranker.last_layer_logit_sd".into(),
-            s.last_layer_logit_sd,
-            0.01,
-            10.0,
-        );
-        check.in_range(
-            "ranker.last_layer_channel_sd".into(),
-            s.last_layer_channel_sd,
-            0.01,
-            10.0,
         );
         check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
         check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);
