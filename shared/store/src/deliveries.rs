@@ -14,6 +14,62 @@ pub struct PersonHistory {
     pub seen: HashSet<PostKey>,
     /// Likes and votes per channel.
     pub channel_votes: HashMap<String, (u32, u32)>,
+    /// Each vote's reaction (liked or not) and when it was cast, per post: a later vote on the
+    /// same post replaces it in the tallies, an older one changes nothing (as in the store).
+    votes: HashMap<PostKey, (bool, i64)>,
+}
+
+/// What a vote changed in a person's history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VoteChange {
+    /// Their first vote on the post.
+    New,
+    /// It replaced their older vote on the post, a like or not.
+    Replaced { was_liked: bool },
+    /// Nothing: they had voted on the post since (or it is this very vote, again).
+    Stale,
+}
+
+impl PersonHistory {
+    /// Counts a vote, or replaces the person's older vote on the same post.
+    pub fn record_vote(&mut self, post: PostKey, liked: bool, voted_at_ms: i64) -> VoteChange {
+        let tally = self
+            .channel_votes
+            .entry(post.channel().to_owned())
+            .or_default();
+        let change = match self.votes.get(&post) {
+            Some(&(_, at)) if at >= voted_at_ms => return VoteChange::Stale,
+            Some(&(was_liked, _)) => {
+                tally.0 -= u32::from(was_liked);
+                VoteChange::Replaced { was_liked }
+            }
+            None => {
+                tally.1 += 1;
+                VoteChange::New
+            }
+        };
+        tally.0 += u32::from(liked);
+        self.votes.insert(post.clone(), (liked, voted_at_ms));
+        self.seen.insert(post);
+        change
+    }
+
+    /// Notes a post sent to the person.
+    pub fn record_sent(&mut self, post: PostKey) {
+        self.seen.insert(post);
+    }
+
+    /// Forgets a post sent but never shown (its reply reached nobody), unless they voted on it.
+    pub fn release(&mut self, post: &PostKey) {
+        if !self.votes.contains_key(post) {
+            self.seen.remove(post);
+        }
+    }
+
+    /// How many posts it holds: what it weighs in a cache.
+    pub fn posts(&self) -> usize {
+        self.seen.len()
+    }
 }
 
 /// A post of the candidate window, with what a frontend shows of it.
@@ -26,16 +82,22 @@ pub struct RecentPost {
 }
 
 impl Store {
-    /// What the ranker needs of a person's past: the posts they voted on or were sent, and
-    /// their likes and votes per channel. Both collections are keyed by [`vote_key`]
-    /// (`user:channel/post`), so only `_id`s (and the votes' reactions) are read, both at once.
-    pub async fn person_history(&self, user: UserId) -> Result<PersonHistory, StoreError> {
+    /// What the ranker needs of a person's past: the posts they voted on or were sent since
+    /// `since_ms` (a post published in the candidate window was voted on and sent after its
+    /// publication), and their likes and votes per channel among those. Both collections are
+    /// keyed by [`vote_key`] (`user:channel/post`), so only `_id`s (and the votes' reactions and
+    /// times) are read, both at once.
+    pub async fn person_history(
+        &self,
+        user: UserId,
+        since_ms: i64,
+    ) -> Result<PersonHistory, StoreError> {
         let prefix = format!("{user}:");
-        let read = |collection: &'static str, projection: Document| async move {
+        let read = |collection: &'static str, time: &'static str, projection: Document| async move {
             let documents: Vec<Document> = self
                 .database()
                 .collection::<Document>(collection)
-                .find(doc! {"user_id": {"$eq": user.get()}})
+                .find(doc! {"user_id": {"$eq": user.get()}, time: {"$gte": since_ms}})
                 .projection(projection)
                 .await?
                 .try_collect()
@@ -43,8 +105,12 @@ impl Store {
             Ok::<_, StoreError>(documents)
         };
         let (votes, sent) = futures::try_join!(
-            read(Collections::VOTES, doc! {"_id": 1, "reaction": 1}),
-            read(Collections::DELIVERIES, doc! {"_id": 1}),
+            read(
+                Collections::VOTES,
+                "voted_at_ms",
+                doc! {"_id": 1, "reaction": 1, "voted_at_ms": 1}
+            ),
+            read(Collections::DELIVERIES, "delivered_at_ms", doc! {"_id": 1}),
         )?;
         let key = |d: &Document| {
             d.get_str("_id")
@@ -55,17 +121,13 @@ impl Store {
         let mut history = PersonHistory::default();
         for vote in &votes {
             let Some(post) = key(vote) else { continue };
-            let tally = history
-                .channel_votes
-                .entry(post.channel().to_owned())
-                .or_default();
-            tally.1 += 1;
-            if vote.get_str("reaction") == Ok(Reaction::Like.as_str()) {
-                tally.0 += 1;
-            }
-            history.seen.insert(post);
+            let liked = vote.get_str("reaction") == Ok(Reaction::Like.as_str());
+            let at = crate::as_i64(vote.get("voted_at_ms")).unwrap_or(0);
+            history.record_vote(post, liked, at);
         }
-        history.seen.extend(sent.iter().filter_map(key));
+        for post in sent.iter().filter_map(key) {
+            history.record_sent(post);
+        }
         Ok(history)
     }
 

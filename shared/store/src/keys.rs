@@ -1,6 +1,6 @@
 //! Combined `_id` keys: one indexed equality per document on the hot paths.
 
-use oleg_messages::{PostRef, UserId};
+use oleg_messages::{ChannelName, PostId, PostRef, UserId};
 use std::borrow::Borrow;
 use std::fmt;
 
@@ -30,6 +30,15 @@ impl PostKey {
     pub fn channel(&self) -> &str {
         self.0.rsplit_once('/').map_or(self.0.as_str(), |(c, _)| c)
     }
+
+    /// The post it names, if its parts are a valid channel name and post id.
+    pub fn post_ref(&self) -> Option<PostRef> {
+        let (channel, id) = self.0.rsplit_once('/')?;
+        Some(PostRef {
+            channel: ChannelName::parse(channel).ok()?,
+            post_id: PostId::new(id.parse().ok()?).ok()?,
+        })
+    }
 }
 
 impl Borrow<str> for PostKey {
@@ -52,7 +61,6 @@ pub fn vote_key(user: UserId, post: &PostRef) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oleg_messages::{ChannelName, PostId};
 
     #[test]
     fn a_post_key_names_its_channel_and_makes_the_vote_key() {
@@ -68,5 +76,13 @@ mod tests {
             vote_key(UserId::new(190233).unwrap(), &post),
             "190233:codecamp/2371"
         );
+    }
+
+    #[test]
+    fn a_key_names_its_post_back() {
+        let post = PostKey::new("codecamp", 2371).post_ref().unwrap();
+        assert_eq!(PostKey::of(&post).as_str(), "codecamp/2371");
+        assert!(PostKey::new("codecamp", -1).post_ref().is_none());
+        assert!(PostKey::stored("no-slash".into()).post_ref().is_none());
     }
 }

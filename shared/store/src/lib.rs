@@ -21,7 +21,7 @@ mod votes;
 
 pub use channels::{ChannelPoll, ChannelRecord, ChannelStatus};
 pub use collections::Collections;
-pub use deliveries::{PersonHistory, RecentPost};
+pub use deliveries::{PersonHistory, RecentPost, VoteChange};
 pub use keys::{vote_key, PostKey};
 pub use leases::LeaseClaim;
 pub use models::{

@@ -540,7 +540,8 @@ async fn a_vote_the_store_refuses_is_reported_alone_and_is_not_an_outage() {
     store.drop_database().await.unwrap();
 }
 
-/// The ranker's view of a person: every post voted on or sent, and likes and votes per channel.
+/// The ranker's view of a person: every post voted on or sent since the window began, and likes
+/// and votes per channel among those.
 #[tokio::test]
 async fn a_persons_history_holds_what_they_saw_and_their_votes_per_channel() {
     let store = store("store-history").await;
@@ -552,22 +553,52 @@ async fn a_persons_history_holds_what_they_saw_and_their_votes_per_channel() {
                 vote(5, 2, Reaction::Dislike, 10),
                 vote(5, 3, Reaction::Like, 10),
                 vote(6, 4, Reaction::Like, 10),
+                // Before the window: its post is no candidate any more.
+                vote(5, 5, Reaction::Like, 1),
             ],
             1,
         )
         .await
         .unwrap();
-    store.record_delivery(user, &post(9), 1, "r").await.unwrap();
-    let history = store.person_history(user).await.unwrap();
-    let mut seen: Vec<String> = history.seen.iter().map(|k| k.to_string()).collect();
-    seen.sort();
+    store
+        .record_delivery(user, &post(9), 10_000, "r")
+        .await
+        .unwrap();
+    store
+        .record_delivery(user, &post(8), 1_000, "r")
+        .await
+        .unwrap();
+    let mut history = store.person_history(user, 5_000).await.unwrap();
+    let seen = |history: &oleg_store::PersonHistory| {
+        let mut seen: Vec<String> = history.seen.iter().map(|k| k.to_string()).collect();
+        seen.sort();
+        seen
+    };
     assert_eq!(
-        seen,
+        seen(&history),
         ["codecamp/1", "codecamp/2", "codecamp/3", "codecamp/9"]
     );
+    let tally = |history: &oleg_store::PersonHistory| history.channel_votes["codecamp"];
+    assert_eq!(tally(&history), (2, 3));
+    // What the ranker's notices add: a later vote replaces the older one, an older one is
+    // ignored, a new one counts; a release forgets a post sent, not one voted on.
+    let key = |id| oleg_store::PostKey::new("codecamp", id);
+    use oleg_store::VoteChange;
+    let replaced = VoteChange::Replaced { was_liked: false };
+    assert_eq!(history.record_vote(key(2), true, 20_000), replaced);
+    assert_eq!(tally(&history), (3, 3));
     assert_eq!(
-        history.channel_votes,
-        std::collections::HashMap::from([("codecamp".to_owned(), (2, 3))])
+        history.record_vote(key(2), false, 15_000),
+        VoteChange::Stale
+    );
+    assert_eq!(tally(&history), (3, 3));
+    assert_eq!(history.record_vote(key(7), false, 20_000), VoteChange::New);
+    assert_eq!(tally(&history), (3, 4));
+    history.release(&key(9));
+    history.release(&key(7));
+    assert_eq!(
+        seen(&history),
+        ["codecamp/1", "codecamp/2", "codecamp/3", "codecamp/7"]
     );
     store.drop_database().await.unwrap();
 }

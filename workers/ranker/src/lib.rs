@@ -5,9 +5,15 @@
 //! anyone else by smoothed popularity (cold start). Gaussian noise and a share of posts from
 //! untried channels explore. Every post sent is recorded in `deliveries` first (a unique key per
 //! person and post), so no post goes to a person twice, across replicas and restarts.
+//!
+//! A request's one store round trip is that record: what a person has seen comes from the
+//! replica's cache of people (`people`), read from the store only for someone it does not hold,
+//! and the candidates and their popularity are kept current in place by the notices the replica
+//! hears (posts scraped, votes cast), with a full reload every `refresh_s` to correct drift.
 
 mod metrics;
 pub mod model;
+mod people;
 pub mod pool;
 pub mod ranking;
 mod settings;
@@ -63,15 +69,17 @@ use oleg_bus::{
 };
 use oleg_messages::{
     ChannelName, DeadLetterReason, MessageKind, ModelPublished, ModelVersion, PostId, PostRef,
-    RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost, Rejection, ScrapedPost,
-    UserId, SCHEMA_VERSION,
+    Reaction, RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost, Rejection,
+    ScrapedPost, UserId, Vote, SCHEMA_VERSION,
 };
 use oleg_runtime::{Worker, WorkerContext};
-use oleg_store::{PostKey, Store};
+use oleg_store::{PersonHistory, PostKey, Store, StoreError, VoteChange};
 use oleg_telemetry::Component;
+use people::PeopleCache;
 use pool::{CandidatePost, Pool};
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -87,8 +95,27 @@ struct Inner {
     settings: RankerSettings,
     metrics: RankerMetrics,
     model: ModelSlot,
-    pool: RwLock<Arc<Pool>>,
+    /// Requests read it while they rank (a few milliseconds at most, never across an await);
+    /// notices change it in place.
+    pool: RwLock<Pool>,
+    people: PeopleCache,
     shutdown: CancellationToken,
+}
+
+/// Picks kept beyond the count asked for, for posts whose delivery record is refused (another
+/// replica, or a concurrent request, sent them to the person meanwhile).
+const SPARE_PICKS: usize = 16;
+
+/// Votes are dated by the bot and deliveries by the ranker: a person's history is read from a
+/// day before the candidate window, so no clock skew hides a post of the window.
+const HISTORY_MARGIN_MS: i64 = 86_400_000;
+
+/// A pick taken out of the pool, to be recorded and sent after the pool is released.
+struct Chosen {
+    key: PostKey,
+    text: Arc<str>,
+    score: f64,
+    explored: bool,
 }
 
 impl Ranker {
@@ -99,6 +126,10 @@ impl Ranker {
         metrics: RankerMetrics,
         shutdown: CancellationToken,
     ) -> Self {
+        let people = PeopleCache::new(
+            NonZeroUsize::new(settings.people_cache).unwrap_or(NonZeroUsize::MIN),
+            Duration::from_secs(settings.people_ttl_s),
+        );
         Self {
             inner: Arc::new(Inner {
                 bus,
@@ -106,7 +137,8 @@ impl Ranker {
                 settings,
                 metrics,
                 model: ModelSlot::default(),
-                pool: RwLock::new(Arc::new(Pool::default())),
+                pool: RwLock::new(Pool::default()),
+                people,
                 shutdown,
             }),
         }
@@ -117,23 +149,25 @@ impl Ranker {
     }
 
     /// Reloads candidates and popularity from the store.
-    pub async fn refresh_pool(&self) -> Result<(), oleg_store::StoreError> {
+    pub async fn refresh_pool(&self) -> Result<(), StoreError> {
         let since = self.window_start_ms();
         let posts = self.inner.store.recent_posts(since).await?;
         let counts = self.inner.store.vote_counts(since).await?;
         let mut pool = Pool::new(posts, counts, self.inner.settings.prior_strength);
-        // Keep posts announced since the read began.
-        for post in &self.pool().posts {
-            pool.insert(post.clone());
-        }
+        let mut slot = self.pool_mut();
+        pool.keep_newer_posts_of(&slot);
         pool.expire(since);
         self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
-        *self.inner.pool.write().expect("not poisoned") = Arc::new(pool);
+        *slot = pool;
         Ok(())
     }
 
-    fn pool(&self) -> Arc<Pool> {
-        self.inner.pool.read().expect("not poisoned").clone()
+    fn pool(&self) -> RwLockReadGuard<'_, Pool> {
+        self.inner.pool.read().expect("not poisoned")
+    }
+
+    fn pool_mut(&self) -> RwLockWriteGuard<'_, Pool> {
+        self.inner.pool.write().expect("not poisoned")
     }
 
     fn add_post(&self, post: &ScrapedPost) {
@@ -141,17 +175,55 @@ impl Ranker {
         if published < self.window_start_ms() {
             return;
         }
-        let mut slot = self.inner.pool.write().expect("not poisoned");
-        let mut pool = (**slot).clone();
-        if pool.insert(CandidatePost::new(
+        let candidate = CandidatePost::new(
             post.channel.to_string(),
             post.post_id.get(),
             published,
             &post.into(),
-        )) {
+        );
+        let mut pool = self.pool_mut();
+        if pool.insert(candidate) {
             self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
-            *slot = Arc::new(pool);
         }
+    }
+
+    /// A vote cast: the person's history (if held) and the post's popularity.
+    fn add_vote(&self, vote: &Vote) {
+        let key = PostKey::of(&vote.post());
+        let liked = vote.reaction == Reaction::Like;
+        let at_ms = vote.voted_at.timestamp_millis();
+        let change = self
+            .inner
+            .people
+            .update(vote.user_id, |history| {
+                history.record_vote(key.clone(), liked, at_ms)
+            })
+            .unwrap_or(VoteChange::New);
+        let label = match change {
+            VoteChange::New => "new",
+            VoteChange::Replaced { .. } => "replaced",
+            VoteChange::Stale => "stale",
+        };
+        self.inner
+            .metrics
+            .votes_heard
+            .with_label_values(&[label])
+            .inc();
+        self.pool_mut().record_vote(&key, liked, change);
+    }
+
+    /// The person's history: the cache's, or read from the store (within the candidate window)
+    /// and held.
+    async fn person_history(&self, user: UserId) -> Result<Arc<PersonHistory>, StoreError> {
+        let reads = &self.inner.metrics.history_reads;
+        if let Some(history) = self.inner.people.get(user) {
+            reads.with_label_values(&["cache"]).inc();
+            return Ok(history);
+        }
+        reads.with_label_values(&["store"]).inc();
+        let since = self.window_start_ms() - HISTORY_MARGIN_MS;
+        let history = self.inner.store.person_history(user, since).await?;
+        Ok(self.inner.people.insert(user, history))
     }
 
     /// Loads `version` and swaps it in; a model that fails to load is refused and the current
@@ -239,8 +311,12 @@ impl Ranker {
     async fn follow_notices(self) {
         let bus = self.inner.bus.clone();
         let max_bytes = bus.settings().max_message_bytes;
-        let keys = [MessageKind::ModelPublished, MessageKind::ScrapedPost]
-            .map(|kind| kind.routing_key().expect("event kinds have routing keys"));
+        let keys = [
+            MessageKind::ModelPublished,
+            MessageKind::ScrapedPost,
+            MessageKind::Vote,
+        ]
+        .map(|kind| kind.routing_key().expect("event kinds have routing keys"));
         consume(
             bus,
             Source::PerReplica(keys.to_vec()),
@@ -254,6 +330,7 @@ impl Ranker {
                         tokio::spawn(async move { ranker.follow_live().await });
                     }
                     Notice::Post(post) => self.add_post(&post),
+                    Notice::Vote(vote) => self.add_vote(&vote),
                 }
                 std::future::ready(Outcome::Done)
             },
@@ -271,6 +348,16 @@ impl Ranker {
             if let Some(current) = self.inner.model.current() {
                 let age = (Utc::now().timestamp_millis() - current.published_at_ms) as f64 / 1e3;
                 self.inner.metrics.model_age_seconds.set(age);
+            }
+            self.inner
+                .metrics
+                .people_cached
+                .set(self.inner.people.len() as i64);
+            {
+                let mut pool = self.pool_mut();
+                if pool.expire(self.window_start_ms()) {
+                    self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
+                }
             }
             if pool_due.elapsed() >= Duration::from_secs(self.inner.settings.refresh_s) {
                 pool_due = Instant::now();
@@ -369,6 +456,11 @@ impl Ranker {
     /// (the posts stay unseen by the person, never shown twice) and is counted.
     async fn release(&self, user: UserId, posts: &[RecommendedPost], request_id: &str) {
         let refs: Vec<PostRef> = posts.iter().map(RecommendedPost::post).collect();
+        self.inner.people.update(user, |history| {
+            for post in &refs {
+                history.release(&PostKey::of(post));
+            }
+        });
         match self
             .inner
             .store
@@ -398,8 +490,8 @@ impl Ranker {
         if recorded.is_empty() {
             return self.recommend(request, request_id).await;
         }
-        let pool = self.pool();
         let model = self.inner.model.current();
+        let pool = self.pool();
         let posts = recorded
             .iter()
             .filter_map(|d| {
@@ -417,6 +509,7 @@ impl Ranker {
                 })
             })
             .collect();
+        drop(pool);
         RecommendReply::Ok {
             schema_version: SCHEMA_VERSION,
             user_id: request.user_id,
@@ -433,74 +526,109 @@ impl Ranker {
     pub async fn recommend(&self, request: &RecommendRequest, request_id: &str) -> RecommendReply {
         let settings = &self.inner.settings;
         let count = request.count.clamp(1, settings.max_count) as usize;
-        let history = match self.inner.store.person_history(request.user_id).await {
+        let history = match self.person_history(request.user_id).await {
             Ok(history) => history,
             Err(error) => return unavailable(&error),
         };
         let excluded: HashSet<PostKey> = request.exclude.iter().map(PostKey::of).collect();
-        let pool = self.pool();
         let model = self.inner.model.current();
-        let ranked = ranking::rank(
-            &pool,
-            |key| history.seen.contains(key) || excluded.contains(key),
-            model.as_deref().map(|m| &m.scorer),
-            request.user_id,
-            &ranking::Exploration {
-                policy: settings.exploration,
-                noise: settings.exploration_noise,
-                prior_votes: settings.thompson_prior_votes,
-                fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
-                history: &history,
-            },
-            &mut rand::rng(),
-        );
-        self.inner
-            .metrics
-            .candidates
-            .observe(ranked.candidates as f64);
-        if ranked.cold_start {
-            self.inner.metrics.cold_start.inc();
-        }
+        let exploration = ranking::Exploration {
+            policy: settings.exploration,
+            noise: settings.exploration_noise,
+            prior_votes: settings.thompson_prior_votes,
+            fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
+            history: &history,
+        };
+        // Posts whose delivery record this request tried: refused ones were sent meanwhile (by
+        // a concurrent request or another replica), and the next ranking leaves them out.
+        let mut tried: HashSet<PostKey> = HashSet::new();
+        let mut cold_start = None;
         let now = Utc::now().timestamp_millis();
         let mut posts = Vec::with_capacity(count);
-        for pick in ranked.picks {
-            if posts.len() == count {
+        while posts.len() < count {
+            let chosen = {
+                let pool = self.pool();
+                let ranked = ranking::rank(
+                    &pool,
+                    |key| {
+                        history.seen.contains(key) || excluded.contains(key) || tried.contains(key)
+                    },
+                    model.as_deref().map(|m| &m.scorer),
+                    request.user_id,
+                    &exploration,
+                    &mut rand::rng(),
+                );
+                if cold_start.is_none() {
+                    self.inner
+                        .metrics
+                        .candidates
+                        .observe(ranked.candidates as f64);
+                    if ranked.cold_start {
+                        self.inner.metrics.cold_start.inc();
+                    }
+                    cold_start = Some(ranked.cold_start);
+                }
+                ranked
+                    .picks
+                    .iter()
+                    .take(count - posts.len() + SPARE_PICKS)
+                    .map(|pick| {
+                        let post = &pool.posts[pick.index];
+                        Chosen {
+                            key: post.key.clone(),
+                            text: post.text.clone(),
+                            score: pick.score,
+                            explored: pick.explored,
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if chosen.is_empty() {
                 break;
             }
-            let post = &pool.posts[pick.index];
-            let (Ok(channel), Ok(post_id)) =
-                (ChannelName::parse(&post.channel), PostId::new(post.post_id))
-            else {
-                continue;
-            };
-            let reference = PostRef { channel, post_id };
-            match self
-                .inner
-                .store
-                .record_delivery(request.user_id, &reference, now, request_id)
-                .await
-            {
-                Ok(true) => posts.push(RecommendedPost {
-                    channel: reference.channel,
-                    post_id,
-                    score: pick.score,
-                    explored: pick.explored,
-                    text: Some(post.text.to_string()),
-                }),
-                // Sent already (a concurrent request for the same person won it): next.
-                Ok(false) => {}
-                Err(error) => {
-                    self.release(request.user_id, &posts, request_id).await;
-                    return unavailable(&error);
+            for pick in chosen {
+                if posts.len() == count {
+                    break;
+                }
+                tried.insert(pick.key.clone());
+                let Some(reference) = pick.key.post_ref() else {
+                    continue;
+                };
+                let recorded = self
+                    .inner
+                    .store
+                    .record_delivery(request.user_id, &reference, now, request_id)
+                    .await;
+                match recorded {
+                    Ok(sent) => {
+                        // Sent now, or already: seen either way.
+                        self.inner.people.update(request.user_id, |history| {
+                            history.record_sent(pick.key.clone())
+                        });
+                        if sent {
+                            posts.push(RecommendedPost {
+                                channel: reference.channel,
+                                post_id: reference.post_id,
+                                score: pick.score,
+                                explored: pick.explored,
+                                text: Some(pick.text.to_string()),
+                            });
+                        }
+                    }
+                    Err(error) => {
+                        self.release(request.user_id, &posts, request_id).await;
+                        return unavailable(&error);
+                    }
                 }
             }
         }
+        let cold_start = cold_start.unwrap_or(true);
         RecommendReply::Ok {
             schema_version: SCHEMA_VERSION,
             user_id: request.user_id,
             posts,
             model_version: model.as_ref().map(|m| m.version),
-            cold_start: ranked.cold_start,
+            cold_start,
             exploration_noise: settings.exploration_noise,
             exploration: settings.exploration,
         }
@@ -516,12 +644,16 @@ enum Notice {
     /// A model was published: the live pointer moved.
     Model,
     Post(ScrapedPost),
+    /// A vote cast (before ingest stores it): the person saw the post.
+    Vote(Vote),
 }
 
 impl Inbound for Notice {
     fn from_delivery(routing_key: &str, body: &[u8], max_bytes: usize) -> Result<Self, Rejection> {
         if Some(routing_key) == MessageKind::ModelPublished.routing_key() {
             ModelPublished::from_delivery(routing_key, body, max_bytes).map(|_| Notice::Model)
+        } else if Some(routing_key) == MessageKind::Vote.routing_key() {
+            Vote::from_delivery(routing_key, body, max_bytes).map(Notice::Vote)
         } else {
             ScrapedPost::from_delivery(routing_key, body, max_bytes).map(Notice::Post)
         }

@@ -1,9 +1,11 @@
 //! The candidate posts (published in the window) and the popularity figures of the cold-start
 //! ranking: a like rate smoothed toward its channel's, which is smoothed toward the global one,
-//! so a new post starts at its channel's rate instead of at zero.
+//! so a new post starts at its channel's rate instead of at zero. Notices update it in place (a
+//! post scraped, a vote cast); a periodic reload from the store corrects what notices cannot
+//! know (a re-vote by someone the replica does not hold, a notice lost).
 
 use oleg_features::{PostContent, PostFeatures};
-use oleg_store::{PostKey, RecentPost};
+use oleg_store::{PostKey, RecentPost, VoteChange};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -40,11 +42,11 @@ pub struct Pool {
     /// Where each of `posts` is, so that adding or finding one is not a scan of them all.
     positions: HashMap<PostKey, usize>,
     /// Likes and votes per post.
-    pub counts: HashMap<PostKey, (u32, u32)>,
-    /// Smoothed like rate per channel.
-    pub channel_rates: HashMap<String, f64>,
-    pub global_rate: f64,
-    pub prior_strength: f64,
+    counts: HashMap<PostKey, (u32, u32)>,
+    /// Likes and votes per channel, and in all.
+    channel_counts: HashMap<String, (u64, u64)>,
+    total: (u64, u64),
+    prior_strength: f64,
 }
 
 impl Pool {
@@ -54,12 +56,8 @@ impl Pool {
         prior_strength: f64,
     ) -> Self {
         let mut pool = Self {
-            posts: Vec::new(),
-            positions: HashMap::new(),
-            counts,
-            channel_rates: HashMap::new(),
-            global_rate: 0.5,
             prior_strength,
+            ..Self::default()
         };
         for post in posts {
             pool.insert(CandidatePost::new(
@@ -69,8 +67,46 @@ impl Pool {
                 &post.content,
             ));
         }
-        pool.rates();
+        for (key, (likes, votes)) in &counts {
+            pool.add_counts(key, i64::from(*likes), i64::from(*votes));
+        }
+        pool.counts = counts;
         pool
+    }
+
+    fn add_counts(&mut self, key: &PostKey, likes: i64, votes: i64) {
+        let add = |(l, v): &mut (u64, u64)| {
+            *l = l.saturating_add_signed(likes);
+            *v = v.saturating_add_signed(votes);
+        };
+        add(self
+            .channel_counts
+            .entry(key.channel().to_owned())
+            .or_default());
+        add(&mut self.total);
+    }
+
+    /// Counts a vote on `key` by what it changed in its person's history (a first vote when
+    /// the replica does not hold the person).
+    pub fn record_vote(&mut self, key: &PostKey, liked: bool, change: VoteChange) {
+        let like = i32::from(liked);
+        let (likes, votes) = match change {
+            VoteChange::New => (like, 1),
+            VoteChange::Replaced { was_liked } => (like - i32::from(was_liked), 0),
+            VoteChange::Stale => return,
+        };
+        let count = self.counts.entry(key.clone()).or_default();
+        count.0 = count.0.saturating_add_signed(likes);
+        count.1 = count.1.saturating_add_signed(votes);
+        self.add_counts(key, i64::from(likes), i64::from(votes));
+    }
+
+    /// Carries over the posts of `older` that this pool (read from the store) lacks: those
+    /// announced while it was read.
+    pub fn keep_newer_posts_of(&mut self, older: &Pool) {
+        for post in &older.posts {
+            self.insert(post.clone());
+        }
     }
 
     /// Adds a post unless it is already a candidate.
@@ -88,39 +124,20 @@ impl Pool {
         self.positions.get(key).copied()
     }
 
-    /// Drops posts published before `cutoff_ms`.
-    pub fn expire(&mut self, cutoff_ms: i64) {
+    /// Drops posts published before `cutoff_ms`; `false` if there were none.
+    pub fn expire(&mut self, cutoff_ms: i64) -> bool {
+        let before = self.posts.len();
         self.posts.retain(|p| p.published_at_ms >= cutoff_ms);
+        if self.posts.len() == before {
+            return false;
+        }
         self.positions = self
             .posts
             .iter()
             .enumerate()
             .map(|(i, p)| (p.key.clone(), i))
             .collect();
-    }
-
-    fn rates(&mut self) {
-        let (likes, votes) = self.counts.values().fold((0u64, 0u64), |(l, v), (a, b)| {
-            (l + u64::from(*a), v + u64::from(*b))
-        });
-        // Half a vote each way keeps an empty store at 0.5.
-        self.global_rate = (likes as f64 + 0.5) / (votes as f64 + 1.0);
-        let mut per_channel: HashMap<&str, (u64, u64)> = HashMap::new();
-        for (key, (l, v)) in &self.counts {
-            let entry = per_channel.entry(key.channel()).or_default();
-            entry.0 += u64::from(*l);
-            entry.1 += u64::from(*v);
-        }
-        let k = self.prior_strength;
-        self.channel_rates = per_channel
-            .into_iter()
-            .map(|(c, (l, v))| {
-                (
-                    c.to_owned(),
-                    (l as f64 + k * self.global_rate) / (v as f64 + k),
-                )
-            })
-            .collect();
+        true
     }
 
     /// A candidate's text.
@@ -132,19 +149,39 @@ impl Pool {
     /// The cold-start score of a post.
     pub fn popularity(&self, post: &CandidatePost) -> f64 {
         let k = self.prior_strength;
-        let prior = self
-            .channel_rates
+        let rate = |(likes, votes): (f64, f64), prior: f64| (likes + k * prior) / (votes + k);
+        // Half a vote each way keeps an empty store at 0.5.
+        let global = (self.total.0 as f64 + 0.5) / (self.total.1 as f64 + 1.0);
+        let channel = self
+            .channel_counts
             .get(&post.channel)
-            .copied()
-            .unwrap_or(self.global_rate);
-        let (likes, votes) = self.counts.get(&post.key).copied().unwrap_or((0, 0));
-        (f64::from(likes) + k * prior) / (f64::from(votes) + k)
+            .map_or(global, |&(l, v)| rate((l as f64, v as f64), global));
+        let (likes, votes) = self.counts(&post.key);
+        rate((f64::from(likes), f64::from(votes)), channel)
+    }
+
+    /// Likes and votes on a post.
+    pub fn counts(&self, key: &PostKey) -> (u32, u32) {
+        self.counts.get(key).copied().unwrap_or((0, 0))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Posts of the window with no content, by (channel, id).
+    pub(crate) fn recent(posts: &[(&str, i64)]) -> Vec<RecentPost> {
+        posts
+            .iter()
+            .map(|&(channel, post_id)| RecentPost {
+                channel: channel.into(),
+                post_id,
+                published_at_ms: 0,
+                content: Default::default(),
+            })
+            .collect()
+    }
 
     #[test]
     fn a_new_post_starts_at_its_channels_rate_not_at_zero() {
@@ -153,20 +190,12 @@ mod tests {
             (PostKey::new("bad_channel", 1), (1, 10)),
         ]);
         let pool = Pool::new(
-            [
+            recent(&[
                 ("good_channel", 1),
                 ("good_channel", 2),
                 ("bad_channel", 1),
                 ("bad_channel", 2),
-            ]
-            .into_iter()
-            .map(|(channel, post_id)| RecentPost {
-                channel: channel.into(),
-                post_id,
-                published_at_ms: 0,
-                content: Default::default(),
-            })
-            .collect(),
+            ]),
             counts,
             5.0,
         );
@@ -182,5 +211,31 @@ mod tests {
         );
         assert!(score("bad_channel/2") > score("bad_channel/1"));
         assert!(score("bad_channel/2") < score("good_channel/2"));
+    }
+
+    #[test]
+    fn votes_heard_move_popularity_as_a_reload_would() {
+        let posts = || recent(&[("a", 1), ("a", 2), ("b", 1)]);
+        let key = |c: &str, id| PostKey::new(c, id);
+        let mut heard = Pool::new(posts(), HashMap::from([(key("a", 1), (1, 2))]), 5.0);
+        heard.record_vote(&key("a", 1), true, VoteChange::New);
+        heard.record_vote(&key("b", 1), false, VoteChange::New);
+        heard.record_vote(
+            &key("b", 1),
+            true,
+            VoteChange::Replaced { was_liked: false },
+        );
+        heard.record_vote(&key("a", 1), true, VoteChange::Stale);
+        let reloaded = Pool::new(
+            posts(),
+            HashMap::from([(key("a", 1), (2, 3)), (key("b", 1), (1, 1))]),
+            5.0,
+        );
+        for post in &reloaded.posts {
+            let a = heard.popularity(post);
+            let b = reloaded.popularity(post);
+            assert!((a - b).abs() < 1e-12, "{}: {a} vs {b}", post.key);
+        }
+        assert_eq!(heard.counts(&key("b", 1)), (1, 1));
     }
 }

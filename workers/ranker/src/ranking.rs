@@ -146,7 +146,6 @@ fn posterior_draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oleg_store::RecentPost;
     use rand::SeedableRng;
     use std::collections::HashMap;
 
@@ -156,15 +155,12 @@ mod tests {
             (PostKey::new("liked", 2), (7, 10)),
             (PostKey::new("disliked", 1), (1, 10)),
         ]);
-        let posts = [("liked", 1), ("liked", 2), ("disliked", 1), ("other", 1)]
-            .into_iter()
-            .map(|(channel, post_id)| RecentPost {
-                channel: channel.into(),
-                post_id,
-                published_at_ms: 0,
-                content: Default::default(),
-            })
-            .collect();
+        let posts = crate::pool::tests::recent(&[
+            ("liked", 1),
+            ("liked", 2),
+            ("disliked", 1),
+            ("other", 1),
+        ]);
         Pool::new(posts, counts, 5.0)
     }
 
@@ -220,10 +216,8 @@ mod tests {
     #[test]
     fn fresh_slots_go_to_the_best_posts_of_untried_channels_first() {
         let pool = pool();
-        let history = PersonHistory {
-            seen: HashSet::from([PostKey::new("liked", 9)]),
-            ..Default::default()
-        };
+        let mut history = PersonHistory::default();
+        history.record_sent(PostKey::new("liked", 9));
         let ranked = rank(
             &pool,
             |_| false,
@@ -263,13 +257,11 @@ mod tests {
         let pool = pool();
         // By popularity "liked" posts lead; this person disliked that channel ten times and
         // liked "disliked" ten times.
-        let history = PersonHistory {
-            channel_votes: HashMap::from([
-                ("liked".to_owned(), (0, 10)),
-                ("disliked".to_owned(), (10, 10)),
-            ]),
-            ..Default::default()
-        };
+        let mut history = PersonHistory::default();
+        for id in 10..20 {
+            history.record_vote(PostKey::new("liked", id), false, 1);
+            history.record_vote(PostKey::new("disliked", id), true, 1);
+        }
         fn thompson(history: &PersonHistory) -> Exploration<'_> {
             Exploration {
                 policy: ExplorationPolicy::Thompson,

@@ -27,9 +27,14 @@ pub struct RankerSettings {
     pub thompson_prior_votes: f64,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
-    /// Candidates and popularity are reloaded from the store this often (new posts also arrive
-    /// at once through post-scraped notices).
+    /// Candidates and popularity are reloaded from the store this often; in between, notices
+    /// (posts scraped, votes cast) keep them current.
     pub refresh_s: u64,
+    /// People whose history (posts seen, likes per channel) a replica holds between requests.
+    pub people_cache: usize,
+    /// A held history is read from the store again after this long (it misses what other
+    /// replicas sent meanwhile).
+    pub people_ttl_s: u64,
     /// How often the store is asked for a newer model, in case a notice was missed.
     pub model_check_s: u64,
     /// Weight of the prior in the smoothed like rates of the cold-start ranking.
@@ -62,6 +67,8 @@ impl Validate for RankerConfig {
         );
         check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
         check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);
+        check.in_range("ranker.people_cache".into(), s.people_cache, 1, 100_000_000);
+        check.in_range("ranker.people_ttl_s".into(), s.people_ttl_s, 1, 86_400);
         check.in_range("ranker.model_check_s".into(), s.model_check_s, 1, 86_400);
         check.in_range("ranker.prior_strength".into(), s.prior_strength, 0.0, 1e6);
         check.in_range(

@@ -1,6 +1,6 @@
 //! `oleg-ranker` as a process against the real broker and Mongo-wire server.
 
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use futures::future::join_all;
 use mongodb::bson::doc;
 use oleg_bus::{QueueName, RpcClient};
@@ -132,6 +132,14 @@ fn published(version: ModelVersion) -> ModelPublished {
     }
 }
 
+/// The value of one series in a `/metrics` page (0 if absent).
+fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn posts_of(reply: &RecommendReply) -> Vec<String> {
     match reply {
         RecommendReply::Ok { posts, .. } => posts
@@ -176,7 +184,8 @@ async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
     let (weights, vocab) = services.publish_model(1, 11, false).await;
     let ranker = services.start_ranker(&[]).await;
     ranker.wait_ready(Duration::from_secs(30)).await;
-    wait_for_model(&services, 3, 1).await;
+    // Asked for by someone else: person 3's first request reads their history from the store.
+    wait_for_model(&services, 4, 1).await;
 
     // The expected order, from the same files.
     let scorer = ScoringModel::load(&weights, &vocab).unwrap();
@@ -206,7 +215,7 @@ async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
             post_id: PostId::new(id.parse().unwrap()).unwrap(),
         },
         Reaction::Like,
-        Utc.timestamp_millis_opt(0).unwrap(),
+        Utc::now(),
     );
     services.store.upsert_votes(&[voted], 1).await.unwrap();
 
@@ -247,6 +256,44 @@ async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
     services.finish().await;
 }
 
+/// Votes cast reach each replica as notices: a person it holds never gets a post they voted on
+/// since their history was read, though nothing stored those votes (ingest is not running).
+#[tokio::test]
+async fn a_vote_heard_keeps_its_post_from_a_person_the_replica_holds() {
+    let services = Services::new("ranker-vote-notice").await;
+    services.publish_model(1, 14, false).await;
+    let ranker = services.start_ranker(&[]).await;
+    ranker.wait_ready(Duration::from_secs(30)).await;
+    // Person 9's requests (every post excluded) make the replica hold their history.
+    wait_for_model(&services, 9, 1).await;
+    let kept = post(1, POSTS_PER_CHANNEL);
+    let votes: Vec<Vote> = seeded_posts()
+        .into_iter()
+        .filter(|p| *p != kept)
+        .map(|p| Vote::new(UserId::new(9).unwrap(), p, Reaction::Dislike, Utc::now()))
+        .collect();
+    // The replica's notice queue may be bound a moment after it is ready: send again until it
+    // heard every vote once (a vote heard twice changes nothing).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for vote in &votes {
+            services.bus.publish(vote).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, metrics) = ranker.get("/metrics").await.unwrap();
+        if metric(&metrics, "oleg_ranker_votes_heard_total{change=\"new\"}") >= votes.len() as f64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "votes never heard:\n{metrics}"
+        );
+    }
+    let reply = services.ask(9, 20).await;
+    assert_eq!(posts_of(&reply), [kept.to_string()]);
+    services.finish().await;
+}
+
 #[tokio::test]
 async fn fifty_concurrent_requests_for_one_person_never_share_a_post() {
     fifty_concurrent_requests_to(1, "ranker-concurrent").await;
@@ -282,11 +329,7 @@ async fn fifty_concurrent_requests_to(replicas: usize, test: &str) {
     );
     for ranker in &rankers {
         let (_, metrics) = ranker.get("/metrics").await.unwrap();
-        let answered: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("oleg_ranker_requests_total{outcome=\"ok\"} "))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let answered = metric(&metrics, "oleg_ranker_requests_total{outcome=\"ok\"}");
         assert!(answered >= 1.0, "a replica answered nothing:\n{metrics}");
     }
     services.finish().await;
