@@ -12,7 +12,9 @@
 
 use oleg_features::{bucket, PostFeatures, FEATURES_VERSION};
 use oleg_messages::VocabFile;
-use std::collections::{BTreeMap, HashMap};
+// A request looks up every candidate: foldhash (seeded per map) costs a fraction of SipHash.
+use foldhash::HashMap;
+use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScorerError {
@@ -105,6 +107,8 @@ pub enum Candidate<'a> {
 }
 
 pub struct ScoringModel {
+    /// Unique per model loaded in this process: what a caller's cache of post rows is for.
+    id: u64,
     network: Network,
     output_scale: f32,
     user_rows: HashMap<i64, usize>,
@@ -447,7 +451,9 @@ impl ScoringModel {
             post_channels,
             ..
         } = files;
+        static LOADED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Ok(Self {
+            id: LOADED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             network,
             output_scale,
             user_rows: vocab
@@ -475,18 +481,34 @@ impl ScoringModel {
         self.user_rows.get(&user_id).copied()
     }
 
+    /// This model's identity among those loaded in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The post's row, if the model saw it.
+    pub fn post_row(&self, channel: &str, post_id: i64) -> Option<usize> {
+        let channel = *self.channel_rows.get(channel)?;
+        self.post_rows.get(&(channel, post_id)).copied()
+    }
+
     pub fn candidate<'a>(
         &self,
         channel: &'a str,
         post_id: i64,
         content: &'a PostFeatures,
     ) -> Candidate<'a> {
-        let row = self
-            .channel_rows
-            .get(channel)
-            .and_then(|&c| self.post_rows.get(&(c, post_id)));
+        Self::candidate_at(self.post_row(channel, post_id), channel, content)
+    }
+
+    /// A candidate whose row (see [`Self::post_row`]) the caller looked up before.
+    pub fn candidate_at<'a>(
+        row: Option<usize>,
+        channel: &'a str,
+        content: &'a PostFeatures,
+    ) -> Candidate<'a> {
         match row {
-            Some(&row) => Candidate::Known(row),
+            Some(row) => Candidate::Known(row),
             None => Candidate::New { channel, content },
         }
     }

@@ -183,7 +183,8 @@ impl Store {
         Ok(released)
     }
 
-    /// The posts request `request_id` recorded as sent to `user`.
+    /// The posts request `request_id` recorded as sent to `user`, in the order of their
+    /// delivery times (a request records its posts a millisecond apart, in the reply's order).
     pub async fn request_deliveries(
         &self,
         user: UserId,
@@ -193,6 +194,7 @@ impl Store {
             .collections()
             .deliveries
             .find(doc! {"user_id": {"$eq": user.get()}, "request_id": {"$eq": request_id}})
+            .sort(doc! {"delivered_at_ms": 1})
             .await?
             .try_collect()
             .await?)

@@ -154,6 +154,9 @@ impl Ranker {
         let posts = self.inner.store.recent_posts(since).await?;
         let counts = self.inner.store.vote_counts(since).await?;
         let mut pool = Pool::new(posts, counts, self.inner.settings.prior_strength);
+        if let Some(model) = self.inner.model.current() {
+            pool.resolve(&model.scorer);
+        }
         let mut slot = self.pool_mut();
         pool.keep_newer_posts_of(&slot);
         pool.expire(since);
@@ -181,8 +184,22 @@ impl Ranker {
             published,
             &post.into(),
         );
+        let model = self.inner.model.current();
         let mut pool = self.pool_mut();
-        if pool.insert(candidate) {
+        if pool.insert(candidate, model.as_deref().map(|m| &m.scorer)) {
+            self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
+        }
+    }
+
+    /// Drops posts that left the window, and looks up the posts' rows in the serving model
+    /// if a notice's post or a reload left them unknown (both cheap when nothing changed).
+    fn maintain_pool(&self) {
+        let model = self.inner.model.current();
+        let mut pool = self.pool_mut();
+        if let Some(model) = &model {
+            pool.resolve(&model.scorer);
+        }
+        if pool.expire(self.window_start_ms()) {
             self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
         }
     }
@@ -257,6 +274,7 @@ impl Ranker {
                 }
                 let published_at_ms = loaded.published_at_ms;
                 if self.inner.model.offer(loaded) {
+                    self.maintain_pool();
                     tracing::info!(%version, "serving the live model");
                     self.inner.metrics.model_version.set(version.as_i64());
                     self.inner
@@ -353,12 +371,7 @@ impl Ranker {
                 .metrics
                 .people_cached
                 .set(self.inner.people.len() as i64);
-            {
-                let mut pool = self.pool_mut();
-                if pool.expire(self.window_start_ms()) {
-                    self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
-                }
-            }
+            self.maintain_pool();
             if pool_due.elapsed() >= Duration::from_secs(self.inner.settings.refresh_s) {
                 pool_due = Instant::now();
                 if let Err(error) = self.refresh_pool().await {
@@ -548,14 +561,14 @@ impl Ranker {
         while posts.len() < count {
             let chosen = {
                 let pool = self.pool();
+                let mask = pool.excluded(history.seen.iter().chain(&excluded).chain(&tried));
                 let ranked = ranking::rank(
                     &pool,
-                    |key| {
-                        history.seen.contains(key) || excluded.contains(key) || tried.contains(key)
-                    },
+                    &mask,
                     model.as_deref().map(|m| &m.scorer),
                     request.user_id,
                     &exploration,
+                    count - posts.len() + SPARE_PICKS,
                     &mut rand::rng(),
                 );
                 if cold_start.is_none() {
@@ -571,7 +584,6 @@ impl Ranker {
                 ranked
                     .picks
                     .iter()
-                    .take(count - posts.len() + SPARE_PICKS)
                     .map(|pick| {
                         let post = &pool.posts[pick.index];
                         Chosen {
@@ -594,10 +606,12 @@ impl Ranker {
                 let Some(reference) = pick.key.post_ref() else {
                     continue;
                 };
+                // A millisecond apart: a request answered again returns them in this order.
+                let at_ms = now + posts.len() as i64;
                 let recorded = self
                     .inner
                     .store
-                    .record_delivery(request.user_id, &reference, now, request_id)
+                    .record_delivery(request.user_id, &reference, at_ms, request_id)
                     .await;
                 match recorded {
                     Ok(sent) => {

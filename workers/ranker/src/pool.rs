@@ -5,6 +5,7 @@
 //! know (a re-vote by someone the replica does not hold, a notice lost).
 
 use oleg_features::{PostContent, PostFeatures};
+use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::{PostKey, RecentPost, VoteChange};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +42,10 @@ pub struct Pool {
     pub posts: Vec<CandidatePost>,
     /// Where each of `posts` is, so that adding or finding one is not a scan of them all.
     positions: HashMap<PostKey, usize>,
+    /// Each post's row in the model with id `rows_model` (none if it did not see the post),
+    /// looked up once per model and post instead of once per request and candidate.
+    model_rows: Vec<Option<usize>>,
+    rows_model: Option<u64>,
     /// Likes and votes per post.
     counts: HashMap<PostKey, (u32, u32)>,
     /// Likes and votes per channel, and in all.
@@ -60,12 +65,15 @@ impl Pool {
             ..Self::default()
         };
         for post in posts {
-            pool.insert(CandidatePost::new(
-                post.channel,
-                post.post_id,
-                post.published_at_ms,
-                &post.content,
-            ));
+            pool.insert(
+                CandidatePost::new(
+                    post.channel,
+                    post.post_id,
+                    post.published_at_ms,
+                    &post.content,
+                ),
+                None,
+            );
         }
         for (key, (likes, votes)) in &counts {
             pool.add_counts(key, i64::from(*likes), i64::from(*votes));
@@ -105,18 +113,59 @@ impl Pool {
     /// announced while it was read.
     pub fn keep_newer_posts_of(&mut self, older: &Pool) {
         for post in &older.posts {
-            self.insert(post.clone());
+            self.insert(post.clone(), None);
         }
     }
 
-    /// Adds a post unless it is already a candidate.
-    pub fn insert(&mut self, post: CandidatePost) -> bool {
+    /// Adds a post unless it is already a candidate, with its row in `scorer` (the serving
+    /// model, if any).
+    pub fn insert(&mut self, post: CandidatePost, scorer: Option<&ScoringModel>) -> bool {
         if self.positions.contains_key(&post.key) {
             return false;
         }
+        if scorer.map(ScoringModel::id) != self.rows_model {
+            // Rows of another model: looked up again by the next `resolve`.
+            self.rows_model = None;
+        }
+        self.model_rows
+            .push(scorer.and_then(|s| s.post_row(&post.channel, post.post_id)));
         self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
         true
+    }
+
+    /// Looks up every post's row in `scorer`, unless done already.
+    pub fn resolve(&mut self, scorer: &ScoringModel) {
+        if self.rows_model == Some(scorer.id()) {
+            return;
+        }
+        self.model_rows = self
+            .posts
+            .iter()
+            .map(|p| scorer.post_row(&p.channel, p.post_id))
+            .collect();
+        self.rows_model = Some(scorer.id());
+    }
+
+    /// The post at `index` as `scorer` sees it.
+    pub fn candidate<'a>(&'a self, index: usize, scorer: &ScoringModel) -> Candidate<'a> {
+        let post = &self.posts[index];
+        let row = if self.rows_model == Some(scorer.id()) {
+            self.model_rows[index]
+        } else {
+            scorer.post_row(&post.channel, post.post_id)
+        };
+        ScoringModel::candidate_at(row, &post.channel, &post.features)
+    }
+
+    /// One flag per post of `posts`: whether `keys` names it (keys of other posts are ignored).
+    /// A request looks up what the person saw, not every candidate in what they saw.
+    pub fn excluded<'a>(&self, keys: impl IntoIterator<Item = &'a PostKey>) -> Vec<bool> {
+        let mut excluded = vec![false; self.posts.len()];
+        for i in keys.into_iter().filter_map(|key| self.position(key)) {
+            excluded[i] = true;
+        }
+        excluded
     }
 
     /// The index of the candidate `key` in `posts`.
@@ -127,7 +176,17 @@ impl Pool {
     /// Drops posts published before `cutoff_ms`; `false` if there were none.
     pub fn expire(&mut self, cutoff_ms: i64) -> bool {
         let before = self.posts.len();
-        self.posts.retain(|p| p.published_at_ms >= cutoff_ms);
+        let mut rows = std::mem::take(&mut self.model_rows).into_iter();
+        let mut kept_rows = Vec::with_capacity(before);
+        self.posts.retain(|p| {
+            let row = rows.next().flatten();
+            let keep = p.published_at_ms >= cutoff_ms;
+            if keep {
+                kept_rows.push(row);
+            }
+            keep
+        });
+        self.model_rows = kept_rows;
         if self.posts.len() == before {
             return false;
         }
@@ -237,5 +296,42 @@ pub(crate) mod tests {
             assert!((a - b).abs() < 1e-12, "{}: {a} vs {b}", post.key);
         }
         assert_eq!(heard.counts(&key("b", 1)), (1, 1));
+    }
+
+    #[test]
+    fn rows_looked_up_once_per_model_stay_with_their_posts() {
+        let network = oleg_model::Network::new(
+            &oleg_model::ModelConfig::default(),
+            oleg_model::Sizes {
+                users: 1,
+                posts: 2,
+                channels: 1,
+            },
+            tch::Device::Cpu,
+        );
+        let mut weights = Vec::new();
+        oleg_model::write_network(&network, &[], &mut weights).unwrap();
+        let vocab = r#"{"users": [1], "channels": ["a"], "posts": [[0, 1], [0, 2]]}"#;
+        let scorer = ScoringModel::load(&weights, vocab.as_bytes()).unwrap();
+        let mut posts = recent(&[("a", 1), ("a", 3), ("a", 2)]);
+        for (post, at) in posts.iter_mut().zip([0, 10, 20]) {
+            post.published_at_ms = at;
+        }
+        let mut pool = Pool::new(posts, HashMap::new(), 5.0);
+        pool.resolve(&scorer);
+        assert!(pool.expire(5), "a/1 left the window");
+        pool.insert(
+            CandidatePost::new("a".into(), 9, 30, &Default::default()),
+            Some(&scorer),
+        );
+        for (i, post) in pool.posts.iter().enumerate() {
+            assert_eq!(
+                pool.candidate(i, &scorer),
+                scorer.candidate(&post.channel, post.post_id, &post.features),
+                "{}",
+                post.key
+            );
+        }
+        assert!(matches!(pool.candidate(1, &scorer), Candidate::Known(1)));
     }
 }

@@ -9,7 +9,6 @@ use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::{PersonHistory, PostKey};
 use rand::Rng;
 use rand_distr::{Beta, Distribution, StandardNormal};
-use std::collections::HashSet;
 
 /// How a reply explores beyond the best scores.
 pub struct Exploration<'a> {
@@ -36,7 +35,7 @@ pub struct Pick {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranked {
-    /// Every candidate, best first.
+    /// The best candidates, best first, as many as asked for.
     pub picks: Vec<Pick>,
     /// How many posts were candidates (not excluded).
     pub candidates: usize,
@@ -44,27 +43,29 @@ pub struct Ranked {
     pub cold_start: bool,
 }
 
-/// Orders the pool's posts that `excluded` lets through for `user`.
+/// How many candidates the Thompson policy draws for: those with the highest posterior mean
+/// like rate. A post further down would have to draw above every one of theirs to be picked,
+/// which its Beta almost never allows; and the draws are most of a large request's time.
+pub const THOMPSON_DRAWS: usize = 1_000;
+
+/// The `limit` best of the pool's posts that `excluded` (one flag per pool post, see
+/// [`Pool::excluded`]) lets through for `user`, best first.
 pub fn rank(
     pool: &Pool,
-    excluded: impl Fn(&PostKey) -> bool,
+    excluded: &[bool],
     scorer: Option<&ScoringModel>,
     user: UserId,
     exploration: &Exploration,
+    limit: usize,
     rng: &mut impl Rng,
 ) -> Ranked {
-    let candidates: Vec<usize> = (0..pool.posts.len())
-        .filter(|&i| !excluded(&pool.posts[i].key))
-        .collect();
+    let candidates: Vec<usize> = (0..pool.posts.len()).filter(|&i| !excluded[i]).collect();
     let user_row = scorer.and_then(|s| s.user_row(user.get()).map(|row| (s, row)));
     let mut scores: Vec<f64> = match user_row {
         Some((scorer, row)) => {
             let refs: Vec<Candidate> = candidates
                 .iter()
-                .map(|&i| {
-                    let post = &pool.posts[i];
-                    scorer.candidate(&post.channel, post.post_id, &post.features)
-                })
+                .map(|&i| pool.candidate(i, scorer))
                 .collect();
             let mut out = Vec::with_capacity(refs.len());
             scorer.score(row, &refs, &mut out);
@@ -75,34 +76,50 @@ pub fn rank(
             .map(|&i| pool.popularity(&pool.posts[i]))
             .collect(),
     };
-    match exploration.policy {
-        ExplorationPolicy::Noise if exploration.noise > 0.0 => {
-            for score in scores.iter_mut() {
-                *score += exploration.noise * rng.sample::<f64, _>(StandardNormal);
+    // What orders the candidates: the score, except for Thompson posts left undrawn, which go
+    // after every drawn one (by their posterior mean).
+    let mut keys = match exploration.policy {
+        ExplorationPolicy::Noise => {
+            if exploration.noise > 0.0 {
+                for score in scores.iter_mut() {
+                    *score += exploration.noise * rng.sample::<f64, _>(StandardNormal);
+                }
             }
+            scores.clone()
         }
-        ExplorationPolicy::Noise => {}
         ExplorationPolicy::Thompson => {
-            for (score, &i) in scores.iter_mut().zip(&candidates) {
-                let channel = pool.posts[i].channel.as_str();
-                let tally = exploration.history.channel_votes.get(channel);
-                *score = posterior_draw(*score, tally.copied(), exploration.prior_votes, rng);
+            let history = &exploration.history.channel_votes;
+            let tallies: foldhash::HashMap<&str, (u32, u32)> =
+                history.iter().map(|(c, t)| (c.as_str(), *t)).collect();
+            let beliefs: Vec<(f64, f64)> = scores
+                .iter()
+                .zip(&candidates)
+                .map(|(&estimate, &i)| {
+                    let tally = tallies.get(pool.posts[i].channel.as_str()).copied();
+                    belief(estimate, tally, exploration.prior_votes)
+                })
+                .collect();
+            let mean = |(alpha, beta): (f64, f64)| alpha / (alpha + beta);
+            let mut keys: Vec<f64> = beliefs.iter().map(|&b| mean(b) - 2.0).collect();
+            let drawn = best(&keys, THOMPSON_DRAWS);
+            for i in drawn {
+                let (alpha, beta) = beliefs[i];
+                scores[i] = Beta::new(alpha, beta).map_or(mean(beliefs[i]), |b| b.sample(rng));
+                keys[i] = scores[i];
             }
+            keys
         }
+    };
+    let fresh = fresh_picks(pool, &candidates, &keys, exploration, limit);
+    // Fresh picks go first; the rest by their keys (the fresh ones last, then left out).
+    for &i in &fresh {
+        keys[i] = f64::NEG_INFINITY;
     }
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let tried: HashSet<&str> = exploration
-        .history
-        .seen
-        .iter()
-        .map(PostKey::channel)
-        .collect();
-    let fresh: Vec<usize> = order
-        .iter()
-        .copied()
-        .filter(|&i| !tried.contains(pool.posts[candidates[i]].channel.as_str()))
-        .take(exploration.fresh_slots)
+    let rest = limit.saturating_sub(fresh.len());
+    let order: Vec<usize> = best(&keys, rest.saturating_add(fresh.len()))
+        .into_iter()
+        .filter(|i| !fresh.contains(i))
+        .take(rest)
         .collect();
     let pick = |i: usize, explored| Pick {
         index: candidates[i],
@@ -112,12 +129,7 @@ pub fn rank(
     let picks = fresh
         .iter()
         .map(|&i| pick(i, true))
-        .chain(
-            order
-                .iter()
-                .filter(|i| !fresh.contains(i))
-                .map(|&i| pick(i, false)),
-        )
+        .chain(order.into_iter().map(|i| pick(i, false)))
         .collect();
     Ranked {
         picks,
@@ -126,21 +138,63 @@ pub fn rank(
     }
 }
 
-/// A draw of the person's like rate for a post: Beta with the model's estimate `estimate` worth
+/// The best (by `keys`) of the candidates from channels the person has not tried (seen no post
+/// of), for the reply's first `fresh_slots` places.
+fn fresh_picks(
+    pool: &Pool,
+    candidates: &[usize],
+    keys: &[f64],
+    exploration: &Exploration,
+    limit: usize,
+) -> Vec<usize> {
+    let slots = exploration.fresh_slots.min(limit);
+    if slots == 0 {
+        return Vec::new();
+    }
+    let tried: foldhash::HashSet<&str> = exploration
+        .history
+        .seen
+        .iter()
+        .map(PostKey::channel)
+        .collect();
+    let untried: Vec<usize> = (0..candidates.len())
+        .filter(|&i| !tried.contains(pool.posts[candidates[i]].channel.as_str()))
+        .collect();
+    let untried_keys: Vec<f64> = untried.iter().map(|&i| keys[i]).collect();
+    best(&untried_keys, slots)
+        .into_iter()
+        .map(|j| untried[j])
+        .collect()
+}
+
+/// The indices of the `n` largest of `keys`, largest first (a selection, then a sort of those
+/// only: a request wants a few of thousands).
+fn best(keys: &[f64], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    // Ties keep the pool's order.
+    let by_key = |a: &usize, b: &usize| keys[*b].total_cmp(&keys[*a]).then(a.cmp(b));
+    if n < order.len() {
+        if n == 0 {
+            return Vec::new();
+        }
+        order.select_nth_unstable_by(n - 1, by_key);
+        order.truncate(n);
+    }
+    order.sort_by(by_key);
+    order
+}
+
+/// The person's like rate for a post as a Beta(α, β): the model's estimate `estimate` worth
 /// `prior_votes` votes, plus the person's (likes, votes) on the post's channel. Few votes leave
 /// it wide (exploration); many pull it to what the person did (exploitation), before the next
 /// training has seen them.
-fn posterior_draw(
-    estimate: f64,
-    channel: Option<(u32, u32)>,
-    prior_votes: f64,
-    rng: &mut impl Rng,
-) -> f64 {
+fn belief(estimate: f64, channel: Option<(u32, u32)>, prior_votes: f64) -> (f64, f64) {
     let p = estimate.clamp(0.02, 0.98);
     let (likes, votes) = channel.unwrap_or((0, 0));
-    let alpha = prior_votes * p + f64::from(likes);
-    let beta = prior_votes * (1.0 - p) + f64::from(votes.saturating_sub(likes));
-    Beta::new(alpha, beta).map_or(p, |beta| beta.sample(rng))
+    (
+        prior_votes * p + f64::from(likes),
+        prior_votes * (1.0 - p) + f64::from(votes.saturating_sub(likes)),
+    )
 }
 
 #[cfg(test)]
@@ -178,10 +232,11 @@ mod tests {
     fn seeded_order(pool: &Pool, exploration: &Exploration, seed: u64) -> Vec<String> {
         let ranked = rank(
             pool,
-            |_| false,
+            &pool.excluded([]),
             None,
             UserId::new(1).unwrap(),
             exploration,
+            usize::MAX,
             &mut rand::rngs::StdRng::seed_from_u64(seed),
         );
         keys(pool, &ranked)
@@ -199,18 +254,25 @@ mod tests {
     fn without_a_model_posts_go_by_popularity_and_excluded_ones_never_come() {
         let pool = pool();
         let history = PersonHistory::default();
-        let ranked = rank(
-            &pool,
-            |key| key.as_str() == "liked/2",
-            None,
-            UserId::new(1).unwrap(),
-            &noise(&history),
-            &mut rand::rngs::StdRng::seed_from_u64(1),
-        );
+        let excluded = pool.excluded([&PostKey::new("liked", 2), &PostKey::new("gone", 1)]);
+        let rank_top = |limit| {
+            rank(
+                &pool,
+                &excluded,
+                None,
+                UserId::new(1).unwrap(),
+                &noise(&history),
+                limit,
+                &mut rand::rngs::StdRng::seed_from_u64(1),
+            )
+        };
+        let ranked = rank_top(10);
         assert!(ranked.cold_start);
         assert_eq!(ranked.candidates, 3);
         assert_eq!(keys(&pool, &ranked), ["liked/1", "other/1", "disliked/1"]);
         assert!(ranked.picks.iter().all(|p| !p.explored));
+        // As many as asked for, the best first.
+        assert_eq!(keys(&pool, &rank_top(2)), ["liked/1", "other/1"]);
     }
 
     #[test]
@@ -220,13 +282,14 @@ mod tests {
         history.record_sent(PostKey::new("liked", 9));
         let ranked = rank(
             &pool,
-            |_| false,
+            &pool.excluded([]),
             None,
             UserId::new(1).unwrap(),
             &Exploration {
                 fresh_slots: 1,
                 ..noise(&history)
             },
+            usize::MAX,
             &mut rand::rngs::StdRng::seed_from_u64(1),
         );
         assert_eq!(
