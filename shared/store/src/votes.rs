@@ -101,9 +101,11 @@ impl Store {
         Ok(cursor.map_err(StoreError::from).boxed())
     }
 
-    /// Up to `size` votes drawn at random from those ingested at or before `until_ms`.
-    pub async fn sample_votes_until(
+    /// Up to `size` votes drawn at random from those ingested after `after_ms` and at or before
+    /// `until_ms`.
+    pub async fn sample_votes_between(
         &self,
+        after_ms: i64,
         until_ms: i64,
         size: u64,
         batch: u32,
@@ -112,7 +114,7 @@ impl Store {
             .collections()
             .votes
             .aggregate([
-                doc! {"$match": {"ingested_at_ms": {"$lte": until_ms}}},
+                doc! {"$match": {"ingested_at_ms": {"$gt": after_ms, "$lte": until_ms}}},
                 doc! {"$sample": {"size": i64::try_from(size).unwrap_or(i64::MAX)}},
             ])
             .with_type::<VoteRecord>()

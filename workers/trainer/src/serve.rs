@@ -585,9 +585,14 @@ impl Trainer {
         let since = live.map_or(i64::MIN, |l| l.read_from(overlap_ms));
         let mut new = ReadVotes::new(overlap_ms);
         let mut older = ReadVotes::new(overlap_ms);
+        // Votes older than the active window are not trained on, in either kind of cycle.
+        let active_from = match self.settings.active_days {
+            0 => i64::MIN,
+            days => Utc::now().timestamp_millis() - i64::from(days) * 86_400_000,
+        };
         let read_from = match kind {
-            CycleKind::Full => i64::MIN,
-            CycleKind::Incremental => since,
+            CycleKind::Full => active_from,
+            CycleKind::Incremental => since.max(active_from),
         };
         let mut votes = self
             .store
@@ -616,7 +621,7 @@ impl Trainer {
                 .saturating_sub(new.new_rows as u64);
             let mut sample = self
                 .store
-                .sample_votes_until(since, wanted, self.settings.read_batch)
+                .sample_votes_between(active_from, since, wanted, self.settings.read_batch)
                 .await?;
             while let Some(vote) = sample.try_next().await? {
                 older.push(vocab, &vote);

@@ -42,6 +42,10 @@ pub struct TrainerSettings {
     /// one again (skipping those it trained on): a batch that committed late, stamped earlier,
     /// is not missed.
     pub watermark_overlap_s: u64,
+    /// Votes ingested longer ago than this are left out of training (0: none are), so people
+    /// and posts with no vote since drop out of the model at the next full retraining and its
+    /// size follows activity, not history; one who returns comes back as a new row.
+    pub active_days: u32,
     /// Votes per read from the store.
     pub read_batch: u32,
     pub seed: u64,
@@ -116,6 +120,7 @@ impl Validate for TrainerConfig {
         check.in_range("trainer.holdout_max".into(), s.holdout_max, 1, 100_000_000);
         check.in_range("trainer.max_auc_drop".into(), s.max_auc_drop, 0.0, 1.0);
         check.in_range("trainer.lease_ttl_s".into(), s.lease_ttl_s, 2, 3_600);
+        check.in_range("trainer.active_days".into(), s.active_days, 0, 36_500);
         check.in_range(
             "trainer.watermark_overlap_s".into(),
             s.watermark_overlap_s,

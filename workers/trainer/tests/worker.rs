@@ -25,6 +25,29 @@ impl std::ops::Deref for Services {
 }
 
 impl Services {
+    /// A queue of this test's own for `model.published` notices, bound before anything can be
+    /// published.
+    async fn published_models(&self) -> Subscription {
+        let mut published = Subscription::new(
+            self.bus.clone(),
+            Source::PerReplica(vec!["model.published"]),
+        );
+        let probe = tokio::time::timeout(Duration::from_millis(300), published.next()).await;
+        assert!(probe.is_err(), "nothing was published yet");
+        published
+    }
+
+    /// Announces `new_votes` stored through `through_ms`, as ingest does.
+    async fn announce(&self, new_votes: u64, through_ms: i64) {
+        let notice = VotesIngested {
+            schema_version: SCHEMA_VERSION,
+            new_votes,
+            changed_votes: 0,
+            duplicate_votes: 0,
+            ingested_through: Utc.timestamp_millis_opt(through_ms).unwrap(),
+        };
+        self.bus.publish(&notice).await.unwrap();
+    }
     async fn new(test: &str) -> Self {
         Self(TestServices::start(test, mongo_settings(test)).await)
     }
@@ -42,6 +65,8 @@ impl Services {
             ("OLEG__TRAINER__LEASE_TTL_S", "5"),
             ("OLEG__TRAINER__MODEL__EPOCHS", "4"),
             ("OLEG__TRAINER__INCREMENTAL_EPOCHS", "2"),
+            // The tests' votes are stamped in 1970 unless a test says otherwise.
+            ("OLEG__TRAINER__ACTIVE_DAYS", "0"),
             ("OMP_NUM_THREADS", "1"),
         ];
         for (key, value) in extra {
@@ -159,13 +184,7 @@ async fn next_published(
 #[tokio::test]
 async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
     let services = Services::new("trainer-cycle").await;
-    let mut published = Subscription::new(
-        services.bus.clone(),
-        Source::PerReplica(vec!["model.published"]),
-    );
-    // Bind the replica queue before anything can be published.
-    let probe = tokio::time::timeout(Duration::from_millis(300), published.next()).await;
-    assert!(probe.is_err());
+    let mut published = services.published_models().await;
     services.store_votes(1, 6_000, 1_000).await;
 
     let trainer = services.spawn_trainer("trainer.log");
@@ -231,14 +250,7 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
 
     // New people vote; ingest would announce it.
     services.store_votes(1_001, 1_500, 2_000).await;
-    let notice = VotesIngested {
-        schema_version: SCHEMA_VERSION,
-        new_votes: 1_500,
-        changed_votes: 0,
-        duplicate_votes: 0,
-        ingested_through: Utc.timestamp_millis_opt(2_000).unwrap(),
-    };
-    services.bus.publish(&notice).await.unwrap();
+    services.announce(1_500, 2_000).await;
     let second = next_published(&mut published, Duration::from_secs(120), &trainer).await;
     assert_eq!(second.version.get(), 2);
     let record = services.store.model(second.version).await.unwrap().unwrap();
@@ -386,27 +398,69 @@ async fn a_trainer_frozen_past_its_lease_publishes_nothing_when_it_thaws() {
 /// Defect: ingest stamps a vote before writing it, so a batch that commits late can carry a time
 /// before the live model's mark, and incremental cycles ("ingested after the mark") skipped it
 /// until the next full cycle.
+/// The model follows activity: a full retraining leaves out people whose votes are all older
+/// than `active_days`, and one who votes again comes back as a new row.
+#[tokio::test]
+async fn people_inactive_beyond_the_window_leave_the_model_and_return_when_they_vote() {
+    let services = Services::new("trainer-active").await;
+    let mut published = services.published_models().await;
+    let day_ms = 86_400_000;
+    let now = Utc::now().timestamp_millis();
+    // People 1..=100 last voted 400 days ago, people 1001..=1150 yesterday.
+    store_taste_votes(&services, 60, 1, 1_700_000_000_000, now - 400 * day_ms).await;
+    services.store_votes(1_001, 6_000, now - day_ms).await;
+    let trainer =
+        services.spawn_trainer_with("trainer.log", &[("OLEG__TRAINER__ACTIVE_DAYS", "365")]);
+    let users_of = |version: ModelVersion| {
+        let services = &services;
+        async move {
+            let record = services.store.model(version).await.unwrap().unwrap();
+            let files = record.files.unwrap();
+            let vocab: serde_json::Value = serde_json::from_slice(
+                &services
+                    .store
+                    .read_model_file(version, VOCAB_FILE, &files.vocab)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            let mut users: Vec<i64> = vocab["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_i64().unwrap())
+                .collect();
+            users.sort_unstable();
+            users
+        }
+    };
+    let first = next_published(&mut published, Duration::from_secs(120), &trainer).await;
+    let users = users_of(first.version).await;
+    assert_eq!(
+        users,
+        (1_001..=1_150).collect::<Vec<_>>(),
+        "only the active people"
+    );
+    // People 1..=100 vote again, on new posts.
+    let back = store_taste_votes(&services, 3, 1_000, now - 60_000, now).await;
+    services.announce(back as u64, now).await;
+    let second = next_published(&mut published, Duration::from_secs(120), &trainer).await;
+    let users = users_of(second.version).await;
+    assert_eq!(users.len(), 250, "back as new rows");
+    assert!(users.contains(&1) && users.contains(&100) && users.contains(&1_150));
+    services.finish().await;
+}
+
 #[tokio::test]
 async fn a_batch_committed_late_is_trained_in_the_next_incremental_cycle() {
     let services = Services::new("trainer-late").await;
-    let mut published = Subscription::new(
-        services.bus.clone(),
-        Source::PerReplica(vec!["model.published"]),
-    );
-    let _ = tokio::time::timeout(Duration::from_millis(300), published.next()).await;
+    let mut published = services.published_models().await;
     services.store_votes(1, 6_000, 10_000).await;
     let trainer = services.spawn_trainer("trainer.log");
     let first = next_published(&mut published, Duration::from_secs(120), &trainer).await;
     // A batch stamped 5 s before the first model's newest vote lands only now.
     services.store_votes(2_001, 300, 5_000).await;
-    let notice = VotesIngested {
-        schema_version: SCHEMA_VERSION,
-        new_votes: 300,
-        changed_votes: 0,
-        duplicate_votes: 0,
-        ingested_through: Utc.timestamp_millis_opt(5_000).unwrap(),
-    };
-    services.bus.publish(&notice).await.unwrap();
+    services.announce(300, 5_000).await;
     let second = next_published(&mut published, Duration::from_secs(120), &trainer).await;
     assert_eq!(second.version.get(), first.version.get() + 1);
     let record = services.store.model(second.version).await.unwrap().unwrap();
@@ -493,14 +547,7 @@ async fn a_full_retraining_as_good_as_the_live_model_is_published() {
     );
     // The same people vote on posts they have not seen, later.
     let new = store_taste_votes(&services, 8, 1_000, 1_765_000_000_000, 2_000).await;
-    let notice = VotesIngested {
-        schema_version: SCHEMA_VERSION,
-        new_votes: new as u64,
-        changed_votes: 0,
-        duplicate_votes: 0,
-        ingested_through: Utc.timestamp_millis_opt(2_000).unwrap(),
-    };
-    services.bus.publish(&notice).await.unwrap();
+    services.announce(new as u64, 2_000).await;
     let second = services
         .wait_for_model(
             "model 2's verdict",
