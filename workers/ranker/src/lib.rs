@@ -154,11 +154,13 @@ impl Ranker {
         let posts = self.inner.store.recent_posts(since).await?;
         let counts = self.inner.store.vote_counts(since).await?;
         let mut pool = Pool::new(posts, counts, self.inner.settings.prior_strength);
-        if let Some(model) = self.inner.model.current() {
-            pool.resolve(&model.scorer);
+        let model = self.inner.model.current();
+        let scorer = model.as_deref().map(|m| &m.scorer);
+        if let Some(scorer) = scorer {
+            pool.resolve(scorer);
         }
         let mut slot = self.pool_mut();
-        pool.keep_newer_posts_of(&slot);
+        pool.keep_newer_posts_of(&slot, scorer);
         pool.expire(since);
         self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
         *slot = pool;

@@ -110,10 +110,10 @@ impl Pool {
     }
 
     /// Carries over the posts of `older` that this pool (read from the store) lacks: those
-    /// announced while it was read.
-    pub fn keep_newer_posts_of(&mut self, older: &Pool) {
+    /// announced while it was read, with their rows in `scorer`.
+    pub fn keep_newer_posts_of(&mut self, older: &Pool, scorer: Option<&ScoringModel>) {
         for post in &older.posts {
-            self.insert(post.clone(), None);
+            self.insert(post.clone(), scorer);
         }
     }
 
