@@ -49,7 +49,7 @@ fn invalid_keys(vars: &[(&str, &str)]) -> Vec<String> {
 fn defaults_load_from_the_repository_config() {
     let settings = load::<Common>(&repo_config()).unwrap();
     assert_eq!(settings.amqp.prefix, "oleg");
-    assert_eq!(settings.amqp.prefetch, 512);
+    assert_eq!(settings.amqp.prefetch, 1024);
     assert_eq!(settings.mongo.database, "oleg");
     assert_eq!(settings.log.format, LogFormat::Text);
 }

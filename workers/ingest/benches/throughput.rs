@@ -130,7 +130,7 @@ async fn store_rate(n: usize) -> f64 {
     rate
 }
 
-async fn pipeline_rate(n: usize) -> f64 {
+async fn pipeline_rate(n: usize) -> Pipeline {
     let (bus, settings, shutdown) = connect("bench-pipeline", 1000).await;
     let store = seeded_store("bench_pipeline").await;
     let ingest_settings = IngestSettings {
@@ -147,11 +147,12 @@ async fn pipeline_rate(n: usize) -> f64 {
     };
     let readiness = Readiness::new(&[Component::Broker, Component::Store]);
     let registry = Registry::new();
+    let metrics = IngestMetrics::register(&registry).unwrap();
     let ingest = Ingest::new(
         bus.clone(),
         store.clone(),
         ingest_settings,
-        IngestMetrics::register(&registry).unwrap(),
+        metrics.clone(),
         readiness,
         shutdown.clone(),
     );
@@ -169,13 +170,27 @@ async fn pipeline_rate(n: usize) -> f64 {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let elapsed = started.elapsed().as_secs_f64();
+    let writing = metrics.write_seconds.get_sample_sum() / elapsed;
+    let batches = metrics.write_seconds.get_sample_count();
     shutdown.cancel();
     worker.await.unwrap();
     bus.close().await;
     delete_topology(&settings).await;
     store.drop_database().await.unwrap();
-    rate
+    Pipeline {
+        rate: n as f64 / elapsed,
+        writing,
+        batches,
+    }
+}
+
+/// The pipeline's rate, and how it spent its time.
+struct Pipeline {
+    rate: f64,
+    /// Share of the wall time the worker spent in store writes.
+    writing: f64,
+    batches: u64,
 }
 
 #[tokio::main]
@@ -186,7 +201,11 @@ async fn main() {
         .unwrap_or(20_000);
     let broker = broker_rate(n).await;
     let store = store_rate(n).await;
-    let pipeline = pipeline_rate(n).await;
+    let Pipeline {
+        rate: pipeline,
+        writing,
+        batches,
+    } = pipeline_rate(n).await;
     let bound = broker.min(store);
     println!("ingest throughput, {n} votes, {PUBLISHERS} concurrent confirmed publishers, batches of {BATCH}\n");
     println!("| path | votes/s | ratio to the slower raw rate |");
@@ -204,8 +223,15 @@ async fn main() {
         pipeline / bound
     );
     println!(
-        "\ntarget: pipeline ≥ 0.5 × the slower raw rate → {}",
-        if pipeline >= 0.5 * bound {
+        "\nthe pipeline wrote {batches} batches; store writes took {:.0} % of its wall time \
+         (their mean {:.0} ms against {:.0} ms for a batch of {BATCH} in the raw store run)",
+        writing * 100.0,
+        writing * n as f64 / pipeline / batches as f64 * 1000.0,
+        BATCH as f64 / store * 1000.0
+    );
+    println!(
+        "\ntarget (issue 14): pipeline ≥ 0.8 × the slower raw rate → {}",
+        if pipeline >= 0.8 * bound {
             "met"
         } else {
             "NOT met"

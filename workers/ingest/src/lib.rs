@@ -54,8 +54,10 @@ impl Worker for App {
 }
 
 use chrono::Utc;
+use futures::future::join_all;
 use oleg_bus::{
-    new_trace, traced, Backoff, Bus, Incoming, Outcome, QueueName, Source, Subscription,
+    current_trace, new_trace, traced, Backoff, Bus, Incoming, Outcome, QueueName, Source,
+    Subscription,
 };
 use oleg_messages::{
     DeadLetterReason, MessageKind, Rejection, UserId, UserStarted, Vote, VotesIngested,
@@ -65,6 +67,7 @@ use oleg_runtime::{Worker, WorkerContext};
 use oleg_store::{PostKey, Store, StoreError, UserSighting, VoteWrite, VoteWriteSummary};
 use oleg_telemetry::{Component, Readiness};
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -85,6 +88,8 @@ pub struct Ingest {
     shutdown: CancellationToken,
     known_posts: HashSet<PostKey>,
     known_users: HashSet<UserId>,
+    /// The previous batch's acks and notice, sent while the next batch is written.
+    settling: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Ingest {
@@ -105,47 +110,46 @@ impl Ingest {
             shutdown,
             known_posts: HashSet::new(),
             known_users: HashSet::new(),
+            settling: None,
         }
     }
 
     /// Consumes until shutdown; the batch in hand is finished (or left unacked if the store is
-    /// down) before returning.
+    /// down) before returning. The next batch is collected while one is written, so the broker's
+    /// deliveries and the store's write overlap (with `amqp.prefetch` ≥ 2 × `ingest.batch_size`;
+    /// with less, the next batch fills as the previous one is acked).
     pub async fn run(mut self) {
-        let mut subscription =
-            Subscription::new(self.bus.clone(), Source::Shared(QueueName::Ingest));
-        loop {
-            let deliveries = self.collect(&mut subscription).await;
-            if deliveries.is_empty() {
-                return;
-            }
+        let subscription = Subscription::new(self.bus.clone(), Source::Shared(QueueName::Ingest));
+        let (collected, mut batches) = tokio::sync::mpsc::channel(1);
+        let collector = tokio::spawn(collect_batches(
+            subscription,
+            self.settings.batch_size,
+            Duration::from_millis(self.settings.batch_max_wait_ms),
+            collected,
+        ));
+        while let Some(deliveries) = batches.recv().await {
             // A batch is a trace of its own; its line lists the traces of its messages, so a
             // vote can be followed from the bot through ingest to the notice it was part of.
             let batch = new_trace();
             let traces: Vec<String> = deliveries.iter().map(Incoming::trace_id).collect();
             let span = tracing::info_span!("batch", trace = %batch, messages = deliveries.len());
             span.in_scope(|| tracing::debug!(traces = ?traces, "took a batch"));
-            traced(batch, self.process(deliveries).instrument(span)).await;
-        }
-    }
-
-    /// Up to `batch_size` deliveries, waiting at most `batch_max_wait_ms` after the first.
-    async fn collect(&self, subscription: &mut Subscription) -> Vec<Incoming> {
-        let Some(first) = subscription.next().await else {
-            return Vec::new();
-        };
-        let mut deliveries = vec![first];
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.settings.batch_max_wait_ms);
-        while deliveries.len() < self.settings.batch_size {
-            match tokio::time::timeout_at(deadline, subscription.next()).await {
-                Ok(Some(incoming)) => deliveries.push(incoming),
-                Ok(None) | Err(_) => break,
+            let flow = traced(batch, self.process(deliveries).instrument(span)).await;
+            if flow.is_break() {
+                // Shut down while the store was away: what was collected meanwhile stays
+                // unacked, and the broker delivers it again.
+                break;
             }
         }
-        deliveries
+        self.settled().await;
+        drop(batches);
+        if let Err(error) = collector.await {
+            tracing::error!(%error, "the batch collector failed");
+        }
     }
 
-    async fn process(&mut self, deliveries: Vec<Incoming>) {
+    /// Stores a batch and settles its messages; breaks when shutdown came while the store was away.
+    async fn process(&mut self, deliveries: Vec<Incoming>) -> ControlFlow<()> {
         let mut batch = Batch::default();
         let mut refused = Vec::new();
         for incoming in deliveries {
@@ -164,8 +168,11 @@ impl Ingest {
                 Ok(unknown) => break unknown,
                 Err(error) => match self.after_store_error(&error, &mut backoff).await {
                     StoreVerdict::TryAgain => {}
-                    StoreVerdict::Refused => return self.refuse_batch(batch, &error).await,
-                    StoreVerdict::ShuttingDown => return,
+                    StoreVerdict::Refused => {
+                        self.refuse_batch(batch, &error).await;
+                        return ControlFlow::Continue(());
+                    }
+                    StoreVerdict::ShuttingDown => return ControlFlow::Break(()),
                 },
             }
         };
@@ -190,7 +197,7 @@ impl Ingest {
             .await;
         }
         if batch.votes.is_empty() && batch.starts.is_empty() {
-            return;
+            return ControlFlow::Continue(());
         }
 
         let (written, ingested_at) = loop {
@@ -201,8 +208,11 @@ impl Ingest {
                 Ok(written) => break (written, ingested_at),
                 Err(error) => match self.after_store_error(&error, &mut backoff).await {
                     StoreVerdict::TryAgain => {}
-                    StoreVerdict::Refused => return self.refuse_batch(batch, &error).await,
-                    StoreVerdict::ShuttingDown => return,
+                    StoreVerdict::Refused => {
+                        self.refuse_batch(batch, &error).await;
+                        return ControlFlow::Continue(());
+                    }
+                    StoreVerdict::ShuttingDown => return ControlFlow::Break(()),
                 },
             }
         };
@@ -226,19 +236,66 @@ impl Ingest {
                     .enumerate()
                     .map(|(index, (incoming, _))| (incoming, refused_starts.get(&index).cloned())),
             );
-        for (incoming, refusal) in outcomes {
-            let outcome = match refusal {
-                None => Outcome::Done,
-                Some(message) => {
-                    self.metrics.store_refusals.inc();
-                    tracing::warn!(%message, "the store refused a message; it will be tried again");
-                    Outcome::failed(message, false)
+        let outcomes = outcomes
+            .map(|(incoming, refusal)| {
+                let outcome = match refusal {
+                    None => Outcome::Done,
+                    Some(message) => {
+                        self.metrics.store_refusals.inc();
+                        tracing::warn!(%message, "the store refused a message; it will be tried again");
+                        Outcome::failed(message, false)
+                    }
+                };
+                (incoming, outcome)
+            })
+            .collect();
+        let notice = has_votes.then_some(VotesIngested {
+            schema_version: SCHEMA_VERSION,
+            new_votes: summary.new,
+            changed_votes: summary.changed,
+            duplicate_votes: summary.unchanged,
+            ingested_through: ingested_at,
+        });
+        self.settle_behind(outcomes, notice).await;
+        ControlFlow::Continue(())
+    }
+
+    /// Settles a stored batch's messages and announces it in the background, so that the next
+    /// batch's write overlaps it; one batch at a time, in order, so a notice never overtakes an
+    /// earlier one. The messages are settled together: one ack after another would wait on the
+    /// connection 500 times. A lost notice is harmless (the next one covers everything up to its
+    /// `ingested_through`), so a failure is only logged.
+    async fn settle_behind(
+        &mut self,
+        outcomes: Vec<(Incoming, Outcome)>,
+        notice: Option<VotesIngested>,
+    ) {
+        self.settled().await;
+        let bus = self.bus.clone();
+        let work = async move {
+            join_all(
+                outcomes
+                    .into_iter()
+                    .map(|(incoming, outcome)| incoming.settle(outcome)),
+            )
+            .await;
+            if let Some(notice) = notice {
+                if let Err(error) = bus.publish(&notice).await {
+                    tracing::warn!(%error, "could not announce ingested votes");
                 }
-            };
-            incoming.settle(outcome).await;
-        }
-        if has_votes {
-            self.announce(summary, ingested_at).await;
+            }
+        };
+        let trace = current_trace().unwrap_or_else(new_trace);
+        let span = tracing::Span::current();
+        self.settling = Some(tokio::spawn(traced(trace, work.instrument(span))));
+    }
+
+    /// Waits for the previous batch's settling.
+    async fn settled(&mut self) {
+        if let Some(settling) = self.settling.take() {
+            if let Err(error) = settling.await {
+                tracing::error!(%error, "settling a batch failed; the broker delivers it again");
+            }
         }
     }
 
@@ -430,19 +487,27 @@ impl Ingest {
             }
         }
     }
+}
 
-    /// Tells the trainer; a lost notice is harmless (the next one covers everything up to its
-    /// `ingested_through`), so a failure is only logged.
-    async fn announce(&self, summary: VoteWriteSummary, ingested_at: chrono::DateTime<Utc>) {
-        let notice = VotesIngested {
-            schema_version: SCHEMA_VERSION,
-            new_votes: summary.new,
-            changed_votes: summary.changed,
-            duplicate_votes: summary.unchanged,
-            ingested_through: ingested_at,
-        };
-        if let Err(error) = self.bus.publish(&notice).await {
-            tracing::warn!(%error, "could not announce ingested votes");
+/// Collects batches of up to `size` deliveries, each waiting at most `max_wait` after its first,
+/// until the subscription ends (shutdown) or the writer is gone.
+async fn collect_batches(
+    mut subscription: Subscription,
+    size: usize,
+    max_wait: Duration,
+    batches: tokio::sync::mpsc::Sender<Vec<Incoming>>,
+) {
+    while let Some(first) = subscription.next().await {
+        let mut deliveries = vec![first];
+        let deadline = tokio::time::Instant::now() + max_wait;
+        while deliveries.len() < size {
+            match tokio::time::timeout_at(deadline, subscription.next()).await {
+                Ok(Some(incoming)) => deliveries.push(incoming),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if batches.send(deliveries).await.is_err() {
+            return;
         }
     }
 }
