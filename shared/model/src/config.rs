@@ -32,7 +32,8 @@ pub enum LossKind {
 #[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
     Sgd,
-    /// Adam; embedding rows are updated lazily (only those a batch touched), as SparseAdam does.
+    /// Adam; embedding rows are updated lazily (only those a batch touched), as SparseAdam does,
+    /// with one second moment per row and the first in bfloat16 (FBGEMM's partial row-wise Adam).
     Adam,
 }
 

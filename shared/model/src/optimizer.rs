@@ -1,5 +1,5 @@
 use crate::{Network, OptimizerKind};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// SGD or Adam over a [`Network`]'s parameters. Sparse (embedding) gradients update only the
 /// rows they carry; Adam keeps its moments lazily for those rows, as PyTorch's SparseAdam does.
@@ -8,7 +8,35 @@ pub struct Optimizer {
     kind: OptimizerKind,
     learning_rate: f64,
     step: i32,
-    moments: Vec<Option<(Tensor, Tensor)>>,
+    moments: Vec<Option<Moments>>,
+}
+
+/// Adam's state for one parameter.
+enum Moments {
+    /// Per element, in the parameter's precision (the dense layers: small).
+    Dense { first: Tensor, second: Tensor },
+    /// For an embedding table, as FBGEMM's partial row-wise Adam: the first moment per element
+    /// in bfloat16 and the second moment one per row (the mean of the row's squared gradient),
+    /// in f32. The tables are most of the model; full f32 moments would triple their memory
+    /// (1.5 GB at 10 M votes), these add 0.5x and touch less memory per step.
+    Rows { first: Tensor, second: Tensor },
+}
+
+impl Moments {
+    fn for_gradient(parameter: &Tensor, gradient: &Tensor) -> Self {
+        if gradient.is_sparse() {
+            let (size, device) = (parameter.size(), parameter.device());
+            Self::Rows {
+                first: Tensor::zeros(&size, (Kind::BFloat16, device)),
+                second: Tensor::zeros([size[0]], (Kind::Float, device)),
+            }
+        } else {
+            Self::Dense {
+                first: parameter.zeros_like(),
+                second: parameter.zeros_like(),
+            }
+        }
+    }
 }
 
 const BETA1: f64 = 0.9;
@@ -44,10 +72,9 @@ impl Optimizer {
                             .expect("gradient matches its parameter");
                     }
                     OptimizerKind::Adam => {
-                        let (m, v) = self.moments[slot].get_or_insert_with(|| {
-                            (parameter.zeros_like(), parameter.zeros_like())
-                        });
-                        adam(parameter, &gradient, m, v, lr, step);
+                        let moments = self.moments[slot]
+                            .get_or_insert_with(|| Moments::for_gradient(parameter, &gradient));
+                        adam(parameter, &gradient, moments, lr, step);
                     }
                 }
                 parameter.zero_grad();
@@ -56,32 +83,32 @@ impl Optimizer {
     }
 }
 
-fn adam(
-    parameter: &mut Tensor,
-    gradient: &Tensor,
-    m: &mut Tensor,
-    v: &mut Tensor,
-    lr: f64,
-    step: i32,
-) {
+fn adam(parameter: &mut Tensor, gradient: &Tensor, moments: &mut Moments, lr: f64, step: i32) {
     let correction1 = 1.0 - BETA1.powi(step);
     let correction2 = 1.0 - BETA2.powi(step);
-    if gradient.is_sparse() {
-        let gradient = gradient.coalesce();
-        let rows = gradient.indices().select(0, 0);
-        let values = gradient.values();
-        let m_rows = m.index_select(0, &rows) * BETA1 + &values * (1.0 - BETA1);
-        let v_rows = v.index_select(0, &rows) * BETA2 + values.square() * (1.0 - BETA2);
-        let update = (&m_rows / correction1) / ((&v_rows / correction2).sqrt() + EPSILON) * -lr;
-        let _ = m.index_copy_(0, &rows, &m_rows);
-        let _ = v.index_copy_(0, &rows, &v_rows);
-        let _ = parameter.index_add_(0, &rows, &update);
-    } else {
-        *m = &*m * BETA1 + gradient * (1.0 - BETA1);
-        *v = &*v * BETA2 + gradient.square() * (1.0 - BETA2);
-        let update = (&*m / correction1) / ((&*v / correction2).sqrt() + EPSILON) * -lr;
-        let _ = parameter
-            .f_add_(&update)
-            .expect("update matches its parameter");
+    match moments {
+        Moments::Rows { first, second } => {
+            let gradient = gradient.coalesce();
+            let rows = gradient.indices().select(0, 0);
+            let values = gradient.values();
+            let m_rows =
+                first.index_select(0, &rows).to_kind(Kind::Float) * BETA1 + &values * (1.0 - BETA1);
+            let v_rows = second.index_select(0, &rows) * BETA2
+                + values.square().mean_dim(1, false, Kind::Float) * (1.0 - BETA2);
+            let denominator = ((&v_rows / correction2).sqrt() + EPSILON).unsqueeze(1);
+            let update = (&m_rows / correction1) / denominator * -lr;
+            let _ = first.index_copy_(0, &rows, &m_rows.to_kind(Kind::BFloat16));
+            let _ = second.index_copy_(0, &rows, &v_rows);
+            let _ = parameter.index_add_(0, &rows, &update);
+        }
+        Moments::Dense { first, second } => {
+            *first = &*first * BETA1 + gradient * (1.0 - BETA1);
+            *second = &*second * BETA2 + gradient.square() * (1.0 - BETA2);
+            let update =
+                (&*first / correction1) / ((&*second / correction2).sqrt() + EPSILON) * -lr;
+            let _ = parameter
+                .f_add_(&update)
+                .expect("update matches its parameter");
+        }
     }
 }

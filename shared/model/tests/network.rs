@@ -111,6 +111,50 @@ fn embedding_gradients_are_sparse_and_dense_layers_are_not() {
     }
 }
 
+/// Adam on an embedding table keeps one second moment per row (as FBGEMM's partial row-wise
+/// Adam), so its first step moves a touched row by `-lr · g / rms(g)`, not by `-lr · sign(g)`
+/// per element, and leaves the rows the batch did not touch as they were.
+#[test]
+fn adam_steps_an_embedding_row_by_its_gradient_over_the_row_rms() {
+    let config = adam_bce_at_test_scale(Variant::ChannelMlp);
+    let mut network = Network::new(&config, sizes(), Device::Cpu);
+    let mut optimizer = Optimizer::new(&network);
+    let batch = Batch {
+        users: Tensor::from_slice(&[1_i64, 2]),
+        posts: Tensor::from_slice(&[3_i64, 4]),
+        channels: Tensor::from_slice(&[0_i64, 1]),
+    };
+    network
+        .loss(&batch, &Tensor::from_slice(&[1.0_f32, 0.0]))
+        .backward();
+    let user_table = |network: &Network| {
+        let (_, table) = network
+            .named_tensors()
+            .iter()
+            .find(|(name, _)| *name == "user_embedding")
+            .expect("a user table");
+        table.shallow_clone()
+    };
+    let before = user_table(&network).detach().copy();
+    let gradient = user_table(&network).grad().to_dense(None, false);
+    optimizer.step(&mut network);
+    let moved = user_table(&network).detach() - &before;
+
+    let untouched = moved.narrow(0, 3, USERS - 3).abs().max().double_value(&[]);
+    assert_eq!(untouched, 0.0, "rows outside the batch stay");
+    assert_eq!(moved.get(0).abs().max().double_value(&[]), 0.0);
+    for row in [1, 2] {
+        let g = gradient.get(row);
+        let rms = g.square().mean(Kind::Float).sqrt();
+        let expected = &g / (rms + 1e-8) * -config.learning_rate;
+        let error = (moved.get(row) - expected).abs().max().double_value(&[]);
+        assert!(
+            error < 1e-4 * config.learning_rate,
+            "row {row}: off by {error}"
+        );
+    }
+}
+
 #[test]
 fn growing_keeps_learned_rows_and_starts_new_posts_from_their_channel() {
     tch::manual_seed(3);
