@@ -42,6 +42,7 @@ PY
 bench ingest cargo bench -q --locked -p oleg-ingest --bench throughput
 bench trainer-ciao target/release/oleg-trainer eval --votes ../shared/data/ciao/votes.csv --plot docs/ciao-loss.svg
 bench trainer-ciao-time target/release/oleg-trainer eval --votes ../shared/data/ciao/votes.csv --split time
+bench trainer-step cargo bench -q --locked -p oleg-trainer --bench step
 bench trainer-scale cargo bench -q --locked -p oleg-trainer --bench scale
 bench trainer-year cargo bench -q --locked -p oleg-trainer --bench scale -- --year
 bench ranker cargo bench -q --locked -p oleg-ranker --bench latency

@@ -30,7 +30,9 @@ pub use metrics::{evaluate_predictions, Evaluation};
 pub use network::{Batch, Network, Sizes, POST_CONTENT};
 pub use optimizer::Optimizer;
 pub use serialize::{read_tensors, write_network, write_safetensors, NamedTensor, Weights};
-pub use training::{flush_denormals, labels_of, predict, train_epoch, Votes};
+pub use training::{
+    flush_denormals, labels_of, predict, train_epoch, train_epoch_timed, StepTimes, Votes,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -2,6 +2,7 @@
 //! so no tensor is built per row and nothing is copied to the host in the loop but the loss.
 
 use crate::{Batch, Network, Optimizer};
+use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
 /// Votes as columns of row indices and 0/1 labels, on the network's device.
@@ -68,7 +69,41 @@ pub fn train_epoch(
     votes: &Votes,
     rows: &Tensor,
     batch_size: i64,
+    on_batch: impl FnMut(i64) -> std::ops::ControlFlow<()>,
+) -> f64 {
+    let mut times = StepTimes::default();
+    train_epoch_timed(
+        network, optimizer, votes, rows, batch_size, on_batch, &mut times,
+    )
+}
+
+/// Where the steps of an epoch spent their time, summed over its steps. On the CPU libtorch runs
+/// each operation before returning, so each phase's wall time is its own; on a GPU operations are
+/// queued and the time lands where the loss is read out.
+#[derive(Debug, Clone, Default)]
+pub struct StepTimes {
+    pub steps: u64,
+    /// Gathering the batch's columns from the shuffled order.
+    pub batch: Duration,
+    /// The forward pass to the loss: embedding gathers, the network, the loss.
+    pub forward: Duration,
+    /// Gradients: the network's, and the embeddings' sparse ones.
+    pub backward: Duration,
+    /// The loss copied to the host.
+    pub readout: Duration,
+    /// The optimizer's update of the weights, and its state.
+    pub update: Duration,
+}
+
+/// [`train_epoch`], adding the time of each phase of each step to `times`.
+pub fn train_epoch_timed(
+    network: &mut Network,
+    optimizer: &mut Optimizer,
+    votes: &Votes,
+    rows: &Tensor,
+    batch_size: i64,
     mut on_batch: impl FnMut(i64) -> std::ops::ControlFlow<()>,
+    times: &mut StepTimes,
 ) -> f64 {
     flush_denormals();
     let n = rows.size()[0];
@@ -77,11 +112,23 @@ pub fn train_epoch(
     let mut start = 0;
     while start < n {
         let len = batch_size.min(n - start);
+        let mut clock = Instant::now();
+        let mut lap = |phase: &mut Duration| {
+            let now = Instant::now();
+            *phase += now - clock;
+            clock = now;
+        };
         let (batch, labels) = votes.select(&order.narrow(0, start, len));
+        lap(&mut times.batch);
         let loss = network.loss(&batch, &labels);
+        lap(&mut times.forward);
         loss.backward();
+        lap(&mut times.backward);
         loss_sum += loss.double_value(&[]) * len as f64;
+        lap(&mut times.readout);
         optimizer.step(network);
+        lap(&mut times.update);
+        times.steps += 1;
         start += len;
         if on_batch(len).is_break() {
             break;
