@@ -51,7 +51,17 @@ impl Services {
         Self { base, rpc }
     }
 
-    /// A ranker replica, in-process.
+    /// Model 1 (initial weights from `seed`) published and one replica serving it to `user`
+    /// (whose history the replica then holds): where most tests start. Returns the model's files.
+    async fn serving(test: &str, seed: i64, user: i64) -> (Self, InProcess, (Vec<u8>, Vec<u8>)) {
+        let services = Self::new(test).await;
+        let files = services.publish_model(1, seed, false).await;
+        let ranker = services.start_ranker(&[]).await;
+        wait_for_model(&services, user, 1).await;
+        (services, ranker, files)
+    }
+
+    /// A ranker replica, in-process, once it reports ready.
     async fn start_ranker(&self, extra: &[(&str, &str)]) -> InProcess {
         // No exploration: the tests know the order a model gives.
         let mut settings = vec![
@@ -61,7 +71,8 @@ impl Services {
             ("OLEG__RANKER__MODEL_CHECK_S", "3600"),
         ];
         settings.extend_from_slice(extra);
-        self.start_in_process::<oleg_ranker::App>(&settings).await
+        let ranker = self.start_in_process::<oleg_ranker::App>(&settings).await;
+        ranker
     }
 
     /// Publishes a model version the way the trainer does (files in chunks, a document, a
@@ -180,12 +191,8 @@ async fn wait_for_model(services: &Services, user: i64, version: u64) {
 
 #[tokio::test]
 async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
-    let services = Services::new("ranker-order").await;
-    let (weights, vocab) = services.publish_model(1, 11, false).await;
-    let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     // Asked for by someone else: person 3's first request reads their history from the store.
-    wait_for_model(&services, 4, 1).await;
+    let (services, _ranker, (weights, vocab)) = Services::serving("ranker-order", 11, 4).await;
 
     // The expected order, from the same files.
     let scorer = ScoringModel::load(&weights, &vocab).unwrap();
@@ -260,12 +267,8 @@ async fn a_known_model_gives_the_expected_order_and_never_repeats_a_post() {
 /// since their history was read, though nothing stored those votes (ingest is not running).
 #[tokio::test]
 async fn a_vote_heard_keeps_its_post_from_a_person_the_replica_holds() {
-    let services = Services::new("ranker-vote-notice").await;
-    services.publish_model(1, 14, false).await;
-    let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     // Person 9's requests (every post excluded) make the replica hold their history.
-    wait_for_model(&services, 9, 1).await;
+    let (services, ranker, _) = Services::serving("ranker-vote-notice", 14, 9).await;
     let kept = post(1, POSTS_PER_CHANNEL);
     let votes: Vec<Vote> = seeded_posts()
         .into_iter()
@@ -312,9 +315,6 @@ async fn fifty_concurrent_requests_to(replicas: usize, test: &str) {
     for _ in 0..replicas {
         rankers.push(services.start_ranker(&[]).await);
     }
-    for ranker in &rankers {
-        ranker.wait_ready(Duration::from_secs(30)).await;
-    }
     wait_for_model(&services, 5, 1).await;
     let queue = services.bus.topology().queue(QueueName::Recommend);
     wait_for_consumers(&services.amqp, &queue, replicas as u32).await;
@@ -337,11 +337,7 @@ async fn fifty_concurrent_requests_to(replicas: usize, test: &str) {
 
 #[tokio::test]
 async fn a_new_post_becomes_a_candidate_after_its_notice() {
-    let services = Services::new("ranker-new-post").await;
-    services.publish_model(1, 13, false).await;
-    let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
-    wait_for_model(&services, 6, 1).await;
+    let (services, _ranker, _) = Services::serving("ranker-new-post", 13, 6).await;
     let fresh = post(1, 500);
     services
         .store
@@ -380,11 +376,7 @@ async fn a_new_post_becomes_a_candidate_after_its_notice() {
 
 #[tokio::test]
 async fn models_swap_under_load_without_a_failed_request_and_a_corrupt_one_is_refused() {
-    let services = Services::new("ranker-swap").await;
-    services.publish_model(1, 14, false).await;
-    let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
-    wait_for_model(&services, 1, 1).await;
+    let (services, ranker, _) = Services::serving("ranker-swap", 14, 1).await;
     let load = async {
         let mut versions = Vec::new();
         for round in 0..40 {
@@ -451,9 +443,6 @@ async fn every_replica_follows_a_rollback_to_an_older_model() {
     let checks = [("OLEG__RANKER__MODEL_CHECK_S", "1")];
     let first = services.start_ranker(&checks).await;
     let second = services.start_ranker(&checks).await;
-    for replica in [&first, &second] {
-        replica.wait_ready(Duration::from_secs(30)).await;
-    }
     wait_for_consumers(
         &services.amqp,
         &services.bus.topology().queue(QueueName::Recommend),
@@ -500,7 +489,6 @@ async fn malformed_requests_get_error_replies_and_strangers_get_popular_posts() 
         .await
         .unwrap();
     let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     for (body, code) in [
         (&b"{not json"[..], RecommendErrorCode::Malformed),
         (
@@ -560,10 +548,9 @@ async fn a_share_of_each_reply_explores_channels_the_person_has_not_tried() {
         .upsert_votes(&[tried], Utc::now().timestamp_millis())
         .await
         .unwrap();
-    let ranker = services
+    let _ranker = services
         .start_ranker(&[("OLEG__RANKER__FRESH_SHARE", "0.5")])
         .await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     let RecommendReply::Ok { posts, .. } = services.ask(42, 4).await else {
         panic!("an error reply")
     };
@@ -704,7 +691,6 @@ async fn wait_for_metric(ranker: &InProcess, line: &str) {
 async fn a_reply_that_reaches_nobody_gives_its_posts_back() {
     let services = Services::new("ranker-unroutable").await;
     let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     let requester = RawRequester::new().await;
     let now = Utc::now().timestamp_millis();
     requester
@@ -737,7 +723,6 @@ async fn a_request_delivered_again_gets_the_same_posts() {
     use lapin::options::{BasicGetOptions, BasicNackOptions};
     let services = Services::new("ranker-redelivered").await;
     let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     let mut requester = RawRequester::new().await;
     let now = Utc::now().timestamp_millis();
     requester
@@ -770,8 +755,7 @@ async fn a_request_delivered_again_gets_the_same_posts() {
         })
         .await
         .unwrap();
-    let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
+    let _ranker = services.start_ranker(&[]).await;
     let again = requester.reply(Duration::from_secs(20)).await.unwrap();
     assert_eq!(posts_of(&again), posts_of(&first));
     assert_eq!(deliveries_of(&services, 8).await, 2);
@@ -785,7 +769,6 @@ async fn a_request_delivered_again_gets_the_same_posts() {
 async fn a_request_its_sender_gave_up_on_is_not_answered() {
     let services = Services::new("ranker-expired").await;
     let ranker = services.start_ranker(&[]).await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     let mut requester = RawRequester::new().await;
     let a_minute_ago = Utc::now().timestamp_millis() - 60_000;
     requester
@@ -806,10 +789,9 @@ async fn a_request_the_store_fails_halfway_leaves_nothing_recorded_it_did_not_re
     use oleg_testkit::fault_proxy::FaultProxy;
     let services = Services::new("ranker-halfway").await;
     let proxy = FaultProxy::start(mongodb_address()).await;
-    let ranker = services
+    let _ranker = services
         .start_ranker(&[("OLEG__MONGO__URI", &proxy.uri())])
         .await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     proxy.fail_nth(&[b"insert\0", b"deliveries\0"], 1);
     let reply = services.ask(11, 2).await;
     assert_eq!(proxy.cuts(), 1, "the fault was not injected");
@@ -841,7 +823,6 @@ async fn a_model_the_store_could_not_hand_over_is_loaded_at_the_next_check() {
             ("OLEG__RANKER__MODEL_CHECK_S", "1"),
         ])
         .await;
-    ranker.wait_ready(Duration::from_secs(30)).await;
     services.publish_model(1, 21, false).await;
     wait_for_model(&services, 1, 1).await;
 
