@@ -7,7 +7,7 @@
 //!   them: the delivery record is the one store round trip);
 //! - what bounds that round trip, at the same concurrency: the broker alone (a request answered
 //!   at once by a responder that does nothing; replies on the client's reply queue, then by
-//!   direct reply-to), and the store alone (a first request's store work: the person's votes
+//!   direct reply-to, then unconfirmed on the client's queue), and the store alone (a first request's store work: the person's votes
 //!   and deliveries, and a delivery record; a held person's: the delivery record).
 //!
 //! `cargo bench -p oleg-ranker --bench latency` (after deploy/dev/setup.sh). Prints a Markdown table.
@@ -22,7 +22,7 @@ use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::Store;
 use oleg_telemetry::Readiness;
-use oleg_testkit::{amqp_settings, delete_topology, mongo_settings, scraped_post};
+use oleg_testkit::{amqp_settings, amqp_uri, delete_topology, mongo_settings, scraped_post};
 use prometheus::Registry;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -310,9 +310,20 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
     [first, held, store_first, store_held]
 }
 
+/// How the do-nothing responder sends its replies.
+#[derive(Clone, Copy, PartialEq)]
+enum Replies {
+    /// As the ranker does: published mandatory, and the broker's confirm awaited (it says
+    /// whether the reply reached a queue, so the posts of an undeliverable reply are released).
+    Confirmed,
+    /// On a channel without publisher confirms: sent, not awaited.
+    Unconfirmed,
+}
+
 /// Round trips to a responder that answers every request at once with a fixed reply: what the
-/// broker and the RPC client cost, with nothing else, with replies coming back by `mode`.
-async fn broker_alone(mode: ReplyMode) -> [Figures; 2] {
+/// broker and the RPC client cost, with nothing else, with replies sent as `replies` and coming
+/// back by `mode`.
+async fn broker_alone(mode: ReplyMode, replies: Replies) -> [Figures; 2] {
     let amqp = amqp_settings("bench-broker");
     let shutdown = CancellationToken::new();
     let bus = Bus::connect(
@@ -325,16 +336,41 @@ async fn broker_alone(mode: ReplyMode) -> [Figures; 2] {
     .await
     .unwrap();
     let responder = bus.clone();
+    let unconfirmed = lapin::Connection::connect(&amqp_uri(), Default::default())
+        .await
+        .unwrap()
+        .create_channel()
+        .await
+        .unwrap();
     let answering = tokio::spawn(async move {
         let mut requests =
             Subscription::new(responder.clone(), Source::Shared(QueueName::Recommend));
         let reply = RecommendReply::error(RecommendErrorCode::Unavailable, "a fixed reply");
+        let body = encode(&reply);
         while let Some(incoming) = requests.next().await {
             let (to, id) = (
                 incoming.reply_to().unwrap(),
                 incoming.correlation_id().unwrap(),
             );
-            responder.reply(&to, &id, &reply).await.unwrap();
+            match replies {
+                Replies::Confirmed => {
+                    responder.reply(&to, &id, &reply).await.unwrap();
+                }
+                Replies::Unconfirmed => {
+                    let properties =
+                        lapin::BasicProperties::default().with_correlation_id(id.as_str().into());
+                    let _not_awaited = unconfirmed
+                        .basic_publish(
+                            "".into(),
+                            to.as_str().into(),
+                            Default::default(),
+                            &body,
+                            properties,
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
             incoming.ack().await.unwrap();
         }
     });
@@ -362,8 +398,9 @@ async fn main() {
     let in_process = [10_000, 100_000].map(|posts| (posts, in_process(posts)));
     let (weights, vocab) = model_files(POSTS);
     let [first, held, store_first, store_held] = round_trips(weights, vocab).await;
-    let broker = broker_alone(ReplyMode::Queue).await;
-    let direct = broker_alone(ReplyMode::Direct).await;
+    let broker = broker_alone(ReplyMode::Queue, Replies::Confirmed).await;
+    let direct = broker_alone(ReplyMode::Direct, Replies::Confirmed).await;
+    let unconfirmed = broker_alone(ReplyMode::Queue, Replies::Unconfirmed).await;
     println!(
         "ranker latency: {POSTS} candidate posts, {USERS} people, channel_mlp 100/20/80 → 70\n"
     );
@@ -403,6 +440,11 @@ async fn main() {
         (
             "the broker alone with direct reply-to (not used: see README)",
             &direct,
+            false,
+        ),
+        (
+            "the broker alone with unconfirmed replies (not used: see README)",
+            &unconfirmed,
             false,
         ),
         (
