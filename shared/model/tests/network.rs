@@ -94,9 +94,8 @@ fn every_variant_learns_a_planted_pattern() {
     }
 }
 
-#[test]
-fn embedding_gradients_are_sparse_and_dense_layers_are_not() {
-    let network = Network::new(&ModelConfig::default(), sizes(), Device::Cpu);
+/// The gradients of a two-vote batch (people 1 and 2, posts 3 and 4), left on the parameters.
+fn backward_on_two_votes(network: &Network) {
     let batch = Batch {
         users: Tensor::from_slice(&[1_i64, 2]),
         posts: Tensor::from_slice(&[3_i64, 4]),
@@ -105,6 +104,12 @@ fn embedding_gradients_are_sparse_and_dense_layers_are_not() {
     network
         .loss(&batch, &Tensor::from_slice(&[1.0_f32, 0.0]))
         .backward();
+}
+
+#[test]
+fn embedding_gradients_are_sparse_and_dense_layers_are_not() {
+    let network = Network::new(&ModelConfig::default(), sizes(), Device::Cpu);
+    backward_on_two_votes(&network);
     for (name, tensor) in network.named_tensors() {
         let sparse = tensor.grad().is_sparse();
         assert_eq!(sparse, name.ends_with("embedding"), "{name}");
@@ -119,14 +124,7 @@ fn adam_steps_an_embedding_row_by_its_gradient_over_the_row_rms() {
     let config = adam_bce_at_test_scale(Variant::ChannelMlp);
     let mut network = Network::new(&config, sizes(), Device::Cpu);
     let mut optimizer = Optimizer::new(&network);
-    let batch = Batch {
-        users: Tensor::from_slice(&[1_i64, 2]),
-        posts: Tensor::from_slice(&[3_i64, 4]),
-        channels: Tensor::from_slice(&[0_i64, 1]),
-    };
-    network
-        .loss(&batch, &Tensor::from_slice(&[1.0_f32, 0.0]))
-        .backward();
+    backward_on_two_votes(&network);
     let user_table = |network: &Network| {
         let (_, table) = network
             .named_tensors()

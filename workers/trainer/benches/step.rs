@@ -6,8 +6,9 @@
 //! `../shared/data/ciao/votes.csv` from the repository root). Prints a Markdown table; a profile
 //! of the same work by function is `perf record -g target/release/oleg-trainer eval ...`.
 
-use oleg_model::{train_epoch_timed, Network, Optimizer, Sizes, StepTimes, Votes};
+use oleg_model::{train_epoch_timed, Optimizer, StepTimes};
 use oleg_settings::{load, Sources};
+use oleg_trainer::cycle::fresh_network;
 use oleg_trainer::dataset::{read_votes_csv, split};
 use oleg_trainer::TrainerConfig;
 use std::path::PathBuf;
@@ -25,13 +26,7 @@ fn main() {
     let mut file = read_votes_csv(&path).expect("Ciao's votes (see ../shared/data/ciao)");
     file.vocab.complete_features(|_, _| None);
     let (train, _) = split(&file.columns, 0.2, 42);
-    let votes = Votes::from_columns(
-        &train.users,
-        &train.posts,
-        &train.channels,
-        &train.labels,
-        Device::Cpu,
-    );
+    let votes = train.to_votes(Device::Cpu);
     let rows = votes.all_rows();
     println!(
         "{} training votes, one thread; per step, milliseconds (share of the step)\n",
@@ -41,13 +36,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, model) in &config.trainer.variants {
         tch::manual_seed(42);
-        let sizes = Sizes {
-            users: file.vocab.users.len(),
-            posts: file.vocab.posts.len(),
-            channels: file.vocab.channels.len(),
-        };
-        let mut network = Network::new(model, sizes, Device::Cpu);
-        network.add_post_contents(&file.vocab.post_features);
+        let mut network = fresh_network(model, &file.vocab, Device::Cpu);
         let mut optimizer = Optimizer::new(&network);
         let mut epoch = |times: &mut StepTimes| {
             train_epoch_timed(

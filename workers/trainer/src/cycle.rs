@@ -98,7 +98,7 @@ pub fn hold_out_recent(
     }
     let (holdout, train): (Vec<usize>, Vec<usize>) = (0..columns.len()).partition(|&i| held[i]);
     let holdout = columns.pick(&holdout);
-    let train = to_votes(&columns.pick(&train), device);
+    let train = columns.pick(&train).to_votes(device);
     CycleData { train, holdout }
 }
 
@@ -127,19 +127,9 @@ pub fn fit_to(network: &mut Network, vocab: &Vocabularies) -> Result<(), oleg_mo
     Ok(())
 }
 
-fn to_votes(columns: &Columns, device: Device) -> Votes {
-    Votes::from_columns(
-        &columns.users,
-        &columns.posts,
-        &columns.channels,
-        &columns.labels,
-        device,
-    )
-}
-
 /// Evaluates `network` on `holdout`.
 pub fn evaluate(network: &Network, holdout: &Columns) -> Evaluation {
-    let votes = to_votes(holdout, network.device());
+    let votes = holdout.to_votes(network.device());
     let rows = votes.all_rows();
     evaluate_predictions(&predict(network, &votes, &rows), &labels_of(&votes, &rows))
 }

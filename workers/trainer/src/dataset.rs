@@ -1,6 +1,7 @@
 //! Votes as index columns, and the vocabularies that map ids to embedding rows.
 
 use oleg_features::{PostContent, PostFeatures};
+use oleg_model::Votes;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -8,6 +9,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::path::Path;
+use tch::Device;
 
 /// Id → row, in order of first sight; rows never move, so a grown model keeps what it learned.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -146,6 +148,17 @@ impl Columns {
             channels: indices.iter().map(|&i| self.channels[i]).collect(),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
         }
+    }
+
+    /// The columns as tensors on `device`, for training and prediction.
+    pub fn to_votes(&self, device: Device) -> Votes {
+        Votes::from_columns(
+            &self.users,
+            &self.posts,
+            &self.channels,
+            &self.labels,
+            device,
+        )
     }
 
     pub fn extend(&mut self, other: &Columns) {

@@ -2,16 +2,14 @@
 //! (seeded) or in time, and reports holdout figures (all holdout votes, and those on posts never
 //! seen in training), speed and peak memory.
 
+use crate::cycle::fresh_network;
 use crate::dataset::{read_votes_csv, split, split_by_time, Columns, Vocabularies, VotesFile};
 use crate::TrainerConfig;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use oleg_features::PostContent;
 use oleg_messages::ScrapedPost;
-use oleg_model::{
-    evaluate_predictions, labels_of, predict, train_epoch, ModelConfig, Network, Optimizer, Sizes,
-    Votes,
-};
+use oleg_model::{evaluate_predictions, labels_of, predict, train_epoch, ModelConfig, Optimizer};
 use oleg_telemetry::PeakMemoryCollector;
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -246,17 +244,9 @@ pub fn evaluate_variant(
     } = split;
     reset_peak_rss();
     tch::manual_seed(seed as i64);
-    let sizes = Sizes {
-        users: vocab.users.len(),
-        posts: vocab.posts.len(),
-        channels: vocab.channels.len(),
-    };
-    let mut network = Network::new(config, sizes, device);
-    network.add_post_contents(&vocab.post_features);
+    let mut network = fresh_network(config, vocab, device);
     let mut optimizer = Optimizer::new(&network);
-    let to_votes =
-        |c: &Columns| Votes::from_columns(&c.users, &c.posts, &c.channels, &c.labels, device);
-    let (train_votes, holdout_votes) = (to_votes(train), to_votes(holdout));
+    let (train_votes, holdout_votes) = (train.to_votes(device), holdout.to_votes(device));
     let (train_rows, holdout_rows) = (train_votes.all_rows(), holdout_votes.all_rows());
     let labels = labels_of(&holdout_votes, &holdout_rows);
     let trained_posts: std::collections::HashSet<i64> = train.posts.iter().copied().collect();

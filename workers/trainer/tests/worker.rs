@@ -48,6 +48,19 @@ impl Services {
         };
         self.bus.publish(&notice).await.unwrap();
     }
+
+    /// The vocabularies file of a stored model, as JSON.
+    async fn model_vocab(&self, version: ModelVersion) -> serde_json::Value {
+        let record = self.store.model(version).await.unwrap().unwrap();
+        let files = record.files.unwrap();
+        let bytes = self
+            .store
+            .read_model_file(version, VOCAB_FILE, &files.vocab)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
     async fn new(test: &str) -> Self {
         Self(TestServices::start(test, mongo_settings(test)).await)
     }
@@ -237,14 +250,7 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
         .1
         .size();
     assert_eq!(users, vec![150, 100]);
-    let vocab: serde_json::Value = serde_json::from_slice(
-        &services
-            .store
-            .read_model_file(first.version, VOCAB_FILE, &files.vocab)
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let vocab = services.model_vocab(first.version).await;
     assert_eq!(vocab["users"].as_array().unwrap().len(), 150);
     assert_eq!(vocab["channels"].as_array().unwrap().len(), 4);
 
@@ -395,9 +401,6 @@ async fn a_trainer_frozen_past_its_lease_publishes_nothing_when_it_thaws() {
     services.finish().await;
 }
 
-/// Defect: ingest stamps a vote before writing it, so a batch that commits late can carry a time
-/// before the live model's mark, and incremental cycles ("ingested after the mark") skipped it
-/// until the next full cycle.
 /// The model follows activity: a full retraining leaves out people whose votes are all older
 /// than `active_days`, and one who votes again comes back as a new row.
 #[tokio::test]
@@ -411,31 +414,18 @@ async fn people_inactive_beyond_the_window_leave_the_model_and_return_when_they_
     services.store_votes(1_001, 6_000, now - day_ms).await;
     let trainer =
         services.spawn_trainer_with("trainer.log", &[("OLEG__TRAINER__ACTIVE_DAYS", "365")]);
-    let users_of = |version: ModelVersion| {
-        let services = &services;
-        async move {
-            let record = services.store.model(version).await.unwrap().unwrap();
-            let files = record.files.unwrap();
-            let vocab: serde_json::Value = serde_json::from_slice(
-                &services
-                    .store
-                    .read_model_file(version, VOCAB_FILE, &files.vocab)
-                    .await
-                    .unwrap(),
-            )
-            .unwrap();
-            let mut users: Vec<i64> = vocab["users"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|u| u.as_i64().unwrap())
-                .collect();
-            users.sort_unstable();
-            users
-        }
+    let users_of = |vocab: serde_json::Value| {
+        let mut users: Vec<i64> = vocab["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_i64().unwrap())
+            .collect();
+        users.sort_unstable();
+        users
     };
     let first = next_published(&mut published, Duration::from_secs(120), &trainer).await;
-    let users = users_of(first.version).await;
+    let users = users_of(services.model_vocab(first.version).await);
     assert_eq!(
         users,
         (1_001..=1_150).collect::<Vec<_>>(),
@@ -445,12 +435,15 @@ async fn people_inactive_beyond_the_window_leave_the_model_and_return_when_they_
     let back = store_taste_votes(&services, 3, 1_000, now - 60_000, now).await;
     services.announce(back as u64, now).await;
     let second = next_published(&mut published, Duration::from_secs(120), &trainer).await;
-    let users = users_of(second.version).await;
+    let users = users_of(services.model_vocab(second.version).await);
     assert_eq!(users.len(), 250, "back as new rows");
     assert!(users.contains(&1) && users.contains(&100) && users.contains(&1_150));
     services.finish().await;
 }
 
+/// Defect: ingest stamps a vote before writing it, so a batch that commits late can carry a time
+/// before the live model's mark, and incremental cycles ("ingested after the mark") skipped it
+/// until the next full cycle.
 #[tokio::test]
 async fn a_batch_committed_late_is_trained_in_the_next_incremental_cycle() {
     let services = Services::new("trainer-late").await;
