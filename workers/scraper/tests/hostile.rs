@@ -112,10 +112,6 @@ impl Harness {
         Self { services, scraper }
     }
 
-    async fn channel(&self, name: &str) -> oleg_store::ChannelRecord {
-        self.services.store.channel(name).await.unwrap().unwrap()
-    }
-
     /// Waits until `name` satisfies `done`.
     async fn wait_channel(
         &self,
@@ -125,9 +121,11 @@ impl Harness {
     ) -> oleg_store::ChannelRecord {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let record = self.channel(name).await;
-            if done(&record) {
-                return record;
+            // No record yet is "not yet": the scraper stores a channel it follows from its
+            // settings at its first pass, which may come a moment after it reports ready.
+            let record = self.services.store.channel(name).await.unwrap();
+            if let Some(record) = record.as_ref().filter(|record| done(record)) {
+                return record.clone();
             }
             assert!(
                 Instant::now() < deadline,
