@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every worker's benchmark and the main job, and writes each one's figures, with the command,
 # machine and date, into its block of docs/BENCHMARKS.md (between `<!-- bench:NAME -->` and
-# `<!-- /bench:NAME -->`; the discussion around the blocks is kept). Takes about 25 minutes, most
-# of it the trainer at 10 million votes; OLEG_BENCH_ONLY=ranker,scraper runs only those.
+# `<!-- /bench:NAME -->`; the discussion around the blocks is kept). Takes about 35 minutes, most
+# of it the trainer at 10 million votes and the scale run (7 minutes); OLEG_BENCH_ONLY=ranker,scraper
+# runs only those.
 set -euo pipefail
 # shellcheck source=deploy/dev/services.sh
 source "$(dirname "${BASH_SOURCE[0]}")/services.sh"
@@ -50,4 +51,5 @@ bench scraper cargo bench -q --locked -p oleg-scraper --bench parse
 bench bot cargo bench -q --locked -p oleg-bot --bench interactions
 bench demo target/release/oleg-demo --no-prometheus
 bench demo-generated target/release/oleg-demo --no-prometheus --world generated
+bench pipeline-scale target/release/oleg-scale
 echo "docs/BENCHMARKS.md updated" >&2

@@ -104,6 +104,28 @@ pub enum Candidate<'a> {
         channel: &'a str,
         content: &'a PostFeatures,
     },
+    /// A post the model did not see, as [`ScoringModel::new_post_part`] worked it out once:
+    /// scored as `New` would be, without working it out again for every request.
+    Computed {
+        part: &'a [f32],
+        bias: f32,
+    },
+}
+
+/// What a model makes of a post it did not see, from its channel and content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewPostPart {
+    part: Box<[f32]>,
+    bias: f32,
+}
+
+impl NewPostPart {
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate::Computed {
+            part: &self.part,
+            bias: self.bias,
+        }
+    }
 }
 
 pub struct ScoringModel {
@@ -498,18 +520,67 @@ impl ScoringModel {
         post_id: i64,
         content: &'a PostFeatures,
     ) -> Candidate<'a> {
-        Self::candidate_at(self.post_row(channel, post_id), channel, content)
-    }
-
-    /// A candidate whose row (see [`Self::post_row`]) the caller looked up before.
-    pub fn candidate_at<'a>(
-        row: Option<usize>,
-        channel: &'a str,
-        content: &'a PostFeatures,
-    ) -> Candidate<'a> {
-        match row {
+        match self.post_row(channel, post_id) {
             Some(row) => Candidate::Known(row),
             None => Candidate::New { channel, content },
+        }
+    }
+
+    /// What this model makes of a post it did not see (for [`Candidate::Computed`]): for a
+    /// content network most of a new post's cost, which depends on the model and the post only.
+    pub fn new_post_part(&self, channel: &str, content: &PostFeatures) -> NewPostPart {
+        let (mut vector, mut with_content) = (Vec::new(), Vec::new());
+        let (part, bias) = self.new_part(channel, content, &mut vector, &mut with_content);
+        NewPostPart {
+            part: part.into(),
+            bias,
+        }
+    }
+
+    /// A new post's part (the first layer's post input for the channel network, the post
+    /// vector for the dot network) and bias; `vector` and `with_content` are scratch space.
+    fn new_part<'s>(
+        &'s self,
+        channel: &str,
+        features: &PostFeatures,
+        vector: &mut Vec<f32>,
+        with_content: &'s mut Vec<f32>,
+    ) -> (&'s [f32], f32) {
+        match &self.network {
+            Network::Channel {
+                hidden,
+                channel_parts,
+                average_part,
+                content,
+                ..
+            } => {
+                let hidden = *hidden;
+                let part = match self.channel_rows.get(channel) {
+                    Some(&c) => &channel_parts[c * hidden..(c + 1) * hidden],
+                    None => &average_part[..],
+                };
+                match content {
+                    Some(table) => {
+                        table.add_to(part, features, vector, with_content);
+                        (&with_content[..], 0.0)
+                    }
+                    None => (part, 0.0),
+                }
+            }
+            Network::Dot {
+                dim,
+                channel_average,
+                channel_average_bias,
+                average_post,
+                average_post_bias,
+                ..
+            } => match self.channel_rows.get(channel) {
+                Some(&c) => (
+                    &channel_average[c * dim..(c + 1) * dim],
+                    channel_average_bias[c],
+                ),
+                None => (&average_post[..], *average_post_bias),
+            },
         }
     }
 
@@ -523,12 +594,10 @@ impl ScoringModel {
                 users,
                 user_block,
                 post_parts,
-                channel_parts,
-                average_part,
                 output,
                 output_bias,
-                content,
                 post_bias,
+                ..
             } => {
                 let (dim, hidden) = (*user_dim, *hidden);
                 let (mut vector, mut with_content) = (Vec::new(), Vec::new());
@@ -546,23 +615,10 @@ impl ScoringModel {
                             &post_parts[row * hidden..(row + 1) * hidden],
                             post_bias.get(*row).copied().unwrap_or(0.0),
                         ),
-                        Candidate::New {
-                            channel,
-                            content: features,
-                        } => {
-                            let part = match self.channel_rows.get(*channel) {
-                                Some(&c) => &channel_parts[c * hidden..(c + 1) * hidden],
-                                None => &average_part[..],
-                            };
-                            let part = match content {
-                                Some(table) => {
-                                    table.add_to(part, features, &mut vector, &mut with_content);
-                                    &with_content[..]
-                                }
-                                None => part,
-                            };
-                            (part, 0.0)
+                        Candidate::New { channel, content } => {
+                            self.new_part(channel, content, &mut vector, &mut with_content)
                         }
+                        Candidate::Computed { part, bias } => (*part, *bias),
                     };
                     let logit = relu_dot(&person, part, output) + output_bias + bias;
                     out.push(sigmoid(logit) * self.output_scale);
@@ -575,25 +631,20 @@ impl ScoringModel {
                 posts,
                 post_bias,
                 global_bias,
-                channel_average,
-                channel_average_bias,
-                average_post,
-                average_post_bias,
+                ..
             } => {
                 let dim = *dim;
                 let u = &users[user_row * dim..(user_row + 1) * dim];
+                let (mut vector, mut with_content) = (Vec::new(), Vec::new());
                 for candidate in candidates {
                     let (p, b) = match candidate {
                         Candidate::Known(row) => {
                             (&posts[row * dim..(row + 1) * dim], post_bias[*row])
                         }
-                        Candidate::New { channel, .. } => match self.channel_rows.get(*channel) {
-                            Some(&c) => (
-                                &channel_average[c * dim..(c + 1) * dim],
-                                channel_average_bias[c],
-                            ),
-                            None => (&average_post[..], *average_post_bias),
-                        },
+                        Candidate::New { channel, content } => {
+                            self.new_part(channel, content, &mut vector, &mut with_content)
+                        }
+                        Candidate::Computed { part, bias } => (*part, *bias),
                     };
                     let logit = u.iter().zip(p).map(|(a, b)| a * b).sum::<f32>()
                         + user_bias[user_row]

@@ -213,6 +213,15 @@ fn a_post_newer_than_the_model_scores_as_the_trainer_would_start_it() {
         );
         let mut scores = Vec::new();
         model.score(model.user_row(1004).unwrap(), &[new_post], &mut scores);
+        // Worked out once (as the ranker keeps it per model and post), the same score exactly.
+        let part = model.new_post_part("channel_3", new_content);
+        let mut computed = Vec::new();
+        model.score(
+            model.user_row(1004).unwrap(),
+            &[part.candidate()],
+            &mut computed,
+        );
+        assert_eq!(computed, scores, "{:?}", config.variant);
         let expected = expected.double_value(&[0]) as f32;
         assert!(
             (scores[0] - expected).abs() < 1e-5,

@@ -136,15 +136,7 @@ impl Frontend {
                 let mut answers: Vec<(usize, Shown)> =
                     futures::stream::iter(people.iter().enumerate())
                         .map(|(index, person)| async move {
-                            let request = RecommendRequest::new(*person, 1);
-                            let shown =
-                                match rpc.call(QueueName::Recommend, &request, timeout).await {
-                                    Ok(body) => match decode::<RecommendReply>(&body, 1 << 20) {
-                                        Ok(reply) => from_reply(reply),
-                                        Err(rejection) => Shown::Failed(rejection.detail),
-                                    },
-                                    Err(error) => Shown::Failed(error.to_string()),
-                                };
+                            let shown = recommend(rpc, *person, timeout).await;
                             on_answer();
                             (index, shown)
                         })
@@ -240,6 +232,18 @@ impl Frontend {
             }
         }
         Ok(())
+    }
+}
+
+/// Asks the ranker for one post for `person`, as a bot does.
+pub async fn recommend(rpc: &RpcClient, person: UserId, timeout: Duration) -> Shown {
+    let request = RecommendRequest::new(person, 1);
+    match rpc.call(QueueName::Recommend, &request, timeout).await {
+        Ok(body) => match decode::<RecommendReply>(&body, 1 << 20) {
+            Ok(reply) => from_reply(reply),
+            Err(rejection) => Shown::Failed(rejection.detail),
+        },
+        Err(error) => Shown::Failed(error.to_string()),
     }
 }
 

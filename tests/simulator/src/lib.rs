@@ -11,6 +11,7 @@ pub mod informed;
 pub mod pipeline;
 pub mod prometheus;
 pub mod run;
+pub mod scale;
 pub mod simulation;
 pub mod taste;
 pub mod vote_log;

@@ -68,6 +68,8 @@ pub fn worker_binary(binary: &str) -> anyhow::Result<PathBuf> {
 pub struct PipelineOptions {
     pub amqp: AmqpSettings,
     pub mongo: MongoSettings,
+    /// The workers' `OLEG_ENV` (`config/<config_env>.toml` on top of the defaults).
+    pub config_env: String,
     /// Where the scraper reads `/s/<channel>` pages.
     pub site_url: String,
     pub channels: Vec<String>,
@@ -86,13 +88,13 @@ pub struct LocalPipeline {
 }
 
 impl LocalPipeline {
-    /// Starts the four workers (and the bot, given a Bot API) with `OLEG_ENV=demo` on the
-    /// options' services.
+    /// Starts the four workers (and the bot, given a Bot API) with the options' `OLEG_ENV` on
+    /// their services.
     pub fn start(options: &PipelineOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&options.log_dir)?;
         let mut env = worker_env(&options.amqp, &options.mongo);
         env.extend([
-            ("OLEG_ENV".to_owned(), "demo".to_owned()),
+            ("OLEG_ENV".to_owned(), options.config_env.clone()),
             (
                 "OLEG__SCRAPER__BASE_URL".to_owned(),
                 options.site_url.clone(),

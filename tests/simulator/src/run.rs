@@ -28,6 +28,8 @@ pub struct RunSettings {
     pub fixtures: PathBuf,
     /// A generated world served beside the saved pages, its posts arriving round after round.
     pub world: Option<WorldSettings>,
+    /// The workers' `OLEG_ENV`: `demo`, or `scale` for the scale run.
+    pub config_env: String,
     pub amqp: AmqpSettings,
     pub mongo: MongoSettings,
     /// Worker logs, Prometheus' data and configuration.
@@ -89,10 +91,11 @@ impl PipelineRun {
         let mut site = FixtureSite::load(&settings.fixtures)?;
         let saved = site.channels().len();
         let world = settings.world.map(|w| Arc::new(World::generate(w)));
-        let mut extra = settings.extra.clone();
+        let mut extra = Vec::new();
         if let Some(world) = &world {
             site = site.with_world(world.clone());
-            // New posts appear before every round: the scraper looks every second.
+            // New posts appear before every round: the scraper looks every second (unless the
+            // run's own settings, which come after, say otherwise).
             extra.extend([
                 ("OLEG__SCRAPER__POLL_INTERVAL_S".to_owned(), "1".to_owned()),
                 (
@@ -101,6 +104,7 @@ impl PipelineRun {
                 ),
             ]);
         }
+        extra.extend(settings.extra.iter().cloned());
         let channels = site.channels();
         let site_url = site.serve().await?;
         observer.stage(&format!(
@@ -132,6 +136,7 @@ impl PipelineRun {
         let pipeline = LocalPipeline::start(&PipelineOptions {
             amqp: settings.amqp.clone(),
             mongo: settings.mongo.clone(),
+            config_env: settings.config_env.clone(),
             site_url,
             channels: channels.clone(),
             log_dir: settings.work_dir.join("logs"),
@@ -210,7 +215,11 @@ impl PipelineRun {
     }
 
     /// Waits until the scraper has stored every post the world has published.
-    async fn wait_for_world_posts(&self, world: &World, within: Duration) -> anyhow::Result<()> {
+    pub async fn wait_for_world_posts(
+        &self,
+        world: &World,
+        within: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + within;
         let filter = doc! {"channel": {"$in": world.channels()}};
         loop {

@@ -360,7 +360,9 @@ fn baselines(
     (mean, mean * (1.0 - mean), best)
 }
 
-async fn load_posts(
+/// The stored posts as the people see them (with the hidden topic and quality of a generated
+/// world's posts).
+pub async fn load_posts(
     store: &Store,
     world: Option<&World>,
 ) -> anyhow::Result<HashMap<PostRef, PostTraits>> {

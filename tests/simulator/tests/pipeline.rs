@@ -31,6 +31,7 @@ async fn recommendations_beat_random_order_and_nothing_is_lost() {
         },
         fixtures: repo_root().join("../shared/fixtures/telegram"),
         world: None,
+        config_env: "demo".into(),
         amqp: amqp_settings("pipeline"),
         mongo: mongo_settings("pipeline"),
         work_dir: scratch_dir("pipeline"),

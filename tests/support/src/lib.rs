@@ -208,6 +208,15 @@ pub fn repo_root() -> std::path::PathBuf {
         .expect("repo root")
 }
 
+/// The sum of the series on a `/metrics` page that start with `series` (a name, or a name and
+/// the first of its labels: `oleg_x_total{outcome="duplicate"`); 0 if none.
+pub fn metric_sum(page: &str, series: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(series) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -302,6 +311,10 @@ impl WorkerProcess {
             metrics_addr,
             log,
         }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// GET `path` on the worker's telemetry endpoint: `(status, body)`, or `None` if it does not answer.

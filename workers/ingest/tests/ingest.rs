@@ -250,13 +250,6 @@ impl Scenario {
     }
 }
 
-fn metric_sum(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn ten_thousand_votes_with_duplicates_and_out_of_order_revotes_are_stored_exactly() {
     let services = Services::new("ingest-10k", None).await;

@@ -199,7 +199,16 @@ impl Ranker {
         let model = self.inner.model.current();
         let mut pool = self.pool_mut();
         if let Some(model) = &model {
-            pool.resolve(&model.scorer);
+            // Requests wait meanwhile: the time is logged, as it grows with the candidates.
+            let started = std::time::Instant::now();
+            if pool.resolve(&model.scorer) {
+                tracing::info!(
+                    version = %model.version,
+                    candidates = pool.posts.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "candidates worked out for the model"
+                );
+            }
         }
         if pool.expire(self.window_start_ms()) {
             self.inner.metrics.pool_posts.set(pool.posts.len() as i64);

@@ -5,7 +5,7 @@
 //! know (a re-vote by someone the replica does not hold, a notice lost).
 
 use oleg_features::{PostContent, PostFeatures};
-use oleg_scorer::{Candidate, ScoringModel};
+use oleg_scorer::{Candidate, NewPostPart, ScoringModel};
 use oleg_store::{PostKey, RecentPost, VoteChange};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,19 +37,50 @@ impl CandidatePost {
     }
 }
 
+/// A candidate's channel and votes, kept beside it so that ranking reads them without a lookup
+/// by name: a request goes over every candidate.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    /// The channel's slot in `Pool::channel_counts`.
+    channel: usize,
+    likes: u32,
+    votes: u32,
+}
+
+/// A post as a model sees it: its row if the model saw it, else what the model makes of its
+/// channel and content (for a content network, most of what scoring a new post costs).
+#[derive(Debug, Clone)]
+enum ModelPost {
+    Row(usize),
+    New(NewPostPart),
+}
+
+impl ModelPost {
+    fn of(post: &CandidatePost, scorer: &ScoringModel) -> Self {
+        match scorer.post_row(&post.channel, post.post_id) {
+            Some(row) => Self::Row(row),
+            None => Self::New(scorer.new_post_part(&post.channel, &post.features)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
     pub posts: Vec<CandidatePost>,
     /// Where each of `posts` is, so that adding or finding one is not a scan of them all.
-    positions: HashMap<PostKey, usize>,
-    /// Each post's row in the model with id `rows_model` (none if it did not see the post),
-    /// looked up once per model and post instead of once per request and candidate.
-    model_rows: Vec<Option<usize>>,
+    positions: foldhash::HashMap<PostKey, usize>,
+    /// One per post of `posts`.
+    tallies: Vec<Tally>,
+    /// Each post as the model with id `rows_model` sees it (none where no model was given),
+    /// worked out once per model and post instead of once per request and candidate.
+    model_rows: Vec<Option<ModelPost>>,
     rows_model: Option<u64>,
-    /// Likes and votes per post.
+    /// Likes and votes per post, candidates or not (a vote may be heard before its post).
     counts: HashMap<PostKey, (u32, u32)>,
-    /// Likes and votes per channel, and in all.
-    channel_counts: HashMap<String, (u64, u64)>,
+    /// Each channel's slot in `channel_counts`; channels are never dropped (there are few).
+    channel_slots: foldhash::HashMap<String, usize>,
+    /// Likes and votes per channel slot, and in all.
+    channel_counts: Vec<(u64, u64)>,
     total: (u64, u64),
     prior_strength: f64,
 }
@@ -62,6 +93,7 @@ impl Pool {
     ) -> Self {
         let mut pool = Self {
             prior_strength,
+            counts,
             ..Self::default()
         };
         for post in posts {
@@ -75,11 +107,23 @@ impl Pool {
                 None,
             );
         }
-        for (key, (likes, votes)) in &counts {
-            pool.add_counts(key, i64::from(*likes), i64::from(*votes));
+        let counts: Vec<(PostKey, (u32, u32))> =
+            pool.counts.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        for (key, (likes, votes)) in counts {
+            pool.add_counts(&key, i64::from(likes), i64::from(votes));
         }
-        pool.counts = counts;
         pool
+    }
+
+    /// The slot of `channel` in `channel_counts`, added if new.
+    fn channel_slot_or_add(&mut self, channel: &str) -> usize {
+        if let Some(&slot) = self.channel_slots.get(channel) {
+            return slot;
+        }
+        let slot = self.channel_counts.len();
+        self.channel_counts.push((0, 0));
+        self.channel_slots.insert(channel.to_owned(), slot);
+        slot
     }
 
     fn add_counts(&mut self, key: &PostKey, likes: i64, votes: i64) {
@@ -87,10 +131,8 @@ impl Pool {
             *l = l.saturating_add_signed(likes);
             *v = v.saturating_add_signed(votes);
         };
-        add(self
-            .channel_counts
-            .entry(key.channel().to_owned())
-            .or_default());
+        let slot = self.channel_slot_or_add(key.channel());
+        add(&mut self.channel_counts[slot]);
         add(&mut self.total);
     }
 
@@ -106,6 +148,10 @@ impl Pool {
         let count = self.counts.entry(key.clone()).or_default();
         count.0 = count.0.saturating_add_signed(likes);
         count.1 = count.1.saturating_add_signed(votes);
+        let count = *count;
+        if let Some(i) = self.position(key) {
+            (self.tallies[i].likes, self.tallies[i].votes) = count;
+        }
         self.add_counts(key, i64::from(likes), i64::from(votes));
     }
 
@@ -128,34 +174,45 @@ impl Pool {
             self.rows_model = None;
         }
         self.model_rows
-            .push(scorer.and_then(|s| s.post_row(&post.channel, post.post_id)));
+            .push(scorer.map(|s| ModelPost::of(&post, s)));
+        let (likes, votes) = self.counts(&post.key);
+        let channel = self.channel_slot_or_add(&post.channel);
+        self.tallies.push(Tally {
+            channel,
+            likes,
+            votes,
+        });
         self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
         true
     }
 
-    /// Looks up every post's row in `scorer`, unless done already.
-    pub fn resolve(&mut self, scorer: &ScoringModel) {
+    /// Works out every post as `scorer` sees it (its row, or what it makes of a new post),
+    /// unless done already; whether it did.
+    pub fn resolve(&mut self, scorer: &ScoringModel) -> bool {
         if self.rows_model == Some(scorer.id()) {
-            return;
+            return false;
         }
         self.model_rows = self
             .posts
             .iter()
-            .map(|p| scorer.post_row(&p.channel, p.post_id))
+            .map(|p| Some(ModelPost::of(p, scorer)))
             .collect();
         self.rows_model = Some(scorer.id());
+        true
     }
 
     /// The post at `index` as `scorer` sees it.
     pub fn candidate<'a>(&'a self, index: usize, scorer: &ScoringModel) -> Candidate<'a> {
         let post = &self.posts[index];
-        let row = if self.rows_model == Some(scorer.id()) {
-            self.model_rows[index]
-        } else {
-            scorer.post_row(&post.channel, post.post_id)
+        let resolved = match &self.model_rows[index] {
+            Some(resolved) if self.rows_model == Some(scorer.id()) => resolved,
+            _ => return scorer.candidate(&post.channel, post.post_id, &post.features),
         };
-        ScoringModel::candidate_at(row, &post.channel, &post.features)
+        match resolved {
+            ModelPost::Row(row) => Candidate::Known(*row),
+            ModelPost::New(part) => part.candidate(),
+        }
     }
 
     /// One flag per post of `posts`: whether `keys` names it (keys of other posts are ignored).
@@ -177,16 +234,20 @@ impl Pool {
     pub fn expire(&mut self, cutoff_ms: i64) -> bool {
         let before = self.posts.len();
         let mut rows = std::mem::take(&mut self.model_rows).into_iter();
-        let mut kept_rows = Vec::with_capacity(before);
+        let mut tallies = std::mem::take(&mut self.tallies).into_iter();
+        let (mut kept_rows, mut kept_tallies) =
+            (Vec::with_capacity(before), Vec::with_capacity(before));
         self.posts.retain(|p| {
-            let row = rows.next().flatten();
+            let (row, tally) = (rows.next().flatten(), tallies.next().unwrap_or_default());
             let keep = p.published_at_ms >= cutoff_ms;
             if keep {
                 kept_rows.push(row);
+                kept_tallies.push(tally);
             }
             keep
         });
         self.model_rows = kept_rows;
+        self.tallies = kept_tallies;
         if self.posts.len() == before {
             return false;
         }
@@ -205,18 +266,35 @@ impl Pool {
             .map(|i| self.posts[i].text.clone())
     }
 
-    /// The cold-start score of a post.
-    pub fn popularity(&self, post: &CandidatePost) -> f64 {
+    /// The cold-start score of the post at `index`.
+    pub fn popularity(&self, index: usize) -> f64 {
         let k = self.prior_strength;
         let rate = |(likes, votes): (f64, f64), prior: f64| (likes + k * prior) / (votes + k);
         // Half a vote each way keeps an empty store at 0.5.
         let global = (self.total.0 as f64 + 0.5) / (self.total.1 as f64 + 1.0);
-        let channel = self
-            .channel_counts
-            .get(&post.channel)
-            .map_or(global, |&(l, v)| rate((l as f64, v as f64), global));
-        let (likes, votes) = self.counts(&post.key);
-        rate((f64::from(likes), f64::from(votes)), channel)
+        let tally = self.tallies[index];
+        let (channel_likes, channel_votes) = self.channel_counts[tally.channel];
+        let channel = if channel_votes == 0 {
+            global
+        } else {
+            rate((channel_likes as f64, channel_votes as f64), global)
+        };
+        rate((f64::from(tally.likes), f64::from(tally.votes)), channel)
+    }
+
+    /// How many channels have a slot (see [`Self::channel_slot`]).
+    pub fn channel_slots(&self) -> usize {
+        self.channel_counts.len()
+    }
+
+    /// The slot of a channel: a small number per channel the pool has heard of.
+    pub fn channel_slot(&self, channel: &str) -> Option<usize> {
+        self.channel_slots.get(channel).copied()
+    }
+
+    /// The channel slot of the post at `index`.
+    pub fn channel_slot_of(&self, index: usize) -> usize {
+        self.tallies[index].channel
     }
 
     /// Likes and votes on a post.
@@ -258,8 +336,14 @@ pub(crate) mod tests {
             counts,
             5.0,
         );
-        let score =
-            |key: &str| pool.popularity(pool.posts.iter().find(|p| p.key.as_str() == key).unwrap());
+        let score = |key: &str| {
+            pool.popularity(
+                pool.posts
+                    .iter()
+                    .position(|p| p.key.as_str() == key)
+                    .unwrap(),
+            )
+        };
         assert!(
             score("good_channel/2") > score("bad_channel/1"),
             "an unvoted post of a good channel beats a disliked one"
@@ -290,9 +374,9 @@ pub(crate) mod tests {
             HashMap::from([(key("a", 1), (2, 3)), (key("b", 1), (1, 1))]),
             5.0,
         );
-        for post in &reloaded.posts {
-            let a = heard.popularity(post);
-            let b = reloaded.popularity(post);
+        for (i, post) in reloaded.posts.iter().enumerate() {
+            let a = heard.popularity(heard.position(&post.key).unwrap());
+            let b = reloaded.popularity(i);
             assert!((a - b).abs() < 1e-12, "{}: {a} vs {b}", post.key);
         }
         assert_eq!(heard.counts(&key("b", 1)), (1, 1));
@@ -324,13 +408,12 @@ pub(crate) mod tests {
             CandidatePost::new("a".into(), 9, 30, &Default::default()),
             Some(&scorer),
         );
+        let (mut kept, mut fresh) = (Vec::new(), Vec::new());
         for (i, post) in pool.posts.iter().enumerate() {
-            assert_eq!(
-                pool.candidate(i, &scorer),
-                scorer.candidate(&post.channel, post.post_id, &post.features),
-                "{}",
-                post.key
-            );
+            scorer.score(0, &[pool.candidate(i, &scorer)], &mut kept);
+            let candidate = scorer.candidate(&post.channel, post.post_id, &post.features);
+            scorer.score(0, &[candidate], &mut fresh);
+            assert_eq!(kept, fresh, "{}", post.key);
         }
         assert!(matches!(pool.candidate(1, &scorer), Candidate::Known(1)));
     }

@@ -6,7 +6,7 @@
 use crate::pool::Pool;
 use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
-use oleg_store::{PersonHistory, PostKey};
+use oleg_store::PersonHistory;
 use rand::Rng;
 use rand_distr::{Beta, Distribution, StandardNormal};
 
@@ -71,10 +71,7 @@ pub fn rank(
             scorer.score(row, &refs, &mut out);
             out.into_iter().map(f64::from).collect()
         }
-        None => candidates
-            .iter()
-            .map(|&i| pool.popularity(&pool.posts[i]))
-            .collect(),
+        None => candidates.iter().map(|&i| pool.popularity(i)).collect(),
     };
     // What orders the candidates: the score, except for Thompson posts left undrawn, which go
     // after every drawn one (by their posterior mean).
@@ -88,14 +85,18 @@ pub fn rank(
             scores.clone()
         }
         ExplorationPolicy::Thompson => {
-            let history = &exploration.history.channel_votes;
-            let tallies: foldhash::HashMap<&str, (u32, u32)> =
-                history.iter().map(|(c, t)| (c.as_str(), *t)).collect();
+            // The person's tallies by channel slot: a candidate's is then an index, not a lookup.
+            let mut tallies: Vec<Option<(u32, u32)>> = vec![None; pool.channel_slots()];
+            for (channel, tally) in &exploration.history.channel_votes {
+                if let Some(slot) = pool.channel_slot(channel) {
+                    tallies[slot] = Some(*tally);
+                }
+            }
             let beliefs: Vec<(f64, f64)> = scores
                 .iter()
                 .zip(&candidates)
                 .map(|(&estimate, &i)| {
-                    let tally = tallies.get(pool.posts[i].channel.as_str()).copied();
+                    let tally = tallies[pool.channel_slot_of(i)];
                     belief(estimate, tally, exploration.prior_votes)
                 })
                 .collect();
@@ -151,14 +152,14 @@ fn fresh_picks(
     if slots == 0 {
         return Vec::new();
     }
-    let tried: foldhash::HashSet<&str> = exploration
-        .history
-        .seen
-        .iter()
-        .map(PostKey::channel)
-        .collect();
+    let mut tried = vec![false; pool.channel_slots()];
+    for key in &exploration.history.seen {
+        if let Some(slot) = pool.channel_slot(key.channel()) {
+            tried[slot] = true;
+        }
+    }
     let untried: Vec<usize> = (0..candidates.len())
-        .filter(|&i| !tried.contains(pool.posts[candidates[i]].channel.as_str()))
+        .filter(|&i| !tried[pool.channel_slot_of(candidates[i])])
         .collect();
     let untried_keys: Vec<f64> = untried.iter().map(|&i| keys[i]).collect();
     best(&untried_keys, slots)
@@ -200,6 +201,7 @@ fn belief(estimate: f64, channel: Option<(u32, u32)>, prior_votes: f64) -> (f64,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oleg_store::PostKey;
     use rand::SeedableRng;
     use std::collections::HashMap;
 

@@ -9,6 +9,7 @@ pub mod worker;
 
 pub use settings::{ScraperConfig, ScraperSettings};
 
+use anyhow::Context;
 use fetch::{Fetcher, RetryAfter};
 use oleg_runtime::{Worker, WorkerContext};
 use oleg_telemetry::Component;
@@ -41,6 +42,11 @@ impl Worker for App {
         let store = ctx
             .connect_store(&config.mongo, Duration::from_secs(2))
             .await?;
+        // Before the broker connects, so that the channels are stored by the time the scraper
+        // reports ready.
+        worker::add_configured_channels(&store, &config.scraper)
+            .await
+            .context("storing the configured channels")?;
         let bus = ctx.connect_bus(&config.amqp).await?;
         let s = &config.scraper;
         let fetcher = Fetcher::new(

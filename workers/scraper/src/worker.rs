@@ -74,12 +74,20 @@ pub struct Scraper {
     pub shutdown: CancellationToken,
 }
 
+/// Stores the channels of the settings (known ones are left as they are).
+pub async fn add_configured_channels(
+    store: &Store,
+    settings: &ScraperSettings,
+) -> Result<(), oleg_store::StoreError> {
+    let now = Utc::now().timestamp_millis();
+    for channel in &settings.channels {
+        store.add_channel(channel, now).await?;
+    }
+    Ok(())
+}
+
 impl Scraper {
     pub async fn run(self) -> anyhow::Result<()> {
-        let now = Utc::now().timestamp_millis();
-        for channel in &self.settings.channels {
-            self.store.add_channel(channel, now).await?;
-        }
         let additions = tokio::spawn(follow_additions(self.bus.clone(), self.store.clone()));
         while !self.shutdown.is_cancelled() {
             let due = match self

@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         frontend: FrontendKind::Bot,
         fixtures: root.join("../shared/fixtures/telegram"),
         world: None,
+        config_env: "demo".into(),
         amqp: config.amqp,
         mongo: config.mongo,
         work_dir: root.join("var/cluster-drill"),

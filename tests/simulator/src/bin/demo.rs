@@ -121,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| root.join("../shared/fixtures/telegram")),
         world: (cli.world == WorldKind::Generated)
             .then(|| WorldSettings::new(cli.people.rounds, cli.people.seed)),
+        config_env: "demo".into(),
         amqp: config.amqp,
         mongo: config.mongo,
         work_dir: root.join("var/demo"),
