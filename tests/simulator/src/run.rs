@@ -220,25 +220,14 @@ impl PipelineRun {
         world: &World,
         within: Duration,
     ) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + within;
-        let filter = doc! {"channel": {"$in": world.channels()}};
-        loop {
-            let stored = self
-                .store
-                .collections()
-                .posts
-                .count_documents(filter.clone())
-                .await?;
-            if stored >= world.published() as u64 {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "{stored} of the {} generated posts stored within {within:?}",
-                world.published()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        wait_for_count(
+            &self.store.collections().posts,
+            doc! {"channel": {"$in": world.channels()}},
+            world.published() as u64,
+            "generated posts",
+            within,
+        )
+        .await
     }
 
     /// The simulated people sign up and play their rounds; after each round the run waits until
@@ -361,5 +350,28 @@ impl PipelineRun {
             oleg_testkit::delete_topology(&self.settings.amqp).await;
         }
         unclean
+    }
+}
+
+/// Waits until at least `expected` documents of `collection` match `filter`; `what` names them
+/// in the error after `within`.
+pub async fn wait_for_count<T: Send + Sync>(
+    collection: &mongodb::Collection<T>,
+    filter: mongodb::bson::Document,
+    expected: u64,
+    what: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let stored = collection.count_documents(filter.clone()).await?;
+        if stored >= expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{stored} of the {expected} {what} stored within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -9,7 +9,7 @@
 //! people times hundreds of channels would make the load generator the largest process.
 
 use crate::frontend::{recommend, FrontendKind, Shown};
-use crate::run::{Observer, PipelineRun, RunSettings};
+use crate::run::{wait_for_count, Observer, PipelineRun, RunSettings};
 use crate::simulation::{load_posts, SimulationSettings};
 use crate::taste::{draws_like, population, PostTraits, TasteSpread};
 use crate::world::WorldSettings;
@@ -19,7 +19,6 @@ use mongodb::bson::doc;
 use oleg_bus::{Bus, RpcClient};
 use oleg_messages::{PostRef, Reaction, UserStarted, Vote};
 use oleg_settings::{AmqpSettings, MongoSettings};
-use oleg_store::Store;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -214,10 +213,10 @@ async fn load_run(
         .try_collect::<Vec<_>>()
         .await?;
     wait_for_count(
-        &run.store,
-        Count::Users,
+        &run.store.collections().users,
         doc! {"_id": {"$gte": first_user}},
         u64::from(settings.people),
+        "people",
         Duration::from_secs(900),
     )
     .await?;
@@ -252,17 +251,18 @@ async fn load_run(
     let load = apply_load(&run.bus, &rpc, &people, &posts, settings).await;
     let cpu_after = watch.cpu_ticks();
     let votes_filter = doc! {"user_id": {"$gte": first_user}};
-    let votes_stored_in_load = count(&run.store, Count::Votes, votes_filter.clone()).await?;
+    let votes = run.store.collections().votes;
+    let votes_stored_in_load = votes.count_documents(votes_filter.clone()).await?;
     observer.stage(&format!(
         "{} requests, {} votes; {} votes stored when the load ended",
         load.requests, load.votes, votes_stored_in_load
     ));
     let drain_started = Instant::now();
     wait_for_count(
-        &run.store,
-        Count::Votes,
+        &votes,
         votes_filter,
         load.votes,
+        "votes",
         Duration::from_secs(900),
     )
     .await?;
@@ -418,42 +418,6 @@ async fn apply_load(
     }
     figures.round_trips_ms.sort_by(f64::total_cmp);
     figures
-}
-
-#[derive(Clone, Copy)]
-enum Count {
-    Users,
-    Votes,
-}
-
-async fn count(store: &Store, what: Count, filter: mongodb::bson::Document) -> anyhow::Result<u64> {
-    let collections = store.collections();
-    Ok(match what {
-        Count::Users => collections.users.count_documents(filter).await?,
-        Count::Votes => collections.votes.count_documents(filter).await?,
-    })
-}
-
-/// Waits until `what` matching `filter` number at least `expected`.
-async fn wait_for_count(
-    store: &Store,
-    what: Count,
-    filter: mongodb::bson::Document,
-    expected: u64,
-    within: Duration,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let stored = count(store, what, filter.clone()).await?;
-        if stored >= expected {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{stored} of {expected} stored within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// Linux reports CPU time in clock ticks of a fixed 100 per second to user space (`USER_HZ`).

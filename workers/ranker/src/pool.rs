@@ -93,9 +93,13 @@ impl Pool {
     ) -> Self {
         let mut pool = Self {
             prior_strength,
-            counts,
             ..Self::default()
         };
+        for (key, (likes, votes)) in &counts {
+            pool.add_counts(key, i64::from(*likes), i64::from(*votes));
+        }
+        // Before the posts: each takes its votes from `counts` as it is inserted.
+        pool.counts = counts;
         for post in posts {
             pool.insert(
                 CandidatePost::new(
@@ -106,11 +110,6 @@ impl Pool {
                 ),
                 None,
             );
-        }
-        let counts: Vec<(PostKey, (u32, u32))> =
-            pool.counts.iter().map(|(k, c)| (k.clone(), *c)).collect();
-        for (key, (likes, votes)) in counts {
-            pool.add_counts(&key, i64::from(likes), i64::from(votes));
         }
         pool
     }
