@@ -9,6 +9,7 @@ use lapin::Acker;
 use lapin::{BasicProperties, Channel, Consumer};
 use oleg_messages::{DeadLetter, DeadLetterReason, Rejection};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// What a subscription consumes.
 #[derive(Debug, Clone)]
@@ -23,9 +24,16 @@ pub enum Source {
 
 /// A consumer that survives broker restarts: [`Subscription::next`] reconnects, redeclares and
 /// resumes on its own, and returns `None` only at shutdown.
+///
+/// `next` is cancel-safe: a caller that stops waiting (a timeout, the other branch of a
+/// `select!`) loses no delivery. Starting runs as a task of its own, which the next call picks
+/// up: cut short half-way, a start would leave a consumer on an open channel taking messages
+/// nobody reads, and a start merely paused would hold the bus's connection while the caller
+/// publishes.
 pub struct Subscription {
     bus: Bus,
     source: Source,
+    starting: Option<JoinHandle<Result<Active, BusError>>>,
     active: Option<Active>,
 }
 
@@ -40,6 +48,7 @@ impl Subscription {
         Self {
             bus,
             source,
+            starting: None,
             active: None,
         }
     }
@@ -54,7 +63,15 @@ impl Subscription {
                 return None;
             }
             if self.active.is_none() {
-                match self.start().await {
+                let (bus, source) = (&self.bus, &self.source);
+                let starting = self
+                    .starting
+                    .get_or_insert_with(|| tokio::spawn(start(bus.clone(), source.clone())));
+                let started = starting
+                    .await
+                    .expect("starting a subscription does not panic");
+                self.starting = None;
+                match started {
                     Ok(active) => self.active = Some(active),
                     Err(BusError::ShuttingDown) => return None,
                     Err(error) => {
@@ -90,56 +107,14 @@ impl Subscription {
         }
     }
 
-    async fn start(&self) -> Result<Active, BusError> {
-        let mut backoff = self.bus.backoff();
-        loop {
-            let (channel, _) = self.bus.open_channel(None).await?;
-            match self.subscribe(&channel).await {
-                Ok((consumer, queue)) => {
-                    tracing::info!(%queue, prefetch = self.bus.settings().prefetch, "consuming");
-                    return Ok(Active {
-                        channel,
-                        consumer,
-                        queue,
-                    });
-                }
-                Err(error) => {
-                    self.bus.report_broker_lost(&error);
-                    tokio::select! {
-                        _ = self.bus.shutdown_token().cancelled() => return Err(BusError::ShuttingDown),
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    }
-                }
-            }
-        }
-    }
-
-    async fn subscribe(&self, channel: &Channel) -> Result<(Consumer, String), lapin::Error> {
-        channel
-            .basic_qos(self.bus.settings().prefetch, BasicQosOptions::default())
-            .await?;
-        let queue = match &self.source {
-            Source::Shared(name) => self.bus.topology().queue(*name),
-            Source::PerReplica(keys) => {
-                self.bus
-                    .topology()
-                    .declare_replica_queue(channel, keys)
-                    .await?
-            }
-        };
-        let consumer = channel
-            .basic_consume(
-                queue.clone().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok((consumer, queue))
-    }
-
     /// Stops consuming; deliveries already handed out can still be acked until the bus closes.
     async fn stop(&mut self) {
+        // A start under way ends at shutdown; one that got as far as consuming is cancelled too.
+        if let Some(starting) = self.starting.take() {
+            if let Ok(Ok(active)) = starting.await {
+                self.active = Some(active);
+            }
+        }
         if let Some(active) = self.active.take() {
             let tag = active.consumer.tag();
             if let Err(error) = active
@@ -152,6 +127,75 @@ impl Subscription {
             tracing::info!(queue = %active.queue, "stopped consuming");
         }
     }
+}
+
+impl Drop for Subscription {
+    /// A start still under way is left to finish and its channel closed, so that its consumer
+    /// holds no message back from the queue's other consumers.
+    fn drop(&mut self) {
+        let Some(starting) = self.starting.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Ok(Ok(active)) = starting.await {
+                    let _ = active
+                        .channel
+                        .close(200, "subscription dropped".into())
+                        .await;
+                }
+            });
+        }
+    }
+}
+
+/// Opens a channel and starts consuming `source` on it, retrying with backoff until the broker
+/// answers or shutdown.
+async fn start(bus: Bus, source: Source) -> Result<Active, BusError> {
+    let mut backoff = bus.backoff();
+    loop {
+        let (channel, _) = bus.open_channel(None).await?;
+        match subscribe(&bus, &source, &channel).await {
+            Ok((consumer, queue)) => {
+                tracing::info!(%queue, prefetch = bus.settings().prefetch, "consuming");
+                return Ok(Active {
+                    channel,
+                    consumer,
+                    queue,
+                });
+            }
+            Err(error) => {
+                bus.report_broker_lost(&error);
+                tokio::select! {
+                    _ = bus.shutdown_token().cancelled() => return Err(BusError::ShuttingDown),
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn subscribe(
+    bus: &Bus,
+    source: &Source,
+    channel: &Channel,
+) -> Result<(Consumer, String), lapin::Error> {
+    channel
+        .basic_qos(bus.settings().prefetch, BasicQosOptions::default())
+        .await?;
+    let queue = match source {
+        Source::Shared(name) => bus.topology().queue(*name),
+        Source::PerReplica(keys) => bus.topology().declare_replica_queue(channel, keys).await?,
+    };
+    let consumer = channel
+        .basic_consume(
+            queue.clone().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((consumer, queue))
 }
 
 /// One delivery. [`settle`](Self::settle) (or a plain [`ack`](Self::ack)) should end it; if

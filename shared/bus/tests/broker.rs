@@ -283,6 +283,36 @@ async fn shutdown_ends_the_subscription() {
     h.finish().await;
 }
 
+/// A caller may give up waiting (a timeout, a `select!` whose other branch won) while the
+/// subscription is still starting; whatever it had set up must not keep messages from the next
+/// call. The trainer's loop does this every second while it starts consuming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn giving_up_on_a_subscription_that_is_starting_loses_no_message() {
+    let h = Harness::new("bus-cancel").await;
+    let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
+    // Cut short after a few polls with a pause between them, so that the cuts fall at every
+    // step of opening a channel, setting prefetch and asking to consume.
+    for polls in 1..=4 {
+        for pause_us in [0, 50, 100, 200, 400, 800, 1_600] {
+            let mut next = std::pin::pin!(votes.next());
+            for _ in 0..polls {
+                let poll = futures::poll!(next.as_mut());
+                assert!(poll.is_pending(), "nothing was published yet");
+                let pause = Duration::from_micros(pause_us);
+                tokio::task::spawn_blocking(move || std::thread::sleep(pause))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    let sent = vote(7, 2372);
+    assert_eq!(h.bus.publish(&sent).await.unwrap(), Routed::Queued);
+    let incoming = next_within(&mut votes, Duration::from_secs(5)).await;
+    assert_eq!(decode::<Vote>(&incoming.body, 16 * 1024).unwrap(), sent);
+    incoming.ack().await.unwrap();
+    h.finish().await;
+}
+
 /// A trace id travels with every message: set by the work that publishes it, kept by what the
 /// consumer of it publishes in turn, new where no work is traced.
 #[tokio::test]
