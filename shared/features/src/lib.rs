@@ -48,9 +48,13 @@ impl From<&ScrapedPost> for PostContent {
     }
 }
 
-/// A post's features: (hash, weight) pairs, at most [`MAX_FEATURES`].
+/// A post's features: (hash, weight) pairs, at most [`MAX_FEATURES`], the structural ones
+/// first.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PostFeatures(Vec<(u32, f32)>);
+pub struct PostFeatures {
+    pairs: Vec<(u32, f32)>,
+    structural: usize,
+}
 
 impl PostFeatures {
     /// Structural features (media kinds, text length, links and their domains, forwarding) weigh
@@ -101,25 +105,35 @@ impl PostFeatures {
         } else {
             1.0 / (textual.len() as f32).sqrt()
         };
-        let features = structural
+        let pairs: Vec<(u32, f32)> = structural
             .iter()
             .map(|f| (hash(f), 1.0))
             .chain(textual.iter().map(|f| (hash(f), text_weight)))
             .take(MAX_FEATURES)
             .collect();
-        Self(features)
+        Self {
+            structural: structural.len().min(pairs.len()),
+            pairs,
+        }
     }
 
     pub fn pairs(&self) -> &[(u32, f32)] {
-        &self.0
+        &self.pairs
+    }
+
+    /// The hashes of what kind of post it is (media kinds, length class, links and their
+    /// domains, forwarding and its source), without its words: few, and shared by many posts,
+    /// so that a person's handful of votes says something about each.
+    pub fn structural(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pairs[..self.structural].iter().map(|&(hash, _)| hash)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs.is_empty()
     }
 }
 
@@ -235,9 +249,19 @@ mod tests {
             media: vec![MediaKind::Video],
             forwarded_from: None,
         });
-        let ones = features.pairs().iter().filter(|(_, w)| *w == 1.0).count();
+        let ones: Vec<u32> = features
+            .pairs()
+            .iter()
+            .filter(|(_, w)| *w == 1.0)
+            .map(|(h, _)| *h)
+            .collect();
         // media:video, length, links:2, one domain (the same host twice), original.
-        assert_eq!(ones, 5);
+        assert_eq!(ones.len(), 5);
+        assert_eq!(
+            features.structural().collect::<Vec<_>>(),
+            ones,
+            "the structural features are those, without the words"
+        );
         let text_norm: f32 = features
             .pairs()
             .iter()

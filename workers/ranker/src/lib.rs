@@ -17,6 +17,7 @@ mod people;
 pub mod pool;
 pub mod ranking;
 mod settings;
+mod taste;
 
 pub use metrics::RankerMetrics;
 pub use settings::{RankerConfig, RankerSettings};
@@ -559,7 +560,7 @@ impl Ranker {
         let exploration = ranking::Exploration {
             policy: settings.exploration,
             noise: settings.exploration_noise,
-            prior_votes: settings.thompson_prior_votes,
+            taste_sd: settings.thompson_taste_sd,
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };
