@@ -54,11 +54,6 @@ impl PersonHistory {
         change
     }
 
-    /// The posts they voted on, and whether they liked each.
-    pub fn votes(&self) -> impl Iterator<Item = (&PostKey, bool)> {
-        self.votes.iter().map(|(post, &(liked, _))| (post, liked))
-    }
-
     /// Notes a post sent to the person.
     pub fn record_sent(&mut self, post: PostKey) {
         self.seen.insert(post);

@@ -166,7 +166,7 @@ fn in_process(posts: i64) -> [(f64, f64); 2] {
     let exploration = oleg_ranker::ranking::Exploration {
         policy: ExplorationPolicy::Thompson,
         noise: 0.0,
-        taste_sd: 1.0,
+        prior_votes: 4.0,
         fresh_slots: 0,
         history: &history,
     };
@@ -223,7 +223,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         max_count: 20,
         exploration: oleg_messages::ExplorationPolicy::Noise,
         exploration_noise: 0.05,
-        thompson_taste_sd: 1.0,
+        thompson_prior_votes: 4.0,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,

@@ -17,7 +17,6 @@ mod people;
 pub mod pool;
 pub mod ranking;
 mod settings;
-mod taste;
 
 pub use metrics::RankerMetrics;
 pub use settings::{RankerConfig, RankerSettings};
@@ -560,7 +559,7 @@ impl Ranker {
         let exploration = ranking::Exploration {
             policy: settings.exploration,
             noise: settings.exploration_noise,
-            taste_sd: settings.thompson_taste_sd,
+            prior_votes: settings.thompson_prior_votes,
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };

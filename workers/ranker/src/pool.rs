@@ -64,13 +64,6 @@ impl ModelPost {
     }
 }
 
-/// Something a post has that many others share: what a person may like or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    Channel(usize),
-    Feature(u32),
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
     pub posts: Vec<CandidatePost>,
@@ -88,13 +81,6 @@ pub struct Pool {
     channel_slots: foldhash::HashMap<String, usize>,
     /// Likes and votes per channel slot, and in all.
     channel_counts: Vec<(u64, u64)>,
-    /// What kind of post each of `posts` is, as slots of `kind_slots`: its channel and its
-    /// structural features (a person's taste is fitted over these, see [`crate::taste`]).
-    kinds: Vec<Box<[u32]>>,
-    /// A slot per channel (`Kind::Channel`) and structural feature hash (`Kind::Feature`) the
-    /// pool has seen; never dropped, like channel slots (channels, media kinds, link domains and
-    /// forwarding sources are few beside posts).
-    kind_slots: foldhash::HashMap<Kind, u32>,
     total: (u64, u64),
     prior_strength: f64,
 }
@@ -137,11 +123,6 @@ impl Pool {
         self.channel_counts.push((0, 0));
         self.channel_slots.insert(channel.to_owned(), slot);
         slot
-    }
-
-    fn kind_slot_or_add(&mut self, kind: Kind) -> u32 {
-        let next = self.kind_slots.len() as u32;
-        *self.kind_slots.entry(kind).or_insert(next)
     }
 
     fn add_counts(&mut self, key: &PostKey, likes: i64, votes: i64) {
@@ -195,11 +176,6 @@ impl Pool {
             .push(scorer.map(|s| ModelPost::of(&post, s)));
         let (likes, votes) = self.counts(&post.key);
         let channel = self.channel_slot_or_add(&post.channel);
-        let kinds = std::iter::once(Kind::Channel(channel))
-            .chain(post.features.structural().map(Kind::Feature))
-            .map(|kind| self.kind_slot_or_add(kind))
-            .collect();
-        self.kinds.push(kinds);
         self.tallies.push(Tally {
             channel,
             likes,
@@ -258,26 +234,19 @@ impl Pool {
         let before = self.posts.len();
         let mut rows = std::mem::take(&mut self.model_rows).into_iter();
         let mut tallies = std::mem::take(&mut self.tallies).into_iter();
-        let mut kinds = std::mem::take(&mut self.kinds).into_iter();
-        let (mut kept_rows, mut kept_tallies, mut kept_kinds) = (
-            Vec::with_capacity(before),
-            Vec::with_capacity(before),
-            Vec::with_capacity(before),
-        );
+        let (mut kept_rows, mut kept_tallies) =
+            (Vec::with_capacity(before), Vec::with_capacity(before));
         self.posts.retain(|p| {
             let (row, tally) = (rows.next().flatten(), tallies.next().unwrap_or_default());
-            let post_kinds = kinds.next().unwrap_or_default();
             let keep = p.published_at_ms >= cutoff_ms;
             if keep {
                 kept_rows.push(row);
                 kept_tallies.push(tally);
-                kept_kinds.push(post_kinds);
             }
             keep
         });
         self.model_rows = kept_rows;
         self.tallies = kept_tallies;
-        self.kinds = kept_kinds;
         if self.posts.len() == before {
             return false;
         }
@@ -325,17 +294,6 @@ impl Pool {
     /// The channel slot of the post at `index`.
     pub fn channel_slot_of(&self, index: usize) -> usize {
         self.tallies[index].channel
-    }
-
-    /// How many kinds of post (channels, structural features) have a slot.
-    pub fn kind_slots(&self) -> usize {
-        self.kind_slots.len()
-    }
-
-    /// The kinds the post at `index` is of: slots below [`Self::kind_slots`], its channel's
-    /// first.
-    pub fn kinds_of(&self, index: usize) -> &[u32] {
-        &self.kinds[index]
     }
 
     /// Likes and votes on a post.

@@ -23,10 +23,8 @@ pub struct RankerSettings {
     pub exploration: ExplorationPolicy,
     /// Standard deviation of the Gaussian noise added to every score (0: none), for `noise`.
     pub exploration_noise: f64,
-    /// For `thompson`: the prior standard deviation (in logits) of a person's own weight on one
-    /// kind of post (a channel, a media kind, a text length, links, forwarding), beyond what the
-    /// model knows of them.
-    pub thompson_taste_sd: f64,
+    /// For `thompson`: how many of the person's own votes the model's estimate counts for.
+    pub thompson_prior_votes: f64,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often; in between, notices
@@ -62,10 +60,10 @@ impl Validate for RankerConfig {
             10.0,
         );
         check.in_range(
-            "ranker.thompson_taste_sd".into(),
-            s.thompson_taste_sd,
-            0.01,
-            10.0,
+            "ranker.thompson_prior_votes".into(),
+            s.thompson_prior_votes,
+            0.1,
+            1000.0,
         );
         check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
         check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);
