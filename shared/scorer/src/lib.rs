@@ -223,6 +223,7 @@ fn mat_vec_add(m: &[f32], cols: usize, offset: usize, x: &[f32], out: &mut [f32]
 
 /// `Σ max(a + b, 0) · w`, summed in 8 independent lanes: a single running sum is a chain of
 /// dependent additions that the compiler may not reorder, and costs 4× more on 70 hidden units.
+#[inline(always)]
 fn relu_dot(a: &[f32], b: &[f32], w: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut lanes = [0f32; LANES];
@@ -246,8 +247,28 @@ fn relu_dot(a: &[f32], b: &[f32], w: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
+    1.0 / (1.0 + exp(-x))
+}
+
+/// `e^x` in plain arithmetic, so that a loop over many values compiles to vector instructions:
+/// libm's `expf` is one call per value, a quarter of the time of scoring 100,000 candidates.
+/// Cephes' `expf` (range reduction by `ln 2` in two parts, a degree-5 polynomial): relative
+/// error below 2·10⁻⁷ (a test checks it); arguments are clamped to where `f32` has a normal
+/// result.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    // 2ⁿ, built from its exponent bits (n is within -126..=127 after the clamp).
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// The trainer's two files, read: the weights, the vocabulary, and each post row's channel row.
@@ -586,6 +607,25 @@ impl ScoringModel {
 
     /// Scores candidates for the person at `user_row`, in order.
     pub fn score(&self, user_row: usize, candidates: &[Candidate<'_>], out: &mut Vec<f32>) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.score_avx2(user_row, candidates, out) };
+        }
+        self.score_any_cpu(user_row, candidates, out)
+    }
+
+    /// [`Self::score`] compiled for AVX2: the same code (no fused multiply-add, so the same
+    /// sums), with each candidate's 8-lane loop in one 256-bit register instead of two 128-bit
+    /// ones. Scoring is most of a large request's time.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn score_avx2(&self, user_row: usize, candidates: &[Candidate<'_>], out: &mut Vec<f32>) {
+        self.score_any_cpu(user_row, candidates, out)
+    }
+
+    #[inline(always)]
+    fn score_any_cpu(&self, user_row: usize, candidates: &[Candidate<'_>], out: &mut Vec<f32>) {
         out.clear();
         match &self.network {
             Network::Channel {
@@ -620,8 +660,7 @@ impl ScoringModel {
                         }
                         Candidate::Computed { part, bias } => (*part, *bias),
                     };
-                    let logit = relu_dot(&person, part, output) + output_bias + bias;
-                    out.push(sigmoid(logit) * self.output_scale);
+                    out.push(relu_dot(&person, part, output) + output_bias + bias);
                 }
             }
             Network::Dot {
@@ -646,13 +685,18 @@ impl ScoringModel {
                         }
                         Candidate::Computed { part, bias } => (*part, *bias),
                     };
-                    let logit = u.iter().zip(p).map(|(a, b)| a * b).sum::<f32>()
-                        + user_bias[user_row]
-                        + b
-                        + global_bias;
-                    out.push(sigmoid(logit) * self.output_scale);
+                    out.push(
+                        u.iter().zip(p).map(|(a, b)| a * b).sum::<f32>()
+                            + user_bias[user_row]
+                            + b
+                            + global_bias,
+                    );
                 }
             }
+        }
+        // Logits to scores in a pass of their own, which vectorizes.
+        for value in out.iter_mut() {
+            *value = sigmoid(*value) * self.output_scale;
         }
     }
 
@@ -662,5 +706,36 @@ impl ScoringModel {
 
     pub fn posts(&self) -> usize {
         self.post_rows.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ten_millionths_of_the_exact_value() {
+        let mut worst = 0f64;
+        for step in -60_000..=60_000 {
+            let x = step as f32 * 1e-3;
+            let exact = f64::from(x).exp();
+            worst = worst.max(((f64::from(exp(x)) - exact) / exact).abs());
+        }
+        assert!(worst < 2e-7, "largest relative error {worst:e}");
+    }
+
+    #[test]
+    fn sigmoid_of_extreme_logits_is_zero_or_one_not_nan() {
+        for (x, expected) in [
+            (-1e30, 0.0),
+            (-200.0, 0.0),
+            (200.0, 1.0),
+            (1e30, 1.0),
+            (0.0, 0.5),
+        ] {
+            let y = sigmoid(x);
+            assert!((y - expected).abs() < 1e-6, "sigmoid({x}) = {y}");
+        }
+        assert!(sigmoid(f32::NAN).is_nan());
     }
 }

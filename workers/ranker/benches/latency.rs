@@ -144,7 +144,7 @@ fn in_process(posts: i64) -> [(f64, f64); 2] {
         .collect();
     let mut out = Vec::new();
     let scoring = timed(|i| model.score((i * 7919) % USERS as usize, &candidates, &mut out));
-    let pool = oleg_ranker::pool::Pool::new(
+    let mut pool = oleg_ranker::pool::Pool::new(
         (0..posts)
             .map(|p| oleg_store::RecentPost {
                 channel: channel(p % CHANNELS),
@@ -156,6 +156,8 @@ fn in_process(posts: i64) -> [(f64, f64); 2] {
         Default::default(),
         5.0,
     );
+    // As the ranker does once per model: each post's row, looked up before requests.
+    pool.resolve(&model);
     // A person who voted on 50 posts.
     let mut history = oleg_store::PersonHistory::default();
     for p in 0..50 {

@@ -102,8 +102,8 @@ pub fn rank(
                 .collect();
             let mean = |(alpha, beta): (f64, f64)| alpha / (alpha + beta);
             let mut keys: Vec<f64> = beliefs.iter().map(|&b| mean(b) - 2.0).collect();
-            let drawn = best(&keys, THOMPSON_DRAWS);
-            for i in drawn {
+            // The draws' order does not matter: every drawn key is set before any is compared.
+            for (_, i) in top(&keys, THOMPSON_DRAWS) {
                 let (alpha, beta) = beliefs[i];
                 scores[i] = Beta::new(alpha, beta).map_or(mean(beliefs[i]), |b| b.sample(rng));
                 keys[i] = scores[i];
@@ -171,9 +171,16 @@ fn fresh_picks(
 /// The indices of the `n` largest of `keys`, largest first (a selection, then a sort of those
 /// only: a request wants a few of thousands).
 fn best(keys: &[f64], n: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    // Ties keep the pool's order.
-    let by_key = |a: &usize, b: &usize| keys[*b].total_cmp(&keys[*a]).then(a.cmp(b));
+    let mut chosen = top(keys, n);
+    chosen.sort_unstable_by(by_key);
+    chosen.into_iter().map(|(_, i)| i).collect()
+}
+
+/// The `n` largest of `keys` with their indices, in no particular order.
+fn top(keys: &[f64], n: usize) -> Vec<(f64, usize)> {
+    // Each key beside its index: the selection then compares neighbours in memory, not keys
+    // fetched through indices from all over the candidates.
+    let mut order: Vec<(f64, usize)> = keys.iter().copied().zip(0..).collect();
     if n < order.len() {
         if n == 0 {
             return Vec::new();
@@ -181,8 +188,12 @@ fn best(keys: &[f64], n: usize) -> Vec<usize> {
         order.select_nth_unstable_by(n - 1, by_key);
         order.truncate(n);
     }
-    order.sort_by(by_key);
     order
+}
+
+/// Larger keys first; ties keep the pool's order.
+fn by_key(a: &(f64, usize), b: &(f64, usize)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// The person's like rate for a post as a Beta(α, β): the model's estimate `estimate` worth
