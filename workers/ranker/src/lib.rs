@@ -499,6 +499,21 @@ impl Ranker {
         }
     }
 
+    /// Notes posts recorded for `user` in the cache of people, after the request lets go of its
+    /// `history`: changed while a request still held it, the history (every post the person has
+    /// seen) would be copied, at each post sent.
+    fn note_seen(&self, user: UserId, history: Arc<PersonHistory>, keys: Vec<PostKey>) {
+        drop(history);
+        if keys.is_empty() {
+            return;
+        }
+        self.inner.people.update(user, |history| {
+            for key in keys {
+                history.record_sent(key);
+            }
+        });
+    }
+
     /// A request delivered before (its ack was lost): the posts it recorded then, if any, so
     /// that the same request never uses up two sets of posts.
     async fn answer_again(&self, request: &RecommendRequest, request_id: &str) -> RecommendReply {
@@ -566,6 +581,8 @@ impl Ranker {
         // Posts whose delivery record this request tried: refused ones were sent meanwhile (by
         // a concurrent request or another replica), and the next ranking leaves them out.
         let mut tried: HashSet<PostKey> = HashSet::new();
+        // Posts recorded as sent to the person, noted in the cache when the request is done.
+        let mut recorded_keys = Vec::new();
         let mut cold_start = None;
         let now = Utc::now().timestamp_millis();
         let mut posts = Vec::with_capacity(count);
@@ -627,9 +644,7 @@ impl Ranker {
                 match recorded {
                     Ok(sent) => {
                         // Sent now, or already: seen either way.
-                        self.inner.people.update(request.user_id, |history| {
-                            history.record_sent(pick.key.clone())
-                        });
+                        recorded_keys.push(pick.key.clone());
                         if sent {
                             posts.push(RecommendedPost {
                                 channel: reference.channel,
@@ -641,12 +656,14 @@ impl Ranker {
                         }
                     }
                     Err(error) => {
+                        self.note_seen(request.user_id, history, recorded_keys);
                         self.release(request.user_id, &posts, request_id).await;
                         return unavailable(&error);
                     }
                 }
             }
         }
+        self.note_seen(request.user_id, history, recorded_keys);
         let cold_start = cold_start.unwrap_or(true);
         RecommendReply::Ok {
             schema_version: SCHEMA_VERSION,
