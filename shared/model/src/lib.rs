@@ -15,10 +15,12 @@
 //!
 //! Memory discipline: embedding gradients are sparse (only the rows a batch touched), losses are
 //! read out as `f64`, evaluation runs under no-grad, and nothing keeps a batch, a prediction or
-//! the graph past its step.
+//! the graph past its step. The two MLPs train without a graph: their backward pass is written
+//! out by hand (`explicit.rs`, held to autograd's gradients by a test); `dot` uses autograd.
 
 mod config;
 mod content;
+mod explicit;
 mod metrics;
 mod network;
 mod optimizer;

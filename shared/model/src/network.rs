@@ -1,4 +1,4 @@
-use crate::content::PostContents;
+use crate::content::{Gathered, PostContents};
 use crate::{LossKind, ModelConfig, ModelError, Variant};
 use oleg_features::PostFeatures;
 use tch::{Device, Kind, Reduction, Tensor};
@@ -28,19 +28,19 @@ pub struct Network {
     contents: PostContents,
 }
 
-const USER: &str = "user_embedding";
-const POST: &str = "post_embedding";
-const CHANNEL: &str = "channel_embedding";
-const CONTENT: &str = "content_embedding";
+pub(crate) const USER: &str = "user_embedding";
+pub(crate) const POST: &str = "post_embedding";
+pub(crate) const CHANNEL: &str = "channel_embedding";
+pub(crate) const CONTENT: &str = "content_embedding";
 /// Written beside the parameters of `content_mlp`: each post row's content vector as trained,
 /// so that a scorer needs no post's content to score the posts the model knows.
 pub const POST_CONTENT: &str = "post_content";
-const HIDDEN_W: &str = "hidden.weight";
-const HIDDEN_B: &str = "hidden.bias";
-const OUTPUT_W: &str = "output.weight";
-const OUTPUT_B: &str = "output.bias";
+pub(crate) const HIDDEN_W: &str = "hidden.weight";
+pub(crate) const HIDDEN_B: &str = "hidden.bias";
+pub(crate) const OUTPUT_W: &str = "output.weight";
+pub(crate) const OUTPUT_B: &str = "output.bias";
 const USER_BIAS: &str = "user_bias";
-const POST_BIAS: &str = "post_bias";
+pub(crate) const POST_BIAS: &str = "post_bias";
 const GLOBAL_BIAS: &str = "global_bias";
 
 /// Embedding tables (indexed by row) and whether each is a per-post table.
@@ -217,7 +217,7 @@ impl Network {
         &mut self.params
     }
 
-    fn param(&self, name: &str) -> &Tensor {
+    pub(crate) fn param(&self, name: &str) -> &Tensor {
         &self
             .params
             .iter()
@@ -288,15 +288,19 @@ impl Network {
     /// Each post's content vector: the weighted sum of its features' rows of the content table.
     fn content_vectors(&self, posts: &Tensor) -> Tensor {
         let n = posts.size()[0];
-        let gathered = self
-            .contents
-            .gather(&PostContents::host_rows(posts), self.device);
+        let gathered = self.content_entries(posts);
         let rows = Tensor::embedding(self.param(CONTENT), &gathered.rows, -1, false, true);
         Tensor::zeros([n, self.config.post_dim], (Kind::Float, self.device)).index_add(
             0,
             &gathered.positions,
             &(rows * gathered.weights.unsqueeze(1)),
         )
+    }
+
+    /// The content table's entries of `posts`: rows, weights and each one's batch position.
+    pub(crate) fn content_entries(&self, posts: &Tensor) -> Gathered {
+        self.contents
+            .gather(&PostContents::host_rows(posts), self.device)
     }
 
     /// Post rows whose content the network has (`content_mlp`; other variants keep none).

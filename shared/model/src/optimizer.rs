@@ -1,3 +1,4 @@
+use crate::explicit::Gradient;
 use crate::{Network, OptimizerKind};
 use tch::{Kind, Tensor};
 
@@ -23,18 +24,19 @@ enum Moments {
 }
 
 impl Moments {
-    fn for_gradient(parameter: &Tensor, gradient: &Tensor) -> Self {
-        if gradient.is_sparse() {
-            let (size, device) = (parameter.size(), parameter.device());
-            Self::Rows {
-                first: Tensor::zeros(&size, (Kind::BFloat16, device)),
-                second: Tensor::zeros([size[0]], (Kind::Float, device)),
+    fn for_gradient(parameter: &Tensor, gradient: &Gradient) -> Self {
+        match gradient {
+            Gradient::Rows { .. } => {
+                let (size, device) = (parameter.size(), parameter.device());
+                Self::Rows {
+                    first: Tensor::zeros(&size, (Kind::BFloat16, device)),
+                    second: Tensor::zeros([size[0]], (Kind::Float, device)),
+                }
             }
-        } else {
-            Self::Dense {
+            Gradient::Dense(_) => Self::Dense {
                 first: parameter.zeros_like(),
                 second: parameter.zeros_like(),
-            }
+            },
         }
     }
 }
@@ -54,37 +56,51 @@ impl Optimizer {
         }
     }
 
-    /// Applies the gradients of the last `backward`, then clears them.
+    /// Applies the gradients of autograd's last `backward`, then clears them.
     pub fn step(&mut self, network: &mut Network) {
+        let gradients: Vec<Option<Gradient>> = network
+            .named_tensors()
+            .iter()
+            .map(|(_, parameter)| Gradient::accumulated(parameter))
+            .collect();
+        self.apply(network, &gradients);
+        tch::no_grad(|| {
+            for (_, parameter) in network.params_mut() {
+                parameter.zero_grad();
+            }
+        });
+    }
+
+    /// Applies one step's gradients, given in the order of `Network::named_tensors`.
+    pub(crate) fn apply(&mut self, network: &mut Network, gradients: &[Option<Gradient>]) {
         self.step += 1;
         let lr = self.learning_rate;
         let step = self.step;
         tch::no_grad(|| {
-            for (slot, (_, parameter)) in network.params_mut().iter_mut().enumerate() {
-                let gradient = parameter.grad();
-                if !gradient.defined() {
+            for (slot, ((_, parameter), gradient)) in
+                network.params_mut().iter_mut().zip(gradients).enumerate()
+            {
+                let Some(gradient) = gradient else {
                     continue;
-                }
-                match self.kind {
-                    OptimizerKind::Sgd if gradient.is_sparse() => {
-                        // The rows as the backward pass left them (a row a batch used twice
-                        // comes twice, and adds twice): one index_add instead of scaling a
-                        // sparse tensor and adding it row by row (a quarter of the update's time).
-                        let rows = gradient.internal_indices().select(0, 0);
-                        let _ = parameter.index_add_(0, &rows, &(gradient.internal_values() * -lr));
+                };
+                match (self.kind, gradient) {
+                    (OptimizerKind::Sgd, Gradient::Rows { rows, values }) => {
+                        // One index_add of the rows as they come (a row used twice adds twice),
+                        // not a coalesced sparse tensor added row by row (a quarter of the
+                        // update's time).
+                        let _ = parameter.index_add_(0, rows, &(values * -lr));
                     }
-                    OptimizerKind::Sgd => {
+                    (OptimizerKind::Sgd, Gradient::Dense(gradient)) => {
                         let _ = parameter
-                            .f_add_(&(&gradient * -lr))
+                            .f_add_(&(gradient * -lr))
                             .expect("gradient matches its parameter");
                     }
-                    OptimizerKind::Adam => {
+                    (OptimizerKind::Adam, gradient) => {
                         let moments = self.moments[slot]
-                            .get_or_insert_with(|| Moments::for_gradient(parameter, &gradient));
-                        adam(parameter, &gradient, moments, lr, step);
+                            .get_or_insert_with(|| Moments::for_gradient(parameter, gradient));
+                        adam(parameter, gradient, moments, lr, step);
                     }
                 }
-                parameter.zero_grad();
             }
         });
     }
@@ -92,7 +108,7 @@ impl Optimizer {
 
 /// One Adam step, in place where it can be: every temporary tensor is an allocation and an
 /// operator dispatch, which at batch 512 cost more than the arithmetic.
-fn adam(parameter: &mut Tensor, gradient: &Tensor, moments: &mut Moments, lr: f64, step: i32) {
+fn adam(parameter: &mut Tensor, gradient: &Gradient, moments: &mut Moments, lr: f64, step: i32) {
     let correction1 = 1.0 - BETA1.powi(step);
     let correction2 = 1.0 - BETA2.powi(step);
     // update = -lr · (m / c1) / (sqrt(v / c2) + ε) = m / d, with d = (sqrt(v) / sqrt(c2) + ε) · -c1 / lr
@@ -104,9 +120,17 @@ fn adam(parameter: &mut Tensor, gradient: &Tensor, moments: &mut Moments, lr: f6
             .g_mul_scalar_(-correction1 / lr);
         denominator
     };
-    match moments {
-        Moments::Rows { first, second } => {
-            let gradient = gradient.coalesce();
+    match (moments, gradient) {
+        (Moments::Rows { first, second }, Gradient::Rows { rows, values }) => {
+            // One sum per row the batch used.
+            let gradient = Tensor::sparse_coo_tensor_indices_size(
+                &rows.unsqueeze(0),
+                values,
+                parameter.size(),
+                (values.kind(), values.device()),
+                false,
+            )
+            .coalesce();
             let rows = gradient.indices().select(0, 0);
             let values = gradient.values();
             let mut m_rows = first.index_select(0, &rows).to_kind(Kind::Float);
@@ -121,10 +145,11 @@ fn adam(parameter: &mut Tensor, gradient: &Tensor, moments: &mut Moments, lr: f6
             let _ = m_rows.g_div_(&denominator_of(&v_rows).unsqueeze(1));
             let _ = parameter.index_add_(0, &rows, &m_rows);
         }
-        Moments::Dense { first, second } => {
+        (Moments::Dense { first, second }, Gradient::Dense(gradient)) => {
             let _ = first.lerp_(gradient, 1.0 - BETA1);
             let _ = second.lerp_(&gradient.square(), 1.0 - BETA2);
             let _ = parameter.addcdiv_(first, &denominator_of(second));
         }
+        _ => unreachable!("a parameter's gradients are all rows or all dense"),
     }
 }

@@ -120,13 +120,26 @@ pub fn train_epoch_timed(
         };
         let (batch, labels) = votes.select(&order.narrow(0, start, len));
         lap(&mut times.batch);
-        let loss = network.loss(&batch, &labels);
-        lap(&mut times.forward);
-        loss.backward();
-        lap(&mut times.backward);
-        loss_sum += loss.double_value(&[]) * len as f64;
-        lap(&mut times.readout);
-        optimizer.step(network);
+        match network.explicit_pass(&batch, &labels) {
+            Some(pass) => {
+                lap(&mut times.forward);
+                let loss = pass.loss.shallow_clone();
+                let gradients = pass.backward();
+                lap(&mut times.backward);
+                loss_sum += loss.double_value(&[]) * len as f64;
+                lap(&mut times.readout);
+                optimizer.apply(network, &gradients);
+            }
+            None => {
+                let loss = network.loss(&batch, &labels);
+                lap(&mut times.forward);
+                loss.backward();
+                lap(&mut times.backward);
+                loss_sum += loss.double_value(&[]) * len as f64;
+                lap(&mut times.readout);
+                optimizer.step(network);
+            }
+        }
         lap(&mut times.update);
         times.steps += 1;
         start += len;
