@@ -88,6 +88,9 @@ pub enum ExplorationPolicy {
     /// Thompson sampling: each post's score is a draw from a posterior of the person's like
     /// rate, centred on the model's estimate and moved by the person's own votes on its channel.
     Thompson,
+    /// The mean of that posterior: no random exploration; the person's votes move it, so what
+    /// they dislike sinks at once and the next best is tried.
+    PosteriorMean,
 }
 
 /// The ranker's answer: posts in order, or an error (a request never goes unanswered).

@@ -135,6 +135,13 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
     )
     .replayed(2);
 
+    let with_policy = |policy| {
+        let mut reply = reply.clone();
+        if let RecommendReply::Ok { exploration, .. } = &mut reply {
+            *exploration = policy;
+        }
+        reply
+    };
     fn value<M: Message>(m: &M) -> (MessageKind, Value) {
         (M::KIND, serde_json::from_slice(&encode(m)).unwrap())
     }
@@ -147,6 +154,9 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
         value(&published),
         value(&request),
         value(&reply),
+        // Every other exploration policy a reply can name.
+        value(&with_policy(ExplorationPolicy::PosteriorMean)),
+        value(&with_policy(ExplorationPolicy::Noise)),
         value(&failed),
         value(&dead_text),
         value(&dead_binary),

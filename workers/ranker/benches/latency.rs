@@ -1,6 +1,7 @@
 //! Ranker latency with 10,000 candidate posts and 100,000 people:
 //! - in-process, for 10,000 and 100,000 candidates: scoring all of them for one person, and a
-//!   request's whole ranking (leaving out what the person saw, scoring, Thompson draws, order);
+//!   request's whole ranking (leaving out what the person saw, scoring, the person's posterior,
+//!   order), with the default exploration policy ([`POLICY`]);
 //! - RPC round trip through RabbitMQ to one in-process ranker replica (p50/p99 and throughput at
 //!   a fixed concurrency), store work and delivery records included: a person's first request
 //!   (their history is read from the store), then the same people again (the replica holds
@@ -26,6 +27,9 @@ use oleg_testkit::{amqp_settings, amqp_uri, delete_topology, mongo_settings, scr
 use prometheus::Registry;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// The exploration policy of `config/default.toml`, in the ranking and the replica alike.
+const POLICY: ExplorationPolicy = ExplorationPolicy::PosteriorMean;
 
 const USERS: i64 = 100_000;
 const POSTS: i64 = 10_000;
@@ -166,9 +170,9 @@ fn in_process(posts: i64) -> [(f64, f64); 2] {
         history.record_vote(key, p % 3 == 0, 0);
     }
     let exploration = oleg_ranker::ranking::Exploration {
-        policy: ExplorationPolicy::Thompson,
+        policy: POLICY,
         noise: 0.0,
-        prior_votes: 4.0,
+        prior_votes: 1.0,
         fresh_slots: 0,
         history: &history,
     };
@@ -223,9 +227,9 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         metrics_addr: "127.0.0.1:0".into(),
         candidate_days: 10,
         max_count: 20,
-        exploration: oleg_messages::ExplorationPolicy::Noise,
+        exploration: POLICY,
         exploration_noise: 0.05,
-        thompson_prior_votes: 4.0,
+        prior_votes: 1.0,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,
@@ -420,7 +424,7 @@ async fn main() {
             met(score99)
         );
         println!(
-            "| in-process ranking of {posts} candidates (seen posts left out, scoring, Thompson draws, order) | 1 | {rank50:.3} | {rank99:.3} | | |"
+            "| in-process ranking of {posts} candidates (seen posts left out, scoring, the person's posterior, order) | 1 | {rank50:.3} | {rank99:.3} | | |"
         );
     }
     let rows = [

@@ -574,7 +574,7 @@ impl Ranker {
         let exploration = ranking::Exploration {
             policy: settings.exploration,
             noise: settings.exploration_noise,
-            prior_votes: settings.thompson_prior_votes,
+            prior_votes: settings.prior_votes,
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };

@@ -1,7 +1,7 @@
 //! The ranker's decision for one request, apart from its I/O: which candidates a person may get,
 //! in which order. Scores come from the model when it knows the person, else from smoothed
-//! popularity (cold start); the exploration policy (Gaussian noise, or Thompson sampling from the
-//! person's posterior like rate per channel) and a share of slots for untried channels explore.
+//! popularity (cold start); the policy (the person's posterior like rate per channel, its mean or
+//! a Thompson draw from it, or Gaussian noise) and a share of slots for untried channels explore.
 
 use crate::pool::Pool;
 use oleg_messages::{ExplorationPolicy, UserId};
@@ -15,7 +15,7 @@ pub struct Exploration<'a> {
     pub policy: ExplorationPolicy,
     /// Noise: the standard deviation of the Gaussian noise added to every score.
     pub noise: f64,
-    /// Thompson: how many of the person's votes the model's estimate counts for.
+    /// Posterior mean and Thompson: how many of the person's votes the model's estimate counts for.
     pub prior_votes: f64,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
@@ -84,7 +84,7 @@ pub fn rank(
             }
             scores.clone()
         }
-        ExplorationPolicy::Thompson => {
+        ExplorationPolicy::Thompson | ExplorationPolicy::PosteriorMean => {
             // The person's tallies by channel slot: a candidate's is then an index, not a lookup.
             let mut tallies: Vec<Option<(u32, u32)>> = vec![None; pool.channel_slots()];
             for (channel, tally) in &exploration.history.channel_votes {
@@ -101,14 +101,23 @@ pub fn rank(
                 })
                 .collect();
             let mean = |(alpha, beta): (f64, f64)| alpha / (alpha + beta);
-            let mut keys: Vec<f64> = beliefs.iter().map(|&b| mean(b) - 2.0).collect();
-            // The draws' order does not matter: every drawn key is set before any is compared.
-            for (_, i) in top(&keys, THOMPSON_DRAWS) {
-                let (alpha, beta) = beliefs[i];
-                scores[i] = Beta::new(alpha, beta).map_or(mean(beliefs[i]), |b| b.sample(rng));
-                keys[i] = scores[i];
+            for (score, &belief) in scores.iter_mut().zip(&beliefs) {
+                *score = mean(belief);
             }
-            keys
+            if exploration.policy == ExplorationPolicy::PosteriorMean {
+                scores.clone()
+            } else {
+                let mut keys: Vec<f64> = scores.iter().map(|mean| mean - 2.0).collect();
+                // The draws' order does not matter: every drawn key is set before any is compared.
+                for (_, i) in top(&keys, THOMPSON_DRAWS) {
+                    let (alpha, beta) = beliefs[i];
+                    if let Ok(posterior) = Beta::new(alpha, beta) {
+                        scores[i] = posterior.sample(rng);
+                    }
+                    keys[i] = scores[i];
+                }
+                keys
+            }
         }
     };
     let fresh = fresh_picks(pool, &candidates, &keys, exploration, limit);
@@ -325,6 +334,50 @@ mod tests {
         assert!(
             (0..20).any(|seed| run(seed)[0] != "liked/1"),
             "noise of 1.0 never changed the best post"
+        );
+    }
+
+    #[test]
+    fn the_posterior_mean_follows_the_persons_own_votes_on_a_channel() {
+        let pool = pool();
+        let order = |history: &PersonHistory| {
+            seeded_order(
+                &pool,
+                &Exploration {
+                    policy: ExplorationPolicy::PosteriorMean,
+                    prior_votes: 1.0,
+                    ..noise(history)
+                },
+                1,
+            )
+        };
+        // Without votes of their own: the estimates' order (here popularity).
+        let fresh = PersonHistory::default();
+        assert_eq!(
+            order(&fresh),
+            ["liked/1", "liked/2", "other/1", "disliked/1"]
+        );
+        // One dislike of the popular channel (9 likes in 10) and one like of the unpopular one
+        // (1 in 10) outweigh the estimates, each worth one vote: the order turns at once.
+        let mut history = PersonHistory::default();
+        history.record_vote(PostKey::new("liked", 10), false, 1);
+        history.record_vote(PostKey::new("disliked", 10), true, 1);
+        assert_eq!(
+            order(&history),
+            ["disliked/1", "other/1", "liked/1", "liked/2"]
+        );
+        // The same every time: no draw.
+        assert_eq!(
+            seeded_order(
+                &pool,
+                &Exploration {
+                    policy: ExplorationPolicy::PosteriorMean,
+                    prior_votes: 1.0,
+                    ..noise(&history)
+                },
+                2,
+            ),
+            order(&history)
         );
     }
 

@@ -18,13 +18,15 @@ pub struct RankerSettings {
     pub candidate_days: u32,
     /// Most posts one request may ask for.
     pub max_count: u32,
-    /// How replies explore: `noise` (Gaussian noise of `exploration_noise` on every score) or
-    /// `thompson` (a draw per post from the person's posterior like rate).
+    /// How replies explore: `noise` (Gaussian noise of `exploration_noise` on every score),
+    /// `thompson` (a draw per post from the person's posterior like rate) or `posterior_mean`
+    /// (that posterior's mean).
     pub exploration: ExplorationPolicy,
     /// Standard deviation of the Gaussian noise added to every score (0: none), for `noise`.
     pub exploration_noise: f64,
-    /// For `thompson`: how many of the person's own votes the model's estimate counts for.
-    pub thompson_prior_votes: f64,
+    /// For `thompson` and `posterior_mean`: how many of the person's own votes the model's
+    /// estimate counts for in their posterior.
+    pub prior_votes: f64,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often; in between, notices
@@ -59,12 +61,7 @@ impl Validate for RankerConfig {
             0.0,
             10.0,
         );
-        check.in_range(
-            "ranker.thompson_prior_votes".into(),
-            s.thompson_prior_votes,
-            0.1,
-            1000.0,
-        );
+        check.in_range("ranker.prior_votes".into(), s.prior_votes, 0.1, 1000.0);
         check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
         check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);
         check.in_range("ranker.people_cache".into(), s.people_cache, 1, 100_000_000);
