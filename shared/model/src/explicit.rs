@@ -1,12 +1,12 @@
 //! The channel and content networks' training step with its gradients written out by hand:
 //! about 25 libtorch operations a step where autograd's graph runs about 80, each with its dispatch, its
 //! output allocation and its bookkeeping, which at batch 512 cost more than the arithmetic
-//! (docs/BENCHMARKS.md, "Where a step's time goes"). The arithmetic is autograd's; a test holds
-//! the two to the same gradients.
+//! (docs/BENCHMARKS.md, "Where a step's time goes"). The forward pass is the one autograd's loss
+//! uses (`Network::mlp_forward`), run without a graph; the backward pass is autograd's arithmetic,
+//! and a test holds the two to the same gradients.
 
-use crate::content::Gathered;
 use crate::network::{
-    CHANNEL, CONTENT, HIDDEN_B, HIDDEN_W, OUTPUT_B, OUTPUT_W, POST, POST_BIAS, USER,
+    MlpForward, CHANNEL, CONTENT, HIDDEN_B, HIDDEN_W, OUTPUT_B, OUTPUT_W, POST, POST_BIAS, USER,
 };
 use crate::{Batch, LossKind, Network, Variant};
 use tch::{Kind, Reduction, Tensor};
@@ -45,12 +45,7 @@ pub(crate) struct ExplicitPass<'a> {
     users: Tensor,
     posts: Tensor,
     channels: Tensor,
-    /// `content_mlp`: the batch's posts' content entries and their per-post biases.
-    content: Option<(Gathered, Tensor)>,
-    /// The concatenated embedding rows, votes × (user + post + channel).
-    inputs: Tensor,
-    /// After the ReLU.
-    hidden: Tensor,
+    forward: MlpForward,
     /// d loss / d logit, votes × 1.
     logit_gradient: Tensor,
     /// The batch's loss, penalty included, as `Network::loss` computes it.
@@ -62,38 +57,15 @@ impl Network {
     /// have one (`channel_mlp`, `content_mlp`); `None` for `dot`, which trains through autograd.
     pub(crate) fn explicit_pass(&self, batch: &Batch, labels: &Tensor) -> Option<ExplicitPass<'_>> {
         let config = self.config();
-        let with_content = match config.variant {
-            Variant::ChannelMlp => false,
-            Variant::ContentMlp => true,
-            Variant::Dot => return None,
-        };
+        if config.variant == Variant::Dot {
+            return None;
+        }
         let n = labels.size()[0] as f64;
-        let decay = config.weight_decay;
         Some(tch::no_grad(|| {
-            let mut post_rows = self.param(POST).index_select(0, &batch.posts);
-            let content = with_content.then(|| {
-                let entries = self.content_entries(&batch.posts);
-                let weighted = self.param(CONTENT).index_select(0, &entries.rows)
-                    * entries.weights.unsqueeze(1);
-                let _ = post_rows.index_add_(0, &entries.positions, &weighted);
-                (entries, self.param(POST_BIAS).index_select(0, &batch.posts))
-            });
-            let inputs = Tensor::cat(
-                &[
-                    self.param(USER).index_select(0, &batch.users),
-                    post_rows,
-                    self.param(CHANNEL).index_select(0, &batch.channels),
-                ],
-                1,
-            );
-            let mut hidden = inputs.linear(self.param(HIDDEN_W), Some(self.param(HIDDEN_B)));
-            let _ = hidden.relu_();
-            let mut logits = hidden.linear(self.param(OUTPUT_W), Some(self.param(OUTPUT_B)));
-            if let Some((_, biases)) = &content {
-                logits += biases;
-            }
+            let forward = self.mlp_forward(batch);
+            let logits = &forward.logits;
             let labels = labels.unsqueeze(1);
-            let (mut loss, logit_gradient) = match config.loss {
+            let (loss, logit_gradient) = match config.loss {
                 LossKind::Bce => (
                     logits.binary_cross_entropy_with_logits::<Tensor>(
                         &labels,
@@ -113,24 +85,17 @@ impl Network {
                     )
                 }
             };
-            if decay > 0.0 {
-                let mut used = inputs.square().sum(Kind::Float);
-                if let Some((_, biases)) = &content {
-                    used += biases.square().sum(Kind::Float);
-                }
-                loss += used * (decay / n)
-                    + (self.param(HIDDEN_W).square().sum(Kind::Float)
-                        + self.param(OUTPUT_W).square().sum(Kind::Float))
-                        * decay;
-            }
+            let loss = if config.weight_decay > 0.0 {
+                loss + self.mlp_penalty(&forward, n)
+            } else {
+                loss
+            };
             ExplicitPass {
                 network: self,
                 users: batch.users.shallow_clone(),
                 posts: batch.posts.shallow_clone(),
                 channels: batch.channels.shallow_clone(),
-                content,
-                inputs,
-                hidden,
+                forward,
                 logit_gradient,
                 loss,
             }
@@ -143,21 +108,25 @@ impl ExplicitPass<'_> {
     pub(crate) fn backward(self) -> Vec<Option<Gradient>> {
         let network = self.network;
         let config = network.config();
-        let n = self.inputs.size()[0] as f64;
+        let MlpForward {
+            inputs,
+            hidden,
+            content,
+            ..
+        } = &self.forward;
+        let n = inputs.size()[0] as f64;
         let decay = config.weight_decay;
         tch::no_grad(|| {
             let hidden_w = network.param(HIDDEN_W);
             let output_w = network.param(OUTPUT_W);
-            let mut output_w_gradient = self.logit_gradient.tr().mm(&self.hidden);
+            let mut output_w_gradient = self.logit_gradient.tr().mm(hidden);
             let output_b_gradient = self.logit_gradient.sum_dim_intlist(0, false, Kind::Float);
-            let hidden_gradient = self
-                .hidden
-                .threshold_backward(&self.logit_gradient.mm(output_w), 0.0);
-            let mut hidden_w_gradient = hidden_gradient.tr().mm(&self.inputs);
+            let hidden_gradient = hidden.threshold_backward(&self.logit_gradient.mm(output_w), 0.0);
+            let mut hidden_w_gradient = hidden_gradient.tr().mm(inputs);
             let hidden_b_gradient = hidden_gradient.sum_dim_intlist(0, false, Kind::Float);
             let mut inputs_gradient = hidden_gradient.mm(hidden_w);
             if decay > 0.0 {
-                inputs_gradient += &self.inputs * (2.0 * decay / n);
+                inputs_gradient += inputs * (2.0 * decay / n);
                 hidden_w_gradient += hidden_w * (2.0 * decay);
                 output_w_gradient += output_w * (2.0 * decay);
             }
@@ -165,7 +134,7 @@ impl ExplicitPass<'_> {
             let post_gradient = inputs_gradient.narrow(1, user_dim, post_dim);
             // A post's vector is its id row plus its content rows (each times its weight), so
             // each gets the vector's gradient, the content rows times their weight.
-            let (content_gradient, bias_gradient) = match &self.content {
+            let (content_gradient, bias_gradient) = match content {
                 Some((entries, biases)) => {
                     // A new tensor, not `+=`: that would add into the logit gradient itself.
                     let bias_gradient = if decay > 0.0 {
