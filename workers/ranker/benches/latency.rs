@@ -173,7 +173,6 @@ fn in_process(posts: i64) -> [(f64, f64); 2] {
         policy: POLICY,
         noise: 0.0,
         prior_votes: 1.0,
-        post_effects: true,
         fresh_slots: 0,
         history: &history,
     };
@@ -231,7 +230,6 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         exploration: POLICY,
         exploration_noise: 0.05,
         prior_votes: 1.0,
-        post_effects: true,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,

@@ -215,27 +215,11 @@ impl Ranker {
         }
     }
 
-    /// A vote cast: the person's history (if held), the post's popularity, and its surprise
-    /// against what was expected of the voter (with their votes before this one).
+    /// A vote cast: the person's history (if held) and the post's popularity.
     fn add_vote(&self, vote: &Vote) {
         let key = PostKey::of(&vote.post());
         let liked = vote.reaction == Reaction::Like;
         let at_ms = vote.voted_at.timestamp_millis();
-        let expected = {
-            let history = self.inner.people.get(vote.user_id);
-            let model = self.inner.model.current();
-            let pool = self.pool();
-            pool.position(&key).and_then(|index| {
-                ranking::expected_like(
-                    &pool,
-                    index,
-                    model.as_deref().map(|m| &m.scorer),
-                    vote.user_id,
-                    history.as_deref(),
-                    self.inner.settings.prior_votes,
-                )
-            })
-        };
         let change = self
             .inner
             .people
@@ -253,7 +237,7 @@ impl Ranker {
             .votes_heard
             .with_label_values(&[label])
             .inc();
-        self.pool_mut().record_vote(&key, liked, change, expected);
+        self.pool_mut().record_vote(&key, liked, change);
     }
 
     /// The person's history: the cache's, or read from the store (within the candidate window)
@@ -301,9 +285,6 @@ impl Ranker {
                 }
                 let published_at_ms = loaded.published_at_ms;
                 if self.inner.model.offer(loaded) {
-                    if std::env::var("DEBUG_RESET").is_ok() {
-                        self.pool_mut().debug_reset();
-                    }
                     self.maintain_pool();
                     tracing::info!(%version, "serving the live model");
                     self.inner.metrics.model_version.set(version.as_i64());
@@ -402,10 +383,6 @@ impl Ranker {
                 .people_cached
                 .set(self.inner.people.len() as i64);
             self.maintain_pool();
-            {
-                let pool = self.pool();
-                tracing::info!(prior = ?pool.post_effect_prior(), sums = ?pool.debug_sums(), "DEBUG post effects");
-            }
             if pool_due.elapsed() >= Duration::from_secs(self.inner.settings.refresh_s) {
                 pool_due = Instant::now();
                 if let Err(error) = self.refresh_pool().await {
@@ -598,7 +575,6 @@ impl Ranker {
             policy: settings.exploration,
             noise: settings.exploration_noise,
             prior_votes: settings.prior_votes,
-            post_effects: settings.post_effects,
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };

@@ -45,51 +45,7 @@ struct Tally {
     channel: usize,
     likes: u32,
     votes: u32,
-    surprise: Surprise,
 }
-
-/// How a post's votes departed from what the ranker expected of each voter when they voted:
-/// Σ (vote − expected like rate) and Σ expected · (1 − expected), the Fisher information of a
-/// shift of the post's logit. Its voters were chosen because their expectation was high, so
-/// their likes alone would read as quality; against their own expectations they do not.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-struct Surprise {
-    residual: f64,
-    information: f64,
-}
-
-/// Sums over the candidates' surprises, for the spread of posts' effects (empirical Bayes).
-#[derive(Debug, Clone, Copy, Default)]
-struct SurpriseSums {
-    residual: f64,
-    information: f64,
-    residual_squared: f64,
-    residual_information: f64,
-    information_squared: f64,
-}
-
-impl SurpriseSums {
-    fn add(&mut self, s: Surprise, sign: f64) {
-        self.residual += sign * s.residual;
-        self.information += sign * s.information;
-        self.residual_squared += sign * s.residual * s.residual;
-        self.residual_information += sign * s.residual * s.information;
-        self.information_squared += sign * s.information * s.information;
-    }
-}
-
-/// What the candidates' surprises say of posts in general: the mean residual per unit of
-/// information (how far the expectations are off for every post alike, left out of each post's
-/// effect) and the precision of the posts' effects around it.
-#[derive(Debug, Clone, Copy)]
-pub struct PostEffectPrior {
-    offset: f64,
-    precision: f64,
-}
-
-/// The most a post's effect may vary between posts, as a standard deviation in logits: a cap on
-/// what a handful of votes can be read to say.
-const MAX_POST_EFFECT_SD: f64 = 2.0;
 
 /// A post as a model sees it: its row if the model saw it, else what the model makes of its
 /// channel and content (for a content network, most of what scoring a new post costs).
@@ -127,7 +83,6 @@ pub struct Pool {
     channel_counts: Vec<(u64, u64)>,
     total: (u64, u64),
     prior_strength: f64,
-    surprise_sums: SurpriseSums,
 }
 
 impl Pool {
@@ -181,16 +136,8 @@ impl Pool {
     }
 
     /// Counts a vote on `key` by what it changed in its person's history (a first vote when
-    /// the replica does not hold the person); `expected` is the like rate the ranker expected
-    /// of the voter before it, if it could tell (the model knew them), for the post's surprise.
-    /// A changed vote is left out of the surprise: its voter's expectation is long gone.
-    pub fn record_vote(
-        &mut self,
-        key: &PostKey,
-        liked: bool,
-        change: VoteChange,
-        expected: Option<f64>,
-    ) {
+    /// the replica does not hold the person).
+    pub fn record_vote(&mut self, key: &PostKey, liked: bool, change: VoteChange) {
         let like = i32::from(liked);
         let (likes, votes) = match change {
             VoteChange::New => (like, 1),
@@ -203,85 +150,16 @@ impl Pool {
         let count = *count;
         if let Some(i) = self.position(key) {
             (self.tallies[i].likes, self.tallies[i].votes) = count;
-            if let (VoteChange::New, Some(expected)) = (change, expected) {
-                let before = self.tallies[i].surprise;
-                let after = Surprise {
-                    residual: before.residual + f64::from(like) - expected,
-                    information: before.information + expected * (1.0 - expected),
-                };
-                self.tallies[i].surprise = after;
-                self.surprise_sums.add(before, -1.0);
-                self.surprise_sums.add(after, 1.0);
-            }
         }
         self.add_counts(key, i64::from(likes), i64::from(votes));
     }
 
-    pub fn debug_sums(&self) -> String {
-        let n = self
-            .tallies
-            .iter()
-            .filter(|t| t.surprise.information > 0.0)
-            .count();
-        format!("{:?} posts_with={n}", self.surprise_sums)
-    }
-
-    pub fn debug_effect_sd(&self, index: usize, prior: &PostEffectPrior) -> f64 {
-        1.0 / (self.tallies[index].surprise.information + prior.precision).sqrt()
-    }
-    pub fn debug_reset(&mut self) {
-        for t in &mut self.tallies {
-            t.surprise = Surprise::default();
-        }
-        self.sum_surprises();
-    }
-
-    /// Sums the candidates' surprises anew (after candidates came or went).
-    fn sum_surprises(&mut self) {
-        self.surprise_sums = SurpriseSums::default();
-        for tally in &self.tallies {
-            self.surprise_sums.add(tally.surprise, 1.0);
-        }
-    }
-
-    /// What the candidates' surprises say of posts' effects in general, by the method of
-    /// moments: a post's residual r with information w has E[r] = w·(offset + effect) and,
-    /// around that, a variance of w + w²·σ² for effects spread by σ. `None` while the votes
-    /// show no spread beyond chance: every effect is then nought.
-    pub fn post_effect_prior(&self) -> Option<PostEffectPrior> {
-        let sums = &self.surprise_sums;
-        if sums.information <= 0.0 || sums.information_squared <= 0.0 {
-            return None;
-        }
-        let offset = sums.residual / sums.information;
-        let centred_squares = sums.residual_squared - 2.0 * offset * sums.residual_information
-            + offset * offset * sums.information_squared;
-        let variance = ((centred_squares - sums.information) / sums.information_squared)
-            .min(MAX_POST_EFFECT_SD * MAX_POST_EFFECT_SD);
-        (variance > 0.0).then(|| PostEffectPrior {
-            offset,
-            precision: 1.0 / variance,
-        })
-    }
-
-    /// The shift of the post at `index`'s logit that its voters' surprise supports: its
-    /// posterior mean under `prior`, after one Newton step from nought.
-    pub fn post_effect(&self, index: usize, prior: &PostEffectPrior) -> f64 {
-        let s = self.tallies[index].surprise;
-        (s.residual - prior.offset * s.information) / (s.information + prior.precision)
-    }
-
     /// Carries over the posts of `older` that this pool (read from the store) lacks: those
     /// announced while it was read, with their rows in `scorer`.
-    /// The posts' surprises come along: the store does not keep what was expected of a voter.
     pub fn keep_newer_posts_of(&mut self, older: &Pool, scorer: Option<&ScoringModel>) {
-        for (post, tally) in older.posts.iter().zip(&older.tallies) {
+        for post in &older.posts {
             self.insert(post.clone(), scorer);
-            if let Some(i) = self.position(&post.key) {
-                self.tallies[i].surprise = tally.surprise;
-            }
         }
-        self.sum_surprises();
     }
 
     /// Adds a post unless it is already a candidate, with its row in `scorer` (the serving
@@ -302,7 +180,6 @@ impl Pool {
             channel,
             likes,
             votes,
-            surprise: Surprise::default(),
         });
         self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
@@ -373,7 +250,6 @@ impl Pool {
         if self.posts.len() == before {
             return false;
         }
-        self.sum_surprises();
         self.positions = self
             .posts
             .iter()
@@ -484,15 +360,14 @@ pub(crate) mod tests {
         let posts = || recent(&[("a", 1), ("a", 2), ("b", 1)]);
         let key = |c: &str, id| PostKey::new(c, id);
         let mut heard = Pool::new(posts(), HashMap::from([(key("a", 1), (1, 2))]), 5.0);
-        heard.record_vote(&key("a", 1), true, VoteChange::New, None);
-        heard.record_vote(&key("b", 1), false, VoteChange::New, None);
+        heard.record_vote(&key("a", 1), true, VoteChange::New);
+        heard.record_vote(&key("b", 1), false, VoteChange::New);
         heard.record_vote(
             &key("b", 1),
             true,
             VoteChange::Replaced { was_liked: false },
-            None,
         );
-        heard.record_vote(&key("a", 1), true, VoteChange::Stale, None);
+        heard.record_vote(&key("a", 1), true, VoteChange::Stale);
         let reloaded = Pool::new(
             posts(),
             HashMap::from([(key("a", 1), (2, 3)), (key("b", 1), (1, 1))]),

@@ -17,9 +17,6 @@ pub struct Exploration<'a> {
     pub noise: f64,
     /// Posterior mean and Thompson: how many of the person's votes the model's estimate counts for.
     pub prior_votes: f64,
-    /// Posterior mean and Thompson: shift each post's logit by its voters' surprise
-    /// ([`Pool::post_effect`]).
-    pub post_effects: bool,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
     /// What the person has seen (their channels count as tried) and liked per channel.
@@ -106,19 +103,6 @@ pub fn rank(
             let mean = |(alpha, beta): (f64, f64)| alpha / (alpha + beta);
             for (score, &belief) in scores.iter_mut().zip(&beliefs) {
                 *score = mean(belief);
-            }
-            // Popularity (no model) counts the post's likes already.
-            let effects = exploration.post_effects && user_row.is_some();
-            if let Some(prior) = effects.then(|| pool.post_effect_prior()).flatten() {
-                let draw = std::env::var("DEBUG_DRAW").is_ok();
-                for (score, &i) in scores.iter_mut().zip(&candidates) {
-                    let mut effect = pool.post_effect(i, &prior);
-                    if draw {
-                        effect +=
-                            pool.debug_effect_sd(i, &prior) * rng.sample::<f64, _>(StandardNormal);
-                    }
-                    *score = shifted(*score, effect);
-                }
             }
             if exploration.policy == ExplorationPolicy::PosteriorMean {
                 scores.clone()
@@ -221,32 +205,6 @@ fn by_key(a: &(f64, usize), b: &(f64, usize)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
-/// The like rate the posterior policies expect of `user` for the pool's post at `index`, before
-/// any post effect, with `history` as it stands; `None` when the model does not know the person
-/// (their scores are then popularity, which counts the post's own votes).
-pub fn expected_like(
-    pool: &Pool,
-    index: usize,
-    scorer: Option<&ScoringModel>,
-    user: UserId,
-    history: Option<&PersonHistory>,
-    prior_votes: f64,
-) -> Option<f64> {
-    let scorer = scorer?;
-    let row = scorer.user_row(user.get())?;
-    let mut estimate = Vec::with_capacity(1);
-    scorer.score(row, &[pool.candidate(index, scorer)], &mut estimate);
-    let tally = history.and_then(|h| h.channel_votes.get(&pool.posts[index].channel).copied());
-    let (alpha, beta) = belief(f64::from(estimate[0]), tally, prior_votes);
-    Some(alpha / (alpha + beta))
-}
-
-/// `rate` with its logit moved by `shift`.
-fn shifted(rate: f64, shift: f64) -> f64 {
-    let rate = rate.clamp(1e-6, 1.0 - 1e-6);
-    1.0 / (1.0 + (-(rate / (1.0 - rate)).ln() - shift).exp())
-}
-
 /// The person's like rate for a post as a Beta(α, β): the model's estimate `estimate` worth
 /// `prior_votes` votes, plus the person's (likes, votes) on the post's channel. Few votes leave
 /// it wide (exploration); many pull it to what the person did (exploitation), before the next
@@ -287,7 +245,6 @@ mod tests {
             policy: ExplorationPolicy::Noise,
             noise: 0.0,
             prior_votes: 4.0,
-            post_effects: true,
             fresh_slots: 0,
             history,
         }

@@ -27,10 +27,6 @@ pub struct RankerSettings {
     /// For `thompson` and `posterior_mean`: how many of the person's own votes the model's
     /// estimate counts for in their posterior.
     pub prior_votes: f64,
-    /// For `thompson` and `posterior_mean`: whether a post's logit is shifted by how its voters'
-    /// votes departed from what was expected of each (a post's quality, learned between
-    /// trainings from the votes of the people it was sent to).
-    pub post_effects: bool,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often; in between, notices
