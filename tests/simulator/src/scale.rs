@@ -19,6 +19,7 @@ use mongodb::bson::doc;
 use oleg_bus::{Bus, RpcClient};
 use oleg_messages::{PostRef, Reaction, UserStarted, Vote};
 use oleg_settings::{AmqpSettings, MongoSettings};
+use oleg_testkit::processes::{cpu_seconds, find_process, SERVICES};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -234,7 +235,7 @@ async fn load_run(
         .map(|(kind, worker)| (kind.name.to_owned(), worker.pid()))
         .collect();
     watched.extend(
-        [("broker", "beam.smp"), ("store", "bin/nx-27017")]
+        SERVICES
             .into_iter()
             .filter_map(|(name, needle)| Some((name.to_owned(), find_process(needle)?))),
     );
@@ -247,9 +248,9 @@ async fn load_run(
         settings.concurrency
     ));
     let rpc = RpcClient::new(&run.bus).await?;
-    let cpu_before = watch.cpu_ticks();
+    let cpu_before = watch.cpu_seconds();
     let load = apply_load(&run.bus, &rpc, &people, &posts, settings).await;
-    let cpu_after = watch.cpu_ticks();
+    let cpu_after = watch.cpu_seconds();
     let votes_filter = doc! {"user_id": {"$gte": first_user}};
     let votes = run.store.collections().votes;
     let votes_stored_in_load = votes.count_documents(votes_filter.clone()).await?;
@@ -307,12 +308,10 @@ async fn load_run(
         .finish()
         .into_iter()
         .map(|(name, pid, peak_rss_bytes)| ProcessFigures {
-            load_cores: cpu_after.get(&pid).zip(cpu_before.get(&pid)).map_or(
-                0.0,
-                |(after, before)| {
-                    after.saturating_sub(*before) as f64 / CLOCK_TICKS_PER_S / seconds
-                },
-            ),
+            load_cores: cpu_after
+                .get(&pid)
+                .zip(cpu_before.get(&pid))
+                .map_or(0.0, |(after, before)| (after - before) / seconds),
             name,
             peak_rss_bytes,
         })
@@ -420,31 +419,6 @@ async fn apply_load(
     figures
 }
 
-/// Linux reports CPU time in clock ticks of a fixed 100 per second to user space (`USER_HZ`).
-const CLOCK_TICKS_PER_S: f64 = 100.0;
-
-/// The first process other than this one whose command line contains `needle`.
-fn find_process(needle: &str) -> Option<u32> {
-    let own = std::process::id();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != own)
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(needle))
-        })
-}
-
-/// User and system CPU time of a process so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces): state is the first, utime the
-    // twelfth and stime the thirteenth.
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
 /// A process's resident memory now, in bytes.
 fn resident_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -496,11 +470,11 @@ impl ProcessWatch {
         }
     }
 
-    /// CPU ticks so far, by pid.
-    fn cpu_ticks(&self) -> HashMap<u32, u64> {
+    /// CPU seconds so far, by pid.
+    fn cpu_seconds(&self) -> HashMap<u32, f64> {
         self.processes
             .iter()
-            .filter_map(|(_, pid)| Some((*pid, cpu_ticks(*pid)?)))
+            .filter_map(|(_, pid)| Some((*pid, cpu_seconds(*pid)?)))
             .collect()
     }
 

@@ -4,6 +4,7 @@
 
 pub mod fault_proxy;
 pub mod in_process;
+pub mod processes;
 pub mod stand_in_ranker;
 pub mod telegram;
 

@@ -6,6 +6,9 @@
 //! - the same pipeline draining a backlog published before it started (no publisher sharing the
 //!   machine's CPU with the broker, the store and ingest).
 //!
+//! Beside each rate it says how many of the machine's cores the broker, the store server and the
+//! bench's own process (publishers and ingest) kept busy meanwhile.
+//!
 //! `cargo bench -p oleg-ingest --bench throughput` (after deploy/dev/setup.sh; `OLEG_BENCH_VOTES`
 //! sets the count, default 20000). Prints a Markdown table.
 
@@ -16,6 +19,7 @@ use oleg_ingest::{Ingest, IngestMetrics, IngestSettings};
 use oleg_messages::*;
 use oleg_store::Store;
 use oleg_telemetry::{Component, Readiness};
+use oleg_testkit::processes::{cpu_seconds, find_process, SERVICES};
 use oleg_testkit::{amqp_settings, delete_topology, mongo_settings, scraped_post};
 use prometheus::Registry;
 use std::time::{Duration, Instant};
@@ -92,10 +96,11 @@ async fn seeded_store(test: &str) -> Store {
     store
 }
 
-async fn broker_rate(n: usize) -> f64 {
+async fn broker_rate(n: usize, processes: &[(&str, u32)]) -> Rate {
     let (bus, settings, shutdown) = connect("bench-broker", 1000).await;
     let votes = votes(n, 1);
     let started = Instant::now();
+    let cpu = CpuWatch::start(processes);
     let consumer = {
         let bus = bus.clone();
         tokio::spawn(async move {
@@ -113,21 +118,28 @@ async fn broker_rate(n: usize) -> f64 {
     };
     publish(&bus, &votes).await;
     consumer.await.unwrap();
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let rate = Rate {
+        per_s: n as f64 / started.elapsed().as_secs_f64(),
+        cores: cpu.cores(),
+    };
     shutdown.cancel();
     bus.close().await;
     delete_topology(&settings).await;
     rate
 }
 
-async fn store_rate(n: usize) -> f64 {
+async fn store_rate(n: usize, processes: &[(&str, u32)]) -> Rate {
     let store = seeded_store("bench_store").await;
     let votes = votes(n, 2);
     let started = Instant::now();
+    let cpu = CpuWatch::start(processes);
     for batch in votes.chunks(BATCH) {
         store.upsert_votes(batch, 1).await.unwrap();
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let rate = Rate {
+        per_s: n as f64 / started.elapsed().as_secs_f64(),
+        cores: cpu.cores(),
+    };
     store.drop_database().await.unwrap();
     rate
 }
@@ -135,7 +147,7 @@ async fn store_rate(n: usize) -> f64 {
 /// The pipeline's rate: with the votes published while ingest runs (`Load::Live`, end to end),
 /// or all published before it starts (`Load::Backlog`: ingest draining a queue, with no
 /// publisher sharing the machine).
-async fn pipeline_rate(n: usize, load: Load) -> Pipeline {
+async fn pipeline_rate(n: usize, load: Load, processes: &[(&str, u32)]) -> Pipeline {
     let (bus, settings, shutdown) = connect("bench-pipeline", 1000).await;
     let store = seeded_store("bench_pipeline").await;
     let ingest_settings = IngestSettings {
@@ -166,6 +178,7 @@ async fn pipeline_rate(n: usize, load: Load) -> Pipeline {
         publish(&bus, &votes).await;
     }
     let started = Instant::now();
+    let cpu = CpuWatch::start(processes);
     let worker = tokio::spawn(ingest.run());
     if load == Load::Live {
         publish(&bus, &votes).await;
@@ -181,6 +194,7 @@ async fn pipeline_rate(n: usize, load: Load) -> Pipeline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cores = cpu.cores();
     let writing = metrics.write_seconds.get_sample_sum() / elapsed;
     let batches = metrics.write_seconds.get_sample_count();
     shutdown.cancel();
@@ -189,7 +203,10 @@ async fn pipeline_rate(n: usize, load: Load) -> Pipeline {
     delete_topology(&settings).await;
     store.drop_database().await.unwrap();
     Pipeline {
-        rate: n as f64 / elapsed,
+        rate: Rate {
+            per_s: n as f64 / elapsed,
+            cores,
+        },
         writing,
         batches,
     }
@@ -201,12 +218,63 @@ enum Load {
     Backlog,
 }
 
+/// Votes per second, and the cores each watched process kept busy meanwhile.
+struct Rate {
+    per_s: f64,
+    cores: Vec<f64>,
+}
+
 /// The pipeline's rate, and how it spent its time.
 struct Pipeline {
-    rate: f64,
+    rate: Rate,
     /// Share of the wall time the worker spent in store writes.
     writing: f64,
     batches: u64,
+}
+
+/// The processes whose CPU each phase reports: this one, then the services found running.
+fn watched() -> Vec<(&'static str, u32)> {
+    let mut processes = vec![("this bench (publishers, ingest)", std::process::id())];
+    processes.extend(
+        SERVICES
+            .into_iter()
+            .filter_map(|(name, needle)| Some((name, find_process(needle)?))),
+    );
+    processes
+}
+
+/// The cores each watched process keeps busy from its start (CPU seconds per second of wall
+/// time), over the same interval a rate is timed.
+struct CpuWatch {
+    pids: Vec<u32>,
+    before: Vec<f64>,
+    started: Instant,
+}
+
+impl CpuWatch {
+    fn start(processes: &[(&str, u32)]) -> Self {
+        let pids: Vec<u32> = processes.iter().map(|(_, pid)| *pid).collect();
+        Self {
+            before: Self::read(&pids),
+            pids,
+            started: Instant::now(),
+        }
+    }
+
+    fn read(pids: &[u32]) -> Vec<f64> {
+        pids.iter()
+            .map(|pid| cpu_seconds(*pid).unwrap_or(0.0))
+            .collect()
+    }
+
+    fn cores(&self) -> Vec<f64> {
+        let seconds = self.started.elapsed().as_secs_f64();
+        Self::read(&self.pids)
+            .iter()
+            .zip(&self.before)
+            .map(|(after, before)| (after - before) / seconds)
+            .collect()
+    }
 }
 
 #[tokio::main]
@@ -215,14 +283,30 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let broker = broker_rate(n).await;
-    let store = store_rate(n).await;
+    let processes = watched();
+    let Rate {
+        per_s: broker,
+        cores: broker_cores,
+    } = broker_rate(n, &processes).await;
+    let Rate {
+        per_s: store,
+        cores: store_cores,
+    } = store_rate(n, &processes).await;
     let Pipeline {
-        rate: pipeline,
+        rate: Rate {
+            per_s: pipeline,
+            cores: pipeline_cores,
+        },
         writing,
         batches,
-    } = pipeline_rate(n, Load::Live).await;
-    let draining = pipeline_rate(n, Load::Backlog).await;
+    } = pipeline_rate(n, Load::Live, &processes).await;
+    let Pipeline {
+        rate: Rate {
+            per_s: draining,
+            cores: draining_cores,
+        },
+        ..
+    } = pipeline_rate(n, Load::Backlog, &processes).await;
     let bound = broker.min(store);
     println!("ingest throughput, {n} votes, {PUBLISHERS} concurrent confirmed publishers, batches of {BATCH}\n");
     println!("| path | votes/s | ratio to the slower raw rate |");
@@ -241,8 +325,8 @@ async fn main() {
     );
     println!(
         "| oleg-ingest draining a backlog (published before it started) | {:.0} | {:.2} |",
-        draining.rate,
-        draining.rate / bound
+        draining,
+        draining / bound
     );
     println!(
         "\nend to end, the pipeline wrote {batches} batches; store writes took {:.0} % of its wall time \
@@ -251,6 +335,26 @@ async fn main() {
         writing * n as f64 / pipeline / batches as f64 * 1000.0,
         BATCH as f64 / store * 1000.0
     );
+    println!(
+        "\ncores kept busy during each run (CPU seconds per second; the machine has {}):\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let names: Vec<&str> = processes.iter().map(|(name, _)| *name).collect();
+    println!("| run | {} | all |", names.join(" | "));
+    println!("|---|{}---:|", "---:|".repeat(names.len()));
+    for (run, cores) in [
+        ("raw broker", &broker_cores),
+        ("raw store", &store_cores),
+        ("pipeline, end to end", &pipeline_cores),
+        ("pipeline, draining a backlog", &draining_cores),
+    ] {
+        let cells: Vec<String> = cores.iter().map(|c| format!("{c:.2}")).collect();
+        println!(
+            "| {run} | {} | {:.2} |",
+            cells.join(" | "),
+            cores.iter().sum::<f64>()
+        );
+    }
     let verdict = |rate: f64| {
         if rate >= 0.8 * bound {
             "met"
@@ -261,6 +365,6 @@ async fn main() {
     println!(
         "\ntarget (issue 14): pipeline ≥ 0.8 × the slower raw rate → end to end {}, draining a backlog {}",
         verdict(pipeline),
-        verdict(draining.rate)
+        verdict(draining)
     );
 }
