@@ -173,6 +173,7 @@ fn in_process(posts: i64) -> [(f64, f64); 2] {
         policy: POLICY,
         noise: 0.0,
         prior_votes: 1.0,
+        post_effect_sd: 0.5,
         fresh_slots: 0,
         history: &history,
     };
@@ -230,6 +231,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         exploration: POLICY,
         exploration_noise: 0.05,
         prior_votes: 1.0,
+        post_effect_sd: 0.5,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,

@@ -215,11 +215,13 @@ impl Ranker {
         }
     }
 
-    /// A vote cast: the person's history (if held) and the post's popularity.
+    /// A vote cast: the person's history (if held), the post's popularity, and its surprise
+    /// against what was expected of the voter (with their votes before this one).
     fn add_vote(&self, vote: &Vote) {
         let key = PostKey::of(&vote.post());
         let liked = vote.reaction == Reaction::Like;
         let at_ms = vote.voted_at.timestamp_millis();
+        let expected = self.expected_like(vote.user_id, &key);
         let change = self
             .inner
             .people
@@ -237,7 +239,27 @@ impl Ranker {
             .votes_heard
             .with_label_values(&[label])
             .inc();
-        self.pool_mut().record_vote(&key, liked, change);
+        self.pool_mut().record_vote(&key, liked, change, expected);
+    }
+
+    /// What the ranker expects of `user` for the candidate `key` now, before their vote on it
+    /// is counted; `None` when post effects are off, the post is no candidate or the model does
+    /// not know the person.
+    fn expected_like(&self, user: UserId, key: &PostKey) -> Option<f64> {
+        if self.inner.settings.post_effect_sd <= 0.0 {
+            return None;
+        }
+        let history = self.inner.people.get(user);
+        let model = self.inner.model.current();
+        let pool = self.pool();
+        ranking::expected_like(
+            &pool,
+            pool.position(key)?,
+            model.as_deref().map(|m| &m.scorer),
+            user,
+            history.as_deref(),
+            self.inner.settings.prior_votes,
+        )
     }
 
     /// The person's history: the cache's, or read from the store (within the candidate window)
@@ -285,6 +307,7 @@ impl Ranker {
                 }
                 let published_at_ms = loaded.published_at_ms;
                 if self.inner.model.offer(loaded) {
+                    self.pool_mut().forget_surprises();
                     self.maintain_pool();
                     tracing::info!(%version, "serving the live model");
                     self.inner.metrics.model_version.set(version.as_i64());
@@ -575,6 +598,7 @@ impl Ranker {
             policy: settings.exploration,
             noise: settings.exploration_noise,
             prior_votes: settings.prior_votes,
+            post_effect_sd: settings.post_effect_sd,
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };

@@ -45,6 +45,33 @@ struct Tally {
     channel: usize,
     likes: u32,
     votes: u32,
+    surprise: Surprise,
+}
+
+/// How a post's votes departed from what the ranker expected of each voter when they voted:
+/// Σ (vote − expected like rate) and Σ expected · (1 − expected), the Fisher information of a
+/// shift of the post's logit. Its voters were chosen because their expectation was high, so
+/// their likes alone would read as quality; against their own expectations they do not.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Surprise {
+    residual: f64,
+    information: f64,
+}
+
+impl Surprise {
+    fn add(&mut self, other: Surprise, sign: f64) {
+        self.residual += sign * other.residual;
+        self.information += sign * other.information;
+    }
+}
+
+/// The prior of posts' effects: the candidates' mean residual per unit of information (how far
+/// the expectations are off for every post alike, mostly the winner's curse of picking the
+/// highest of many estimates; left out of each post's effect) and the configured spread.
+#[derive(Debug, Clone, Copy)]
+pub struct PostEffectPrior {
+    offset: f64,
+    precision: f64,
 }
 
 /// A post as a model sees it: its row if the model saw it, else what the model makes of its
@@ -83,6 +110,8 @@ pub struct Pool {
     channel_counts: Vec<(u64, u64)>,
     total: (u64, u64),
     prior_strength: f64,
+    /// The candidates' surprises summed.
+    surprise_sum: Surprise,
 }
 
 impl Pool {
@@ -136,8 +165,16 @@ impl Pool {
     }
 
     /// Counts a vote on `key` by what it changed in its person's history (a first vote when
-    /// the replica does not hold the person).
-    pub fn record_vote(&mut self, key: &PostKey, liked: bool, change: VoteChange) {
+    /// the replica does not hold the person); `expected` is the like rate the ranker expected
+    /// of the voter before it, if it could tell (the model knew them), for the post's surprise.
+    /// A changed vote is left out of the surprise: its voter's expectation is long gone.
+    pub fn record_vote(
+        &mut self,
+        key: &PostKey,
+        liked: bool,
+        change: VoteChange,
+        expected: Option<f64>,
+    ) {
         let like = i32::from(liked);
         let (likes, votes) = match change {
             VoteChange::New => (like, 1),
@@ -150,16 +187,66 @@ impl Pool {
         let count = *count;
         if let Some(i) = self.position(key) {
             (self.tallies[i].likes, self.tallies[i].votes) = count;
+            if let (VoteChange::New, Some(expected)) = (change, expected) {
+                let before = self.tallies[i].surprise;
+                let after = Surprise {
+                    residual: before.residual + f64::from(like) - expected,
+                    information: before.information + expected * (1.0 - expected),
+                };
+                self.tallies[i].surprise = after;
+                self.surprise_sum.add(before, -1.0);
+                self.surprise_sum.add(after, 1.0);
+            }
         }
         self.add_counts(key, i64::from(likes), i64::from(votes));
     }
 
+    /// Forgets every post's surprise: a model trained on those votes now serves, and has
+    /// learned from them what it could.
+    pub fn forget_surprises(&mut self) {
+        for tally in &mut self.tallies {
+            tally.surprise = Surprise::default();
+        }
+        self.surprise_sum = Surprise::default();
+    }
+
+    /// Sums the candidates' surprises anew (after candidates came or went).
+    fn sum_surprises(&mut self) {
+        self.surprise_sum = Surprise::default();
+        for tally in &self.tallies {
+            self.surprise_sum.add(tally.surprise, 1.0);
+        }
+    }
+
+    /// The prior of posts' effects on their logits, spread by `sd` (in logits) around the
+    /// candidates' mean surprise; `None` (every effect nought) when `sd` is 0 or no vote was
+    /// read against an expectation yet.
+    pub fn post_effect_prior(&self, sd: f64) -> Option<PostEffectPrior> {
+        let sum = &self.surprise_sum;
+        (sd > 0.0 && sum.information > 0.0).then(|| PostEffectPrior {
+            offset: sum.residual / sum.information,
+            precision: 1.0 / (sd * sd),
+        })
+    }
+
+    /// The shift of the post at `index`'s logit that its voters' surprise supports: its
+    /// posterior mean under `prior`, after one Newton step from nought.
+    pub fn post_effect(&self, index: usize, prior: &PostEffectPrior) -> f64 {
+        let s = self.tallies[index].surprise;
+        (s.residual - prior.offset * s.information) / (s.information + prior.precision)
+    }
+
     /// Carries over the posts of `older` that this pool (read from the store) lacks: those
     /// announced while it was read, with their rows in `scorer`.
+    /// The posts' surprises come along: the store does not keep what was expected of a voter.
     pub fn keep_newer_posts_of(&mut self, older: &Pool, scorer: Option<&ScoringModel>) {
-        for post in &older.posts {
+        for (post, tally) in older.posts.iter().zip(&older.tallies) {
             self.insert(post.clone(), scorer);
+            if let Some(i) = self.position(&post.key) {
+                self.tallies[i].surprise = tally.surprise;
+            }
         }
+        self.sum_surprises();
     }
 
     /// Adds a post unless it is already a candidate, with its row in `scorer` (the serving
@@ -180,6 +267,7 @@ impl Pool {
             channel,
             likes,
             votes,
+            surprise: Surprise::default(),
         });
         self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
@@ -250,6 +338,7 @@ impl Pool {
         if self.posts.len() == before {
             return false;
         }
+        self.sum_surprises();
         self.positions = self
             .posts
             .iter()
@@ -360,14 +449,15 @@ pub(crate) mod tests {
         let posts = || recent(&[("a", 1), ("a", 2), ("b", 1)]);
         let key = |c: &str, id| PostKey::new(c, id);
         let mut heard = Pool::new(posts(), HashMap::from([(key("a", 1), (1, 2))]), 5.0);
-        heard.record_vote(&key("a", 1), true, VoteChange::New);
-        heard.record_vote(&key("b", 1), false, VoteChange::New);
+        heard.record_vote(&key("a", 1), true, VoteChange::New, None);
+        heard.record_vote(&key("b", 1), false, VoteChange::New, None);
         heard.record_vote(
             &key("b", 1),
             true,
             VoteChange::Replaced { was_liked: false },
+            None,
         );
-        heard.record_vote(&key("a", 1), true, VoteChange::Stale);
+        heard.record_vote(&key("a", 1), true, VoteChange::Stale, None);
         let reloaded = Pool::new(
             posts(),
             HashMap::from([(key("a", 1), (2, 3)), (key("b", 1), (1, 1))]),
@@ -382,7 +472,87 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn rows_looked_up_once_per_model_stay_with_their_posts() {
+    fn a_posts_effect_follows_its_voters_surprise_not_their_likes() {
+        let key = |id| PostKey::new("a", id);
+        let mut pool = Pool::new(
+            recent(&[("a", 1), ("a", 2), ("a", 3), ("a", 4)]),
+            HashMap::new(),
+            5.0,
+        );
+        let votes = |pool: &mut Pool, id, liked, expected| {
+            for _ in 0..4 {
+                pool.record_vote(&key(id), liked, VoteChange::New, Some(expected));
+            }
+        };
+        // Four likes from people expected to like it anyway, four from people expected not
+        // to, and four dislikes where a like was as likely as not.
+        votes(&mut pool, 1, true, 0.9);
+        votes(&mut pool, 2, true, 0.3);
+        votes(&mut pool, 3, false, 0.5);
+        // Neither a vote from someone the model does not know nor a changed vote counts.
+        pool.record_vote(&key(4), false, VoteChange::New, None);
+        pool.record_vote(
+            &key(4),
+            true,
+            VoteChange::Replaced { was_liked: false },
+            Some(0.5),
+        );
+        let prior = pool
+            .post_effect_prior(0.5)
+            .expect("votes were read against expectations");
+        let effect = |pool: &Pool, id| pool.post_effect(pool.position(&key(id)).unwrap(), &prior);
+        assert!(
+            effect(&pool, 2) > effect(&pool, 1) + 0.3,
+            "likes where a dislike was expected say more: {} vs {}",
+            effect(&pool, 2),
+            effect(&pool, 1)
+        );
+        assert!(effect(&pool, 3) < -0.3, "{}", effect(&pool, 3));
+        assert_eq!(effect(&pool, 4), 0.0);
+        // The mean surprise (here 1.2 / 2.2 per unit of information) is everyone's, not a
+        // post's own: the expected likes of post 1 move it little.
+        assert!(effect(&pool, 1).abs() < 0.1, "{}", effect(&pool, 1));
+        // A wider prior lets the same votes say more.
+        let wide = pool.post_effect_prior(2.0).unwrap();
+        assert!(pool.post_effect(pool.position(&key(2)).unwrap(), &wide) > effect(&pool, 2));
+        assert!(
+            pool.post_effect_prior(0.0).is_none(),
+            "0 turns post effects off"
+        );
+
+        // A reload from the store keeps them (the store does not know what was expected).
+        let mut reloaded = Pool::new(
+            recent(&[("a", 1), ("a", 2), ("a", 3), ("a", 4)]),
+            HashMap::new(),
+            5.0,
+        );
+        reloaded.keep_newer_posts_of(&pool, None);
+        let again = reloaded.post_effect_prior(0.5).unwrap();
+        for id in 1..=4 {
+            let i = reloaded.position(&key(id)).unwrap();
+            // Summed anew, in another order.
+            assert!((reloaded.post_effect(i, &again) - effect(&pool, id)).abs() < 1e-12);
+        }
+        // A post leaving the window takes its surprise along.
+        let mut expired = reloaded.clone();
+        for (post, at) in expired.posts.iter_mut().zip([0, 10, 10, 10]) {
+            post.published_at_ms = at;
+        }
+        assert!(expired.expire(5));
+        let without_1 = expired.post_effect_prior(0.5).unwrap();
+        assert!((prior.offset - 1.2 / 2.2).abs() < 1e-9, "{}", prior.offset);
+        assert!(
+            (without_1.offset - 0.8 / 1.84).abs() < 1e-9,
+            "{}",
+            without_1.offset
+        );
+        // A new model has learned from those votes: they no longer move their posts.
+        reloaded.forget_surprises();
+        assert!(reloaded.post_effect_prior(0.5).is_none());
+    }
+
+    /// An untrained model that knows person 1 and posts a/1 and a/2.
+    pub(crate) fn small_scorer() -> ScoringModel {
         let network = oleg_model::Network::new(
             &oleg_model::ModelConfig::default(),
             oleg_model::Sizes {
@@ -395,7 +565,12 @@ pub(crate) mod tests {
         let mut weights = Vec::new();
         oleg_model::write_network(&network, &[], &mut weights).unwrap();
         let vocab = r#"{"users": [1], "channels": ["a"], "posts": [[0, 1], [0, 2]]}"#;
-        let scorer = ScoringModel::load(&weights, vocab.as_bytes()).unwrap();
+        ScoringModel::load(&weights, vocab.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rows_looked_up_once_per_model_stay_with_their_posts() {
+        let scorer = small_scorer();
         let mut posts = recent(&[("a", 1), ("a", 3), ("a", 2)]);
         for (post, at) in posts.iter_mut().zip([0, 10, 20]) {
             post.published_at_ms = at;

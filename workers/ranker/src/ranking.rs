@@ -17,6 +17,9 @@ pub struct Exploration<'a> {
     pub noise: f64,
     /// Posterior mean and Thompson: how many of the person's votes the model's estimate counts for.
     pub prior_votes: f64,
+    /// Posterior mean and Thompson: the spread (in logits) of posts' effects, by which each
+    /// post's logit is shifted as its voters' surprise supports ([`Pool::post_effect`]); 0: none.
+    pub post_effect_sd: f64,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
     /// What the person has seen (their channels count as tried) and liked per channel.
@@ -104,6 +107,22 @@ pub fn rank(
             for (score, &belief) in scores.iter_mut().zip(&beliefs) {
                 *score = mean(belief);
             }
+            // Each post's effect on its logit, from its voters' surprise; none under popularity
+            // (no model), which counts the post's likes already.
+            let effects: Option<Vec<f64>> = user_row
+                .and_then(|_| pool.post_effect_prior(exploration.post_effect_sd))
+                .map(|prior| {
+                    candidates
+                        .iter()
+                        .map(|&i| pool.post_effect(i, &prior))
+                        .collect()
+                });
+            let effect = |c: usize| effects.as_ref().map_or(0.0, |e| e[c]);
+            if effects.is_some() {
+                for (c, score) in scores.iter_mut().enumerate() {
+                    *score = shifted(*score, effect(c));
+                }
+            }
             if exploration.policy == ExplorationPolicy::PosteriorMean {
                 scores.clone()
             } else {
@@ -112,7 +131,7 @@ pub fn rank(
                 for (_, i) in top(&keys, THOMPSON_DRAWS) {
                     let (alpha, beta) = beliefs[i];
                     if let Ok(posterior) = Beta::new(alpha, beta) {
-                        scores[i] = posterior.sample(rng);
+                        scores[i] = shifted(posterior.sample(rng), effect(i));
                     }
                     keys[i] = scores[i];
                 }
@@ -205,6 +224,36 @@ fn by_key(a: &(f64, usize), b: &(f64, usize)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
+/// The like rate the posterior policies expect of `user` for the pool's post at `index`, before
+/// any post effect, with `history` as it stands; `None` when the model does not know the person
+/// (their scores are then popularity, which counts the post's own votes).
+pub fn expected_like(
+    pool: &Pool,
+    index: usize,
+    scorer: Option<&ScoringModel>,
+    user: UserId,
+    history: Option<&PersonHistory>,
+    prior_votes: f64,
+) -> Option<f64> {
+    let scorer = scorer?;
+    let row = scorer.user_row(user.get())?;
+    let mut estimate = Vec::with_capacity(1);
+    scorer.score(row, &[pool.candidate(index, scorer)], &mut estimate);
+    let tally = history.and_then(|h| h.channel_votes.get(&pool.posts[index].channel).copied());
+    let (alpha, beta) = belief(f64::from(estimate[0]), tally, prior_votes);
+    Some(alpha / (alpha + beta))
+}
+
+/// `rate` with its logit moved by `shift`.
+fn shifted(rate: f64, shift: f64) -> f64 {
+    if shift == 0.0 {
+        // Most candidates: no vote yet.
+        return rate;
+    }
+    let rate = rate.clamp(1e-6, 1.0 - 1e-6);
+    1.0 / (1.0 + (-(rate / (1.0 - rate)).ln() - shift).exp())
+}
+
 /// The person's like rate for a post as a Beta(α, β): the model's estimate `estimate` worth
 /// `prior_votes` votes, plus the person's (likes, votes) on the post's channel. Few votes leave
 /// it wide (exploration); many pull it to what the person did (exploitation), before the next
@@ -221,7 +270,7 @@ fn belief(estimate: f64, channel: Option<(u32, u32)>, prior_votes: f64) -> (f64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oleg_store::PostKey;
+    use oleg_store::{PostKey, VoteChange};
     use rand::SeedableRng;
     use std::collections::HashMap;
 
@@ -245,6 +294,7 @@ mod tests {
             policy: ExplorationPolicy::Noise,
             noise: 0.0,
             prior_votes: 4.0,
+            post_effect_sd: 0.5,
             fresh_slots: 0,
             history,
         }
@@ -368,6 +418,63 @@ mod tests {
         );
         // The same every time: no draw.
         assert_eq!(order(&history, 2), order(&history, 1));
+    }
+
+    #[test]
+    fn a_post_liked_beyond_expectation_rises_and_one_disliked_sinks() {
+        let scorer = crate::pool::tests::small_scorer();
+        let mut pool = Pool::new(
+            crate::pool::tests::recent(&[("a", 1), ("a", 2)]),
+            HashMap::new(),
+            5.0,
+        );
+        pool.resolve(&scorer);
+        let user = UserId::new(1).unwrap();
+        let history = PersonHistory::default();
+        let order = |pool: &Pool, post_effect_sd| {
+            let exploration = Exploration {
+                policy: ExplorationPolicy::PosteriorMean,
+                prior_votes: 1.0,
+                post_effect_sd,
+                ..noise(&history)
+            };
+            let ranked = rank(
+                pool,
+                &pool.excluded([]),
+                Some(&scorer),
+                user,
+                &exploration,
+                2,
+                &mut rand::rngs::StdRng::seed_from_u64(1),
+            );
+            keys(pool, &ranked)
+        };
+        // The model's own order, whatever it is; then its first post is disliked and its
+        // second liked, ten times each, by people expected to like either as not.
+        let by_model = order(&pool, 0.5);
+        let (first, second) = (PostKey::new("a", 1), PostKey::new("a", 2));
+        let (first, second) = if by_model[0] == first.to_string() {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let expected = expected_like(&pool, 0, Some(&scorer), user, Some(&history), 1.0)
+            .expect("the model knows the person");
+        assert!((0.0..1.0).contains(&expected));
+        for _ in 0..10 {
+            pool.record_vote(&first, false, VoteChange::New, Some(0.5));
+            pool.record_vote(&second, true, VoteChange::New, Some(0.5));
+        }
+        assert_eq!(
+            order(&pool, 0.0),
+            by_model,
+            "post effects off: the model's order"
+        );
+        assert_eq!(
+            order(&pool, 0.5),
+            [second.to_string(), first.to_string()],
+            "the surprise turns the order"
+        );
     }
 
     #[test]
