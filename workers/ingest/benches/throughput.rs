@@ -99,8 +99,7 @@ async fn seeded_store(test: &str) -> Store {
 async fn broker_rate(n: usize, processes: &[(&str, u32)]) -> Rate {
     let (bus, settings, shutdown) = connect("bench-broker", 1000).await;
     let votes = votes(n, 1);
-    let started = Instant::now();
-    let cpu = CpuWatch::start(processes);
+    let run = RunWatch::start(processes);
     let consumer = {
         let bus = bus.clone();
         tokio::spawn(async move {
@@ -118,10 +117,7 @@ async fn broker_rate(n: usize, processes: &[(&str, u32)]) -> Rate {
     };
     publish(&bus, &votes).await;
     consumer.await.unwrap();
-    let rate = Rate {
-        per_s: n as f64 / started.elapsed().as_secs_f64(),
-        cores: cpu.cores(),
-    };
+    let rate = run.rate(n);
     shutdown.cancel();
     bus.close().await;
     delete_topology(&settings).await;
@@ -131,15 +127,11 @@ async fn broker_rate(n: usize, processes: &[(&str, u32)]) -> Rate {
 async fn store_rate(n: usize, processes: &[(&str, u32)]) -> Rate {
     let store = seeded_store("bench_store").await;
     let votes = votes(n, 2);
-    let started = Instant::now();
-    let cpu = CpuWatch::start(processes);
+    let run = RunWatch::start(processes);
     for batch in votes.chunks(BATCH) {
         store.upsert_votes(batch, 1).await.unwrap();
     }
-    let rate = Rate {
-        per_s: n as f64 / started.elapsed().as_secs_f64(),
-        cores: cpu.cores(),
-    };
+    let rate = run.rate(n);
     store.drop_database().await.unwrap();
     rate
 }
@@ -177,8 +169,7 @@ async fn pipeline_rate(n: usize, load: Load, processes: &[(&str, u32)]) -> Pipel
     if load == Load::Backlog {
         publish(&bus, &votes).await;
     }
-    let started = Instant::now();
-    let cpu = CpuWatch::start(processes);
+    let run = RunWatch::start(processes);
     let worker = tokio::spawn(ingest.run());
     if load == Load::Live {
         publish(&bus, &votes).await;
@@ -193,9 +184,8 @@ async fn pipeline_rate(n: usize, load: Load, processes: &[(&str, u32)]) -> Pipel
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cores = cpu.cores();
-    let writing = metrics.write_seconds.get_sample_sum() / elapsed;
+    let rate = run.rate(n);
+    let writing = metrics.write_seconds.get_sample_sum() * rate.per_s / n as f64;
     let batches = metrics.write_seconds.get_sample_count();
     shutdown.cancel();
     worker.await.unwrap();
@@ -203,10 +193,7 @@ async fn pipeline_rate(n: usize, load: Load, processes: &[(&str, u32)]) -> Pipel
     delete_topology(&settings).await;
     store.drop_database().await.unwrap();
     Pipeline {
-        rate: Rate {
-            per_s: n as f64 / elapsed,
-            cores,
-        },
+        rate,
         writing,
         batches,
     }
@@ -243,37 +230,41 @@ fn watched() -> Vec<(&'static str, u32)> {
     processes
 }
 
-/// The cores each watched process keeps busy from its start (CPU seconds per second of wall
-/// time), over the same interval a rate is timed.
-struct CpuWatch {
+/// Times a run, and the CPU each watched process used during it.
+struct RunWatch {
     pids: Vec<u32>,
-    before: Vec<f64>,
+    cpu_before: Vec<f64>,
     started: Instant,
 }
 
-impl CpuWatch {
+impl RunWatch {
     fn start(processes: &[(&str, u32)]) -> Self {
         let pids: Vec<u32> = processes.iter().map(|(_, pid)| *pid).collect();
         Self {
-            before: Self::read(&pids),
+            cpu_before: Self::cpu(&pids),
             pids,
             started: Instant::now(),
         }
     }
 
-    fn read(pids: &[u32]) -> Vec<f64> {
+    fn cpu(pids: &[u32]) -> Vec<f64> {
         pids.iter()
             .map(|pid| cpu_seconds(*pid).unwrap_or(0.0))
             .collect()
     }
 
-    fn cores(&self) -> Vec<f64> {
+    /// `votes` over the time since the start, and the cores each process kept busy meanwhile
+    /// (CPU seconds per second).
+    fn rate(&self, votes: usize) -> Rate {
         let seconds = self.started.elapsed().as_secs_f64();
-        Self::read(&self.pids)
-            .iter()
-            .zip(&self.before)
-            .map(|(after, before)| (after - before) / seconds)
-            .collect()
+        Rate {
+            per_s: votes as f64 / seconds,
+            cores: Self::cpu(&self.pids)
+                .iter()
+                .zip(&self.cpu_before)
+                .map(|(after, before)| (after - before) / seconds)
+                .collect(),
+        }
     }
 }
 

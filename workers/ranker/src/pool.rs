@@ -59,9 +59,9 @@ struct Surprise {
 }
 
 impl Surprise {
-    fn add(&mut self, other: Surprise, sign: f64) {
-        self.residual += sign * other.residual;
-        self.information += sign * other.information;
+    fn add(&mut self, other: Surprise) {
+        self.residual += other.residual;
+        self.information += other.information;
     }
 }
 
@@ -188,14 +188,12 @@ impl Pool {
         if let Some(i) = self.position(key) {
             (self.tallies[i].likes, self.tallies[i].votes) = count;
             if let (VoteChange::New, Some(expected)) = (change, expected) {
-                let before = self.tallies[i].surprise;
-                let after = Surprise {
-                    residual: before.residual + f64::from(like) - expected,
-                    information: before.information + expected * (1.0 - expected),
+                let vote = Surprise {
+                    residual: f64::from(like) - expected,
+                    information: expected * (1.0 - expected),
                 };
-                self.tallies[i].surprise = after;
-                self.surprise_sum.add(before, -1.0);
-                self.surprise_sum.add(after, 1.0);
+                self.tallies[i].surprise.add(vote);
+                self.surprise_sum.add(vote);
             }
         }
         self.add_counts(key, i64::from(likes), i64::from(votes));
@@ -214,7 +212,7 @@ impl Pool {
     fn sum_surprises(&mut self) {
         self.surprise_sum = Surprise::default();
         for tally in &self.tallies {
-            self.surprise_sum.add(tally.surprise, 1.0);
+            self.surprise_sum.add(tally.surprise);
         }
     }
 

@@ -103,25 +103,13 @@ pub fn rank(
                     belief(estimate, tally, exploration.prior_votes)
                 })
                 .collect();
-            let mean = |(alpha, beta): (f64, f64)| alpha / (alpha + beta);
-            for (score, &belief) in scores.iter_mut().zip(&beliefs) {
-                *score = mean(belief);
-            }
             // Each post's effect on its logit, from its voters' surprise; none under popularity
             // (no model), which counts the post's likes already.
-            let effects: Option<Vec<f64>> = user_row
-                .and_then(|_| pool.post_effect_prior(exploration.post_effect_sd))
-                .map(|prior| {
-                    candidates
-                        .iter()
-                        .map(|&i| pool.post_effect(i, &prior))
-                        .collect()
-                });
-            let effect = |c: usize| effects.as_ref().map_or(0.0, |e| e[c]);
-            if effects.is_some() {
-                for (c, score) in scores.iter_mut().enumerate() {
-                    *score = shifted(*score, effect(c));
-                }
+            let prior = user_row.and_then(|_| pool.post_effect_prior(exploration.post_effect_sd));
+            let effect =
+                |c: usize| prior.map_or(0.0, |prior| pool.post_effect(candidates[c], &prior));
+            for (c, (score, &belief)) in scores.iter_mut().zip(&beliefs).enumerate() {
+                *score = shifted(posterior_mean(belief), effect(c));
             }
             if exploration.policy == ExplorationPolicy::PosteriorMean {
                 scores.clone()
@@ -240,8 +228,16 @@ pub fn expected_like(
     let mut estimate = Vec::with_capacity(1);
     scorer.score(row, &[pool.candidate(index, scorer)], &mut estimate);
     let tally = history.and_then(|h| h.channel_votes.get(&pool.posts[index].channel).copied());
-    let (alpha, beta) = belief(f64::from(estimate[0]), tally, prior_votes);
-    Some(alpha / (alpha + beta))
+    Some(posterior_mean(belief(
+        f64::from(estimate[0]),
+        tally,
+        prior_votes,
+    )))
+}
+
+/// The mean of a Beta(α, β).
+fn posterior_mean((alpha, beta): (f64, f64)) -> f64 {
+    alpha / (alpha + beta)
 }
 
 /// `rate` with its logit moved by `shift`.
