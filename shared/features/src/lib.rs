@@ -8,13 +8,17 @@
 //! to what is computed here must change [`FEATURES_VERSION`]: a model records the version it was
 //! trained with and a scorer refuses a model of another.
 //!
-//! What is left out, and why: views (relative to the channel) and age change after the post is
-//! stored, so a trained model would have seen other values than the ranker does.
+//! Views count relative to the channel's usual reach (the median of the page the post was read
+//! from): a post read more than its channel's others is one its readers passed on, the one sign of
+//! what everyone thinks of it that a page shows. The newest posts of a page are still gathering
+//! views, so they read low until a later scrape updates them; the trainer and the ranker both read
+//! the stored figures, so they see the same value. Age itself is left out: it changes by the
+//! minute, so a model would be trained on other values than the ranker scores with.
 
 use oleg_messages::{MediaKind, ScrapedPost};
 
 /// The version of the feature definition below.
-pub const FEATURES_VERSION: &str = "1";
+pub const FEATURES_VERSION: &str = "2";
 
 /// At most this many features per post: the structural ones and then the text's, in order.
 pub const MAX_FEATURES: usize = 48;
@@ -27,6 +31,9 @@ const MAX_PREFIXES: usize = 12;
 const PREFIX_CHARS: usize = 5;
 /// Link domains that become features.
 const MAX_DOMAINS: usize = 4;
+/// Relative views beyond this many e-folds either way read as this many: a post read a hundred
+/// times its channel's usual is not told apart from one read twenty times.
+const MAX_RELATIVE_VIEWS: f32 = 3.0;
 
 /// What a post says about itself, as stored by the scraper.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,6 +42,19 @@ pub struct PostContent {
     pub links: Vec<String>,
     pub media: Vec<MediaKind>,
     pub forwarded_from: Option<String>,
+    /// Its view counter, and the median counter of the page it was read from.
+    pub views: Option<u64>,
+    pub page_median_views: Option<u64>,
+}
+
+impl PostContent {
+    /// ln((1 + views) / (1 + the page's median)), capped at ±[`MAX_RELATIVE_VIEWS`]; none
+    /// without both counters.
+    pub fn relative_views(&self) -> Option<f32> {
+        let (views, median) = (self.views?, self.page_median_views?);
+        let ratio = (1.0 + views as f64) / (1.0 + median as f64);
+        Some((ratio.ln() as f32).clamp(-MAX_RELATIVE_VIEWS, MAX_RELATIVE_VIEWS))
+    }
 }
 
 impl From<&ScrapedPost> for PostContent {
@@ -44,6 +64,8 @@ impl From<&ScrapedPost> for PostContent {
             links: post.links.clone(),
             media: post.media.iter().map(|m| m.kind).collect(),
             forwarded_from: post.forwarded_from.clone(),
+            views: post.views,
+            page_median_views: post.page_median_views,
         }
     }
 }
@@ -54,8 +76,9 @@ pub struct PostFeatures(Vec<(u32, f32)>);
 
 impl PostFeatures {
     /// Structural features (media kinds, text length, links and their domains, forwarding) weigh
-    /// 1 each; the text's words and word prefixes share a weight of norm 1, so that a long text
-    /// does not outweigh what kind of post it is.
+    /// 1 each; relative views weigh their value (one direction of the content vector, scaled);
+    /// the text's words and word prefixes share a weight of norm 1, so that a long text does not
+    /// outweigh what kind of post it is.
     pub fn of(content: &PostContent) -> Self {
         let mut structural: Vec<String> = Vec::new();
         if content.media.is_empty() {
@@ -101,9 +124,14 @@ impl PostFeatures {
         } else {
             1.0 / (textual.len() as f32).sqrt()
         };
+        let views = content
+            .relative_views()
+            .filter(|v| *v != 0.0)
+            .map(|v| (hash("views:relative"), v));
         let features = structural
             .iter()
             .map(|f| (hash(f), 1.0))
+            .chain(views)
             .chain(textual.iter().map(|f| (hash(f), text_weight)))
             .take(MAX_FEATURES)
             .collect();
@@ -213,6 +241,7 @@ mod tests {
             links: vec!["https://www.example.org/a?b=1".into()],
             media: vec![MediaKind::Photo, MediaKind::Photo],
             forwarded_from: Some("SpaceNews".into()),
+            ..PostContent::default()
         };
         assert_eq!(PostFeatures::of(&post), PostFeatures::of(&post.clone()));
         assert_ne!(PostFeatures::of(&post), PostFeatures::of(&content("hello")));
@@ -233,7 +262,7 @@ mod tests {
                 "http://user@Example.org:8080".into(),
             ],
             media: vec![MediaKind::Video],
-            forwarded_from: None,
+            ..PostContent::default()
         });
         let ones = features.pairs().iter().filter(|(_, w)| *w == 1.0).count();
         // media:video, length, links:2, one domain (the same host twice), original.
@@ -265,6 +294,36 @@ mod tests {
             "media:none, length:none, links:0, original"
         );
         assert!(features.pairs().iter().all(|(h, _)| bucket(*h, 100) < 100));
+    }
+
+    #[test]
+    fn views_above_the_page_median_weigh_their_log_ratio_and_need_both_counters() {
+        let read = |views, median| {
+            PostFeatures::of(&PostContent {
+                views,
+                page_median_views: median,
+                ..PostContent::default()
+            })
+        };
+        let weight_of_views = |features: PostFeatures| {
+            features
+                .pairs()
+                .iter()
+                .find(|(h, _)| *h == hash("views:relative"))
+                .map(|(_, w)| *w)
+        };
+        let above = weight_of_views(read(Some(2_999), Some(999))).unwrap();
+        assert!((above - 3f32.ln()).abs() < 1e-6, "{above}");
+        let below = weight_of_views(read(Some(99), Some(999))).unwrap();
+        assert!((below + 10f32.ln()).abs() < 1e-5, "{below}");
+        assert_eq!(
+            weight_of_views(read(Some(10_000_000), Some(10))),
+            Some(MAX_RELATIVE_VIEWS)
+        );
+        // At the median, or without either counter, the post has no views feature.
+        assert_eq!(weight_of_views(read(Some(999), Some(999))), None);
+        assert_eq!(weight_of_views(read(Some(999), None)), None);
+        assert_eq!(weight_of_views(read(None, Some(999))), None);
     }
 
     #[test]

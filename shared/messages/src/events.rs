@@ -121,6 +121,10 @@ pub struct ScrapedPost {
     pub links: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub views: Option<u64>,
+    /// The median view counter of the posts on the page it was read from: its channel's usual
+    /// reach, which its own views are read against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_median_views: Option<u64>,
     #[serde(default)]
     pub media: Vec<MediaItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

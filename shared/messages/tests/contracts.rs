@@ -65,6 +65,7 @@ fn emitted_examples() -> Vec<(MessageKind, Value)> {
         text: "Переслано 🚀".into(),
         links: vec!["https://example.org/a".into()],
         views: Some(9000),
+        page_median_views: Some(7400),
         media: vec![
             MediaItem {
                 kind: MediaKind::Photo,

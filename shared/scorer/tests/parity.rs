@@ -37,6 +37,10 @@ fn content(row: i64) -> PostFeatures {
             .collect(),
         media: [MediaKind::Photo, MediaKind::Video, MediaKind::Poll][..r % 4 % 3].to_vec(),
         forwarded_from: r.is_multiple_of(5).then(|| format!("source{}", r % 2)),
+        // Read more and less than the page's median (and without counters): weights above and
+        // below one.
+        views: (r % 4 != 0).then_some((r as u64 * 997) % 5_000),
+        page_median_views: Some(1_500),
     })
 }
 

@@ -43,6 +43,7 @@ impl Store {
                             "text": &post.text,
                             "links": &post.links,
                             "views": post.views.map(|v| v as i64),
+                            "page_median_views": post.page_median_views.map(|v| v as i64),
                             "media": media,
                             "forwarded_from": post.forwarded_from.clone(),
                             "reply_to": post.reply_to.map(|r| r.get()),
@@ -134,8 +135,12 @@ impl Store {
 }
 
 /// The fields of a stored post that [`content_of`] reads.
-pub(crate) static CONTENT_FIELDS: std::sync::LazyLock<Document> =
-    std::sync::LazyLock::new(|| doc! {"text": 1, "links": 1, "media.kind": 1, "forwarded_from": 1});
+pub(crate) static CONTENT_FIELDS: std::sync::LazyLock<Document> = std::sync::LazyLock::new(|| {
+    doc! {
+        "text": 1, "links": 1, "media.kind": 1, "forwarded_from": 1,
+        "views": 1, "page_median_views": 1,
+    }
+});
 
 /// A stored post's content (a document of the posts collection); a field missing or of another
 /// type reads as absent.
@@ -151,6 +156,7 @@ pub fn content_of(document: &Document) -> PostContent {
             })
             .unwrap_or_default()
     };
+    let counter = |key: &str| crate::as_i64(document.get(key)).and_then(|v| u64::try_from(v).ok());
     let media = document
         .get_array("media")
         .map(|items| {
@@ -168,5 +174,7 @@ pub fn content_of(document: &Document) -> PostContent {
         links: strings("links"),
         media,
         forwarded_from: document.get_str("forwarded_from").ok().map(str::to_owned),
+        views: counter("views"),
+        page_median_views: counter("page_median_views"),
     }
 }

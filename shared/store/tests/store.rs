@@ -5,7 +5,7 @@ use mongodb::bson::doc;
 use oleg_messages::{
     ChannelName, ModelStatus, ModelVersion, PostId, PostRef, Reaction, UserId, Vote,
 };
-use oleg_store::{vote_key, Store, UserSighting, VoteWrite, VoteWriteSummary};
+use oleg_store::{vote_key, PostKey, Store, UserSighting, VoteWrite, VoteWriteSummary};
 use oleg_testkit::mongo_settings;
 
 async fn store(test: &str) -> Store {
@@ -448,6 +448,7 @@ async fn an_edited_post_updates_its_text_and_views_without_counting_as_new() {
     );
     scraped.text = "edited".into();
     scraped.views = Some(9_000);
+    scraped.page_median_views = Some(3_000);
     assert!(
         store
             .upsert_posts(std::slice::from_ref(&scraped), 2)
@@ -466,6 +467,21 @@ async fn an_edited_post_updates_its_text_and_views_without_counting_as_new() {
     assert_eq!(
         (stored.text.as_str(), stored.views, stored.first_seen_ms),
         ("edited", Some(9_000), 1)
+    );
+    // What the trainer and the ranker read of it: the newest counters.
+    let key = PostKey::of(&post(2371));
+    let contents = store
+        .post_contents(std::slice::from_ref(&key))
+        .await
+        .unwrap();
+    let content = &contents[&key];
+    assert_eq!(
+        (
+            content.text.as_str(),
+            content.views,
+            content.page_median_views
+        ),
+        ("edited", Some(9_000), Some(3_000))
     );
     assert_eq!(
         store
@@ -582,7 +598,7 @@ async fn a_persons_history_holds_what_they_saw_and_their_votes_per_channel() {
     assert_eq!(tally(&history), (2, 3));
     // What the ranker's notices add: a later vote replaces the older one, an older one is
     // ignored, a new one counts; a release forgets a post sent, not one voted on.
-    let key = |id| oleg_store::PostKey::new("codecamp", id);
+    let key = |id| PostKey::new("codecamp", id);
     use oleg_store::VoteChange;
     let replaced = VoteChange::Replaced { was_liked: false };
     assert_eq!(history.record_vote(key(2), true, 20_000), replaced);

@@ -144,8 +144,7 @@ pub async fn run_scale(
             channels: settings.channels,
             first_posts: settings.posts_per_channel,
             posts_per_round: 0,
-            rounds: 0,
-            seed: settings.seed,
+            ..WorldSettings::new(0, settings.seed)
         }),
         config_env: "scale".into(),
         amqp: settings.amqp.clone(),

@@ -66,7 +66,8 @@ pub async fn export(store: &Store, dir: &Path) -> anyhow::Result<(PathBuf, PathB
             published_at: time(document, "published_at_ms"),
             text: content.text,
             links: content.links,
-            views: None,
+            views: content.views,
+            page_median_views: content.page_median_views,
             media: content
                 .media
                 .iter()

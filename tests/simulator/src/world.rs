@@ -4,6 +4,12 @@
 //! `taste.rs` (media, long text, links, forwarded). The local site serves it as `t.me/s/<channel>`
 //! pages, so the scraper stays in the loop; the simulator reads the hidden topic and quality from
 //! here, and nothing of OLEG can (the pages carry only what a real channel page shows).
+//!
+//! Views, as on a real page: a channel's reach (its subscribers, log-normal across channels),
+//! times how far each post was passed on, which follows its quality only loosely:
+//! views = reach · exp(`views_per_quality` · quality + N(0, 0.5²)). With the default 0.5 and
+//! quality's spread of 0.8, a post's views relative to its channel correlate with its quality at
+//! about 0.6; 0 makes views say nothing of quality.
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use oleg_messages::{ChannelName, PostRef};
@@ -150,6 +156,8 @@ pub struct WorldSettings {
     pub posts_per_round: usize,
     pub rounds: u32,
     pub seed: u64,
+    /// How strongly a post's views follow its quality (log-views per unit of quality).
+    pub views_per_quality: f64,
 }
 
 impl WorldSettings {
@@ -160,6 +168,7 @@ impl WorldSettings {
             posts_per_round: 1,
             rounds,
             seed,
+            views_per_quality: 0.5,
         }
     }
 }
@@ -181,6 +190,7 @@ struct Post {
     photo: bool,
     links: Vec<String>,
     forwarded_from: Option<String>,
+    views: u64,
     hidden: Hidden,
 }
 
@@ -202,6 +212,8 @@ impl World {
     pub fn generate(settings: WorldSettings) -> Self {
         let mut rng = StdRng::seed_from_u64(settings.seed ^ 0x3071d);
         let quality = Normal::new(0.0, 0.8).expect("a valid spread");
+        let reach = Normal::new(8.0, 0.8).expect("a valid spread");
+        let passed_on = Normal::new(0.0, 0.5).expect("a valid spread");
         let start = Utc::now() - TimeDelta::days(1);
         let mut hidden = HashMap::new();
         let channels = (0..settings.channels)
@@ -210,6 +222,7 @@ impl World {
                 let second = (main + 1 + rng.random_range(0..TOPICS.len() - 1)) % TOPICS.len();
                 let name = format!("{}_channel_{:02}", TOPICS[main].0, c);
                 // How the channel posts: its habits, shared by its posts.
+                let channel_reach = reach.sample(&mut rng);
                 let (photo_rate, long_rate, link_rate, forward_rate) = (
                     rng.random_range(0.1..0.9),
                     rng.random_range(0.1..0.7),
@@ -240,6 +253,11 @@ impl World {
                         let forwarded_from = rng
                             .random_bool(forward_rate)
                             .then(|| format!("{} digest", TOPICS[topic].0));
+                        let quality = quality.sample(&mut rng);
+                        let views = (channel_reach
+                            + settings.views_per_quality * quality
+                            + passed_on.sample(&mut rng))
+                        .exp() as u64;
                         Post {
                             id,
                             round,
@@ -249,10 +267,8 @@ impl World {
                             photo: rng.random_bool(photo_rate),
                             links,
                             forwarded_from,
-                            hidden: Hidden {
-                                topic,
-                                quality: quality.sample(&mut rng),
-                            },
+                            views,
+                            hidden: Hidden { topic, quality },
                         }
                     })
                     .collect();
@@ -354,7 +370,7 @@ impl World {
                 html,
                 "</div><span class=\"tgme_widget_message_views\">{}</span>\
                  <a class=\"tgme_widget_message_date\" href=\"https://t.me/{}/{}\"><time datetime=\"{}\"></time></a></div></div>",
-                1000 + post.id * 7,
+                post.views,
                 channel.name,
                 post.id,
                 post.published_at.to_rfc3339()
@@ -414,5 +430,52 @@ mod tests {
             .iter()
             .any(|w| post.text.to_lowercase().contains(w)));
         assert!(world.page("nonesuch", None).is_none());
+    }
+
+    /// The correlation, over every post, of its quality and its log-views less its channel's
+    /// mean, as the scraper reads them off the pages.
+    fn views_against_quality(views_per_quality: f64) -> f64 {
+        let world = World::generate(WorldSettings {
+            views_per_quality,
+            ..WorldSettings::new(5, 3)
+        });
+        world.release(5);
+        let mut pairs = Vec::new();
+        for name in world.channels() {
+            let page = oleg_scraper::parse::parse_page(&world.page(&name, None).unwrap());
+            let logs: Vec<(f64, f64)> = page
+                .posts
+                .iter()
+                .map(|post| {
+                    let reference = PostRef {
+                        channel: ChannelName::parse(&name).unwrap(),
+                        post_id: oleg_messages::PostId::new(post.id).unwrap(),
+                    };
+                    let views = post.views.expect("every generated post shows its views");
+                    (
+                        (views as f64).ln(),
+                        world.hidden(&reference).unwrap().quality,
+                    )
+                })
+                .collect();
+            let mean = logs.iter().map(|(v, _)| v).sum::<f64>() / logs.len() as f64;
+            pairs.extend(logs.iter().map(|(v, q)| (v - mean, *q)));
+        }
+        let n = pairs.len() as f64;
+        let (mv, mq) = pairs
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (v, q)| (a + v / n, b + q / n));
+        let cov: f64 = pairs.iter().map(|(v, q)| (v - mv) * (q - mq)).sum();
+        let var_v: f64 = pairs.iter().map(|(v, _)| (v - mv).powi(2)).sum();
+        let var_q: f64 = pairs.iter().map(|(_, q)| (q - mq).powi(2)).sum();
+        cov / (var_v * var_q).sqrt()
+    }
+
+    #[test]
+    fn views_follow_quality_loosely_and_not_at_all_when_told_not_to() {
+        let loosely = views_against_quality(0.5);
+        assert!((0.45..0.8).contains(&loosely), "{loosely}");
+        let not_at_all = views_against_quality(0.0);
+        assert!(not_at_all.abs() < 0.2, "{not_at_all}");
     }
 }

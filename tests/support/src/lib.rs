@@ -585,6 +585,7 @@ pub fn scraped_post(post: &oleg_messages::PostRef) -> oleg_messages::ScrapedPost
         text: format!("post {post}"),
         links: vec![],
         views: None,
+        page_median_views: None,
         media: vec![],
         forwarded_from: None,
         reply_to: None,

@@ -214,9 +214,10 @@ impl Scraper {
             .with_label_values(&["alias"])
             .inc_by(sorted.aliased as u64);
         let own = sorted.own;
+        let median = median_views(&own);
         let scraped: Vec<ScrapedPost> = own
             .iter()
-            .filter_map(|post| to_message(post, &channel.name))
+            .filter_map(|post| to_message(post, &channel.name, median))
             .collect();
         let newest = scraped.iter().map(|p| p.post_id.get()).max().or(known);
         match self
@@ -252,7 +253,22 @@ impl Scraper {
     }
 }
 
-fn to_message(post: &ParsedPost, followed: &str) -> Option<ScrapedPost> {
+/// The median view counter of posts read together (a channel's page, or pages, in one visit):
+/// the channel's usual reach, against which a post's own views say how far it was passed on.
+fn median_views(posts: &[ParsedPost]) -> Option<u64> {
+    let mut views: Vec<u64> = posts.iter().filter_map(|p| p.views).collect();
+    if views.is_empty() {
+        return None;
+    }
+    let middle = views.len() / 2;
+    Some(*views.select_nth_unstable(middle).1)
+}
+
+fn to_message(
+    post: &ParsedPost,
+    followed: &str,
+    page_median_views: Option<u64>,
+) -> Option<ScrapedPost> {
     Some(ScrapedPost {
         schema_version: SCHEMA_VERSION,
         channel: ChannelName::parse(followed).ok()?,
@@ -261,6 +277,7 @@ fn to_message(post: &ParsedPost, followed: &str) -> Option<ScrapedPost> {
         text: post.text.clone(),
         links: post.links.clone(),
         views: post.views,
+        page_median_views,
         media: post.media.clone(),
         forwarded_from: post.forwarded_from.clone(),
         reply_to: post.reply_to.and_then(|r| PostId::new(r).ok()),
@@ -290,4 +307,40 @@ async fn follow_additions(bus: Bus, store: Store) {
         },
     )
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_is_sent_with_the_median_views_of_the_posts_read_with_it() {
+        let read = |views: &[Option<u64>]| -> Vec<ParsedPost> {
+            views
+                .iter()
+                .enumerate()
+                .map(|(i, &views)| ParsedPost {
+                    channel: "campcode".into(),
+                    id: i as i64 + 1,
+                    date: Utc::now(),
+                    text: String::new(),
+                    links: vec![],
+                    views,
+                    media: vec![],
+                    forwarded_from: None,
+                    reply_to: None,
+                })
+                .collect()
+        };
+        let page = read(&[Some(900), None, Some(40_000), Some(1_200), Some(1_000)]);
+        let median = median_views(&page);
+        assert_eq!(median, Some(1_200), "the upper middle of four counters");
+        let message = to_message(&page[2], "campcode", median).unwrap();
+        assert_eq!(
+            (message.views, message.page_median_views),
+            (Some(40_000), Some(1_200))
+        );
+        assert_eq!(median_views(&read(&[None, None])), None);
+        assert_eq!(median_views(&read(&[Some(7)])), Some(7));
+    }
 }

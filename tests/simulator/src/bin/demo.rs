@@ -42,6 +42,10 @@ struct Cli {
     /// The saved pages alone, or with a generated world whose posts arrive round after round.
     #[arg(long, value_enum, default_value_t = WorldKind::Saved)]
     world: WorldKind,
+    /// In the generated world, how strongly a post's views follow its quality (log-views per
+    /// unit of quality; 0: views say nothing of it). See `tests/simulator/src/world.rs`.
+    #[arg(long, default_value_t = 0.5)]
+    views_per_quality: f64,
 }
 
 /// A progress bar per round and a line per finished round.
@@ -119,8 +123,10 @@ async fn main() -> anyhow::Result<()> {
         fixtures: cli
             .fixtures
             .unwrap_or_else(|| root.join("../shared/fixtures/telegram")),
-        world: (cli.world == WorldKind::Generated)
-            .then(|| WorldSettings::new(cli.people.rounds, cli.people.seed)),
+        world: (cli.world == WorldKind::Generated).then(|| WorldSettings {
+            views_per_quality: cli.views_per_quality,
+            ..WorldSettings::new(cli.people.rounds, cli.people.seed)
+        }),
         config_env: "demo".into(),
         amqp: config.amqp,
         mongo: config.mongo,
