@@ -39,7 +39,7 @@ fn content(row: i64) -> PostFeatures {
         forwarded_from: r.is_multiple_of(5).then(|| format!("source{}", r % 2)),
         // Read more and less than the page's median (and without counters): weights above and
         // below one.
-        views: (r % 4 != 0).then_some((r as u64 * 997) % 5_000),
+        views: (!r.is_multiple_of(4)).then_some((r as u64 * 997) % 5_000),
         page_median_views: Some(1_500),
     })
 }
