@@ -63,6 +63,10 @@ pub struct ModelConfig {
     pub epochs: usize,
     /// Standard deviation of the initial embedding values.
     pub init_std: f64,
+    /// `content_mlp`: the share of training votes whose post is seen without its id row and
+    /// bias, by its channel and content alone, as a post nobody has voted on is scored; so the
+    /// content rows learn what they can tell of a post instead of leaving it to the id rows.
+    pub id_dropout: f64,
 }
 
 impl Default for ModelConfig {
@@ -83,6 +87,7 @@ impl Default for ModelConfig {
             batch_size: 512,
             epochs: 12,
             init_std: 1.0,
+            id_dropout: 0.0,
         }
     }
 }
@@ -133,6 +138,20 @@ impl ModelConfig {
             problems.push((
                 "init_std",
                 format!("above 0 and at most 10, found {}", self.init_std),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.id_dropout) {
+            problems.push((
+                "id_dropout",
+                format!("from 0 to below 1, found {}", self.id_dropout),
+            ));
+        } else if self.id_dropout > 0.0 && self.variant != Variant::ContentMlp {
+            problems.push((
+                "id_dropout",
+                format!(
+                    "0 unless variant = \"content_mlp\" (a post without its id row has nothing else), found {}",
+                    self.id_dropout
+                ),
             ));
         }
         match self.loss {

@@ -45,6 +45,7 @@ pub(crate) struct ExplicitPass<'a> {
     users: Tensor,
     posts: Tensor,
     channels: Tensor,
+    id_kept: Option<Tensor>,
     forward: MlpForward,
     /// d loss / d logit, votes × 1.
     logit_gradient: Tensor,
@@ -95,6 +96,7 @@ impl Network {
                 users: batch.users.shallow_clone(),
                 posts: batch.posts.shallow_clone(),
                 channels: batch.channels.shallow_clone(),
+                id_kept: batch.id_kept.as_ref().map(Tensor::shallow_clone),
                 forward,
                 logit_gradient,
                 loss,
@@ -132,6 +134,11 @@ impl ExplicitPass<'_> {
             }
             let (user_dim, post_dim) = (config.user_dim, config.post_dim);
             let post_gradient = inputs_gradient.narrow(1, user_dim, post_dim);
+            // A dropped id row and bias took no part in the vote's logit.
+            let kept = |gradient: Tensor| match &self.id_kept {
+                Some(kept) => gradient * kept,
+                None => gradient,
+            };
             // A post's vector is its id row plus its content rows (each times its weight), so
             // each gets the vector's gradient, the content rows times their weight.
             let (content_gradient, bias_gradient) = match content {
@@ -150,7 +157,7 @@ impl ExplicitPass<'_> {
                         }),
                         Some(Gradient::Rows {
                             rows: self.posts.shallow_clone(),
-                            values: bias_gradient,
+                            values: kept(bias_gradient),
                         }),
                     )
                 }
@@ -167,7 +174,7 @@ impl ExplicitPass<'_> {
                     USER,
                     rows(&self.users, inputs_gradient.narrow(1, 0, user_dim)),
                 ),
-                (POST, rows(&self.posts, post_gradient)),
+                (POST, rows(&self.posts, kept(post_gradient))),
                 (
                     CHANNEL,
                     rows(
@@ -266,6 +273,9 @@ mod tests {
                 users: Tensor::from_slice(&[0i64, 1, 1, 4, 2, 0]),
                 posts: Tensor::from_slice(&[3i64, 3, 6, 0, 2, 5]),
                 channels: Tensor::from_slice(&[1i64, 1, 2, 0, 0, 1]),
+                // Post 3's id row and bias dropped for one of its two votes, post 0's for its one.
+                id_kept: (variant == Variant::ContentMlp)
+                    .then(|| Tensor::from_slice(&[1f32, 0., 1., 0., 1., 1.]).unsqueeze(1)),
             };
             let labels = Tensor::from_slice(&[1f32, 0., 1., 1., 0., 0.]);
 

@@ -16,6 +16,9 @@ pub struct Batch {
     pub users: Tensor,
     pub posts: Tensor,
     pub channels: Tensor,
+    /// In training with `id_dropout`: per vote (votes × 1, Float), 1 where the post keeps its
+    /// id row and bias and 0 where it is seen by its channel and content alone.
+    pub id_kept: Option<Tensor>,
 }
 
 /// The network's parameters as named tensors, in a fixed order. Names and layouts follow
@@ -267,11 +270,15 @@ impl Network {
     /// The MLPs' forward pass to the logit, with what the hand-written backward pass reads
     /// (`explicit.rs`); under autograd the same operations build the graph.
     pub(crate) fn mlp_forward(&self, batch: &Batch) -> MlpForward {
-        let mut posts = self.lookup(POST, &batch.posts);
+        let kept = |rows: Tensor| match &batch.id_kept {
+            Some(kept) => rows * kept,
+            None => rows,
+        };
+        let mut posts = kept(self.lookup(POST, &batch.posts));
         let content = (self.config.variant == Variant::ContentMlp).then(|| {
             let entries = self.content_entries(&batch.posts);
             posts = posts.index_add(0, &entries.positions, &self.weighted_content(&entries));
-            let biases = self.lookup(POST_BIAS, &batch.posts);
+            let biases = kept(self.lookup(POST_BIAS, &batch.posts));
             (entries, biases)
         });
         let inputs = Tensor::cat(
@@ -381,6 +388,18 @@ impl Network {
 
     fn output(&self, logits: &Tensor) -> Tensor {
         logits.sigmoid() * self.config.output_scale
+    }
+
+    /// `batch` with its posts' id rows dropped for a random `id_dropout` share of its votes
+    /// (`content_mlp` in training; unchanged otherwise).
+    pub fn with_id_dropout(&self, mut batch: Batch) -> Batch {
+        let share = self.config.id_dropout;
+        if share > 0.0 && self.config.variant == Variant::ContentMlp {
+            let votes = batch.posts.size()[0];
+            batch.id_kept =
+                Some(Tensor::full([votes, 1], 1.0 - share, (Kind::Float, self.device)).bernoulli());
+        }
+        batch
     }
 
     /// The training loss of a batch, with its graph (call `backward` on it, then drop it).

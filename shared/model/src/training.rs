@@ -54,6 +54,7 @@ impl Votes {
                 users: self.users.index_select(0, rows),
                 posts: self.posts.index_select(0, rows),
                 channels: self.channels.index_select(0, rows),
+                id_kept: None,
             },
             self.labels.index_select(0, rows),
         )
@@ -119,6 +120,7 @@ pub fn train_epoch_timed(
             clock = now;
         };
         let (batch, labels) = votes.select(&order.narrow(0, start, len));
+        let batch = network.with_id_dropout(batch);
         lap(&mut times.batch);
         // Gradients written by hand where the variant has them, else autograd's.
         let (loss, gradients) = match network.explicit_pass(&batch, &labels) {

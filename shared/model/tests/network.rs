@@ -100,6 +100,7 @@ fn backward_on_two_votes(network: &Network) {
         users: Tensor::from_slice(&[1_i64, 2]),
         posts: Tensor::from_slice(&[3_i64, 4]),
         channels: Tensor::from_slice(&[0_i64, 1]),
+        id_kept: None,
     };
     network
         .loss(&batch, &Tensor::from_slice(&[1.0_f32, 0.0]))
@@ -252,6 +253,7 @@ fn weights_round_trip_through_safetensors() {
             users: Tensor::from_slice(&[0_i64, 5, 59]),
             posts: Tensor::from_slice(&[0_i64, 7, 119]),
             channels: Tensor::from_slice(&[0_i64, 0, 5]),
+            id_kept: None,
         };
         assert!(network
             .predict(&batch())
@@ -288,6 +290,61 @@ fn configuration_problems_name_the_field() {
     let fields: Vec<&str> = bad.problems().iter().map(|(f, _)| *f).collect();
     assert_eq!(fields, vec!["batch_size", "output_scale"]);
     assert!(ModelConfig::default().problems().is_empty());
+    // Dropping id rows needs content to score by, and some votes that keep them.
+    for (variant, id_dropout, fine) in [
+        (Variant::ContentMlp, 0.5, true),
+        (Variant::ContentMlp, 1.0, false),
+        (Variant::ContentMlp, -0.1, false),
+        (Variant::ChannelMlp, 0.5, false),
+        (Variant::ChannelMlp, 0.0, true),
+    ] {
+        let config = ModelConfig {
+            variant,
+            id_dropout,
+            ..ModelConfig::default()
+        };
+        let fields: Vec<&str> = config.problems().iter().map(|(f, _)| *f).collect();
+        let expected: Vec<&str> = if fine { vec![] } else { vec!["id_dropout"] };
+        assert_eq!(fields, expected, "{variant:?} with id_dropout {id_dropout}");
+    }
+}
+
+#[test]
+fn id_dropout_hides_the_id_rows_of_about_its_share_of_a_training_batch() {
+    tch::manual_seed(3);
+    let batch = || Batch {
+        users: Tensor::zeros([4000], (Kind::Int64, Device::Cpu)),
+        posts: Tensor::zeros([4000], (Kind::Int64, Device::Cpu)),
+        channels: Tensor::zeros([4000], (Kind::Int64, Device::Cpu)),
+        id_kept: None,
+    };
+    let network = |variant, id_dropout| {
+        let config = ModelConfig {
+            variant,
+            id_dropout,
+            ..ModelConfig::default()
+        };
+        Network::new(&config, sizes(), Device::Cpu)
+    };
+    let kept = network(Variant::ContentMlp, 0.3)
+        .with_id_dropout(batch())
+        .id_kept
+        .expect("a mask in training");
+    assert_eq!(kept.size(), vec![4000, 1]);
+    let share_kept = kept.mean(Kind::Float).double_value(&[]);
+    assert!((share_kept - 0.7).abs() < 0.03, "{share_kept}");
+    assert_eq!(
+        kept.ne(0.0)
+            .logical_and(&kept.ne(1.0))
+            .sum(Kind::Int64)
+            .int64_value(&[]),
+        0,
+        "each vote keeps its id row whole or not at all"
+    );
+    assert!(network(Variant::ContentMlp, 0.0)
+        .with_id_dropout(batch())
+        .id_kept
+        .is_none());
 }
 
 /// Half the people like posts with a photo, half like text-only posts; everything is one

@@ -135,6 +135,7 @@ fn rust_scores_match_the_tch_forward_pass() {
                     channels: Tensor::from_slice(
                         &posts.iter().map(|p| p % CHANNELS).collect::<Vec<_>>(),
                     ),
+                    id_kept: None,
                 });
                 let mut expected_values = vec![0f32; 50];
                 expected.copy_data(&mut expected_values, 50);
@@ -205,6 +206,7 @@ fn a_post_newer_than_the_model_scores_as_the_trainer_would_start_it() {
             users: Tensor::from_slice(&[4_i64]),
             posts: Tensor::from_slice(&[POSTS]),
             channels: Tensor::from_slice(&[3_i64]),
+            id_kept: None,
         });
         let new_content = &contents[POSTS as usize];
         let new_post = model.candidate("channel_3", 999_999, new_content);
