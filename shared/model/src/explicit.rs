@@ -6,7 +6,8 @@
 //! and a test holds the two to the same gradients.
 
 use crate::network::{
-    MlpForward, CHANNEL, CONTENT, HIDDEN_B, HIDDEN_W, OUTPUT_B, OUTPUT_W, POST, POST_BIAS, USER,
+    with_ids_kept, MlpForward, CHANNEL, CONTENT, HIDDEN_B, HIDDEN_W, OUTPUT_B, OUTPUT_W, POST,
+    POST_BIAS, USER,
 };
 use crate::{Batch, LossKind, Network, Variant};
 use tch::{Kind, Reduction, Tensor};
@@ -135,10 +136,7 @@ impl ExplicitPass<'_> {
             let (user_dim, post_dim) = (config.user_dim, config.post_dim);
             let post_gradient = inputs_gradient.narrow(1, user_dim, post_dim);
             // A dropped id row and bias took no part in the vote's logit.
-            let kept = |gradient: Tensor| match &self.id_kept {
-                Some(kept) => gradient * kept,
-                None => gradient,
-            };
+            let kept = |gradient| with_ids_kept(self.id_kept.as_ref(), gradient);
             // A post's vector is its id row plus its content rows (each times its weight), so
             // each gets the vector's gradient, the content rows times their weight.
             let (content_gradient, bias_gradient) = match content {

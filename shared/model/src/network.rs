@@ -21,6 +21,15 @@ pub struct Batch {
     pub id_kept: Option<Tensor>,
 }
 
+/// `rows` (one per vote: a post's id row, bias, or their gradient) with those of the votes whose
+/// post id was dropped set to nought; unchanged without a mask.
+pub(crate) fn with_ids_kept(id_kept: Option<&Tensor>, rows: Tensor) -> Tensor {
+    match id_kept {
+        Some(kept) => rows * kept,
+        None => rows,
+    }
+}
+
 /// The network's parameters as named tensors, in a fixed order. Names and layouts follow
 /// PyTorch (`hidden.weight` is out × in), so weights read the same anywhere.
 pub struct Network {
@@ -270,10 +279,7 @@ impl Network {
     /// The MLPs' forward pass to the logit, with what the hand-written backward pass reads
     /// (`explicit.rs`); under autograd the same operations build the graph.
     pub(crate) fn mlp_forward(&self, batch: &Batch) -> MlpForward {
-        let kept = |rows: Tensor| match &batch.id_kept {
-            Some(kept) => rows * kept,
-            None => rows,
-        };
+        let kept = |rows| with_ids_kept(batch.id_kept.as_ref(), rows);
         let mut posts = kept(self.lookup(POST, &batch.posts));
         let content = (self.config.variant == Variant::ContentMlp).then(|| {
             let entries = self.content_entries(&batch.posts);
