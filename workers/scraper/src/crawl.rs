@@ -27,6 +27,10 @@ pub struct PagePlan {
     first_sight_pages: u32,
     pages: u32,
     posts: Vec<ParsedPost>,
+    /// (id, view counter) of every post on the pages read, new or known: the channel's usual
+    /// reach on this visit, which a new post's views are read against. The new posts alone
+    /// would not do: a channel polled often has one new post a visit, its own median.
+    views: Vec<(i64, u64)>,
 }
 
 impl PagePlan {
@@ -36,6 +40,7 @@ impl PagePlan {
             first_sight_pages,
             pages: 0,
             posts: Vec::new(),
+            views: Vec::new(),
         }
     }
 
@@ -45,6 +50,8 @@ impl PagePlan {
         self.pages += 1;
         let known = self.known;
         let reached_known = known.is_some_and(|k| page.posts.iter().any(|p| p.id <= k));
+        self.views
+            .extend(page.posts.iter().filter_map(|p| Some((p.id, p.views?))));
         self.posts.extend(
             page.posts
                 .into_iter()
@@ -60,6 +67,20 @@ impl PagePlan {
     /// Whether any new post was read so far (a failure after that keeps them).
     pub fn has_posts(&self) -> bool {
         !self.posts.is_empty()
+    }
+
+    /// The median view counter of the posts on the pages read (each once), known ones
+    /// included; `None` when no post showed one.
+    pub fn median_views(&self) -> Option<u64> {
+        let mut views = self.views.clone();
+        views.sort_unstable();
+        views.dedup_by_key(|(id, _)| *id);
+        let mut counters: Vec<u64> = views.into_iter().map(|(_, v)| v).collect();
+        if counters.is_empty() {
+            return None;
+        }
+        let middle = counters.len() / 2;
+        Some(*counters.select_nth_unstable(middle).1)
     }
 
     /// The new posts, oldest first, each once.
@@ -252,6 +273,44 @@ mod tests {
         // This page reaches post 15: nothing older is fetched.
         assert_eq!(plan.take(page("c", 11..=20)), None);
         assert_eq!(ids(&plan.into_posts()), (16..=40).collect::<Vec<_>>());
+    }
+
+    /// `page` with each post's view counter given by `views(id)`.
+    fn viewed(mut page: ParsedPage, views: impl Fn(i64) -> Option<u64>) -> ParsedPage {
+        for post in &mut page.posts {
+            post.views = views(post.id);
+        }
+        page
+    }
+
+    #[test]
+    fn new_posts_are_read_against_the_median_views_of_every_post_on_the_pages() {
+        // Posts 11-20 read 1,000 each, 21 (the one new post) 9,000: its channel reads 1,000.
+        let mut plan = PagePlan::new(Some(20), 3);
+        let views = |id| Some(if id == 21 { 9_000 } else { 1_000 });
+        assert_eq!(plan.take(viewed(page("c", 11..=21), views)), None);
+        assert_eq!(plan.median_views(), Some(1_000));
+        assert_eq!(ids(&plan.into_posts()), [21]);
+        // The upper middle of four counters; posts without one and posts read twice (on two
+        // pages) count once or not at all.
+        let mut plan = PagePlan::new(None, 3);
+        let counters = [
+            None,
+            Some(900),
+            None,
+            Some(40_000),
+            Some(1_200),
+            Some(1_000),
+        ];
+        let views = |id: i64| counters[id as usize - 1];
+        plan.take(viewed(page("c", 4..=6), views));
+        plan.take(viewed(page("c", 1..=5), views));
+        assert_eq!(plan.median_views(), Some(1_200));
+        let unread = PagePlan::new(None, 3);
+        assert_eq!(unread.median_views(), None);
+        let mut one = PagePlan::new(None, 3);
+        one.take(viewed(page("c", 1..=1), |_| Some(7)));
+        assert_eq!(one.median_views(), Some(7));
     }
 
     #[test]

@@ -205,6 +205,7 @@ impl Scraper {
         }
         // The followed name is the one stored: an alias's posts go under it, any other
         // channel's are left out.
+        let median = plan.median_views();
         let sorted = sort_by_owner(plan.into_posts(), &channel.name, alias.as_deref());
         let mismatches = &self.metrics.mismatches;
         mismatches
@@ -213,9 +214,8 @@ impl Scraper {
         mismatches
             .with_label_values(&["alias"])
             .inc_by(sorted.aliased as u64);
-        let own = sorted.own;
-        let median = median_views(&own);
-        let scraped: Vec<ScrapedPost> = own
+        let scraped: Vec<ScrapedPost> = sorted
+            .own
             .iter()
             .filter_map(|post| to_message(post, &channel.name, median))
             .collect();
@@ -251,17 +251,6 @@ impl Scraper {
             Err(error) => Polled::Failed(format!("store: {error}")),
         }
     }
-}
-
-/// The median view counter of posts read together (a channel's page, or pages, in one visit):
-/// the channel's usual reach, against which a post's own views say how far it was passed on.
-fn median_views(posts: &[ParsedPost]) -> Option<u64> {
-    let mut views: Vec<u64> = posts.iter().filter_map(|p| p.views).collect();
-    if views.is_empty() {
-        return None;
-    }
-    let middle = views.len() / 2;
-    Some(*views.select_nth_unstable(middle).1)
 }
 
 fn to_message(
@@ -314,33 +303,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_post_is_sent_with_the_median_views_of_the_posts_read_with_it() {
-        let read = |views: &[Option<u64>]| -> Vec<ParsedPost> {
-            views
-                .iter()
-                .enumerate()
-                .map(|(i, &views)| ParsedPost {
-                    channel: "campcode".into(),
-                    id: i as i64 + 1,
-                    date: Utc::now(),
-                    text: String::new(),
-                    links: vec![],
-                    views,
-                    media: vec![],
-                    forwarded_from: None,
-                    reply_to: None,
-                })
-                .collect()
+    fn a_post_is_sent_with_its_views_and_the_median_views_of_its_channels_pages() {
+        let post = ParsedPost {
+            channel: "campcode".into(),
+            id: 3,
+            date: Utc::now(),
+            text: String::new(),
+            links: vec![],
+            views: Some(40_000),
+            media: vec![],
+            forwarded_from: None,
+            reply_to: None,
         };
-        let page = read(&[Some(900), None, Some(40_000), Some(1_200), Some(1_000)]);
-        let median = median_views(&page);
-        assert_eq!(median, Some(1_200), "the upper middle of four counters");
-        let message = to_message(&page[2], "campcode", median).unwrap();
+        let message = to_message(&post, "campcode", Some(1_200)).unwrap();
         assert_eq!(
             (message.views, message.page_median_views),
             (Some(40_000), Some(1_200))
         );
-        assert_eq!(median_views(&read(&[None, None])), None);
-        assert_eq!(median_views(&read(&[Some(7)])), Some(7));
     }
 }
