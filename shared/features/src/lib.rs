@@ -11,9 +11,9 @@
 //! Views count relative to the channel's usual reach (the median of the page the post was read
 //! from): a post read more than its channel's others is one its readers passed on, the one sign of
 //! what everyone thinks of it that a page shows. The newest posts of a page are still gathering
-//! views, and the scraper stores a post's counters once (at its first scrape), so a post scraped
-//! young reads low; the trainer and the ranker both read the stored figures, so they see the same
-//! value. Age itself is left out: it changes by the
+//! views, so they read low until a later scrape updates them (the scraper stores every post of the
+//! pages it reads again); the trainer and the ranker both read the stored figures, so they see the
+//! same value. Age itself is left out: it changes by the
 //! minute, so a model would be trained on other values than the ranker scores with.
 
 use oleg_messages::{MediaKind, ScrapedPost};

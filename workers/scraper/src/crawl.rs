@@ -26,11 +26,17 @@ pub struct PagePlan {
     known: Option<i64>,
     first_sight_pages: u32,
     pages: u32,
+    /// Every post on the pages read, new or known (a post on two pages twice).
     posts: Vec<ParsedPost>,
-    /// (id, view counter) of every post on the pages read, new or known: the channel's usual
-    /// reach on this visit, which a new post's views are read against. The new posts alone
-    /// would not do: a channel polled often has one new post a visit, its own median.
-    views: Vec<(i64, u64)>,
+}
+
+/// The posts of one crawl, each once, oldest first.
+pub struct ReadPosts {
+    /// Newer than the newest stored post: stored and announced.
+    pub new: Vec<ParsedPost>,
+    /// Stored already, read on the same pages: stored again, so that their views (still
+    /// growing while a post is young) and edits stay current.
+    pub known: Vec<ParsedPost>,
 }
 
 impl PagePlan {
@@ -40,23 +46,16 @@ impl PagePlan {
             first_sight_pages,
             pages: 0,
             posts: Vec::new(),
-            views: Vec::new(),
         }
     }
 
-    /// Keeps the page's posts newer than `known`; returns the `before` of the page to fetch
-    /// next, or `None` when the crawl is complete.
+    /// Keeps the page's posts; returns the `before` of the page to fetch next, or `None` when
+    /// the crawl is complete.
     pub fn take(&mut self, page: ParsedPage) -> Option<i64> {
         self.pages += 1;
         let known = self.known;
         let reached_known = known.is_some_and(|k| page.posts.iter().any(|p| p.id <= k));
-        self.views
-            .extend(page.posts.iter().filter_map(|p| Some((p.id, p.views?))));
-        self.posts.extend(
-            page.posts
-                .into_iter()
-                .filter(|p| known.is_none_or(|k| p.id > k)),
-        );
+        self.posts.extend(page.posts);
         let deep_enough = known.is_none() && self.pages >= self.first_sight_pages;
         // A page before `known + 1` would hold nothing new.
         page.before
@@ -64,15 +63,21 @@ impl PagePlan {
             .filter(|&before| known.is_none_or(|k| before > k + 1))
     }
 
-    /// Whether any new post was read so far (a failure after that keeps them).
+    /// Whether any new post was read so far (a failure after that keeps what was read).
     pub fn has_posts(&self) -> bool {
-        !self.posts.is_empty()
+        self.posts.iter().any(|p| newer(p, self.known))
     }
 
     /// The median view counter of the posts on the pages read (each once), known ones
-    /// included; `None` when no post showed one.
+    /// included: the channel's usual reach on this visit, which a new post's views are read
+    /// against (a channel polled often has one new post a visit, its own median). `None` when
+    /// no post showed one.
     pub fn median_views(&self) -> Option<u64> {
-        let mut views = self.views.clone();
+        let mut views: Vec<(i64, u64)> = self
+            .posts
+            .iter()
+            .filter_map(|p| Some((p.id, p.views?)))
+            .collect();
         views.sort_unstable();
         views.dedup_by_key(|(id, _)| *id);
         let mut counters: Vec<u64> = views.into_iter().map(|(_, v)| v).collect();
@@ -83,12 +88,18 @@ impl PagePlan {
         Some(*counters.select_nth_unstable(middle).1)
     }
 
-    /// The new posts, oldest first, each once.
-    pub fn into_posts(mut self) -> Vec<ParsedPost> {
+    /// The posts read, new and known.
+    pub fn into_posts(mut self) -> ReadPosts {
         self.posts.sort_by_key(|p| p.id);
         self.posts.dedup_by_key(|p| p.id);
-        self.posts
+        let (new, known) = self.posts.into_iter().partition(|p| newer(p, self.known));
+        ReadPosts { new, known }
     }
+}
+
+/// Whether `post` is newer than the newest stored post, `known`.
+fn newer(post: &ParsedPost, known: Option<i64>) -> bool {
+    known.is_none_or(|k| post.id > k)
 }
 
 /// Whose page a channel page is.
@@ -272,7 +283,13 @@ mod tests {
         assert_eq!(plan.take(page("c", 21..=30)), Some(21));
         // This page reaches post 15: nothing older is fetched.
         assert_eq!(plan.take(page("c", 11..=20)), None);
-        assert_eq!(ids(&plan.into_posts()), (16..=40).collect::<Vec<_>>());
+        let read = plan.into_posts();
+        assert_eq!(ids(&read.new), (16..=40).collect::<Vec<_>>());
+        assert_eq!(
+            ids(&read.known),
+            (11..=15).collect::<Vec<_>>(),
+            "stored again"
+        );
     }
 
     /// `page` with each post's view counter given by `views(id)`.
@@ -290,7 +307,7 @@ mod tests {
         let views = |id| Some(if id == 21 { 9_000 } else { 1_000 });
         assert_eq!(plan.take(viewed(page("c", 11..=21), views)), None);
         assert_eq!(plan.median_views(), Some(1_000));
-        assert_eq!(ids(&plan.into_posts()), [21]);
+        assert_eq!(ids(&plan.into_posts().new), [21]);
         // The upper middle of four counters; posts without one and posts read twice (on two
         // pages) count once or not at all.
         let mut plan = PagePlan::new(None, 3);
@@ -328,7 +345,7 @@ mod tests {
         let mut plan = PagePlan::new(None, 2);
         assert_eq!(plan.take(page("c", 91..=100)), Some(91));
         assert_eq!(plan.take(page("c", 81..=90)), None);
-        let posts = plan.into_posts();
+        let posts = plan.into_posts().new;
         assert_eq!(posts.len(), 20);
         assert_eq!((posts[0].id, posts[19].id), (81, 100));
         let mut whole = PagePlan::new(None, 5);
@@ -340,7 +357,7 @@ mod tests {
         let mut plan = PagePlan::new(None, 3);
         plan.take(page("c", 5..=10));
         plan.take(page("c", 1..=6));
-        assert_eq!(ids(&plan.into_posts()), (1..=10).collect::<Vec<_>>());
+        assert_eq!(ids(&plan.into_posts().new), (1..=10).collect::<Vec<_>>());
     }
 
     #[test]

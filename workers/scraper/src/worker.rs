@@ -206,7 +206,8 @@ impl Scraper {
         // The followed name is the one stored: an alias's posts go under it, any other
         // channel's are left out.
         let median = plan.median_views();
-        let sorted = sort_by_owner(plan.into_posts(), &channel.name, alias.as_deref());
+        let read = plan.into_posts();
+        let sorted = sort_by_owner(read.new, &channel.name, alias.as_deref());
         let mismatches = &self.metrics.mismatches;
         mismatches
             .with_label_values(&["unrelated"])
@@ -214,12 +215,16 @@ impl Scraper {
         mismatches
             .with_label_values(&["alias"])
             .inc_by(sorted.aliased as u64);
+        let newest = sorted.own.iter().map(|p| p.id).max().or(known);
+        // Known posts are stored again (their views grow, their text may be edited), counted
+        // as seen and not announced; their mismatches were counted when they were new.
+        let known_own = sort_by_owner(read.known, &channel.name, alias.as_deref()).own;
         let scraped: Vec<ScrapedPost> = sorted
             .own
             .iter()
+            .chain(&known_own)
             .filter_map(|post| to_message(post, &channel.name, median))
             .collect();
-        let newest = scraped.iter().map(|p| p.post_id.get()).max().or(known);
         match self
             .store
             .upsert_posts(&scraped, Utc::now().timestamp_millis())

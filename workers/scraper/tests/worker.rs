@@ -27,6 +27,8 @@ const BINARY: &str = env!("CARGO_BIN_EXE_oleg-scraper");
 struct Site {
     requests: Mutex<Vec<(Instant, String)>>,
     hits: Mutex<HashMap<String, u32>>,
+    /// campcode's newest post (3.5K views) has since been read 7.5K times.
+    views_grown: std::sync::atomic::AtomicBool,
 }
 
 fn fixture(name: &str) -> String {
@@ -59,6 +61,12 @@ async fn channel_page(
                     .replace("campcode/23", "campcode/13")
                     .replace("data-before=\"2357\"", "data-before=\"1357\""),
             )
+        }
+        "campcode" if site.views_grown.load(std::sync::atomic::Ordering::SeqCst) => {
+            html(fixture("codecamp.html").replace(
+                "tgme_widget_message_views\">3.5K<",
+                "tgme_widget_message_views\">7.5K<",
+            ))
         }
         "campcode" => html(fixture("codecamp.html")),
         "excelhackru" if hit == 1 => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
@@ -216,7 +224,25 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
         );
     }
 
-    // Restart: it polls again from the newest stored post, without older pages or new notices.
+    let views_of_the_newest = || {
+        let store = store.clone();
+        async move {
+            let post = store
+                .collections()
+                .posts
+                .find_one(doc! {"channel": "campcode", "post_id": 2376_i64})
+                .await
+                .unwrap()
+                .expect("stored");
+            post.views
+        }
+    };
+    assert_eq!(views_of_the_newest().await, Some(3_500));
+
+    // Restart: it polls again from the newest stored post, without older pages or new notices,
+    // and stores the posts it read again with their current views.
+    site.views_grown
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     scraper.kill();
     let before_restart = site.requests.lock().unwrap().len();
     let scraper = WorkerProcess::spawn(
@@ -253,6 +279,11 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
             .await
             .unwrap(),
         90
+    );
+    assert_eq!(
+        views_of_the_newest().await,
+        Some(7_500),
+        "a known post read again keeps its current views"
     );
     let (_, metrics) = scraper.get("/metrics").await.unwrap();
     assert!(
