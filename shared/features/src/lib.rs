@@ -13,8 +13,8 @@
 //! what everyone thinks of it that a page shows. The newest posts of a page are still gathering
 //! views, so they read low until a later scrape updates them (the scraper stores every post of the
 //! pages it reads again); the trainer and the ranker both read the stored figures, so they see the
-//! same value. Age itself is left out: it changes by the
-//! minute, so a model would be trained on other values than the ranker scores with.
+//! same value. Age itself is left out: it changes by the minute, so a model would be trained on
+//! other values than the ranker scores with.
 
 use oleg_messages::{MediaKind, ScrapedPost};
 
