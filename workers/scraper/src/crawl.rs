@@ -37,6 +37,10 @@ pub struct ReadPosts {
     /// Stored already, read on the same pages: stored again, so that their views (still
     /// growing while a post is young) and edits stay current.
     pub known: Vec<ParsedPost>,
+    /// The median view counter of all of them, known ones included: the channel's usual reach
+    /// on this visit, which a new post's views are read against (a channel polled often has one
+    /// new post a visit, its own median). `None` when no post showed one.
+    pub median_views: Option<u64>,
 }
 
 impl PagePlan {
@@ -54,7 +58,7 @@ impl PagePlan {
     pub fn take(&mut self, page: ParsedPage) -> Option<i64> {
         self.pages += 1;
         let known = self.known;
-        let reached_known = known.is_some_and(|k| page.posts.iter().any(|p| p.id <= k));
+        let reached_known = page.posts.iter().any(|p| !newer(p, known));
         self.posts.extend(page.posts);
         let deep_enough = known.is_none() && self.pages >= self.first_sight_pages;
         // A page before `known + 1` would hold nothing new.
@@ -68,33 +72,27 @@ impl PagePlan {
         self.posts.iter().any(|p| newer(p, self.known))
     }
 
-    /// The median view counter of the posts on the pages read (each once), known ones
-    /// included: the channel's usual reach on this visit, which a new post's views are read
-    /// against (a channel polled often has one new post a visit, its own median). `None` when
-    /// no post showed one.
-    pub fn median_views(&self) -> Option<u64> {
-        let mut views: Vec<(i64, u64)> = self
-            .posts
-            .iter()
-            .filter_map(|p| Some((p.id, p.views?)))
-            .collect();
-        views.sort_unstable();
-        views.dedup_by_key(|(id, _)| *id);
-        let mut counters: Vec<u64> = views.into_iter().map(|(_, v)| v).collect();
-        if counters.is_empty() {
-            return None;
-        }
-        let middle = counters.len() / 2;
-        Some(*counters.select_nth_unstable(middle).1)
-    }
-
     /// The posts read, new and known.
     pub fn into_posts(mut self) -> ReadPosts {
         self.posts.sort_by_key(|p| p.id);
         self.posts.dedup_by_key(|p| p.id);
+        let median_views = median(self.posts.iter().filter_map(|p| p.views).collect());
         let (new, known) = self.posts.into_iter().partition(|p| newer(p, self.known));
-        ReadPosts { new, known }
+        ReadPosts {
+            new,
+            known,
+            median_views,
+        }
     }
+}
+
+/// The median of `values` (the upper middle of an even count); `None` when there are none.
+fn median(mut values: Vec<u64>) -> Option<u64> {
+    if values.is_empty() {
+        return None;
+    }
+    let middle = values.len() / 2;
+    Some(*values.select_nth_unstable(middle).1)
 }
 
 /// Whether `post` is newer than the newest stored post, `known`.
@@ -306,8 +304,9 @@ mod tests {
         let mut plan = PagePlan::new(Some(20), 3);
         let views = |id| Some(if id == 21 { 9_000 } else { 1_000 });
         assert_eq!(plan.take(viewed(page("c", 11..=21), views)), None);
-        assert_eq!(plan.median_views(), Some(1_000));
-        assert_eq!(ids(&plan.into_posts().new), [21]);
+        let read = plan.into_posts();
+        assert_eq!(read.median_views, Some(1_000));
+        assert_eq!(ids(&read.new), [21]);
         // The upper middle of four counters; posts without one and posts read twice (on two
         // pages) count once or not at all.
         let mut plan = PagePlan::new(None, 3);
@@ -322,12 +321,12 @@ mod tests {
         let views = |id: i64| counters[id as usize - 1];
         plan.take(viewed(page("c", 4..=6), views));
         plan.take(viewed(page("c", 1..=5), views));
-        assert_eq!(plan.median_views(), Some(1_200));
+        assert_eq!(plan.into_posts().median_views, Some(1_200));
         let unread = PagePlan::new(None, 3);
-        assert_eq!(unread.median_views(), None);
+        assert_eq!(unread.into_posts().median_views, None);
         let mut one = PagePlan::new(None, 3);
         one.take(viewed(page("c", 1..=1), |_| Some(7)));
-        assert_eq!(one.median_views(), Some(7));
+        assert_eq!(one.into_posts().median_views, Some(7));
     }
 
     #[test]

@@ -205,7 +205,6 @@ impl Scraper {
         }
         // The followed name is the one stored: an alias's posts go under it, any other
         // channel's are left out.
-        let median = plan.median_views();
         let read = plan.into_posts();
         let sorted = sort_by_owner(read.new, &channel.name, alias.as_deref());
         let mismatches = &self.metrics.mismatches;
@@ -223,7 +222,7 @@ impl Scraper {
             .own
             .iter()
             .chain(&known_own)
-            .filter_map(|post| to_message(post, &channel.name, median))
+            .filter_map(|post| to_message(post, &channel.name, read.median_views))
             .collect();
         match self
             .store
