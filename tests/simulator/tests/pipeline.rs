@@ -86,11 +86,12 @@ async fn recommendations_beat_random_order_and_nothing_is_lost() {
         "z = {:.2} over random order:\n{rounds}",
         tail.z_over_random()
     );
-    // And far enough toward the best pick: a floor under the 0.48-0.54 measured with the
-    // posterior mean (five runs), which Thompson sampling (0.39-0.46) often missed and the
-    // Gaussian-noise policy (0.30-0.35) always.
+    // And far enough toward the best pick: a floor under the 0.54-0.58 measured with the model's
+    // estimates calibrated (four runs; 0.51-0.55 before, three runs), which Thompson sampling
+    // (0.39-0.46, before calibration) mostly missed and the Gaussian-noise policy (0.30-0.35)
+    // always.
     assert!(
-        tail.share_of_the_way(tail.recommended_rate()) >= 0.4,
+        tail.share_of_the_way(tail.recommended_rate()) >= 0.45,
         "share of the way {:.2}:\n{rounds}",
         tail.share_of_the_way(tail.recommended_rate())
     );

@@ -11,6 +11,7 @@
 //! and the candidates and their popularity are kept current in place by the notices the replica
 //! hears (posts scraped, votes cast), with a full reload every `refresh_s` to correct drift.
 
+mod calibration;
 mod metrics;
 pub mod model;
 mod people;
@@ -76,7 +77,7 @@ use oleg_runtime::{Worker, WorkerContext};
 use oleg_store::{PersonHistory, PostKey, Store, StoreError, VoteChange};
 use oleg_telemetry::Component;
 use people::PeopleCache;
-use pool::{CandidatePost, Pool};
+use pool::{CandidatePost, Expectation, Pool};
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -239,16 +240,17 @@ impl Ranker {
             .votes_heard
             .with_label_values(&[label])
             .inc();
-        self.pool_mut().record_vote(&key, liked, change, expected);
+        let calibration = {
+            let mut pool = self.pool_mut();
+            pool.record_vote(&key, liked, change, expected);
+            pool.calibration_weights()
+        };
+        self.inner.metrics.set_calibration(calibration);
     }
 
     /// What the ranker expects of `user` for the candidate `key` now, before their vote on it
-    /// is counted; `None` when post effects are off, the post is no candidate or the model does
-    /// not know the person.
-    fn expected_like(&self, user: UserId, key: &PostKey) -> Option<f64> {
-        if self.inner.settings.post_effect_sd <= 0.0 {
-            return None;
-        }
+    /// is counted; `None` when the post is no candidate or the model does not know the person.
+    fn expected_like(&self, user: UserId, key: &PostKey) -> Option<Expectation> {
         let history = self.inner.people.get(user);
         let model = self.inner.model.current();
         let pool = self.pool();

@@ -1,6 +1,7 @@
+use crate::calibration::Calibration;
 use prometheus::{
-    exponential_buckets, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry,
+    exponential_buckets, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry,
 };
 
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct RankerMetrics {
     pub votes_heard: IntCounterVec,
     pub released: IntCounter,
     pub release_failures: IntCounter,
+    pub calibration: GaugeVec,
 }
 
 impl RankerMetrics {
@@ -51,6 +53,7 @@ impl RankerMetrics {
             history_reads: IntCounterVec::new(Opts::new("oleg_ranker_history_reads_total", "Where a request's person history came from: cache (held by this replica) or store (read, then held)."), &["source"])?,
             released: IntCounter::new("oleg_ranker_released_deliveries_total", "Deliveries undone because their reply reached nobody (unroutable, unsent, or a request that failed halfway).")?,
             release_failures: IntCounter::new("oleg_ranker_release_failures_total", "Releases of undelivered posts that failed (those posts stay recorded as sent).")?,
+            calibration: GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -67,6 +70,15 @@ impl RankerMetrics {
         registry.register(Box::new(metrics.votes_heard.clone()))?;
         registry.register(Box::new(metrics.released.clone()))?;
         registry.register(Box::new(metrics.release_failures.clone()))?;
+        registry.register(Box::new(metrics.calibration.clone()))?;
+        metrics.set_calibration(Calibration::default().weights());
         Ok(metrics)
+    }
+
+    /// The calibration's weights: intercept, the estimate logit's and the relative views'.
+    pub fn set_calibration(&self, weights: [f64; 3]) {
+        for (name, weight) in ["intercept", "estimate", "views"].into_iter().zip(weights) {
+            self.calibration.with_label_values(&[name]).set(weight);
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! post scraped, a vote cast); a periodic reload from the store corrects what notices cannot
 //! know (a re-vote by someone the replica does not hold, a notice lost).
 
+use crate::calibration::Calibration;
 use oleg_features::{PostContent, PostFeatures};
 use oleg_scorer::{Candidate, NewPostPart, ScoringModel};
 use oleg_store::{PostKey, RecentPost, VoteChange};
@@ -22,6 +23,8 @@ pub struct CandidatePost {
     /// Its content features, computed once: a content model scores a post it has not seen
     /// from them.
     pub features: Arc<PostFeatures>,
+    /// Its views relative to its channel's (0 where unknown), for the calibration.
+    relative_views: f64,
 }
 
 impl CandidatePost {
@@ -33,6 +36,7 @@ impl CandidatePost {
             published_at_ms,
             text: content.text.as_str().into(),
             features: Arc::new(PostFeatures::of(content)),
+            relative_views: content.relative_views().map_or(0.0, f64::from),
         }
     }
 }
@@ -63,6 +67,15 @@ impl Surprise {
         self.residual += other.residual;
         self.information += other.information;
     }
+}
+
+/// What the ranker expected of a voter before their vote: the model's estimate, and the
+/// posterior like rate it made of it (calibrated, with the person's votes on the channel) before
+/// any post's effect.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expectation {
+    pub estimate: f64,
+    pub posterior: f64,
 }
 
 /// The prior of posts' effects: the candidates' mean residual per unit of information (how far
@@ -112,6 +125,8 @@ pub struct Pool {
     prior_strength: f64,
     /// The candidates' surprises summed.
     surprise_sum: Surprise,
+    /// What the model's estimates are worth, from the votes heard against them.
+    calibration: Calibration,
 }
 
 impl Pool {
@@ -165,15 +180,16 @@ impl Pool {
     }
 
     /// Counts a vote on `key` by what it changed in its person's history (a first vote when
-    /// the replica does not hold the person); `expected` is the like rate the ranker expected
-    /// of the voter before it, if it could tell (the model knew them), for the post's surprise.
-    /// A changed vote is left out of the surprise: its voter's expectation is long gone.
+    /// the replica does not hold the person); `expected` is what the ranker expected of the
+    /// voter before it, if it could tell (the model knew them): the model's estimate for the
+    /// calibration, the posterior for the post's surprise. A changed vote is left out of both:
+    /// its voter's expectation is long gone.
     pub fn record_vote(
         &mut self,
         key: &PostKey,
         liked: bool,
         change: VoteChange,
-        expected: Option<f64>,
+        expected: Option<Expectation>,
     ) {
         let like = i32::from(liked);
         let (likes, votes) = match change {
@@ -187,7 +203,11 @@ impl Pool {
         let count = *count;
         if let Some(i) = self.position(key) {
             (self.tallies[i].likes, self.tallies[i].votes) = count;
-            if let (VoteChange::New, Some(expected)) = (change, expected) {
+            if let (VoteChange::New, Some(expectation)) = (change, expected) {
+                let relative_views = self.posts[i].relative_views;
+                self.calibration
+                    .record(expectation.estimate, relative_views, liked);
+                let expected = expectation.posterior;
                 let vote = Surprise {
                     residual: f64::from(like) - expected,
                     information: expected * (1.0 - expected),
@@ -197,6 +217,18 @@ impl Pool {
             }
         }
         self.add_counts(key, i64::from(likes), i64::from(votes));
+    }
+
+    /// The like rate the votes heard so far support for the model's `estimate` of the post at
+    /// `index` (see [`Calibration`]).
+    pub fn calibrated(&self, index: usize, estimate: f64) -> f64 {
+        self.calibration
+            .apply(estimate, self.posts[index].relative_views)
+    }
+
+    /// The calibration's weights: intercept, the estimate logit's and the relative views'.
+    pub fn calibration_weights(&self) -> [f64; 3] {
+        self.calibration.weights()
     }
 
     /// Forgets every post's surprise: a model trained on those votes now serves, and has
@@ -236,8 +268,10 @@ impl Pool {
 
     /// Carries over the posts of `older` that this pool (read from the store) lacks: those
     /// announced while it was read, with their rows in `scorer`.
-    /// The posts' surprises come along: the store does not keep what was expected of a voter.
+    /// The posts' surprises and the calibration come along: the store does not keep what was
+    /// expected of a voter.
     pub fn keep_newer_posts_of(&mut self, older: &Pool, scorer: Option<&ScoringModel>) {
+        self.calibration = older.calibration.clone();
         for (post, tally) in older.posts.iter().zip(&older.tallies) {
             self.insert(post.clone(), scorer);
             if let Some(i) = self.position(&post.key) {
@@ -390,6 +424,17 @@ impl Pool {
 }
 
 #[cfg(test)]
+impl Expectation {
+    /// A model's estimate of `rate`, taken as it is (no calibration, no votes on the channel).
+    pub(crate) fn of(rate: f64) -> Self {
+        Self {
+            estimate: rate,
+            posterior: rate,
+        }
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
@@ -479,7 +524,12 @@ pub(crate) mod tests {
         );
         let votes = |pool: &mut Pool, id, liked, expected| {
             for _ in 0..4 {
-                pool.record_vote(&key(id), liked, VoteChange::New, Some(expected));
+                pool.record_vote(
+                    &key(id),
+                    liked,
+                    VoteChange::New,
+                    Some(Expectation::of(expected)),
+                );
             }
         };
         // Four likes from people expected to like it anyway, four from people expected not
@@ -493,7 +543,7 @@ pub(crate) mod tests {
             &key(4),
             true,
             VoteChange::Replaced { was_liked: false },
-            Some(0.5),
+            Some(Expectation::of(0.5)),
         );
         let prior = pool
             .post_effect_prior(0.5)
@@ -547,6 +597,42 @@ pub(crate) mod tests {
         // A new model has learned from those votes: they no longer move their posts.
         reloaded.forget_surprises();
         assert!(reloaded.post_effect_prior(0.5).is_none());
+    }
+
+    #[test]
+    fn votes_heard_against_the_models_estimates_calibrate_them() {
+        let mut posts = recent(&[("a", 1), ("a", 2)]);
+        // Post a/2 was read three times as much as the page's median.
+        posts[1].content.views = Some(2_999);
+        posts[1].content.page_median_views = Some(999);
+        let mut pool = Pool::new(posts, HashMap::new(), 5.0);
+        let (first, second) = (PostKey::new("a", 1), PostKey::new("a", 2));
+        assert_eq!(
+            pool.calibrated(0, 0.9),
+            0.9,
+            "taken as it comes before any vote"
+        );
+        // The model is sure of 0.9 for everyone; a/1 gets half its votes, a/2 most of them.
+        for vote in 0..400 {
+            let expectation = Expectation::of(0.9);
+            pool.record_vote(&first, vote % 2 == 0, VoteChange::New, Some(expectation));
+            pool.record_vote(&second, vote % 5 != 0, VoteChange::New, Some(expectation));
+        }
+        let (plain, read_more) = (pool.calibrated(0, 0.9), pool.calibrated(1, 0.9));
+        assert!((plain - 0.5).abs() < 0.05, "{plain}");
+        assert!((read_more - 0.8).abs() < 0.05, "{read_more}");
+        // A changed vote, or one by someone the model does not know, teaches nothing.
+        let weights = pool.calibration_weights();
+        for _ in 0..200 {
+            pool.record_vote(&first, true, VoteChange::New, None);
+            let change = VoteChange::Replaced { was_liked: false };
+            pool.record_vote(&first, true, change, Some(Expectation::of(0.9)));
+        }
+        assert_eq!(pool.calibration_weights(), weights);
+        // It outlives a reload from the store.
+        let mut reloaded = Pool::new(recent(&[("a", 1)]), HashMap::new(), 5.0);
+        reloaded.keep_newer_posts_of(&pool, None);
+        assert_eq!(reloaded.calibration_weights(), weights);
     }
 
     /// An untrained model that knows person 1 and posts a/1 and a/2.

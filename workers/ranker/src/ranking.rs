@@ -3,7 +3,7 @@
 //! popularity (cold start); the policy (the person's posterior like rate per channel, its mean or
 //! a Thompson draw from it, or Gaussian noise) and a share of slots for untried channels explore.
 
-use crate::pool::Pool;
+use crate::pool::{Expectation, Pool};
 use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::PersonHistory;
@@ -98,8 +98,14 @@ pub fn rank(
             let beliefs: Vec<(f64, f64)> = scores
                 .iter()
                 .zip(&candidates)
-                .map(|(&estimate, &i)| {
+                .map(|(&score, &i)| {
                     let tally = tallies[pool.channel_slot_of(i)];
+                    // A model's estimate as the votes bear it out; popularity is a like rate
+                    // already.
+                    let estimate = match user_row {
+                        Some(_) => pool.calibrated(i, score),
+                        None => score,
+                    };
                     belief(estimate, tally, exploration.prior_votes)
                 })
                 .collect();
@@ -212,9 +218,9 @@ fn by_key(a: &(f64, usize), b: &(f64, usize)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
-/// The like rate the posterior policies expect of `user` for the pool's post at `index`, before
-/// any post effect, with `history` as it stands; `None` when the model does not know the person
-/// (their scores are then popularity, which counts the post's own votes).
+/// What the posterior policies expect of `user` for the pool's post at `index`, before any post
+/// effect, with `history` as it stands; `None` when the model does not know the person (their
+/// scores are then popularity, which counts the post's own votes).
 pub fn expected_like(
     pool: &Pool,
     index: usize,
@@ -222,17 +228,17 @@ pub fn expected_like(
     user: UserId,
     history: Option<&PersonHistory>,
     prior_votes: f64,
-) -> Option<f64> {
+) -> Option<Expectation> {
     let scorer = scorer?;
     let row = scorer.user_row(user.get())?;
     let mut estimate = Vec::with_capacity(1);
     scorer.score(row, &[pool.candidate(index, scorer)], &mut estimate);
+    let estimate = f64::from(estimate[0]);
     let tally = history.and_then(|h| h.channel_votes.get(&pool.posts[index].channel).copied());
-    Some(posterior_mean(belief(
-        f64::from(estimate[0]),
-        tally,
-        prior_votes,
-    )))
+    Some(Expectation {
+        estimate,
+        posterior: posterior_mean(belief(pool.calibrated(index, estimate), tally, prior_votes)),
+    })
 }
 
 /// The mean of a Beta(α, β).
@@ -456,10 +462,13 @@ mod tests {
         };
         let expected = expected_like(&pool, 0, Some(&scorer), user, Some(&history), 1.0)
             .expect("the model knows the person");
-        assert!((0.0..1.0).contains(&expected));
+        assert!((0.0..1.0).contains(&expected.estimate));
+        // No vote heard yet: the estimate comes as it is, and the person voted on no post of
+        // the channel.
+        assert!((expected.posterior - expected.estimate.clamp(0.02, 0.98)).abs() < 1e-12);
         for _ in 0..10 {
-            pool.record_vote(&first, false, VoteChange::New, Some(0.5));
-            pool.record_vote(&second, true, VoteChange::New, Some(0.5));
+            pool.record_vote(&first, false, VoteChange::New, Some(Expectation::of(0.5)));
+            pool.record_vote(&second, true, VoteChange::New, Some(Expectation::of(0.5)));
         }
         assert_eq!(
             order(&pool, 0.0),

@@ -1,0 +1,277 @@
+//! What the model's estimate is worth, learned from the votes heard against it: a logistic
+//! regression of each vote on the logit of the model's estimate for the voter and post, and on
+//! the post's views relative to its channel's (`oleg_features::PostContent::relative_views`).
+//!
+//! The network's estimates come out far more confident than the votes bear out (on the demo, a
+//! logit of the estimate is worth about a seventh of one), and the posterior policies mix them
+//! with a person's own votes and shift them by posts' effects as if they were like rates: so
+//! they are first mapped to like rates the votes support (Platt scaling). The views term says
+//! what a post's being passed on says of its appeal before anyone voted on it, in the same fit,
+//! so that it is read against what the model already makes of the post.
+
+use std::collections::VecDeque;
+
+/// Votes kept for the fit, the newest: a few thousand pin three weights down, and they take
+/// little memory (12 bytes each).
+const VOTES_KEPT: usize = 10_000;
+/// The fit is redone after this many votes (it goes over every vote kept, about a millisecond).
+const REFIT_EVERY: usize = 100;
+/// Before this many votes the estimates are taken as they come: a fit on fewer would be noise.
+const MIN_VOTES: usize = 100;
+const NEWTON_STEPS: usize = 30;
+/// An estimate beyond this logit (a like rate of 0.9975) is taken as this one: a network sure to
+/// the last bit of a float says no more than that it is sure.
+const MAX_ESTIMATE_LOGIT: f64 = 6.0;
+
+/// The fitted weights' priors, (mean, precision): the intercept and the estimate's weight
+/// weakly at "as it comes" (0 and 1), so that they stay finite when every vote went one way;
+/// the views' weight at none, N(0, 1) logits per e-fold.
+const PRIORS: [(f64, f64); 3] = [(0.0, 0.01), (1.0, 0.01), (0.0, 1.0)];
+
+#[derive(Debug, Clone, Copy)]
+struct HeardVote {
+    estimate_logit: f32,
+    relative_views: f32,
+    liked: bool,
+}
+
+/// The calibration in use and the votes it is fitted to.
+#[derive(Debug, Clone, Default)]
+pub struct Calibration {
+    votes: VecDeque<HeardVote>,
+    since_fit: usize,
+    /// Intercept, the estimate logit's weight and the relative views' weight; none before the
+    /// first fit (estimates are taken as they come).
+    fitted: Option<[f64; 3]>,
+}
+
+/// The weights that take an estimate as it comes, the fit's priors' means.
+const AS_IT_COMES: [f64; 3] = [PRIORS[0].0, PRIORS[1].0, PRIORS[2].0];
+
+impl Calibration {
+    /// The like rate the votes support for a model estimate of `estimate` on a post with
+    /// `relative_views`.
+    pub fn apply(&self, estimate: f64, relative_views: f64) -> f64 {
+        let Some([intercept, scale, views]) = self.fitted else {
+            return estimate;
+        };
+        sigmoid(intercept + scale * estimate_logit(estimate) + views * relative_views)
+    }
+
+    /// The fitted weights: intercept, the estimate logit's, the relative views'.
+    pub fn weights(&self) -> [f64; 3] {
+        self.fitted.unwrap_or(AS_IT_COMES)
+    }
+
+    /// A vote on a post with `relative_views` (0 where its counters are unknown) by someone the
+    /// model gave `estimate`; refits every `REFIT_EVERY` votes.
+    pub fn record(&mut self, estimate: f64, relative_views: f64, liked: bool) {
+        if self.votes.len() == VOTES_KEPT {
+            self.votes.pop_front();
+        }
+        self.votes.push_back(HeardVote {
+            estimate_logit: estimate_logit(estimate) as f32,
+            relative_views: relative_views as f32,
+            liked,
+        });
+        self.since_fit += 1;
+        if self.since_fit >= REFIT_EVERY && self.votes.len() >= MIN_VOTES {
+            self.since_fit = 0;
+            self.fit();
+        }
+    }
+
+    /// The posterior mode of the weights by Newton's method from the last fit, each step
+    /// halved until the posterior gains (the log likelihood is concave, but a model's estimates
+    /// near 0 and 1 make its curvature vanish and a full step overshoot).
+    fn fit(&mut self) {
+        let mut w = self.weights();
+        let mut current = self.log_posterior(w);
+        for _ in 0..NEWTON_STEPS {
+            let mut gradient = [0.0; 3];
+            let mut hessian = [[0.0; 3]; 3];
+            for (k, &(mean, precision)) in PRIORS.iter().enumerate() {
+                gradient[k] = -precision * (w[k] - mean);
+                hessian[k][k] = precision;
+            }
+            for vote in &self.votes {
+                let x = vote.inputs();
+                let rate = sigmoid(dot(w, x));
+                let residual = f64::from(u8::from(vote.liked)) - rate;
+                let weight = rate * (1.0 - rate);
+                for j in 0..3 {
+                    gradient[j] += residual * x[j];
+                    for k in 0..3 {
+                        hessian[j][k] += weight * x[j] * x[k];
+                    }
+                }
+            }
+            let Some(step) = solve(hessian, gradient) else {
+                break;
+            };
+            let mut scale = 1.0;
+            let improved = loop {
+                let tried = [0, 1, 2].map(|k| w[k] + scale * step[k]);
+                let value = self.log_posterior(tried);
+                if value >= current {
+                    break Some((tried, value));
+                }
+                scale /= 2.0;
+                if scale < 1e-6 {
+                    break None;
+                }
+            };
+            let Some((tried, value)) = improved else {
+                break;
+            };
+            let gain = value - current;
+            (w, current) = (tried, value);
+            if gain < 1e-9 {
+                break;
+            }
+        }
+        self.fitted = Some(w);
+    }
+
+    fn log_posterior(&self, w: [f64; 3]) -> f64 {
+        let prior: f64 = PRIORS
+            .iter()
+            .zip(w)
+            .map(|(&(mean, precision), w)| -0.5 * precision * (w - mean).powi(2))
+            .sum();
+        let likelihood: f64 = self
+            .votes
+            .iter()
+            .map(|vote| {
+                // log σ(±η), without overflow: −ln(1 + e^∓η).
+                let signed = if vote.liked { 1.0 } else { -1.0 } * dot(w, vote.inputs());
+                -softplus(-signed)
+            })
+            .sum();
+        prior + likelihood
+    }
+}
+
+impl HeardVote {
+    fn inputs(&self) -> [f64; 3] {
+        [
+            1.0,
+            f64::from(self.estimate_logit),
+            f64::from(self.relative_views),
+        ]
+    }
+}
+
+fn dot(w: [f64; 3], x: [f64; 3]) -> f64 {
+    w[0] * x[0] + w[1] * x[1] + w[2] * x[2]
+}
+
+/// ln(1 + e^x), exact for large x.
+fn softplus(x: f64) -> f64 {
+    if x > 30.0 {
+        x
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+fn sigmoid(logit: f64) -> f64 {
+    1.0 / (1.0 + (-logit).exp())
+}
+
+fn logit(rate: f64) -> f64 {
+    let rate = rate.clamp(1e-6, 1.0 - 1e-6);
+    (rate / (1.0 - rate)).ln()
+}
+
+/// The logit of a model's estimate, within ±`MAX_ESTIMATE_LOGIT`.
+fn estimate_logit(estimate: f64) -> f64 {
+    logit(estimate).clamp(-MAX_ESTIMATE_LOGIT, MAX_ESTIMATE_LOGIT)
+}
+
+/// `x` with `a · x = b`, by Gaussian elimination with partial pivoting; `None` if `a` is
+/// singular.
+fn solve(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
+    for i in 0..3 {
+        let pivot = (i..3).max_by(|&x, &y| a[x][i].abs().total_cmp(&a[y][i].abs()))?;
+        a.swap(i, pivot);
+        b.swap(i, pivot);
+        if a[i][i].abs() < 1e-12 {
+            return None;
+        }
+        for r in i + 1..3 {
+            let factor = a[r][i] / a[i][i];
+            let pivot_row = a[i];
+            for (cell, above) in a[r][i..].iter_mut().zip(&pivot_row[i..]) {
+                *cell -= factor * above;
+            }
+            b[r] -= factor * b[i];
+        }
+    }
+    let mut x = [0.0; 3];
+    for i in (0..3).rev() {
+        let rest: f64 = (i + 1..3).map(|c| a[i][c] * x[c]).sum();
+        x[i] = (b[i] - rest) / a[i][i];
+    }
+    Some(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// `votes` votes whose like rate is σ(`intercept` + `scale` · the estimate's logit +
+    /// `views` · relative views).
+    fn heard(intercept: f64, scale: f64, views: f64, votes: usize, seed: u64) -> Calibration {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut calibration = Calibration::default();
+        for _ in 0..votes {
+            let estimate: f64 = rng.random_range(0.02..0.98);
+            let relative: f64 = rng.random_range(-1.5..1.5);
+            let rate = sigmoid(intercept + scale * logit(estimate) + views * relative);
+            calibration.record(estimate, relative, rng.random::<f64>() < rate);
+        }
+        calibration
+    }
+
+    #[test]
+    fn overconfident_estimates_are_mapped_to_the_like_rates_the_votes_bear_out() {
+        let calibration = heard(-0.3, 0.2, 0.6, VOTES_KEPT, 1);
+        let [intercept, scale, views] = calibration.weights();
+        assert!((intercept + 0.3).abs() < 0.1, "{intercept}");
+        assert!((scale - 0.2).abs() < 0.05, "{scale}");
+        assert!((views - 0.6).abs() < 0.1, "{views}");
+        // An estimate of 0.98 on a post read as much as its channel's others: liked about
+        // σ(-0.3 + 0.2 · 3.9) = 0.62 of the time, not 0.98.
+        let rate = calibration.apply(0.98, 0.0);
+        assert!((rate - 0.62).abs() < 0.05, "{rate}");
+        // Read e times more than its channel's others, the same estimate says more.
+        assert!(calibration.apply(0.98, 1.0) > rate + 0.1);
+    }
+
+    #[test]
+    fn estimates_come_as_they_are_until_a_hundred_votes_then_follow_the_newest_votes() {
+        let few = heard(-1.0, 0.2, 0.6, MIN_VOTES - 1, 2);
+        assert_eq!(few.weights(), [0.0, 1.0, 0.0]);
+        assert!((few.apply(0.9, 1.0) - 0.9).abs() < 1e-9);
+        // Well calibrated, views saying nothing: the fit says so.
+        let mut calibration = heard(0.0, 1.0, 0.0, VOTES_KEPT, 3);
+        let [_, scale, views] = calibration.weights();
+        assert!(
+            (scale - 1.0).abs() < 0.1 && views.abs() < 0.1,
+            "{scale} {views}"
+        );
+        // Then the model grows overconfident: the old votes leave as the new ones come.
+        let mut rng = StdRng::seed_from_u64(4);
+        for _ in 0..VOTES_KEPT {
+            let estimate: f64 = rng.random_range(0.02..0.98);
+            let rate = sigmoid(0.3 * logit(estimate));
+            calibration.record(estimate, 0.0, rng.random::<f64>() < rate);
+        }
+        assert_eq!(calibration.votes.len(), VOTES_KEPT);
+        let [_, scale, _] = calibration.weights();
+        assert!((scale - 0.3).abs() < 0.05, "{scale}");
+    }
+}
