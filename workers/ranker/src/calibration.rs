@@ -7,7 +7,8 @@
 //! with a person's own votes and shift them by posts' effects as if they were like rates: so
 //! they are first mapped to like rates the votes support (Platt scaling). The views term says
 //! what a post's being passed on says of its appeal before anyone voted on it, in the same fit,
-//! so that it is read against what the model already makes of the post.
+//! so that it is read against what the model already makes of the post; it is applied apart
+//! (`views_weight`), as a shift every person shares, like a post's own effect.
 
 use std::collections::VecDeque;
 
@@ -49,18 +50,22 @@ pub struct Calibration {
 const AS_IT_COMES: [f64; 3] = [PRIORS[0].0, PRIORS[1].0, PRIORS[2].0];
 
 impl Calibration {
-    /// The like rate the votes support for a model estimate of `estimate` on a post with
-    /// `relative_views`.
-    pub fn apply(&self, estimate: f64, relative_views: f64) -> f64 {
-        let Some([intercept, scale, views]) = self.fitted else {
+    /// The like rate the votes support for a model estimate of `estimate`, views aside.
+    pub fn apply(&self, estimate: f64) -> f64 {
+        let Some([intercept, scale, _]) = self.fitted else {
             return estimate;
         };
-        sigmoid(intercept + scale * estimate_logit(estimate) + views * relative_views)
+        sigmoid(intercept + scale * estimate_logit(estimate))
     }
 
     /// The fitted weights: intercept, the estimate logit's, the relative views'.
     pub fn weights(&self) -> [f64; 3] {
         self.fitted.unwrap_or(AS_IT_COMES)
+    }
+
+    /// Logits per e-fold of a post's relative views.
+    pub fn views_weight(&self) -> f64 {
+        self.weights()[2]
     }
 
     /// A vote on a post with `relative_views` (0 where its counters are unknown) by someone the
@@ -245,17 +250,17 @@ mod tests {
         assert!((views - 0.6).abs() < 0.1, "{views}");
         // An estimate of 0.98 on a post read as much as its channel's others: liked about
         // σ(-0.3 + 0.2 · 3.9) = 0.62 of the time, not 0.98.
-        let rate = calibration.apply(0.98, 0.0);
+        let rate = calibration.apply(0.98);
         assert!((rate - 0.62).abs() < 0.05, "{rate}");
-        // Read e times more than its channel's others, the same estimate says more.
-        assert!(calibration.apply(0.98, 1.0) > rate + 0.1);
+        // Read e times more than its channel's others, the same post is worth 0.6 logits more.
+        assert_eq!(calibration.views_weight(), views);
     }
 
     #[test]
     fn estimates_come_as_they_are_until_a_hundred_votes_then_follow_the_newest_votes() {
         let few = heard(-1.0, 0.2, 0.6, MIN_VOTES - 1, 2);
         assert_eq!(few.weights(), [0.0, 1.0, 0.0]);
-        assert!((few.apply(0.9, 1.0) - 0.9).abs() < 1e-9);
+        assert_eq!((few.apply(0.9), few.views_weight()), (0.9, 0.0));
         // Well calibrated, views saying nothing: the fit says so.
         let mut calibration = heard(0.0, 1.0, 0.0, VOTES_KEPT, 3);
         let [_, scale, views] = calibration.weights();

@@ -219,11 +219,16 @@ impl Pool {
         self.add_counts(key, i64::from(likes), i64::from(votes));
     }
 
-    /// The like rate the votes heard so far support for the model's `estimate` of the post at
-    /// `index` (see [`Calibration`]).
-    pub fn calibrated(&self, index: usize, estimate: f64) -> f64 {
-        self.calibration
-            .apply(estimate, self.posts[index].relative_views)
+    /// The like rate the votes heard so far support for a model's `estimate` (see
+    /// [`Calibration`]).
+    pub fn calibrated(&self, estimate: f64) -> f64 {
+        self.calibration.apply(estimate)
+    }
+
+    /// The shift of the post at `index`'s logit that its views support, for everyone alike (as
+    /// the calibration weighs relative views).
+    pub fn views_shift(&self, index: usize) -> f64 {
+        self.calibration.views_weight() * self.posts[index].relative_views
     }
 
     /// The calibration's weights: intercept, the estimate logit's and the relative views'.
@@ -608,17 +613,21 @@ pub(crate) mod tests {
         let mut pool = Pool::new(posts, HashMap::new(), 5.0);
         let (first, second) = (PostKey::new("a", 1), PostKey::new("a", 2));
         assert_eq!(
-            pool.calibrated(0, 0.9),
+            pool.calibrated(0.9),
             0.9,
             "taken as it comes before any vote"
         );
+        assert_eq!(pool.views_shift(1), 0.0);
         // The model is sure of 0.9 for everyone; a/1 gets half its votes, a/2 most of them.
         for vote in 0..400 {
             let expectation = Expectation::of(0.9);
             pool.record_vote(&first, vote % 2 == 0, VoteChange::New, Some(expectation));
             pool.record_vote(&second, vote % 5 != 0, VoteChange::New, Some(expectation));
         }
-        let (plain, read_more) = (pool.calibrated(0, 0.9), pool.calibrated(1, 0.9));
+        // Post a/1 is at its page's median: views say nothing of it.
+        assert_eq!(pool.views_shift(0), 0.0);
+        let plain = pool.calibrated(0.9);
+        let read_more = crate::ranking::shifted(plain, pool.views_shift(1));
         assert!((plain - 0.5).abs() < 0.05, "{plain}");
         assert!((read_more - 0.8).abs() < 0.05, "{read_more}");
         // A changed vote, or one by someone the model does not know, teaches nothing.

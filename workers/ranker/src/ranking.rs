@@ -103,17 +103,22 @@ pub fn rank(
                     // A model's estimate as the votes bear it out; popularity is a like rate
                     // already.
                     let estimate = match user_row {
-                        Some(_) => pool.calibrated(i, score),
+                        Some(_) => pool.calibrated(score),
                         None => score,
                     };
                     belief(estimate, tally, exploration.prior_votes)
                 })
                 .collect();
-            // Each post's effect on its logit, from its voters' surprise; none under popularity
-            // (no model), which counts the post's likes already.
+            // Each post's effect on its logit, from its views and its voters' surprise; none
+            // under popularity (no model), which counts the post's likes already.
             let prior = user_row.and_then(|_| pool.post_effect_prior(exploration.post_effect_sd));
-            let effect =
-                |c: usize| prior.map_or(0.0, |prior| pool.post_effect(candidates[c], &prior));
+            let effect = |c: usize| {
+                let views = match user_row {
+                    Some(_) => pool.views_shift(candidates[c]),
+                    None => 0.0,
+                };
+                views + prior.map_or(0.0, |prior| pool.post_effect(candidates[c], &prior))
+            };
             for (c, (score, &belief)) in scores.iter_mut().zip(&beliefs).enumerate() {
                 *score = shifted(posterior_mean(belief), effect(c));
             }
@@ -237,7 +242,10 @@ pub fn expected_like(
     let tally = history.and_then(|h| h.channel_votes.get(&pool.posts[index].channel).copied());
     Some(Expectation {
         estimate,
-        posterior: posterior_mean(belief(pool.calibrated(index, estimate), tally, prior_votes)),
+        posterior: shifted(
+            posterior_mean(belief(pool.calibrated(estimate), tally, prior_votes)),
+            pool.views_shift(index),
+        ),
     })
 }
 
@@ -247,7 +255,7 @@ fn posterior_mean((alpha, beta): (f64, f64)) -> f64 {
 }
 
 /// `rate` with its logit moved by `shift`.
-fn shifted(rate: f64, shift: f64) -> f64 {
+pub(crate) fn shifted(rate: f64, shift: f64) -> f64 {
     if shift == 0.0 {
         // Most candidates: no vote yet.
         return rate;
