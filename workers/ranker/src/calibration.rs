@@ -3,7 +3,7 @@
 //! the post's views relative to its channel's (`oleg_features::PostContent::relative_views`).
 //!
 //! The network's estimates come out far more confident than the votes bear out (on the demo, a
-//! logit of the estimate is worth about a seventh of one), and the posterior policies mix them
+//! logit of the estimate is worth about an eighth of one), and the posterior policies mix them
 //! with a person's own votes and shift them by posts' effects as if they were like rates: so
 //! they are first mapped to like rates the votes support (Platt scaling). The views term says
 //! what a post's being passed on says of its appeal before anyone voted on it, in the same fit,

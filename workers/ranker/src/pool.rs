@@ -23,7 +23,8 @@ pub struct CandidatePost {
     /// Its content features, computed once: a content model scores a post it has not seen
     /// from them.
     pub features: Arc<PostFeatures>,
-    /// Its views relative to its channel's (0 where unknown), for the calibration.
+    /// Its views relative to its channel's (0 where unknown), weighed by the calibration
+    /// ([`Pool::views_shift`]).
     relative_views: f64,
 }
 
