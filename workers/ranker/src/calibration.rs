@@ -180,11 +180,12 @@ fn softplus(x: f64) -> f64 {
     }
 }
 
-fn sigmoid(logit: f64) -> f64 {
+pub(crate) fn sigmoid(logit: f64) -> f64 {
     1.0 / (1.0 + (-logit).exp())
 }
 
-fn logit(rate: f64) -> f64 {
+/// The logit of `rate`, taken within [10⁻⁶, 1 − 10⁻⁶].
+pub(crate) fn logit(rate: f64) -> f64 {
     let rate = rate.clamp(1e-6, 1.0 - 1e-6);
     (rate / (1.0 - rate)).ln()
 }

@@ -3,6 +3,7 @@
 //! popularity (cold start); the policy (the person's posterior like rate per channel, its mean or
 //! a Thompson draw from it, or Gaussian noise) and a share of slots for untried channels explore.
 
+use crate::calibration::{logit, sigmoid};
 use crate::pool::{Expectation, Pool};
 use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
@@ -257,11 +258,10 @@ fn posterior_mean((alpha, beta): (f64, f64)) -> f64 {
 /// `rate` with its logit moved by `shift`.
 pub(crate) fn shifted(rate: f64, shift: f64) -> f64 {
     if shift == 0.0 {
-        // Most candidates: no vote yet.
+        // No votes on the post and no views weighed (before the calibration's first fit).
         return rate;
     }
-    let rate = rate.clamp(1e-6, 1.0 - 1e-6);
-    1.0 / (1.0 + (-(rate / (1.0 - rate)).ln() - shift).exp())
+    sigmoid(logit(rate) + shift)
 }
 
 /// The person's like rate for a post as a Beta(α, β): the model's estimate `estimate` worth
