@@ -70,6 +70,15 @@ pub struct RoundReport {
     pub best: f64,
     /// Σ P(like) of the informed learner's picks among the same unseen posts.
     pub informed: f64,
+    /// Recommended posts that nobody had been sent before the round (so no vote on them
+    /// reached OLEG before it), and Σ P(like) of them.
+    pub fresh: u32,
+    pub fresh_recommended: f64,
+    /// In the generated world, Σ the hidden quality (a logit every person shares) of the
+    /// recommended posts and of the informed learner's picks: how much of the gap between the
+    /// two is the posts' quality rather than the person's taste.
+    pub quality_recommended: f64,
+    pub quality_informed: f64,
 }
 
 impl RoundReport {
@@ -94,6 +103,21 @@ impl RoundReport {
     }
     pub fn informed_rate(&self) -> f64 {
         self.rate(self.informed)
+    }
+    /// The share of recommended posts that were fresh.
+    pub fn fresh_share(&self) -> f64 {
+        self.rate(f64::from(self.fresh))
+    }
+    /// The like rate of the fresh ones; `None` without any.
+    pub fn fresh_rate(&self) -> Option<f64> {
+        (self.fresh > 0).then(|| self.fresh_recommended / f64::from(self.fresh))
+    }
+    /// The mean hidden quality of the recommended posts and of the informed learner's picks.
+    pub fn mean_quality(&self) -> (f64, f64) {
+        (
+            self.rate(self.quality_recommended),
+            self.rate(self.quality_informed),
+        )
     }
 
     /// How far `rate` lies from random order toward the best possible pick (0: random, 1: best).
@@ -121,6 +145,10 @@ impl RoundReport {
             total.random_variance += r.random_variance;
             total.best += r.best;
             total.informed += r.informed;
+            total.fresh += r.fresh;
+            total.fresh_recommended += r.fresh_recommended;
+            total.quality_recommended += r.quality_recommended;
+            total.quality_informed += r.quality_informed;
             total
         })
     }
@@ -144,6 +172,8 @@ pub struct Simulator {
     world: Option<Arc<World>>,
     /// What each person has been sent so far.
     received: Vec<HashSet<PostRef>>,
+    /// What anyone was sent before this round.
+    sent_before: HashSet<PostRef>,
     informed: InformedLearner,
     rng: StdRng,
     newest_model: watch::Receiver<Option<ModelVersion>>,
@@ -180,6 +210,7 @@ impl Simulator {
         let newest_model = follow_models(bus);
         Ok(Self {
             received: vec![HashSet::new(); people.len()],
+            sent_before: HashSet::new(),
             informed: InformedLearner::new(people.len(), &channels, settings.spread),
             rng: StdRng::seed_from_u64(settings.seed ^ 0x5eed),
             frontend,
@@ -291,11 +322,16 @@ impl Simulator {
                 .posts
                 .values()
                 .filter(|p| !self.received[index].contains(&p.post));
-            let informed = self
-                .informed
-                .pick(index, unseen)
-                .map_or(0.0, |pick| person.like_probability(pick));
+            let informed_pick = self.informed.pick(index, unseen);
+            let informed = informed_pick.map_or(0.0, |pick| person.like_probability(pick));
+            let quality = |post: &PostTraits| post.hidden.map_or(0.0, |h| h.quality);
+            report.quality_informed += informed_pick.map_or(0.0, quality);
+            report.quality_recommended += quality(traits);
             let probability = person.like_probability(traits);
+            if !self.sent_before.contains(&post) {
+                report.fresh += 1;
+                report.fresh_recommended += probability;
+            }
             let liked = self.rng.random_bool(probability);
             self.informed.observe(index, traits, liked);
             report.informed += informed;
@@ -315,6 +351,7 @@ impl Simulator {
             };
             votes.push(Vote::new(person.user_id, post, reaction, Utc::now()));
         }
+        self.sent_before.extend(votes.iter().map(Vote::post));
         self.votes_sent += votes.len() as u64;
         self.frontend
             .vote(votes, concurrency, timeout, on_answer)
@@ -403,11 +440,11 @@ fn follow_models(bus: Bus) -> watch::Receiver<Option<ModelVersion>> {
 /// and the best possible pick.
 pub fn table(reports: &[RoundReport]) -> String {
     let mut out = String::from(
-        "| round | model | cold start | votes | 👍 rate (votes) | P(👍) recommended | P(👍) random order | P(👍) best possible | P(👍) informed learner |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| round | model | cold start | votes | 👍 rate (votes) | P(👍) recommended | P(👍) random order | P(👍) best possible | P(👍) informed learner | fresh picks | P(👍) fresh picks |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} % | {} |\n",
             r.round,
             r.model_version.map_or("–".into(), |v| v.to_string()),
             r.cold_starts,
@@ -417,6 +454,9 @@ pub fn table(reports: &[RoundReport]) -> String {
             r.random_rate(),
             r.best_rate(),
             r.informed_rate(),
+            100.0 * r.fresh_share(),
+            r.fresh_rate()
+                .map_or("–".into(), |rate| format!("{rate:.3}")),
         ));
     }
     out
@@ -443,5 +483,22 @@ mod tests {
         // 130 likes where 80 were expected, with variance 2 · 40 · 0.6 = 48.
         assert!((total.z_over_random() - 50.0 / 48f64.sqrt()).abs() < 1e-9);
         assert_eq!(round(40, 40.0).z_over_random(), 0.0);
+    }
+
+    #[test]
+    fn fresh_picks_and_quality_add_up_over_rounds() {
+        let round = |fresh, fresh_recommended, quality_recommended| RoundReport {
+            votes: 10,
+            fresh,
+            fresh_recommended,
+            quality_recommended,
+            quality_informed: 5.0,
+            ..Default::default()
+        };
+        let total = RoundReport::combined(&[round(4, 2.0, 1.0), round(0, 0.0, 3.0)]);
+        assert!((total.fresh_share() - 0.2).abs() < 1e-12);
+        assert_eq!(total.fresh_rate(), Some(0.5));
+        assert_eq!(total.mean_quality(), (0.2, 0.5));
+        assert_eq!(round(0, 0.0, 0.0).fresh_rate(), None);
     }
 }

@@ -176,6 +176,18 @@ async fn main() -> anyhow::Result<()> {
         if informed > 0.0 { 100.0 * oleg / informed } else { 0.0 },
     );
     println!(
+        "Last 3 rounds, fresh posts (sent to nobody before their round, so no vote on them yet): {:.0} % of the picks, liked at {}.",
+        100.0 * tail.fresh_share(),
+        tail.fresh_rate()
+            .map_or("– (none picked)".into(), |rate| format!("{rate:.3}")),
+    );
+    if cli.world == WorldKind::Generated {
+        let (oleg, informed) = tail.mean_quality();
+        println!(
+            "Last 3 rounds, the picks' hidden quality (a logit every person shares, N(0, 0.8²) over posts): OLEG {oleg:.2}, the informed learner {informed:.2}; the rest of the gap between them is the person's taste."
+        );
+    }
+    println!(
         "{} votes pressed, {} stored; {} posts, {} sent to a person twice, {} asked for with /send_new; {:.0} s.",
         outcome.votes_sent,
         outcome.votes_stored,
