@@ -4,7 +4,7 @@
 //! a Thompson draw from it, or Gaussian noise) and a share of slots for untried channels explore.
 
 use crate::calibration::{logit, sigmoid};
-use crate::pool::{Expectation, Pool};
+use crate::pool::{Expectation, Pool, PostEffectPrior};
 use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::PersonHistory;
@@ -96,32 +96,25 @@ pub fn rank(
                     tallies[slot] = Some(*tally);
                 }
             }
-            let beliefs: Vec<(f64, f64)> = scores
+            // Posts' effects from their voters' surprise; none under popularity (no model),
+            // which counts the posts' likes already.
+            let effects = user_row.and_then(|_| pool.post_effect_prior(exploration.post_effect_sd));
+            let posteriors: Vec<Posterior> = scores
                 .iter()
                 .zip(&candidates)
                 .map(|(&score, &i)| {
-                    let tally = tallies[pool.channel_slot_of(i)];
-                    // A model's estimate as the votes bear it out; popularity is a like rate
-                    // already.
-                    let estimate = match user_row {
-                        Some(_) => pool.calibrated(score),
-                        None => score,
-                    };
-                    belief(estimate, tally, exploration.prior_votes)
+                    Posterior::of(
+                        pool,
+                        i,
+                        user_row.map(|_| score),
+                        tallies[pool.channel_slot_of(i)],
+                        exploration.prior_votes,
+                        effects,
+                    )
                 })
                 .collect();
-            // Each post's effect on its logit, from its views and its voters' surprise; none
-            // under popularity (no model), which counts the post's likes already.
-            let prior = user_row.and_then(|_| pool.post_effect_prior(exploration.post_effect_sd));
-            let effect = |c: usize| {
-                let views = match user_row {
-                    Some(_) => pool.views_shift(candidates[c]),
-                    None => 0.0,
-                };
-                views + prior.map_or(0.0, |prior| pool.post_effect(candidates[c], &prior))
-            };
-            for (c, (score, &belief)) in scores.iter_mut().zip(&beliefs).enumerate() {
-                *score = shifted(posterior_mean(belief), effect(c));
+            for (score, posterior) in scores.iter_mut().zip(&posteriors) {
+                *score = posterior.mean();
             }
             if exploration.policy == ExplorationPolicy::PosteriorMean {
                 scores.clone()
@@ -129,10 +122,7 @@ pub fn rank(
                 let mut keys: Vec<f64> = scores.iter().map(|mean| mean - 2.0).collect();
                 // The draws' order does not matter: every drawn key is set before any is compared.
                 for (_, i) in top(&keys, THOMPSON_DRAWS) {
-                    let (alpha, beta) = beliefs[i];
-                    if let Ok(posterior) = Beta::new(alpha, beta) {
-                        scores[i] = shifted(posterior.sample(rng), effect(i));
-                    }
+                    scores[i] = posteriors[i].draw(rng);
                     keys[i] = scores[i];
                 }
                 keys
@@ -241,13 +231,59 @@ pub fn expected_like(
     scorer.score(row, &[pool.candidate(index, scorer)], &mut estimate);
     let estimate = f64::from(estimate[0]);
     let tally = history.and_then(|h| h.channel_votes.get(&pool.posts[index].channel).copied());
+    let posterior = Posterior::of(pool, index, Some(estimate), tally, prior_votes, None);
     Some(Expectation {
         estimate,
-        posterior: shifted(
-            posterior_mean(belief(pool.calibrated(estimate), tally, prior_votes)),
-            pool.views_shift(index),
-        ),
+        posterior: posterior.mean(),
     })
+}
+
+/// What the posterior policies believe of a person's like rate for one post: a Beta (see
+/// [`belief`]) and the shift of its logit that every person shares (the post's views and, where
+/// asked, its own effect).
+#[derive(Debug, Clone, Copy)]
+struct Posterior {
+    belief: (f64, f64),
+    shift: f64,
+}
+
+impl Posterior {
+    /// For the pool's post at `index`: from the model's `estimate` for the person if the model
+    /// knows them, calibrated and shifted by the post's views and (under `effects`) its own
+    /// effect; else from its popularity, a like rate that counts what its views and votes
+    /// brought already. `tally`: the person's (likes, votes) on its channel.
+    fn of(
+        pool: &Pool,
+        index: usize,
+        estimate: Option<f64>,
+        tally: Option<(u32, u32)>,
+        prior_votes: f64,
+        effects: Option<PostEffectPrior>,
+    ) -> Self {
+        match estimate {
+            Some(estimate) => Self {
+                belief: belief(pool.calibrated(estimate), tally, prior_votes),
+                shift: pool.views_shift(index)
+                    + effects.map_or(0.0, |prior| pool.post_effect(index, &prior)),
+            },
+            None => Self {
+                belief: belief(pool.popularity(index), tally, prior_votes),
+                shift: 0.0,
+            },
+        }
+    }
+
+    fn mean(&self) -> f64 {
+        shifted(posterior_mean(self.belief), self.shift)
+    }
+
+    /// A draw from the Beta, shifted; the mean where the Beta is degenerate.
+    fn draw(&self, rng: &mut impl Rng) -> f64 {
+        let (alpha, beta) = self.belief;
+        Beta::new(alpha, beta).map_or(self.mean(), |posterior| {
+            shifted(posterior.sample(rng), self.shift)
+        })
+    }
 }
 
 /// The mean of a Beta(α, β).
