@@ -200,6 +200,7 @@ fn in_process(posts: i64) -> [(f64, f64); 3] {
         let key = oleg_store::PostKey::new(&channel(p % CHANNELS), p + 1);
         let expectation = oleg_ranker::pool::Expectation {
             estimate: 0.7,
+            channel: Some((1, 2)),
             posterior: 0.7,
         };
         let change = oleg_store::VoteChange::New;

@@ -9,6 +9,13 @@
 //! what a post's being passed on says of its appeal before anyone voted on it, in the same fit,
 //! so that it is read against what the model already makes of the post; it is applied apart
 //! (`views_weight`), as a shift every person shares, like a post's own effect.
+//!
+//! The fit also holds the voter's own votes on the post's channel (their smoothed like rate's
+//! logit), which the ranker mixes in apart (the person's Beta) and so does not apply from here.
+//! The ranker picks posts by those votes: a post read less than its channel's others reaches
+//! mostly people who liked the channel, one read more also reaches the lukewarm. Left out of the
+//! fit, the channel votes would show up as views being worth less (and the estimate more) than
+//! they are.
 
 use std::collections::VecDeque;
 
@@ -26,13 +33,16 @@ const MAX_ESTIMATE_LOGIT: f64 = 6.0;
 
 /// The fitted weights' priors, (mean, precision): the intercept and the estimate's weight
 /// weakly at "as it comes" (0 and 1), so that they stay finite when every vote went one way;
-/// the views' weight at none, N(0, 1) logits per e-fold.
-const PRIORS: [(f64, f64); 3] = [(0.0, 0.01), (1.0, 0.01), (0.0, 1.0)];
+/// the views' weight at none, N(0, 1) logits per e-fold; the channel votes' weakly at none.
+const PRIORS: [(f64, f64); WEIGHTS] = [(0.0, 0.01), (1.0, 0.01), (0.0, 1.0), (0.0, 0.01)];
+/// Intercept, the estimate's logit, relative views, the voter's channel votes.
+pub(crate) const WEIGHTS: usize = 4;
 
 #[derive(Debug, Clone, Copy)]
 struct HeardVote {
     estimate_logit: f32,
     relative_views: f32,
+    channel_logit: f32,
     liked: bool,
 }
 
@@ -41,25 +51,26 @@ struct HeardVote {
 pub struct Calibration {
     votes: VecDeque<HeardVote>,
     since_fit: usize,
-    /// Intercept, the estimate logit's weight and the relative views' weight; none before the
-    /// first fit (estimates are taken as they come).
-    fitted: Option<[f64; 3]>,
+    /// The weights of [`WEIGHTS`]; none before the first fit (estimates are taken as they
+    /// come).
+    fitted: Option<[f64; WEIGHTS]>,
 }
 
 /// The weights that take an estimate as it comes, the fit's priors' means.
-const AS_IT_COMES: [f64; 3] = [PRIORS[0].0, PRIORS[1].0, PRIORS[2].0];
+const AS_IT_COMES: [f64; WEIGHTS] = [PRIORS[0].0, PRIORS[1].0, PRIORS[2].0, PRIORS[3].0];
 
 impl Calibration {
     /// The like rate the votes support for a model estimate of `estimate`, views aside.
     pub fn apply(&self, estimate: f64) -> f64 {
-        let Some([intercept, scale, _]) = self.fitted else {
+        let Some([intercept, scale, ..]) = self.fitted else {
             return estimate;
         };
         sigmoid(intercept + scale * estimate_logit(estimate))
     }
 
-    /// The fitted weights: intercept, the estimate logit's, the relative views'.
-    pub fn weights(&self) -> [f64; 3] {
+    /// The fitted weights: intercept, the estimate logit's, the relative views', the channel
+    /// votes'.
+    pub fn weights(&self) -> [f64; WEIGHTS] {
         self.fitted.unwrap_or(AS_IT_COMES)
     }
 
@@ -69,14 +80,22 @@ impl Calibration {
     }
 
     /// A vote on a post with `relative_views` (0 where its counters are unknown) by someone the
-    /// model gave `estimate`; refits every `REFIT_EVERY` votes.
-    pub fn record(&mut self, estimate: f64, relative_views: f64, liked: bool) {
+    /// model gave `estimate`, whose earlier votes on the post's channel were `channel` (likes,
+    /// votes); refits every `REFIT_EVERY` votes.
+    pub fn record(
+        &mut self,
+        estimate: f64,
+        relative_views: f64,
+        channel: Option<(u32, u32)>,
+        liked: bool,
+    ) {
         if self.votes.len() == VOTES_KEPT {
             self.votes.pop_front();
         }
         self.votes.push_back(HeardVote {
             estimate_logit: estimate_logit(estimate) as f32,
             relative_views: relative_views as f32,
+            channel_logit: channel_logit(channel) as f32,
             liked,
         });
         self.since_fit += 1;
@@ -93,8 +112,8 @@ impl Calibration {
         let mut w = self.weights();
         let mut current = self.log_posterior(w);
         for _ in 0..NEWTON_STEPS {
-            let mut gradient = [0.0; 3];
-            let mut hessian = [[0.0; 3]; 3];
+            let mut gradient = [0.0; WEIGHTS];
+            let mut hessian = [[0.0; WEIGHTS]; WEIGHTS];
             for (k, &(mean, precision)) in PRIORS.iter().enumerate() {
                 gradient[k] = -precision * (w[k] - mean);
                 hessian[k][k] = precision;
@@ -104,9 +123,9 @@ impl Calibration {
                 let rate = sigmoid(dot(w, x));
                 let residual = f64::from(u8::from(vote.liked)) - rate;
                 let weight = rate * (1.0 - rate);
-                for j in 0..3 {
+                for j in 0..WEIGHTS {
                     gradient[j] += residual * x[j];
-                    for k in 0..3 {
+                    for k in 0..WEIGHTS {
                         hessian[j][k] += weight * x[j] * x[k];
                     }
                 }
@@ -116,7 +135,7 @@ impl Calibration {
             };
             let mut scale = 1.0;
             let improved = loop {
-                let tried = [0, 1, 2].map(|k| w[k] + scale * step[k]);
+                let tried: [f64; WEIGHTS] = std::array::from_fn(|k| w[k] + scale * step[k]);
                 let value = self.log_posterior(tried);
                 if value >= current {
                     break Some((tried, value));
@@ -138,7 +157,7 @@ impl Calibration {
         self.fitted = Some(w);
     }
 
-    fn log_posterior(&self, w: [f64; 3]) -> f64 {
+    fn log_posterior(&self, w: [f64; WEIGHTS]) -> f64 {
         let prior: f64 = PRIORS
             .iter()
             .zip(w)
@@ -158,17 +177,26 @@ impl Calibration {
 }
 
 impl HeardVote {
-    fn inputs(&self) -> [f64; 3] {
+    fn inputs(&self) -> [f64; WEIGHTS] {
         [
             1.0,
             f64::from(self.estimate_logit),
             f64::from(self.relative_views),
+            f64::from(self.channel_logit),
         ]
     }
 }
 
-fn dot(w: [f64; 3], x: [f64; 3]) -> f64 {
-    w[0] * x[0] + w[1] * x[1] + w[2] * x[2]
+fn dot(w: [f64; WEIGHTS], x: [f64; WEIGHTS]) -> f64 {
+    w.iter().zip(x).map(|(w, x)| w * x).sum()
+}
+
+/// The logit of a person's like rate on a channel from their (likes, votes) there, each count
+/// given half a vote (0 for none): what the ranker selects posts by, besides the model.
+fn channel_logit(channel: Option<(u32, u32)>) -> f64 {
+    let (likes, votes) = channel.unwrap_or((0, 0));
+    let dislikes = votes.saturating_sub(likes);
+    ((f64::from(likes) + 0.5) / (f64::from(dislikes) + 0.5)).ln()
 }
 
 /// ln(1 + e^x), exact for large x.
@@ -197,15 +225,15 @@ fn estimate_logit(estimate: f64) -> f64 {
 
 /// `x` with `a · x = b`, by Gaussian elimination with partial pivoting; `None` if `a` is
 /// singular.
-fn solve(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
-    for i in 0..3 {
-        let pivot = (i..3).max_by(|&x, &y| a[x][i].abs().total_cmp(&a[y][i].abs()))?;
+fn solve(mut a: [[f64; WEIGHTS]; WEIGHTS], mut b: [f64; WEIGHTS]) -> Option<[f64; WEIGHTS]> {
+    for i in 0..WEIGHTS {
+        let pivot = (i..WEIGHTS).max_by(|&x, &y| a[x][i].abs().total_cmp(&a[y][i].abs()))?;
         a.swap(i, pivot);
         b.swap(i, pivot);
         if a[i][i].abs() < 1e-12 {
             return None;
         }
-        for r in i + 1..3 {
+        for r in i + 1..WEIGHTS {
             let factor = a[r][i] / a[i][i];
             let pivot_row = a[i];
             for (cell, above) in a[r][i..].iter_mut().zip(&pivot_row[i..]) {
@@ -214,9 +242,9 @@ fn solve(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
             b[r] -= factor * b[i];
         }
     }
-    let mut x = [0.0; 3];
-    for i in (0..3).rev() {
-        let rest: f64 = (i + 1..3).map(|c| a[i][c] * x[c]).sum();
+    let mut x = [0.0; WEIGHTS];
+    for i in (0..WEIGHTS).rev() {
+        let rest: f64 = (i + 1..WEIGHTS).map(|c| a[i][c] * x[c]).sum();
         x[i] = (b[i] - rest) / a[i][i];
     }
     Some(x)
@@ -237,7 +265,7 @@ mod tests {
             let estimate: f64 = rng.random_range(0.02..0.98);
             let relative: f64 = rng.random_range(-1.5..1.5);
             let rate = sigmoid(intercept + scale * logit(estimate) + views * relative);
-            calibration.record(estimate, relative, rng.random::<f64>() < rate);
+            calibration.record(estimate, relative, None, rng.random::<f64>() < rate);
         }
         calibration
     }
@@ -245,7 +273,7 @@ mod tests {
     #[test]
     fn overconfident_estimates_are_mapped_to_the_like_rates_the_votes_bear_out() {
         let calibration = heard(-0.3, 0.2, 0.6, VOTES_KEPT, 1);
-        let [intercept, scale, views] = calibration.weights();
+        let [intercept, scale, views, _] = calibration.weights();
         assert!((intercept + 0.3).abs() < 0.1, "{intercept}");
         assert!((scale - 0.2).abs() < 0.05, "{scale}");
         assert!((views - 0.6).abs() < 0.1, "{views}");
@@ -260,11 +288,11 @@ mod tests {
     #[test]
     fn estimates_come_as_they_are_until_a_hundred_votes_then_follow_the_newest_votes() {
         let few = heard(-1.0, 0.2, 0.6, MIN_VOTES - 1, 2);
-        assert_eq!(few.weights(), [0.0, 1.0, 0.0]);
+        assert_eq!(few.weights(), [0.0, 1.0, 0.0, 0.0]);
         assert_eq!((few.apply(0.9), few.views_weight()), (0.9, 0.0));
         // Well calibrated, views saying nothing: the fit says so.
         let mut calibration = heard(0.0, 1.0, 0.0, VOTES_KEPT, 3);
-        let [_, scale, views] = calibration.weights();
+        let [_, scale, views, _] = calibration.weights();
         assert!(
             (scale - 1.0).abs() < 0.1 && views.abs() < 0.1,
             "{scale} {views}"
@@ -274,10 +302,35 @@ mod tests {
         for _ in 0..VOTES_KEPT {
             let estimate: f64 = rng.random_range(0.02..0.98);
             let rate = sigmoid(0.3 * logit(estimate));
-            calibration.record(estimate, 0.0, rng.random::<f64>() < rate);
+            calibration.record(estimate, 0.0, None, rng.random::<f64>() < rate);
         }
         assert_eq!(calibration.votes.len(), VOTES_KEPT);
-        let [_, scale, _] = calibration.weights();
+        let [_, scale, ..] = calibration.weights();
         assert!((scale - 0.3).abs() < 0.05, "{scale}");
+    }
+
+    #[test]
+    fn views_are_weighed_with_the_voters_channel_votes_held_fixed() {
+        // People like a post at σ(0.8 · its relative views + 0.5 · their channel votes' logit);
+        // the model says nothing (0.5 for everyone). The ranker sends a post read little only
+        // to people who liked its channel, so among the votes heard, views and channel votes
+        // go against each other: read alone, views would seem worth less than they are.
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut calibration = Calibration::default();
+        while calibration.votes.len() < VOTES_KEPT {
+            let channel = Some((rng.random_range(0..=4), 4));
+            let relative: f64 = rng.random_range(-1.5..1.5);
+            if channel_logit(channel) + relative < 0.5 {
+                continue;
+            }
+            let rate = sigmoid(0.8 * relative + 0.5 * channel_logit(channel));
+            calibration.record(0.5, relative, channel, rng.random::<f64>() < rate);
+        }
+        let [_, _, views, channel] = calibration.weights();
+        assert!((views - 0.8).abs() < 0.1, "{views}");
+        assert!((channel - 0.5).abs() < 0.1, "{channel}");
+        // What the ranker applies: views; the channel votes enter through the person's Beta.
+        assert_eq!(calibration.views_weight(), views);
+        assert_eq!(calibration.apply(0.5), sigmoid(calibration.weights()[0]));
     }
 }

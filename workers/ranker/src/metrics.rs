@@ -1,4 +1,4 @@
-use crate::calibration::Calibration;
+use crate::calibration::{Calibration, WEIGHTS};
 use prometheus::{
     exponential_buckets, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry,
@@ -76,8 +76,11 @@ impl RankerMetrics {
     }
 
     /// The calibration's weights: intercept, the estimate logit's and the relative views'.
-    pub fn set_calibration(&self, weights: [f64; 3]) {
-        for (name, weight) in ["intercept", "estimate", "views"].into_iter().zip(weights) {
+    pub fn set_calibration(&self, weights: [f64; WEIGHTS]) {
+        for (name, weight) in ["intercept", "estimate", "views", "channel"]
+            .into_iter()
+            .zip(weights)
+        {
             self.calibration.with_label_values(&[name]).set(weight);
         }
     }

@@ -4,7 +4,7 @@
 //! post scraped, a vote cast); a periodic reload from the store corrects what notices cannot
 //! know (a re-vote by someone the replica does not hold, a notice lost).
 
-use crate::calibration::Calibration;
+use crate::calibration::{Calibration, WEIGHTS};
 use oleg_features::{PostContent, PostFeatures};
 use oleg_scorer::{Candidate, NewPostPart, ScoringModel};
 use oleg_store::{PostKey, RecentPost, VoteChange};
@@ -70,12 +70,13 @@ impl Surprise {
     }
 }
 
-/// What the ranker expected of a voter before their vote: the model's estimate, and the
-/// posterior like rate it made of it (calibrated, with the person's votes on the channel) before
-/// any post's effect.
+/// What the ranker expected of a voter before their vote: the model's estimate, the voter's
+/// (likes, votes) on the post's channel, and the posterior like rate it made of both
+/// (calibrated) before any post's effect.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Expectation {
     pub estimate: f64,
+    pub channel: Option<(u32, u32)>,
     pub posterior: f64,
 }
 
@@ -206,8 +207,12 @@ impl Pool {
             (self.tallies[i].likes, self.tallies[i].votes) = count;
             if let (VoteChange::New, Some(expectation)) = (change, expected) {
                 let relative_views = self.posts[i].relative_views;
-                self.calibration
-                    .record(expectation.estimate, relative_views, liked);
+                self.calibration.record(
+                    expectation.estimate,
+                    relative_views,
+                    expectation.channel,
+                    liked,
+                );
                 let expected = expectation.posterior;
                 let vote = Surprise {
                     residual: f64::from(like) - expected,
@@ -233,7 +238,7 @@ impl Pool {
     }
 
     /// The calibration's weights: intercept, the estimate logit's and the relative views'.
-    pub fn calibration_weights(&self) -> [f64; 3] {
+    pub fn calibration_weights(&self) -> [f64; WEIGHTS] {
         self.calibration.weights()
     }
 
@@ -435,6 +440,7 @@ impl Expectation {
     pub(crate) fn of(rate: f64) -> Self {
         Self {
             estimate: rate,
+            channel: None,
             posterior: rate,
         }
     }

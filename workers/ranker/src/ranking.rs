@@ -234,6 +234,7 @@ pub fn expected_like(
     let posterior = Posterior::of(pool, index, Some(estimate), tally, prior_votes, None);
     Some(Expectation {
         estimate,
+        channel: tally,
         posterior: posterior.mean(),
     })
 }
