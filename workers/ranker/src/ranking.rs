@@ -103,10 +103,14 @@ pub fn rank(
                 .iter()
                 .zip(&candidates)
                 .map(|(&score, &i)| {
+                    let score = match user_row {
+                        Some(_) => Score::Estimate(score),
+                        None => Score::Popularity(score),
+                    };
                     Posterior::of(
                         pool,
                         i,
-                        user_row.map(|_| score),
+                        score,
                         tallies[pool.channel_slot_of(i)],
                         exploration.prior_votes,
                         effects,
@@ -231,12 +235,29 @@ pub fn expected_like(
     scorer.score(row, &[pool.candidate(index, scorer)], &mut estimate);
     let estimate = f64::from(estimate[0]);
     let tally = history.and_then(|h| h.channel_votes.get(&pool.posts[index].channel).copied());
-    let posterior = Posterior::of(pool, index, Some(estimate), tally, prior_votes, None);
+    let posterior = Posterior::of(
+        pool,
+        index,
+        Score::Estimate(estimate),
+        tally,
+        prior_votes,
+        None,
+    );
     Some(Expectation {
         estimate,
         channel: tally,
         posterior: posterior.mean(),
     })
+}
+
+/// What a candidate's score is.
+#[derive(Debug, Clone, Copy)]
+enum Score {
+    /// The model's estimate for the person.
+    Estimate(f64),
+    /// The post's popularity (the model does not know the person): a like rate that counts
+    /// what its views and votes brought already.
+    Popularity(f64),
 }
 
 /// What the posterior policies believe of a person's like rate for one post: a Beta (see
@@ -249,26 +270,25 @@ struct Posterior {
 }
 
 impl Posterior {
-    /// For the pool's post at `index`: from the model's `estimate` for the person if the model
-    /// knows them, calibrated and shifted by the post's views and (under `effects`) its own
-    /// effect; else from its popularity, a like rate that counts what its views and votes
-    /// brought already. `tally`: the person's (likes, votes) on its channel.
+    /// For the pool's post at `index` with `score`: a model's estimate is calibrated and shifted
+    /// by the post's views and (under `effects`) its own effect; popularity is taken as it is.
+    /// `tally`: the person's (likes, votes) on the post's channel.
     fn of(
         pool: &Pool,
         index: usize,
-        estimate: Option<f64>,
+        score: Score,
         tally: Option<(u32, u32)>,
         prior_votes: f64,
         effects: Option<PostEffectPrior>,
     ) -> Self {
-        match estimate {
-            Some(estimate) => Self {
+        match score {
+            Score::Estimate(estimate) => Self {
                 belief: belief(pool.calibrated(estimate), tally, prior_votes),
                 shift: pool.views_shift(index)
                     + effects.map_or(0.0, |prior| pool.post_effect(index, &prior)),
             },
-            None => Self {
-                belief: belief(pool.popularity(index), tally, prior_votes),
+            Score::Popularity(popularity) => Self {
+                belief: belief(popularity, tally, prior_votes),
                 shift: 0.0,
             },
         }
