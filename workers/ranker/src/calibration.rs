@@ -19,8 +19,8 @@
 
 use std::collections::VecDeque;
 
-/// Votes kept for the fit, the newest: a few thousand pin three weights down, and they take
-/// little memory (12 bytes each).
+/// Votes kept for the fit, the newest: a few thousand pin four weights down, and they take
+/// little memory (16 bytes each).
 const VOTES_KEPT: usize = 10_000;
 /// The fit is redone after this many votes (it goes over every vote kept, about a millisecond).
 const REFIT_EVERY: usize = 100;
@@ -35,8 +35,10 @@ const MAX_ESTIMATE_LOGIT: f64 = 6.0;
 /// weakly at "as it comes" (0 and 1), so that they stay finite when every vote went one way;
 /// the views' weight at none, N(0, 1) logits per e-fold; the channel votes' weakly at none.
 const PRIORS: [(f64, f64); WEIGHTS] = [(0.0, 0.01), (1.0, 0.01), (0.0, 1.0), (0.0, 0.01)];
-/// Intercept, the estimate's logit, relative views, the voter's channel votes.
 pub(crate) const WEIGHTS: usize = 4;
+/// The weights' names, in their order (and the metric's `weight` label): the intercept, the
+/// estimate's logit's, the relative views', the voter's channel votes'.
+pub(crate) const WEIGHT_NAMES: [&str; WEIGHTS] = ["intercept", "estimate", "views", "channel"];
 
 #[derive(Debug, Clone, Copy)]
 struct HeardVote {
@@ -68,8 +70,7 @@ impl Calibration {
         sigmoid(intercept + scale * estimate_logit(estimate))
     }
 
-    /// The fitted weights: intercept, the estimate logit's, the relative views', the channel
-    /// votes'.
+    /// The fitted weights, in the order of [`WEIGHT_NAMES`].
     pub fn weights(&self) -> [f64; WEIGHTS] {
         self.fitted.unwrap_or(AS_IT_COMES)
     }

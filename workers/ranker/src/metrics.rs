@@ -1,4 +1,4 @@
-use crate::calibration::{Calibration, WEIGHTS};
+use crate::calibration::{Calibration, WEIGHTS, WEIGHT_NAMES};
 use prometheus::{
     exponential_buckets, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry,
@@ -53,7 +53,7 @@ impl RankerMetrics {
             history_reads: IntCounterVec::new(Opts::new("oleg_ranker_history_reads_total", "Where a request's person history came from: cache (held by this replica) or store (read, then held)."), &["source"])?,
             released: IntCounter::new("oleg_ranker_released_deliveries_total", "Deliveries undone because their reply reached nobody (unroutable, unsent, or a request that failed halfway).")?,
             release_failures: IntCounter::new("oleg_ranker_release_failures_total", "Releases of undelivered posts that failed (those posts stay recorded as sent).")?,
-            calibration: GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?,
+            calibration: GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views + channel × the logit of the voter's like rate on the channel (fitted, not applied: the person's Beta holds it) (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -75,12 +75,9 @@ impl RankerMetrics {
         Ok(metrics)
     }
 
-    /// The calibration's weights: intercept, the estimate logit's and the relative views'.
+    /// The calibration's weights, in the order of [`WEIGHT_NAMES`].
     pub fn set_calibration(&self, weights: [f64; WEIGHTS]) {
-        for (name, weight) in ["intercept", "estimate", "views", "channel"]
-            .into_iter()
-            .zip(weights)
-        {
+        for (name, weight) in WEIGHT_NAMES.into_iter().zip(weights) {
             self.calibration.with_label_values(&[name]).set(weight);
         }
     }

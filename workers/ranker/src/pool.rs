@@ -237,7 +237,7 @@ impl Pool {
         self.calibration.views_weight() * self.posts[index].relative_views
     }
 
-    /// The calibration's weights: intercept, the estimate logit's and the relative views'.
+    /// The calibration's weights (see [`Calibration::weights`]).
     pub fn calibration_weights(&self) -> [f64; WEIGHTS] {
         self.calibration.weights()
     }
