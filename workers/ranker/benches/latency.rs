@@ -198,13 +198,16 @@ fn in_process(posts: i64) -> [(f64, f64); 3] {
     // that every candidate's estimate goes through it.
     for p in 0..200 {
         let key = oleg_store::PostKey::new(&channel(p % CHANNELS), p + 1);
-        let expectation = oleg_ranker::pool::Expectation {
-            estimate: 0.7,
+        let voter = oleg_ranker::pool::Voter {
+            user: UserId::new(p + 1).expect("positive"),
             channel: Some((1, 2)),
-            posterior: 0.7,
+            expected: Some(oleg_ranker::pool::Expectation {
+                estimate: 0.7,
+                posterior: 0.7,
+            }),
         };
         let change = oleg_store::VoteChange::New;
-        pool.record_vote(&key, p % 2 == 0, change, Some(expectation));
+        pool.record_vote(&key, p % 2 == 0, change, voter);
     }
     [scoring, uncalibrated, ranking(&pool)]
 }

@@ -77,7 +77,7 @@ use oleg_runtime::{Worker, WorkerContext};
 use oleg_store::{PersonHistory, PostKey, Store, StoreError, VoteChange};
 use oleg_telemetry::Component;
 use people::PeopleCache;
-use pool::{CandidatePost, Expectation, Pool};
+use pool::{CandidatePost, Expectation, Pool, Voter};
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -222,7 +222,16 @@ impl Ranker {
         let key = PostKey::of(&vote.post());
         let liked = vote.reaction == Reaction::Like;
         let at_ms = vote.voted_at.timestamp_millis();
-        let expected = self.expected_like(vote.user_id, &key);
+        let channel = self
+            .inner
+            .people
+            .get(vote.user_id)
+            .and_then(|history| history.channel_votes.get(key.channel()).copied());
+        let voter = Voter {
+            user: vote.user_id,
+            channel,
+            expected: self.expected_like(vote.user_id, &key, channel),
+        };
         let change = self
             .inner
             .people
@@ -242,16 +251,21 @@ impl Ranker {
             .inc();
         let calibration = {
             let mut pool = self.pool_mut();
-            pool.record_vote(&key, liked, change, expected);
+            pool.record_vote(&key, liked, change, voter);
             pool.calibration_weights()
         };
         self.inner.metrics.set_calibration(calibration);
     }
 
-    /// What the ranker expects of `user` for the candidate `key` now, before their vote on it
-    /// is counted; `None` when the post is no candidate or the model does not know the person.
-    fn expected_like(&self, user: UserId, key: &PostKey) -> Option<Expectation> {
-        let history = self.inner.people.get(user);
+    /// What the ranker expects of `user` for the candidate `key` now, with `channel` their
+    /// votes on its channel; `None` when the post is no candidate or the model does not know
+    /// the person.
+    fn expected_like(
+        &self,
+        user: UserId,
+        key: &PostKey,
+        channel: Option<(u32, u32)>,
+    ) -> Option<Expectation> {
         let model = self.inner.model.current();
         let pool = self.pool();
         ranking::expected_like(
@@ -259,9 +273,55 @@ impl Ranker {
             pool.position(key)?,
             model.as_deref().map(|m| &m.scorer),
             user,
-            history.as_deref(),
+            channel,
             self.inner.settings.prior_votes,
         )
+    }
+
+    /// Reads the votes heard on the candidates again against the model now serving (see
+    /// [`Pool::reread_surprises`]), from a copy of the pool off the async threads: requests and
+    /// notices go on meanwhile (with the posts' surprises forgotten), and it takes as long as
+    /// the votes heard need (the time is logged).
+    async fn reread_surprises(&self) {
+        let Some(model) = self.inner.model.current() else {
+            return;
+        };
+        let version = model.version;
+        let started = Instant::now();
+        let prior_votes = self.inner.settings.prior_votes;
+        let pool = self.pool().clone();
+        let reread = tokio::task::spawn_blocking(move || {
+            pool.reread_surprises(|pool, index, vote| {
+                ranking::expected_like(
+                    pool,
+                    index,
+                    Some(&model.scorer),
+                    vote.user,
+                    vote.channel,
+                    prior_votes,
+                )
+                .map(|expectation| expectation.posterior)
+            })
+        })
+        .await;
+        let reread = match reread {
+            Ok(reread) => reread,
+            Err(error) => {
+                tracing::error!(%version, %error, "reading the votes heard again failed; posts' surprises start afresh");
+                return;
+            }
+        };
+        let votes = reread.votes;
+        if !self.pool_mut().take_reread(reread) {
+            // A newer model serves, whose own reading follows.
+            return;
+        }
+        tracing::info!(
+            %version,
+            votes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "votes heard read again against the model"
+        );
     }
 
     /// The person's history: the cache's, or read from the store (within the candidate window)
@@ -309,8 +369,11 @@ impl Ranker {
                 }
                 let published_at_ms = loaded.published_at_ms;
                 if self.inner.model.offer(loaded) {
+                    // The old model's surprises go at once; the new model's, read from the
+                    // votes heard, follow. The posts' rows first: the reading scores with them.
                     self.pool_mut().forget_surprises();
                     self.maintain_pool();
+                    self.reread_surprises().await;
                     tracing::info!(%version, "serving the live model");
                     self.inner.metrics.model_version.set(version.as_i64());
                     self.inner

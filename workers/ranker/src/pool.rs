@@ -6,10 +6,15 @@
 
 use crate::calibration::{Calibration, WEIGHTS};
 use oleg_features::{PostContent, PostFeatures};
+use oleg_messages::UserId;
 use oleg_scorer::{Candidate, NewPostPart, ScoringModel};
 use oleg_store::{PostKey, RecentPost, VoteChange};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+
+/// The newest votes heard on a post that are kept to be read again against each new model
+/// (24 bytes each): beyond a few hundred votes the model has learned the post for itself.
+pub const HEARD_VOTES_PER_POST: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct CandidatePost {
@@ -44,13 +49,24 @@ impl CandidatePost {
 
 /// A candidate's channel and votes, kept beside it so that ranking reads them without a lookup
 /// by name: a request goes over every candidate.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Tally {
     /// The channel's slot in `Pool::channel_counts`.
     channel: usize,
     likes: u32,
     votes: u32,
     surprise: Surprise,
+    /// The newest first votes heard on it (at most [`HEARD_VOTES_PER_POST`]), oldest first.
+    heard: VecDeque<HeardVote>,
+}
+
+/// A first vote heard on a post, kept to be read again against the next model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeardVote {
+    pub user: UserId,
+    /// The voter's (likes, votes) on the post's channel before it, where the replica held them.
+    pub channel: Option<(u32, u32)>,
+    pub liked: bool,
 }
 
 /// How a post's votes departed from what the ranker expected of each voter when they voted:
@@ -64,20 +80,48 @@ struct Surprise {
 }
 
 impl Surprise {
+    /// One vote's, against the like rate `expected` of its voter.
+    fn of(liked: bool, expected: f64) -> Self {
+        Self {
+            residual: f64::from(u8::from(liked)) - expected,
+            information: expected * (1.0 - expected),
+        }
+    }
+
     fn add(&mut self, other: Surprise) {
         self.residual += other.residual;
         self.information += other.information;
     }
 }
 
-/// What the ranker expected of a voter before their vote: the model's estimate, the voter's
-/// (likes, votes) on the post's channel, and the posterior like rate it made of both
-/// (calibrated) before any post's effect.
+/// The posts' surprises read again against a new model ([`Pool::reread_surprises`]).
+#[derive(Debug, Clone)]
+pub struct Reread {
+    /// Per post: its surprise read again, and its surprise when that was done.
+    posts: Vec<(PostKey, Surprise, Surprise)>,
+    /// The pool's `surprise_epoch` when it was read.
+    epoch: u64,
+    /// How many votes were read.
+    pub votes: usize,
+}
+
+/// What the ranker expected of a voter before their vote: the model's estimate, and the
+/// posterior like rate it made of it and the voter's votes on the post's channel (calibrated)
+/// before any post's effect.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Expectation {
     pub estimate: f64,
-    pub channel: Option<(u32, u32)>,
     pub posterior: f64,
+}
+
+/// Who cast a vote heard, and what the ranker expected of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Voter {
+    pub user: UserId,
+    /// Their (likes, votes) on the post's channel before the vote, where the replica held them.
+    pub channel: Option<(u32, u32)>,
+    /// `None` where the serving model did not know them (or there was none).
+    pub expected: Option<Expectation>,
 }
 
 /// The prior of posts' effects: the candidates' mean residual per unit of information (how far
@@ -127,6 +171,8 @@ pub struct Pool {
     prior_strength: f64,
     /// The candidates' surprises summed.
     surprise_sum: Surprise,
+    /// How many times the surprises were forgotten (a new model served).
+    surprise_epoch: u64,
     /// What the model's estimates are worth, from the votes heard against them.
     calibration: Calibration,
 }
@@ -182,17 +228,11 @@ impl Pool {
     }
 
     /// Counts a vote on `key` by what it changed in its person's history (a first vote when
-    /// the replica does not hold the person); `expected` is what the ranker expected of the
-    /// voter before it, if it could tell (the model knew them): the model's estimate for the
-    /// calibration, the posterior for the post's surprise. A changed vote is left out of both:
-    /// its voter's expectation is long gone.
-    pub fn record_vote(
-        &mut self,
-        key: &PostKey,
-        liked: bool,
-        change: VoteChange,
-        expected: Option<Expectation>,
-    ) {
+    /// the replica does not hold the person). A first vote is kept to be read again against the
+    /// next model; where the ranker could tell what it expected of the voter (the model knew
+    /// them), the model's estimate goes to the calibration and the posterior to the post's
+    /// surprise. A changed vote is left out of all three: its voter's expectation is long gone.
+    pub fn record_vote(&mut self, key: &PostKey, liked: bool, change: VoteChange, voter: Voter) {
         let like = i32::from(liked);
         let (likes, votes) = match change {
             VoteChange::New => (like, 1),
@@ -204,22 +244,29 @@ impl Pool {
         count.1 = count.1.saturating_add_signed(votes);
         let count = *count;
         if let Some(i) = self.position(key) {
-            (self.tallies[i].likes, self.tallies[i].votes) = count;
-            if let (VoteChange::New, Some(expectation)) = (change, expected) {
-                let relative_views = self.posts[i].relative_views;
-                self.calibration.record(
-                    expectation.estimate,
-                    relative_views,
-                    expectation.channel,
+            let tally = &mut self.tallies[i];
+            (tally.likes, tally.votes) = count;
+            if change == VoteChange::New {
+                if tally.heard.len() == HEARD_VOTES_PER_POST {
+                    tally.heard.pop_front();
+                }
+                tally.heard.push_back(HeardVote {
+                    user: voter.user,
+                    channel: voter.channel,
                     liked,
-                );
-                let expected = expectation.posterior;
-                let vote = Surprise {
-                    residual: f64::from(like) - expected,
-                    information: expected * (1.0 - expected),
-                };
-                self.tallies[i].surprise.add(vote);
-                self.surprise_sum.add(vote);
+                });
+                if let Some(expectation) = voter.expected {
+                    let vote = Surprise::of(liked, expectation.posterior);
+                    tally.surprise.add(vote);
+                    self.surprise_sum.add(vote);
+                    let relative_views = self.posts[i].relative_views;
+                    self.calibration.record(
+                        expectation.estimate,
+                        relative_views,
+                        voter.channel,
+                        liked,
+                    );
+                }
             }
         }
         self.add_counts(key, i64::from(likes), i64::from(votes));
@@ -242,13 +289,65 @@ impl Pool {
         self.calibration.weights()
     }
 
-    /// Forgets every post's surprise: a model trained on those votes now serves, and has
-    /// learned from them what it could.
+    /// Forgets every post's surprise: a new model serves, against which the votes heard are to
+    /// be read again ([`Self::reread_surprises`]).
     pub fn forget_surprises(&mut self) {
         for tally in &mut self.tallies {
             tally.surprise = Surprise::default();
         }
         self.surprise_sum = Surprise::default();
+        self.surprise_epoch += 1;
+    }
+
+    /// Reads the votes heard on the candidates again with `expected` (the like rate now expected
+    /// of a vote's voter, `None` where that cannot be told): a new model serves, and a post's
+    /// surprise is then what it does not make of the post's votes. That is little where it
+    /// trained on them and learned the post, and all of it for votes it never saw (cast while
+    /// it trained). Read from a copy of the pool, off its lock; [`Self::take_reread`] applies it.
+    pub fn reread_surprises(
+        &self,
+        mut expected: impl FnMut(&Pool, usize, &HeardVote) -> Option<f64>,
+    ) -> Reread {
+        let mut votes = 0;
+        let posts = (0..self.posts.len())
+            .map(|i| {
+                let tally = &self.tallies[i];
+                let mut surprise = Surprise::default();
+                for vote in &tally.heard {
+                    if let Some(rate) = expected(self, i, vote) {
+                        surprise.add(Surprise::of(vote.liked, rate));
+                        votes += 1;
+                    }
+                }
+                (self.posts[i].key.clone(), surprise, tally.surprise)
+            })
+            .collect();
+        Reread {
+            posts,
+            votes,
+            epoch: self.surprise_epoch,
+        }
+    }
+
+    /// Sets the posts' surprises to what `reread` found, plus what the votes heard since it
+    /// was read added (surprises add up). Posts that left meanwhile are skipped, and those that
+    /// came keep theirs. Whether it was applied: not if the surprises were forgotten since (a
+    /// newer model serves, whose own reading follows).
+    pub fn take_reread(&mut self, reread: Reread) -> bool {
+        if reread.epoch != self.surprise_epoch {
+            return false;
+        }
+        for (key, surprise, when_read) in reread.posts {
+            if let Some(i) = self.position(&key) {
+                let now = &mut self.tallies[i].surprise;
+                *now = Surprise {
+                    residual: surprise.residual + now.residual - when_read.residual,
+                    information: surprise.information + now.information - when_read.information,
+                };
+            }
+        }
+        self.sum_surprises();
+        true
     }
 
     /// Sums the candidates' surprises anew (after candidates came or went).
@@ -279,14 +378,16 @@ impl Pool {
 
     /// Carries over the posts of `older` that this pool (read from the store) lacks: those
     /// announced while it was read, with their rows in `scorer`.
-    /// The posts' surprises and the calibration come along: the store does not keep what was
-    /// expected of a voter.
+    /// The posts' surprises, their votes heard and the calibration come along: the store does
+    /// not keep what was expected of a voter.
     pub fn keep_newer_posts_of(&mut self, older: &Pool, scorer: Option<&ScoringModel>) {
         self.calibration = older.calibration.clone();
+        self.surprise_epoch = older.surprise_epoch;
         for (post, tally) in older.posts.iter().zip(&older.tallies) {
             self.insert(post.clone(), scorer);
             if let Some(i) = self.position(&post.key) {
                 self.tallies[i].surprise = tally.surprise;
+                self.tallies[i].heard.clone_from(&tally.heard);
             }
         }
         self.sum_surprises();
@@ -310,7 +411,7 @@ impl Pool {
             channel,
             likes,
             votes,
-            surprise: Surprise::default(),
+            ..Tally::default()
         });
         self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
@@ -403,7 +504,7 @@ impl Pool {
         let rate = |(likes, votes): (f64, f64), prior: f64| (likes + k * prior) / (votes + k);
         // Half a vote each way keeps an empty store at 0.5.
         let global = (self.total.0 as f64 + 0.5) / (self.total.1 as f64 + 1.0);
-        let tally = self.tallies[index];
+        let tally = &self.tallies[index];
         let (channel_likes, channel_votes) = self.channel_counts[tally.channel];
         let channel = if channel_votes == 0 {
             global
@@ -435,13 +536,25 @@ impl Pool {
 }
 
 #[cfg(test)]
-impl Expectation {
-    /// A model's estimate of `rate`, taken as it is (no calibration, no votes on the channel).
-    pub(crate) fn of(rate: f64) -> Self {
+impl Voter {
+    /// Person 1, whom the model does not know.
+    pub(crate) fn unknown() -> Self {
         Self {
-            estimate: rate,
+            user: UserId::new(1).expect("positive"),
             channel: None,
-            posterior: rate,
+            expected: None,
+        }
+    }
+
+    /// Person 1, whom the model expects to like the post at `rate` (taken as it is: no
+    /// calibration, no votes on the channel).
+    pub(crate) fn expecting(rate: f64) -> Self {
+        Self {
+            expected: Some(Expectation {
+                estimate: rate,
+                posterior: rate,
+            }),
+            ..Self::unknown()
         }
     }
 }
@@ -504,15 +617,15 @@ pub(crate) mod tests {
         let posts = || recent(&[("a", 1), ("a", 2), ("b", 1)]);
         let key = |c: &str, id| PostKey::new(c, id);
         let mut heard = Pool::new(posts(), HashMap::from([(key("a", 1), (1, 2))]), 5.0);
-        heard.record_vote(&key("a", 1), true, VoteChange::New, None);
-        heard.record_vote(&key("b", 1), false, VoteChange::New, None);
+        heard.record_vote(&key("a", 1), true, VoteChange::New, Voter::unknown());
+        heard.record_vote(&key("b", 1), false, VoteChange::New, Voter::unknown());
         heard.record_vote(
             &key("b", 1),
             true,
             VoteChange::Replaced { was_liked: false },
-            None,
+            Voter::unknown(),
         );
-        heard.record_vote(&key("a", 1), true, VoteChange::Stale, None);
+        heard.record_vote(&key("a", 1), true, VoteChange::Stale, Voter::unknown());
         let reloaded = Pool::new(
             posts(),
             HashMap::from([(key("a", 1), (2, 3)), (key("b", 1), (1, 1))]),
@@ -536,12 +649,7 @@ pub(crate) mod tests {
         );
         let votes = |pool: &mut Pool, id, liked, expected| {
             for _ in 0..4 {
-                pool.record_vote(
-                    &key(id),
-                    liked,
-                    VoteChange::New,
-                    Some(Expectation::of(expected)),
-                );
+                pool.record_vote(&key(id), liked, VoteChange::New, Voter::expecting(expected));
             }
         };
         // Four likes from people expected to like it anyway, four from people expected not
@@ -550,12 +658,12 @@ pub(crate) mod tests {
         votes(&mut pool, 2, true, 0.3);
         votes(&mut pool, 3, false, 0.5);
         // Neither a vote from someone the model does not know nor a changed vote counts.
-        pool.record_vote(&key(4), false, VoteChange::New, None);
+        pool.record_vote(&key(4), false, VoteChange::New, Voter::unknown());
         pool.record_vote(
             &key(4),
             true,
             VoteChange::Replaced { was_liked: false },
-            Some(Expectation::of(0.5)),
+            Voter::expecting(0.5),
         );
         let prior = pool
             .post_effect_prior(0.5)
@@ -606,9 +714,66 @@ pub(crate) mod tests {
             "{}",
             without_1.offset
         );
-        // A new model has learned from those votes: they no longer move their posts.
+        // A new model serves, which learned post 2 (it expects its voters to like it) and
+        // expects the others' voters to like theirs as often as not. The first votes heard
+        // (kept through the reload) are read again against it: post 2's likes are no surprise
+        // any more, post 3's dislikes still are, and so is the dislike on post 4 by someone
+        // the old model did not know. The changed vote stays out.
         reloaded.forget_surprises();
+        let reread = reloaded.reread_surprises(|pool, i, vote| {
+            assert_eq!(vote.user, Voter::unknown().user);
+            Some(if pool.posts[i].key == key(2) {
+                0.95
+            } else {
+                0.5
+            })
+        });
+        assert_eq!(reread.votes, 13);
+        // A vote heard while the votes were read, against the new model, counts as well: one
+        // more dislike of post 1 where a like was as likely.
+        reloaded.record_vote(&key(1), false, VoteChange::New, Voter::expecting(0.5));
+        // A reading done before the surprises were last forgotten (for a model since replaced)
+        // is refused.
+        let mut replaced = reloaded.clone();
+        replaced.forget_surprises();
+        assert!(!replaced.take_reread(reread.clone()));
+        assert!(replaced.post_effect_prior(0.5).is_none());
+        assert!(reloaded.take_reread(reread));
+        let prior = reloaded.post_effect_prior(0.5).unwrap();
+        let effect = |id| reloaded.post_effect(reloaded.position(&key(id)).unwrap(), &prior);
+        assert!(effect(2).abs() < 0.15, "{}", effect(2));
+        assert!(effect(3) < -0.3, "{}", effect(3));
+        assert!(effect(4) < -0.05, "{}", effect(4));
+        assert!(effect(1) > 0.2, "{}", effect(1));
+        // A model that knows none of the voters reads nothing from them.
+        reloaded.forget_surprises();
+        let reread = reloaded.reread_surprises(|_, _, _| None);
+        assert_eq!(reread.votes, 0);
+        assert!(reloaded.take_reread(reread));
         assert!(reloaded.post_effect_prior(0.5).is_none());
+    }
+
+    #[test]
+    fn only_the_newest_votes_heard_on_a_post_are_kept_to_read_again() {
+        let key = PostKey::new("a", 1);
+        let mut pool = Pool::new(recent(&[("a", 1)]), HashMap::new(), 5.0);
+        // The oldest ten are dislikes, the rest likes.
+        for vote in 0..HEARD_VOTES_PER_POST + 10 {
+            pool.record_vote(&key, vote >= 10, VoteChange::New, Voter::unknown());
+        }
+        let mut disliked = 0;
+        let reread = pool.reread_surprises(|_, _, vote| {
+            disliked += usize::from(!vote.liked);
+            Some(0.5)
+        });
+        assert_eq!((reread.votes, disliked), (HEARD_VOTES_PER_POST, 0));
+        assert_eq!(
+            pool.counts(&key),
+            (
+                HEARD_VOTES_PER_POST as u32,
+                HEARD_VOTES_PER_POST as u32 + 10
+            )
+        );
     }
 
     #[test]
@@ -627,9 +792,9 @@ pub(crate) mod tests {
         assert_eq!(pool.views_shift(1), 0.0);
         // The model is sure of 0.9 for everyone; a/1 gets half its votes, a/2 most of them.
         for vote in 0..400 {
-            let expectation = Expectation::of(0.9);
-            pool.record_vote(&first, vote % 2 == 0, VoteChange::New, Some(expectation));
-            pool.record_vote(&second, vote % 5 != 0, VoteChange::New, Some(expectation));
+            let voter = Voter::expecting(0.9);
+            pool.record_vote(&first, vote % 2 == 0, VoteChange::New, voter);
+            pool.record_vote(&second, vote % 5 != 0, VoteChange::New, voter);
         }
         // Post a/1 is at its page's median: views say nothing of it.
         assert_eq!(pool.views_shift(0), 0.0);
@@ -640,9 +805,9 @@ pub(crate) mod tests {
         // A changed vote, or one by someone the model does not know, teaches nothing.
         let weights = pool.calibration_weights();
         for _ in 0..200 {
-            pool.record_vote(&first, true, VoteChange::New, None);
+            pool.record_vote(&first, true, VoteChange::New, Voter::unknown());
             let change = VoteChange::Replaced { was_liked: false };
-            pool.record_vote(&first, true, change, Some(Expectation::of(0.9)));
+            pool.record_vote(&first, true, change, Voter::expecting(0.9));
         }
         assert_eq!(pool.calibration_weights(), weights);
         // It outlives a reload from the store.

@@ -219,14 +219,14 @@ fn by_key(a: &(f64, usize), b: &(f64, usize)) -> std::cmp::Ordering {
 }
 
 /// What the posterior policies expect of `user` for the pool's post at `index`, before any post
-/// effect, with `history` as it stands; `None` when the model does not know the person (their
-/// scores are then popularity, which counts the post's own votes).
+/// effect, with `channel` their (likes, votes) on its channel; `None` when the model does not
+/// know the person (their scores are then popularity, which counts the post's own votes).
 pub fn expected_like(
     pool: &Pool,
     index: usize,
     scorer: Option<&ScoringModel>,
     user: UserId,
-    history: Option<&PersonHistory>,
+    channel: Option<(u32, u32)>,
     prior_votes: f64,
 ) -> Option<Expectation> {
     let scorer = scorer?;
@@ -234,18 +234,16 @@ pub fn expected_like(
     let mut estimate = Vec::with_capacity(1);
     scorer.score(row, &[pool.candidate(index, scorer)], &mut estimate);
     let estimate = f64::from(estimate[0]);
-    let tally = history.and_then(|h| h.channel_votes.get(&pool.posts[index].channel).copied());
     let posterior = Posterior::of(
         pool,
         index,
         Score::Estimate(estimate),
-        tally,
+        channel,
         prior_votes,
         None,
     );
     Some(Expectation {
         estimate,
-        channel: tally,
         posterior: posterior.mean(),
     })
 }
@@ -337,6 +335,7 @@ fn belief(estimate: f64, channel: Option<(u32, u32)>, prior_votes: f64) -> (f64,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::Voter;
     use oleg_store::{PostKey, VoteChange};
     use rand::SeedableRng;
     use std::collections::HashMap;
@@ -525,15 +524,15 @@ mod tests {
         } else {
             (second, first)
         };
-        let expected = expected_like(&pool, 0, Some(&scorer), user, Some(&history), 1.0)
+        let expected = expected_like(&pool, 0, Some(&scorer), user, None, 1.0)
             .expect("the model knows the person");
         assert!((0.0..1.0).contains(&expected.estimate));
         // No vote heard yet: the estimate comes as it is, and the person voted on no post of
         // the channel.
         assert!((expected.posterior - expected.estimate.clamp(0.02, 0.98)).abs() < 1e-12);
         for _ in 0..10 {
-            pool.record_vote(&first, false, VoteChange::New, Some(Expectation::of(0.5)));
-            pool.record_vote(&second, true, VoteChange::New, Some(Expectation::of(0.5)));
+            pool.record_vote(&first, false, VoteChange::New, Voter::expecting(0.5));
+            pool.record_vote(&second, true, VoteChange::New, Voter::expecting(0.5));
         }
         assert_eq!(
             order(&pool, 0.0),
