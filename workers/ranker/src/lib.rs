@@ -161,7 +161,7 @@ impl Ranker {
             pool.resolve(scorer);
         }
         let mut slot = self.pool_mut();
-        pool.keep_newer_posts_of(&slot, scorer);
+        pool.keep_newer_posts_of(std::mem::take(&mut *slot), scorer);
         pool.expire(since);
         self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
         *slot = pool;

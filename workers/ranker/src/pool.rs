@@ -379,15 +379,17 @@ impl Pool {
     /// Carries over the posts of `older` that this pool (read from the store) lacks: those
     /// announced while it was read, with their rows in `scorer`.
     /// The posts' surprises, their votes heard and the calibration come along: the store does
-    /// not keep what was expected of a voter.
-    pub fn keep_newer_posts_of(&mut self, older: &Pool, scorer: Option<&ScoringModel>) {
-        self.calibration = older.calibration.clone();
+    /// not keep what was expected of a voter. `older` is taken, not copied: this pool replaces
+    /// it, under the lock requests wait on, and its votes heard are up to 256 a post.
+    pub fn keep_newer_posts_of(&mut self, older: Pool, scorer: Option<&ScoringModel>) {
+        self.calibration = older.calibration;
         self.surprise_epoch = older.surprise_epoch;
-        for (post, tally) in older.posts.iter().zip(&older.tallies) {
-            self.insert(post.clone(), scorer);
-            if let Some(i) = self.position(&post.key) {
+        for (post, tally) in older.posts.into_iter().zip(older.tallies) {
+            let key = post.key.clone();
+            self.insert(post, scorer);
+            if let Some(i) = self.position(&key) {
                 self.tallies[i].surprise = tally.surprise;
-                self.tallies[i].heard.clone_from(&tally.heard);
+                self.tallies[i].heard = tally.heard;
             }
         }
         self.sum_surprises();
@@ -694,7 +696,7 @@ pub(crate) mod tests {
             HashMap::new(),
             5.0,
         );
-        reloaded.keep_newer_posts_of(&pool, None);
+        reloaded.keep_newer_posts_of(pool.clone(), None);
         let again = reloaded.post_effect_prior(0.5).unwrap();
         for id in 1..=4 {
             let i = reloaded.position(&key(id)).unwrap();
@@ -812,7 +814,7 @@ pub(crate) mod tests {
         assert_eq!(pool.calibration_weights(), weights);
         // It outlives a reload from the store.
         let mut reloaded = Pool::new(recent(&[("a", 1)]), HashMap::new(), 5.0);
-        reloaded.keep_newer_posts_of(&pool, None);
+        reloaded.keep_newer_posts_of(pool.clone(), None);
         assert_eq!(reloaded.calibration_weights(), weights);
     }
 
