@@ -401,20 +401,45 @@ impl Bus {
     pub async fn close(&self) {
         *self.inner.publisher.lock().await = None;
         let channels = std::mem::take(&mut *self.inner.channels.lock().expect("not poisoned"));
-        for channel in channels.iter().filter(|c| c.status().connected()) {
-            if let Err(error) = channel.close(200, "worker stopping".into()).await {
-                tracing::debug!(%error, "closing a channel");
+        let closing = async {
+            for channel in channels.iter().filter(|c| c.status().connected()) {
+                if let Err(error) = channel.close(200, "worker stopping".into()).await {
+                    tracing::debug!(%error, "closing a channel");
+                }
             }
-        }
-        if let Some(connection) = self.inner.connection.lock().await.connection.take() {
-            if let Err(error) = connection.close(200, "worker stopping".into()).await {
-                tracing::debug!(%error, "closing the broker connection");
+            match self.inner.connection.lock().await.connection.take() {
+                Some(connection) => connection.close(200, "worker stopping".into()).await,
+                None => Ok(()),
             }
-        }
+        };
+        self.while_stopping("closing the broker connection", closing)
+            .await;
         // Dropped only now that the connection is closed, so no handle closes its channel late.
         drop(channels);
         self.inner.readiness.set(Component::Broker, false);
         self.inner.metrics.connected.set(0);
+    }
+}
+
+impl Bus {
+    /// Waits for the broker's answers to `call`, made while stopping, at most
+    /// `amqp.confirm_timeout_ms`: a node that falls silent mid-shutdown may never answer, and
+    /// must not keep the worker from exiting (what was not acked returns to its queue when the
+    /// connection goes).
+    pub(crate) async fn while_stopping(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<(), lapin::Error>>,
+    ) {
+        let wait = Duration::from_millis(self.inner.settings.confirm_timeout_ms);
+        match tokio::time::timeout(wait, call).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "{what}"),
+            Err(_) => tracing::warn!(
+                waited_ms = wait.as_millis() as u64,
+                "{what}: the broker did not answer; going on without it"
+            ),
+        }
     }
 }
 

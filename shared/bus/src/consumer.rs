@@ -117,13 +117,14 @@ impl Subscription {
         }
         if let Some(active) = self.active.take() {
             let tag = active.consumer.tag();
-            if let Err(error) = active
-                .channel
-                .basic_cancel(tag, BasicCancelOptions::default())
-                .await
-            {
-                tracing::debug!(%error, "cancelling the consumer");
-            }
+            self.bus
+                .while_stopping(
+                    "cancelling the consumer",
+                    active
+                        .channel
+                        .basic_cancel(tag, BasicCancelOptions::default()),
+                )
+                .await;
             tracing::info!(queue = %active.queue, "stopped consuming");
         }
     }

@@ -8,7 +8,10 @@ use oleg_bus::{
 use oleg_messages::*;
 use oleg_settings::AmqpSettings;
 use oleg_telemetry::{Component, Readiness};
-use oleg_testkit::{amqp_settings, close_connections_named, delete_topology, queue_depth};
+use oleg_testkit::stalling_proxy::StallingProxy;
+use oleg_testkit::{
+    amqp_address, amqp_settings, amqp_uri, close_connections_named, delete_topology, queue_depth,
+};
 use prometheus::Registry;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -365,4 +368,32 @@ async fn a_node_that_does_not_answer_is_passed_over() {
         .expect("connected without waiting on the dead node");
     assert_eq!(h.bus.publish(&vote(1, 1)).await.unwrap(), Routed::Queued);
     h.finish().await;
+}
+
+/// A broker that falls silent while a worker stops (a node hanging, a network path dropped)
+/// does not keep the worker from stopping: each call made while stopping (cancelling the
+/// consumer, closing channels and the connection) waits at most `amqp.confirm_timeout_ms`.
+#[tokio::test]
+async fn a_broker_that_falls_silent_does_not_keep_a_worker_from_stopping() {
+    let proxy = StallingProxy::start(amqp_address()).await;
+    let mut settings = amqp_settings("bus-silent");
+    let through = format!("127.0.0.1:{}", proxy.port());
+    settings.uri = amqp_uri().replacen(&amqp_address(), &through, 1).into();
+    settings.confirm_timeout_ms = 500;
+    let h = Harness::with_settings(settings).await;
+    let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
+    h.bus.publish(&vote(1, 1)).await.unwrap();
+    let incoming = next_within(&mut votes, Duration::from_secs(10)).await;
+    incoming.ack().await.unwrap();
+    proxy.stall();
+    h.shutdown.cancel();
+    let stopping = async {
+        assert!(votes.next().await.is_none());
+        h.bus.close().await;
+    };
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("stopped though the broker no longer answers");
+    proxy.resume();
+    delete_topology(&h.settings).await;
 }

@@ -5,6 +5,7 @@
 pub mod fault_proxy;
 pub mod in_process;
 pub mod processes;
+pub mod stalling_proxy;
 pub mod stand_in_ranker;
 pub mod telegram;
 
@@ -27,8 +28,17 @@ pub fn mongodb_uri() -> String {
 
 /// The first `host:port` of the store under test (for a proxy in front of it).
 pub fn mongodb_address() -> String {
-    let uri = mongodb_uri();
-    let rest = uri.split_once("://").map_or(uri.as_str(), |(_, r)| r);
+    first_address(&mongodb_uri())
+}
+
+/// The first `host:port` of the broker under test (for a proxy in front of it).
+pub fn amqp_address() -> String {
+    first_address(&amqp_uri())
+}
+
+/// The first `host:port` a `scheme://[user:password@]host:port[,…]/…` URI names.
+fn first_address(uri: &str) -> String {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
     let hosts = rest.split(['/', '?']).next().unwrap_or(rest);
     let hosts = hosts.rsplit_once('@').map_or(hosts, |(_, h)| h);
     hosts.split(',').next().unwrap_or(hosts).to_owned()

@@ -1,0 +1,74 @@
+//! A TCP relay that can stall: while stalled it forwards nothing either way but keeps every
+//! connection open, as a broker node does that hangs or sits behind a dropped network path. The
+//! client sees no error, only silence.
+
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct StallingProxy {
+    port: u16,
+    stalled: Arc<watch::Sender<bool>>,
+}
+
+impl StallingProxy {
+    /// Listens on a free loopback port, relaying to `upstream` (`host:port`).
+    pub async fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let proxy = Self {
+            port: listener.local_addr().expect("bound").port(),
+            stalled: Arc::new(watch::channel(false).0),
+        };
+        let stalled = proxy.stalled.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (stalled, upstream) = (stalled.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    if let Ok(server) = TcpStream::connect(&upstream).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::spawn(relay(client_read, server_write, stalled.subscribe()));
+                        relay(server_read, client_write, stalled.subscribe()).await;
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// From now on nothing passes, until [`resume`](Self::resume).
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
+}
+
+/// Copies `from` to `to`, holding what it read while stalled.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if stalled.wait_for(|stalled| !stalled).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
