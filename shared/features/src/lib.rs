@@ -35,6 +35,8 @@ const MAX_DOMAINS: usize = 4;
 /// Relative views beyond this many e-folds either way read as this many: a post read a hundred
 /// times its channel's usual is not told apart from one read twenty times.
 const MAX_RELATIVE_VIEWS: f32 = 3.0;
+/// The feature whose weight is a post's relative views.
+const VIEWS_FEATURE: &str = "views:relative";
 
 /// What a post says about itself, as stored by the scraper.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -128,7 +130,7 @@ impl PostFeatures {
         let views = content
             .relative_views()
             .filter(|v| *v != 0.0)
-            .map(|v| (hash("views:relative"), v));
+            .map(|v| (hash(VIEWS_FEATURE), v));
         let features = structural
             .iter()
             .map(|f| (hash(f), 1.0))
@@ -141,6 +143,13 @@ impl PostFeatures {
 
     pub fn pairs(&self) -> &[(u32, f32)] {
         &self.0
+    }
+
+    /// What kind of post it is: its pairs without its relative views, which say how it was
+    /// received rather than what it is.
+    pub fn kind_pairs(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        let views = hash(VIEWS_FEATURE);
+        self.0.iter().copied().filter(move |(h, _)| *h != views)
     }
 
     pub fn len(&self) -> usize {
@@ -310,7 +319,7 @@ mod tests {
             features
                 .pairs()
                 .iter()
-                .find(|(h, _)| *h == hash("views:relative"))
+                .find(|(h, _)| *h == hash(VIEWS_FEATURE))
                 .map(|(_, w)| *w)
         };
         let above = weight_of_views(read(Some(2_999), Some(999))).unwrap();
@@ -321,6 +330,11 @@ mod tests {
             weight_of_views(read(Some(10_000_000), Some(10))),
             Some(MAX_RELATIVE_VIEWS)
         );
+        // What kind of post it is leaves its views out, and nothing else.
+        let read_more = read(Some(2_999), Some(999));
+        let kinds: Vec<(u32, f32)> = read_more.kind_pairs().collect();
+        assert_eq!(kinds.len(), read_more.len() - 1);
+        assert!(kinds.iter().all(|(h, _)| *h != hash(VIEWS_FEATURE)));
         // At the median, or without either counter, the post has no views feature.
         assert_eq!(weight_of_views(read(Some(999), Some(999))), None);
         assert_eq!(weight_of_views(read(Some(999), None)), None);

@@ -54,6 +54,13 @@ impl PersonHistory {
         change
     }
 
+    /// Each post voted on, with whether the vote was a like and when it was cast.
+    pub fn votes(&self) -> impl Iterator<Item = (&PostKey, bool, i64)> {
+        self.votes
+            .iter()
+            .map(|(post, &(liked, at))| (post, liked, at))
+    }
+
     /// Notes a post sent to the person.
     pub fn record_sent(&mut self, post: PostKey) {
         self.seen.insert(post);

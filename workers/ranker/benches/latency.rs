@@ -16,9 +16,10 @@
 use chrono::Utc;
 use futures::future::join_all;
 use oleg_bus::{Bus, QueueName, ReplyMode, RpcClient, Source, Subscription};
-use oleg_features::PostFeatures;
+use oleg_features::{PostContent, PostFeatures};
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
+use oleg_ranker::ranking::Exploration;
 use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::Store;
@@ -139,7 +140,7 @@ fn timed(mut op: impl FnMut(usize)) -> (f64, f64) {
 
 /// Scoring alone, a request's whole ranking, and that ranking once the ranker has heard enough
 /// votes to calibrate the model's estimates, of `posts` candidates (p50, p99 in ms each).
-fn in_process(posts: i64) -> [(f64, f64); 3] {
+fn in_process(posts: i64) -> [(f64, f64); 4] {
     let (weights, vocab) = model_files(posts);
     let model = ScoringModel::load(&weights, &vocab).unwrap();
     let names: Vec<String> = (0..posts).map(|p| channel(p % CHANNELS)).collect();
@@ -155,7 +156,7 @@ fn in_process(posts: i64) -> [(f64, f64); 3] {
                 channel: channel(p % CHANNELS),
                 post_id: p + 1,
                 published_at_ms: 0,
-                content: Default::default(),
+                content: content(p),
             })
             .collect(),
         Default::default(),
@@ -170,30 +171,31 @@ fn in_process(posts: i64) -> [(f64, f64); 3] {
         let key = oleg_store::PostKey::new(&channel(p * 13 % CHANNELS), p * 13 + 1);
         history.record_vote(key, p % 3 == 0, 0);
     }
-    let exploration = oleg_ranker::ranking::Exploration {
+    let exploration = Exploration {
         policy: POLICY,
         noise: 0.0,
         prior_votes: 1.0,
         post_effect_sd: 0.5,
+        taste_sd: 0.0,
         fresh_slots: 0,
         history: &history,
     };
     let mut rng = rand::rng();
-    let mut ranking = |pool: &oleg_ranker::pool::Pool| {
+    let mut ranking = |pool: &oleg_ranker::pool::Pool, exploration: &Exploration| {
         timed(|i| {
             let ranked = oleg_ranker::ranking::rank(
                 pool,
                 &pool.excluded(&history.seen),
                 Some(&model),
                 UserId::new(1 + (i as i64 * 7919) % USERS).unwrap(),
-                &exploration,
+                exploration,
                 20,
                 &mut rng,
             );
             assert_eq!(ranked.candidates, posts as usize - 50);
         })
     };
-    let uncalibrated = ranking(&pool);
+    let uncalibrated = ranking(&pool, &exploration);
     // Votes heard against the model's estimates: enough for the calibration to be fitted, so
     // that every candidate's estimate goes through it.
     for p in 0..200 {
@@ -209,7 +211,40 @@ fn in_process(posts: i64) -> [(f64, f64); 3] {
         let change = oleg_store::VoteChange::New;
         pool.record_vote(&key, p % 2 == 0, change, voter);
     }
-    [scoring, uncalibrated, ranking(&pool)]
+    let calibrated = ranking(&pool, &exploration);
+    let with_taste = Exploration {
+        taste_sd: 0.5,
+        ..exploration
+    };
+    [
+        scoring,
+        uncalibrated,
+        calibrated,
+        ranking(&pool, &with_taste),
+    ]
+}
+
+/// A post as channels write them: twenty words of a few hundred, a photo on every third, a link
+/// on every fifth (what the person's taste is fitted over).
+fn content(post: i64) -> PostContent {
+    let text = (0..20)
+        .map(|w| format!("word{}", (post * 31 + w * 17) % 400))
+        .collect::<Vec<_>>()
+        .join(" ");
+    PostContent {
+        text,
+        media: if post % 3 == 0 {
+            vec![MediaKind::Photo]
+        } else {
+            Vec::new()
+        },
+        links: if post % 5 == 0 {
+            vec!["https://example.org/a".into()]
+        } else {
+            Vec::new()
+        },
+        ..PostContent::default()
+    }
 }
 
 /// The RPC round trip to a ranker, and the store work of a request alone.
@@ -251,6 +286,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         exploration_noise: 0.05,
         prior_votes: 1.0,
         post_effect_sd: 0.5,
+        taste_sd: 0.5,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,
@@ -433,7 +469,10 @@ async fn main() {
     );
     println!("| measurement | clients | p50 ms | p99 ms | throughput | target |");
     println!("|---|---:|---:|---:|---:|---|");
-    for (posts, [(score50, score99), (rank50, rank99), (calibrated50, calibrated99)]) in in_process
+    for (
+        posts,
+        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99)],
+    ) in in_process
     {
         let (bound, verdict) = if posts == 100_000 {
             (5.0, "p99 < 5 ms")
@@ -450,6 +489,9 @@ async fn main() {
         );
         println!(
             "| the same, with the model's estimates calibrated (after 100 votes heard) | 1 | {calibrated50:.3} | {calibrated99:.3} | | |"
+        );
+        println!(
+            "| the same, with the person's taste for kinds of post (`taste_sd` 0.5; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
         );
     }
     let rows = [

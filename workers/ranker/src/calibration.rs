@@ -131,7 +131,7 @@ impl Calibration {
                     }
                 }
             }
-            let Some(step) = solve(hessian, gradient) else {
+            let Some(step) = solve(hessian.map(Vec::from).to_vec(), gradient.to_vec()) else {
                 break;
             };
             let mut scale = 1.0;
@@ -224,28 +224,29 @@ fn estimate_logit(estimate: f64) -> f64 {
     logit(estimate).clamp(-MAX_ESTIMATE_LOGIT, MAX_ESTIMATE_LOGIT)
 }
 
-/// `x` with `a · x = b`, by Gaussian elimination with partial pivoting; `None` if `a` is
-/// singular.
-fn solve(mut a: [[f64; WEIGHTS]; WEIGHTS], mut b: [f64; WEIGHTS]) -> Option<[f64; WEIGHTS]> {
-    for i in 0..WEIGHTS {
-        let pivot = (i..WEIGHTS).max_by(|&x, &y| a[x][i].abs().total_cmp(&a[y][i].abs()))?;
+/// x with a x = b, by Gaussian elimination with partial pivoting; `None` if `a` is singular.
+pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for i in 0..n {
+        let pivot = (i..n).max_by(|&x, &y| a[x][i].abs().total_cmp(&a[y][i].abs()))?;
         a.swap(i, pivot);
         b.swap(i, pivot);
         if a[i][i].abs() < 1e-12 {
             return None;
         }
-        for r in i + 1..WEIGHTS {
-            let factor = a[r][i] / a[i][i];
-            let pivot_row = a[i];
-            for (cell, above) in a[r][i..].iter_mut().zip(&pivot_row[i..]) {
+        let (upper, lower) = a.split_at_mut(i + 1);
+        let (pivot_row, pivot_b) = (&upper[i], b[i]);
+        for (row, rhs) in lower.iter_mut().zip(&mut b[i + 1..]) {
+            let factor = row[i] / pivot_row[i];
+            for (cell, above) in row[i..].iter_mut().zip(&pivot_row[i..]) {
                 *cell -= factor * above;
             }
-            b[r] -= factor * b[i];
+            *rhs -= factor * pivot_b;
         }
     }
-    let mut x = [0.0; WEIGHTS];
-    for i in (0..WEIGHTS).rev() {
-        let rest: f64 = (i + 1..WEIGHTS).map(|c| a[i][c] * x[c]).sum();
+    let mut x = vec![0.0; n];
+    for i in (0..n).rev() {
+        let rest: f64 = (i + 1..n).map(|c| a[i][c] * x[c]).sum();
         x[i] = (b[i] - rest) / a[i][i];
     }
     Some(x)
@@ -256,6 +257,22 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn solves_a_small_system_and_refuses_a_singular_one() {
+        let x = solve(vec![vec![2.0, 1.0], vec![1.0, 3.0]], vec![3.0, 5.0]).unwrap();
+        assert!(
+            (x[0] - 0.8).abs() < 1e-12 && (x[1] - 1.4).abs() < 1e-12,
+            "{x:?}"
+        );
+        // Pivoting: a zero where the first pivot would be.
+        let x = solve(vec![vec![0.0, 1.0], vec![2.0, 0.0]], vec![3.0, 4.0]).unwrap();
+        assert!(
+            (x[0] - 2.0).abs() < 1e-12 && (x[1] - 3.0).abs() < 1e-12,
+            "{x:?}"
+        );
+        assert!(solve(vec![vec![1.0, 2.0], vec![2.0, 4.0]], vec![1.0, 2.0]).is_none());
+    }
 
     /// `votes` votes whose like rate is σ(`intercept` + `scale` · the estimate's logit +
     /// `views` · relative views).

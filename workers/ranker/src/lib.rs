@@ -18,6 +18,7 @@ mod people;
 pub mod pool;
 pub mod ranking;
 mod settings;
+mod taste;
 
 pub use metrics::RankerMetrics;
 pub use settings::{RankerConfig, RankerSettings};
@@ -664,6 +665,7 @@ impl Ranker {
             noise: settings.exploration_noise,
             prior_votes: settings.prior_votes,
             post_effect_sd: settings.post_effect_sd,
+            taste_sd: settings.taste_sd,
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };

@@ -1,10 +1,12 @@
 //! The ranker's decision for one request, apart from its I/O: which candidates a person may get,
 //! in which order. Scores come from the model when it knows the person, else from smoothed
-//! popularity (cold start); the policy (the person's posterior like rate per channel, its mean or
+//! popularity (cold start); the policy (the person's posterior like rate per channel, shifted by
+//! the post's views and own effect and by the person's taste for its kind ([`Taste`]), its mean or
 //! a Thompson draw from it, or Gaussian noise) and a share of slots for untried channels explore.
 
 use crate::calibration::{logit, sigmoid};
 use crate::pool::{Expectation, Pool, PostEffectPrior};
+use crate::taste::{Taste, TasteVote};
 use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::PersonHistory;
@@ -21,6 +23,9 @@ pub struct Exploration<'a> {
     /// Posterior mean and Thompson: the spread (in logits) of posts' effects, by which each
     /// post's logit is shifted as its voters' surprise supports ([`Pool::post_effect`]); 0: none.
     pub post_effect_sd: f64,
+    /// Posterior mean and Thompson: the spread (in logits, per content feature) of a person's
+    /// taste for kinds of post beyond what is expected of them ([`Taste`]); 0: none.
+    pub taste_sd: f64,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
     /// What the person has seen (their channels count as tried) and liked per channel.
@@ -51,6 +56,15 @@ pub struct Ranked {
 /// like rate. A post further down would have to draw above every one of theirs to be picked,
 /// which its Beta almost never allows; and the draws are most of a large request's time.
 pub const THOMPSON_DRAWS: usize = 1_000;
+
+/// A person's votes the taste is fitted to, the newest: its cost grows with their cube.
+const TASTE_VOTES: usize = 64;
+
+/// How many candidates the person's taste is applied to: those with the highest posterior mean
+/// without it. It costs a look-up per feature of each (some forty), most of a large request's
+/// time if applied to all; a post further down would have to be moved past a thousand others
+/// to be picked.
+const TASTE_CANDIDATES: usize = 1_000;
 
 /// The `limit` best of the pool's posts that `excluded` (one flag per pool post, see
 /// [`Pool::excluded`]) lets through for `user`, best first.
@@ -99,7 +113,15 @@ pub fn rank(
             // Posts' effects from their voters' surprise; none under popularity (no model),
             // which counts the posts' likes already.
             let effects = user_row.and_then(|_| pool.post_effect_prior(exploration.post_effect_sd));
-            let posteriors: Vec<Posterior> = scores
+            // The person's taste over kinds of post, beyond what the model and their channel
+            // votes say; none under popularity (no model to be beyond).
+            let taste = user_row
+                .filter(|_| exploration.taste_sd > 0.0)
+                .map(|(scorer, row)| {
+                    let votes = taste_votes(pool, scorer, row, exploration, &tallies, effects);
+                    Taste::fit(pool, &votes, exploration.taste_sd)
+                });
+            let mut posteriors: Vec<Posterior> = scores
                 .iter()
                 .zip(&candidates)
                 .map(|(&score, &i)| {
@@ -119,6 +141,12 @@ pub fn rank(
                 .collect();
             for (score, posterior) in scores.iter_mut().zip(&posteriors) {
                 *score = posterior.mean();
+            }
+            if let Some(taste) = &taste {
+                for (_, i) in top(&scores, TASTE_CANDIDATES) {
+                    posteriors[i].shift += taste.shift(pool, candidates[i]);
+                    scores[i] = posteriors[i].mean();
+                }
             }
             if exploration.policy == ExplorationPolicy::PosteriorMean {
                 scores.clone()
@@ -159,6 +187,55 @@ pub fn rank(
         candidates: candidates.len(),
         cold_start: user_row.is_none(),
     }
+}
+
+/// The person's newest votes on candidates (at most [`TASTE_VOTES`]), each with the like rate
+/// the ranker expects of them without it: their channel tally less the vote.
+fn taste_votes(
+    pool: &Pool,
+    scorer: &ScoringModel,
+    row: usize,
+    exploration: &Exploration,
+    tallies: &[Option<(u32, u32)>],
+    effects: Option<PostEffectPrior>,
+) -> Vec<TasteVote> {
+    let mut voted: Vec<(usize, bool, i64)> = exploration
+        .history
+        .votes()
+        .filter_map(|(key, liked, at)| Some((pool.position(key)?, liked, at)))
+        .collect();
+    if voted.len() > TASTE_VOTES {
+        voted.select_nth_unstable_by_key(TASTE_VOTES - 1, |&(_, _, at)| std::cmp::Reverse(at));
+        voted.truncate(TASTE_VOTES);
+    }
+    let refs: Vec<Candidate> = voted
+        .iter()
+        .map(|&(i, ..)| pool.candidate(i, scorer))
+        .collect();
+    let mut estimates = Vec::with_capacity(refs.len());
+    scorer.score(row, &refs, &mut estimates);
+    voted
+        .iter()
+        .zip(estimates)
+        .map(|(&(index, liked, _), estimate)| {
+            let tally = tallies[pool.channel_slot_of(index)].map(|(likes, votes)| {
+                (
+                    likes.saturating_sub(u32::from(liked)),
+                    votes.saturating_sub(1),
+                )
+            });
+            let rate = Posterior::of(
+                pool,
+                index,
+                Score::Estimate(f64::from(estimate)),
+                tally,
+                exploration.prior_votes,
+                effects,
+            )
+            .mean();
+            TasteVote { index, liked, rate }
+        })
+        .collect()
 }
 
 /// The best (by `keys`) of the candidates from channels the person has not tried (seen no post
@@ -361,6 +438,7 @@ mod tests {
             noise: 0.0,
             prior_votes: 4.0,
             post_effect_sd: 0.5,
+            taste_sd: 0.0,
             fresh_slots: 0,
             history,
         }
@@ -484,6 +562,42 @@ mod tests {
         );
         // The same every time: no draw.
         assert_eq!(order(&history, 2), order(&history, 1));
+    }
+
+    #[test]
+    fn a_persons_surprising_votes_on_a_kind_of_post_move_the_others_of_that_kind() {
+        let scorer = crate::pool::tests::small_scorer();
+        let mut pool = crate::taste::tests::pool();
+        pool.resolve(&scorer);
+        let user = UserId::new(1).unwrap();
+        // Posts c/1–4 have a photo, c/5–8 are short texts: the person votes against one kind
+        // and for the other on three posts each, and the first unvoted post of the kind they
+        // liked comes first, whichever the model put first.
+        let first_of = |liked_photos: bool| {
+            let mut history = PersonHistory::default();
+            for id in [1, 2, 3, 5, 6, 7] {
+                history.record_vote(PostKey::new("c", id), (id <= 4) == liked_photos, id);
+            }
+            let exploration = Exploration {
+                policy: ExplorationPolicy::PosteriorMean,
+                prior_votes: 1.0,
+                post_effect_sd: 0.0,
+                taste_sd: 1.0,
+                ..noise(&history)
+            };
+            let ranked = rank(
+                &pool,
+                &pool.excluded(&history.seen),
+                Some(&scorer),
+                user,
+                &exploration,
+                1,
+                &mut rand::rngs::StdRng::seed_from_u64(1),
+            );
+            keys(&pool, &ranked).remove(0)
+        };
+        assert_eq!(first_of(true), "c/4");
+        assert_eq!(first_of(false), "c/8");
     }
 
     #[test]
