@@ -114,13 +114,13 @@ pub fn rank(
             // which counts the posts' likes already.
             let effects = user_row.and_then(|_| pool.post_effect_prior(exploration.post_effect_sd));
             // The person's taste over kinds of post, beyond what the model and their channel
-            // votes say; none under popularity (no model to be beyond).
+            // votes say; none under popularity (no model to be beyond), nor without votes on
+            // candidates (it would shift nothing).
             let taste = user_row
                 .filter(|_| exploration.taste_sd > 0.0)
-                .map(|(scorer, row)| {
-                    let votes = taste_votes(pool, scorer, row, exploration, &tallies, effects);
-                    Taste::fit(pool, &votes, exploration.taste_sd)
-                });
+                .map(|(scorer, row)| taste_votes(pool, scorer, row, exploration, &tallies, effects))
+                .filter(|votes| !votes.is_empty())
+                .map(|votes| Taste::fit(pool, &votes, exploration.taste_sd));
             let mut posteriors: Vec<Posterior> = scores
                 .iter()
                 .zip(&candidates)

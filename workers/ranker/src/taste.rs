@@ -44,18 +44,27 @@ impl Taste {
             .collect();
         let n = votes.len();
         let variance = sd * sd;
-        let mut matrix = vec![vec![0.0; n]; n];
+        // X Xᵀ is symmetric: each pair's dot product once, for both of its cells.
+        let mut gram = vec![vec![0.0; n]; n];
         for i in 0..n {
-            let information = votes[i].rate * (1.0 - votes[i].rate);
-            for j in 0..n {
-                let gram = if j < i {
-                    dot(&kinds[j], &kinds[i])
-                } else {
-                    dot(&kinds[i], &kinds[j])
-                };
-                matrix[i][j] = variance * information * gram + f64::from(u8::from(i == j));
+            for j in i..n {
+                let product = dot(&kinds[i], &kinds[j]);
+                gram[i][j] = product;
+                gram[j][i] = product;
             }
         }
+        let matrix: Vec<Vec<f64>> = gram
+            .iter()
+            .zip(votes)
+            .enumerate()
+            .map(|(i, (row, vote))| {
+                let information = vote.rate * (1.0 - vote.rate);
+                row.iter()
+                    .enumerate()
+                    .map(|(j, g)| variance * information * g + f64::from(u8::from(i == j)))
+                    .collect()
+            })
+            .collect();
         let residuals: Vec<f64> = votes
             .iter()
             .map(|v| f64::from(u8::from(v.liked)) - v.rate)
