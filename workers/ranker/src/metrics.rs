@@ -21,7 +21,9 @@ pub struct RankerMetrics {
     pub votes_heard: IntCounterVec,
     pub released: IntCounter,
     pub release_failures: IntCounter,
-    pub calibration: GaugeVec,
+    /// The calibration's weights by name, each gauge looked up once: they are set at every vote
+    /// heard.
+    calibration: [Gauge; WEIGHTS],
 }
 
 impl RankerMetrics {
@@ -32,6 +34,7 @@ impl RankerMetrics {
                     .buckets(exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
             )
         };
+        let calibration = GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views + channel × the logit of the voter's like rate on the channel (fitted, not applied: the person's Beta holds it) (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?;
         let metrics = Self {
             requests: IntCounterVec::new(Opts::new("oleg_ranker_requests_total", "Recommendation requests, by outcome (ok, error, unroutable: the requester was gone, expired: the requester had stopped waiting)."), &["outcome"])?,
             errors: IntCounterVec::new(
@@ -53,7 +56,7 @@ impl RankerMetrics {
             history_reads: IntCounterVec::new(Opts::new("oleg_ranker_history_reads_total", "Where a request's person history came from: cache (held by this replica) or store (read, then held)."), &["source"])?,
             released: IntCounter::new("oleg_ranker_released_deliveries_total", "Deliveries undone because their reply reached nobody (unroutable, unsent, or a request that failed halfway).")?,
             release_failures: IntCounter::new("oleg_ranker_release_failures_total", "Releases of undelivered posts that failed (those posts stay recorded as sent).")?,
-            calibration: GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views + channel × the logit of the voter's like rate on the channel (fitted, not applied: the person's Beta holds it) (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?,
+            calibration: std::array::from_fn(|i| calibration.with_label_values(&[WEIGHT_NAMES[i]])),
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -70,15 +73,15 @@ impl RankerMetrics {
         registry.register(Box::new(metrics.votes_heard.clone()))?;
         registry.register(Box::new(metrics.released.clone()))?;
         registry.register(Box::new(metrics.release_failures.clone()))?;
-        registry.register(Box::new(metrics.calibration.clone()))?;
+        registry.register(Box::new(calibration))?;
         metrics.set_calibration(Calibration::default().weights());
         Ok(metrics)
     }
 
     /// The calibration's weights, in the order of [`WEIGHT_NAMES`].
     pub fn set_calibration(&self, weights: [f64; WEIGHTS]) {
-        for (name, weight) in WEIGHT_NAMES.into_iter().zip(weights) {
-            self.calibration.with_label_values(&[name]).set(weight);
+        for (gauge, weight) in self.calibration.iter().zip(weights) {
+            gauge.set(weight);
         }
     }
 }
