@@ -73,9 +73,16 @@ impl From<&ScrapedPost> for PostContent {
     }
 }
 
-/// A post's features: (hash, weight) pairs, at most [`MAX_FEATURES`].
+/// A post's features: (hash, weight) pairs, at most [`MAX_FEATURES`]: the structural ones, then
+/// its relative views (if any), then its text's.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct PostFeatures(Vec<(u32, f32)>);
+pub struct PostFeatures {
+    pairs: Vec<(u32, f32)>,
+    /// Where the structural pairs end.
+    structure_end: usize,
+    /// Where the text's pairs begin (after the views' pair, where there is one).
+    text_start: usize,
+}
 
 impl PostFeatures {
     /// Structural features (media kinds, text length, links and their domains, forwarding) weigh
@@ -131,33 +138,42 @@ impl PostFeatures {
             .relative_views()
             .filter(|v| *v != 0.0)
             .map(|v| (hash(VIEWS_FEATURE), v));
-        let features = structural
+        let pairs: Vec<(u32, f32)> = structural
             .iter()
             .map(|f| (hash(f), 1.0))
             .chain(views)
             .chain(textual.iter().map(|f| (hash(f), text_weight)))
             .take(MAX_FEATURES)
             .collect();
-        Self(features)
+        let structure_end = structural.len().min(pairs.len());
+        let text_start = (structure_end + usize::from(views.is_some())).min(pairs.len());
+        Self {
+            pairs,
+            structure_end,
+            text_start,
+        }
     }
 
     pub fn pairs(&self) -> &[(u32, f32)] {
-        &self.0
+        &self.pairs
     }
 
-    /// What kind of post it is: its pairs without its relative views, which say how it was
-    /// received rather than what it is.
-    pub fn kind_pairs(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
-        let views = hash(VIEWS_FEATURE);
-        self.0.iter().copied().filter(move |(h, _)| *h != views)
+    /// What form the post takes: media, length, links and their domains, forwarding.
+    pub fn structure_pairs(&self) -> &[(u32, f32)] {
+        &self.pairs[..self.structure_end]
+    }
+
+    /// What its text says: its words and word prefixes.
+    pub fn text_pairs(&self) -> &[(u32, f32)] {
+        &self.pairs[self.text_start..]
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs.is_empty()
     }
 }
 
@@ -274,16 +290,16 @@ mod tests {
             media: vec![MediaKind::Video],
             ..PostContent::default()
         });
-        let ones = features.pairs().iter().filter(|(_, w)| *w == 1.0).count();
         // media:video, length, links:2, one domain (the same host twice), original.
-        assert_eq!(ones, 5);
-        let text_norm: f32 = features
-            .pairs()
-            .iter()
-            .filter(|(_, w)| *w < 1.0)
-            .map(|(_, w)| w * w)
-            .sum();
+        let structure = features.structure_pairs();
+        assert_eq!(structure.len(), 5);
+        assert!(structure.iter().all(|(_, w)| *w == 1.0));
+        let text_norm: f32 = features.text_pairs().iter().map(|(_, w)| w * w).sum();
         assert!((text_norm - 1.0).abs() < 1e-5, "{text_norm}");
+        assert_eq!(
+            structure.len() + features.text_pairs().len(),
+            features.len()
+        );
     }
 
     #[test]
@@ -330,9 +346,9 @@ mod tests {
             weight_of_views(read(Some(10_000_000), Some(10))),
             Some(MAX_RELATIVE_VIEWS)
         );
-        // What kind of post it is leaves its views out, and nothing else.
+        // What kind of post it is (its form and its text) leaves its views out, and nothing else.
         let read_more = read(Some(2_999), Some(999));
-        let kinds: Vec<(u32, f32)> = read_more.kind_pairs().collect();
+        let kinds: Vec<(u32, f32)> = [read_more.structure_pairs(), read_more.text_pairs()].concat();
         assert_eq!(kinds.len(), read_more.len() - 1);
         assert!(kinds.iter().all(|(h, _)| *h != hash(VIEWS_FEATURE)));
         // At the median, or without either counter, the post has no views feature.

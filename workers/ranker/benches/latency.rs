@@ -19,7 +19,7 @@ use oleg_bus::{Bus, QueueName, ReplyMode, RpcClient, Source, Subscription};
 use oleg_features::{PostContent, PostFeatures};
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
-use oleg_ranker::ranking::Exploration;
+use oleg_ranker::ranking::{Exploration, TasteSpread};
 use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::Store;
@@ -176,7 +176,10 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
         noise: 0.0,
         prior_votes: 1.0,
         post_effect_sd: 0.5,
-        taste_sd: 0.0,
+        taste: TasteSpread {
+            form: 0.0,
+            text: 0.0,
+        },
         fresh_slots: 0,
         history: &history,
     };
@@ -213,7 +216,10 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
     }
     let calibrated = ranking(&pool, &exploration);
     let with_taste = Exploration {
-        taste_sd: 0.5,
+        taste: TasteSpread {
+            form: 0.5,
+            text: 1.5,
+        },
         ..exploration
     };
     [
@@ -287,6 +293,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         prior_votes: 1.0,
         post_effect_sd: 0.5,
         taste_sd: 0.5,
+        taste_text_sd: 1.5,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,
@@ -491,7 +498,7 @@ async fn main() {
             "| the same, with the model's estimates calibrated (after 100 votes heard) | 1 | {calibrated50:.3} | {calibrated99:.3} | | |"
         );
         println!(
-            "| the same, with the person's taste for kinds of post (`taste_sd` 0.5; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
+            "| the same, with the person's taste for kinds of post (`taste_sd` 0.5, `taste_text_sd` 1.5; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
         );
     }
     let rows = [

@@ -665,7 +665,10 @@ impl Ranker {
             noise: settings.exploration_noise,
             prior_votes: settings.prior_votes,
             post_effect_sd: settings.post_effect_sd,
-            taste_sd: settings.taste_sd,
+            taste: ranking::TasteSpread {
+                form: settings.taste_sd,
+                text: settings.taste_text_sd,
+            },
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };

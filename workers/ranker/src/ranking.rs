@@ -6,6 +6,7 @@
 
 use crate::calibration::{logit, sigmoid};
 use crate::pool::{Expectation, Pool, PostEffectPrior};
+pub use crate::taste::TasteSpread;
 use crate::taste::{Taste, TasteVote};
 use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
@@ -24,8 +25,8 @@ pub struct Exploration<'a> {
     /// post's logit is shifted as its voters' surprise supports ([`Pool::post_effect`]); 0: none.
     pub post_effect_sd: f64,
     /// Posterior mean and Thompson: the spread (in logits, per content feature) of a person's
-    /// taste for kinds of post beyond what is expected of them ([`Taste`]); 0: none.
-    pub taste_sd: f64,
+    /// taste for kinds of post beyond what is expected of them ([`Taste`]); 0 for both: none.
+    pub taste: TasteSpread,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
     /// What the person has seen (their channels count as tried) and liked per channel.
@@ -117,10 +118,10 @@ pub fn rank(
             // votes say; none under popularity (no model to be beyond), nor without votes on
             // candidates (it would shift nothing).
             let taste = user_row
-                .filter(|_| exploration.taste_sd > 0.0)
+                .filter(|_| !exploration.taste.is_none())
                 .map(|(scorer, row)| taste_votes(pool, scorer, row, exploration, &tallies, effects))
                 .filter(|votes| !votes.is_empty())
-                .map(|votes| Taste::fit(pool, &votes, exploration.taste_sd));
+                .map(|votes| Taste::fit(pool, &votes, exploration.taste));
             let mut posteriors: Vec<Posterior> = scores
                 .iter()
                 .zip(&candidates)
@@ -438,7 +439,10 @@ mod tests {
             noise: 0.0,
             prior_votes: 4.0,
             post_effect_sd: 0.5,
-            taste_sd: 0.0,
+            taste: TasteSpread {
+                form: 0.0,
+                text: 0.0,
+            },
             fresh_slots: 0,
             history,
         }
@@ -582,7 +586,7 @@ mod tests {
                 policy: ExplorationPolicy::PosteriorMean,
                 prior_votes: 1.0,
                 post_effect_sd: 0.0,
-                taste_sd: 1.0,
+                taste: crate::taste::tests::spread(1.0),
                 ..noise(&history)
             };
             let ranked = rank(

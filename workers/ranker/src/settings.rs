@@ -32,11 +32,14 @@ pub struct RankerSettings {
     /// how its votes departed from what was expected of each voter, shrunk by this prior: a
     /// post's quality learned from the votes it got since the serving model was trained. 0: off.
     pub post_effect_sd: f64,
-    /// For `thompson` and `posterior_mean`: how far (a standard deviation in logits, per content
-    /// feature) a person's taste for kinds of post is expected to differ beyond what is expected
-    /// of them. Their votes on candidates, against what the ranker expects of each, shift posts
-    /// of the same kind (media, length, links, forwarding, words). 0: off.
+    /// For `thompson` and `posterior_mean`: how far (a standard deviation in logits, per feature)
+    /// a person's taste for posts' form (media, length, links, forwarding) is expected to differ
+    /// beyond what is expected of them. Their votes on candidates, against what the ranker
+    /// expects of each, shift posts of the same form. 0: off.
     pub taste_sd: f64,
+    /// The same for what posts' texts say (their words, which share a norm of 1 a post): their
+    /// votes shift posts with the same words. 0: off.
+    pub taste_text_sd: f64,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often; in between, notices
@@ -74,6 +77,7 @@ impl Validate for RankerConfig {
         check.in_range("ranker.prior_votes".into(), s.prior_votes, 0.1, 1000.0);
         check.in_range("ranker.post_effect_sd".into(), s.post_effect_sd, 0.0, 5.0);
         check.in_range("ranker.taste_sd".into(), s.taste_sd, 0.0, 5.0);
+        check.in_range("ranker.taste_text_sd".into(), s.taste_text_sd, 0.0, 5.0);
         check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
         check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);
         check.in_range("ranker.people_cache".into(), s.people_cache, 1, 100_000_000);

@@ -19,61 +19,87 @@ pub struct TasteVote {
     pub rate: f64,
 }
 
+/// How far (in logits per feature) a person's taste is expected to differ beyond what the ranker
+/// expects of them: for a post's form (media, length, links, forwarding; each feature weighs 1)
+/// and for what its text says (its words, which share a norm of 1 a post).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TasteSpread {
+    pub form: f64,
+    pub text: f64,
+}
+
+impl TasteSpread {
+    pub fn is_none(&self) -> bool {
+        self.form <= 0.0 && self.text <= 0.0
+    }
+}
+
 /// The posterior mean of a person's weights over kinds of post.
 pub struct Taste {
     weights: Vec<f64>,
 }
 
+/// A voted post's form and text features, each sorted by feature.
+struct Kind {
+    form: Vec<(u32, f64)>,
+    text: Vec<(u32, f64)>,
+}
+
+impl Kind {
+    fn of(pool: &Pool, index: usize) -> Self {
+        let sorted = |pairs: &[(u32, f32)]| {
+            let mut pairs: Vec<(u32, f64)> =
+                pairs.iter().map(|&(h, w)| (h, f64::from(w))).collect();
+            pairs.sort_unstable_by_key(|&(h, _)| h);
+            pairs
+        };
+        let features = &pool.posts[index].features;
+        Self {
+            form: sorted(features.structure_pairs()),
+            text: sorted(features.text_pairs()),
+        }
+    }
+}
+
 impl Taste {
-    /// From `votes` under a prior N(0, sd²) on each kind's weight: one Newton step from nought
-    /// (the offsets already hold what is expected), solved in the votes' space
-    /// (w = sd² Xᵀ (I + sd² W X Xᵀ)⁻¹ r, W the votes' information, r their residuals), since a
-    /// person has far fewer votes than their posts have features.
-    pub fn fit(pool: &Pool, votes: &[TasteVote], sd: f64) -> Self {
-        let kinds: Vec<Vec<(u32, f64)>> = votes
+    /// From `votes` under a prior N(0, sd²) on each kind's weight (`spread`'s form or text sd):
+    /// one Newton step from nought (the offsets already hold what is expected), solved in the
+    /// votes' space (w = Σ Xᵀ (I + W X Σ Xᵀ)⁻¹ r, Σ the prior's variances, W the votes'
+    /// information, r their residuals), since a person has far fewer votes than their posts
+    /// have features.
+    pub fn fit(pool: &Pool, votes: &[TasteVote], spread: TasteSpread) -> Self {
+        let kinds: Vec<Kind> = votes
             .iter()
-            .map(|vote| {
-                let mut pairs: Vec<(u32, f64)> = pool.posts[vote.index]
-                    .features
-                    .kind_pairs()
-                    .map(|(h, w)| (h, f64::from(w)))
-                    .collect();
-                pairs.sort_unstable_by_key(|&(h, _)| h);
-                pairs
-            })
+            .map(|vote| Kind::of(pool, vote.index))
             .collect();
         let n = votes.len();
-        let variance = sd * sd;
-        // X Xᵀ is symmetric: each pair's dot product once, for both of its cells.
-        let mut gram = vec![vec![0.0; n]; n];
+        let (form_variance, text_variance) = (spread.form * spread.form, spread.text * spread.text);
+        // I + W X Σ Xᵀ. X Σ Xᵀ is symmetric: each pair's product once, for both of its cells.
+        let information: Vec<f64> = votes.iter().map(|v| v.rate * (1.0 - v.rate)).collect();
+        let mut matrix = vec![vec![0.0; n]; n];
         for i in 0..n {
+            matrix[i][i] = 1.0;
             for j in i..n {
-                let product = dot(&kinds[i], &kinds[j]);
-                gram[i][j] = product;
-                gram[j][i] = product;
+                let product = form_variance * dot(&kinds[i].form, &kinds[j].form)
+                    + text_variance * dot(&kinds[i].text, &kinds[j].text);
+                matrix[i][j] += information[i] * product;
+                if j != i {
+                    matrix[j][i] = information[j] * product;
+                }
             }
         }
-        let matrix: Vec<Vec<f64>> = gram
-            .iter()
-            .zip(votes)
-            .enumerate()
-            .map(|(i, (row, vote))| {
-                let information = vote.rate * (1.0 - vote.rate);
-                row.iter()
-                    .enumerate()
-                    .map(|(j, g)| variance * information * g + f64::from(u8::from(i == j)))
-                    .collect()
-            })
-            .collect();
         let residuals: Vec<f64> = votes
             .iter()
             .map(|v| f64::from(u8::from(v.liked)) - v.rate)
             .collect();
         let mut weights = vec![0.0; BUCKETS];
         if let Some(alpha) = solve(matrix, residuals) {
-            for (pairs, a) in kinds.iter().zip(alpha) {
-                for &(h, w) in pairs {
-                    weights[h as usize % BUCKETS] += variance * a * w;
+            for (kind, a) in kinds.iter().zip(alpha) {
+                for (pairs, variance) in [(&kind.form, form_variance), (&kind.text, text_variance)]
+                {
+                    for &(h, w) in pairs {
+                        weights[h as usize % BUCKETS] += variance * a * w;
+                    }
                 }
             }
         }
@@ -82,10 +108,12 @@ impl Taste {
 
     /// The shift of the logit of the pool's post at `index` that the person's taste supports.
     pub fn shift(&self, pool: &Pool, index: usize) -> f64 {
-        pool.posts[index]
-            .features
-            .kind_pairs()
-            .map(|(h, w)| self.weights[h as usize % BUCKETS] * f64::from(w))
+        let features = &pool.posts[index].features;
+        features
+            .structure_pairs()
+            .iter()
+            .chain(features.text_pairs())
+            .map(|&(h, w)| self.weights[h as usize % BUCKETS] * f64::from(w))
             .sum()
     }
 }
@@ -115,22 +143,27 @@ pub(crate) mod tests {
     use oleg_store::RecentPost;
     use std::collections::HashMap;
 
-    /// Posts 1–4 of channel "c" with a photo, 5–8 short texts without.
+    /// Posts 1–4 of channel "c" with a photo, 5–8 without, all of the same short text.
     pub(crate) fn pool() -> Pool {
+        pool_of(|post_id| PostContent {
+            text: "a line".into(),
+            media: if post_id <= 4 {
+                vec![MediaKind::Photo]
+            } else {
+                Vec::new()
+            },
+            ..PostContent::default()
+        })
+    }
+
+    /// Posts 1–8 of channel "c" with the given content.
+    fn pool_of(content: impl Fn(i64) -> PostContent) -> Pool {
         let posts = (1..=8)
             .map(|post_id| RecentPost {
                 channel: "c".into(),
                 post_id,
                 published_at_ms: 0,
-                content: PostContent {
-                    text: "a line".into(),
-                    media: if post_id <= 4 {
-                        vec![MediaKind::Photo]
-                    } else {
-                        Vec::new()
-                    },
-                    ..PostContent::default()
-                },
+                content: content(post_id),
             })
             .collect();
         Pool::new(posts, HashMap::new(), 5.0)
@@ -153,15 +186,20 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The same spread for form and text.
+    pub(crate) fn spread(sd: f64) -> TasteSpread {
+        TasteSpread { form: sd, text: sd }
+    }
+
     #[test]
     fn votes_the_ranker_did_not_expect_move_posts_of_their_kind() {
         let pool = pool();
-        let surprised = Taste::fit(&pool, &votes(0.5), 1.0);
+        let surprised = Taste::fit(&pool, &votes(0.5), spread(1.0));
         let (photo, text) = (surprised.shift(&pool, 3), surprised.shift(&pool, 7));
         assert!(photo < -0.5, "unvoted photo post: {photo}");
         assert!(text > 0.5, "unvoted text post: {text}");
         // Votes it expected say little: the model already knows this taste.
-        let expected = Taste::fit(&pool, &votes(0.05), 1.0);
+        let expected = Taste::fit(&pool, &votes(0.05), spread(1.0));
         let (photo_known, text_known) = (expected.shift(&pool, 3), expected.shift(&pool, 7));
         assert!(
             photo_known < 0.0 && photo_known > photo / 4.0,
@@ -169,7 +207,46 @@ pub(crate) mod tests {
         );
         assert!(text_known > 0.0 && text_known < text / 4.0, "{text_known}");
         // Without votes, or with a tighter prior, the shift is nought or smaller.
-        assert_eq!(Taste::fit(&pool, &[], 1.0).shift(&pool, 3), 0.0);
-        assert!(Taste::fit(&pool, &votes(0.5), 0.3).shift(&pool, 3) > photo / 2.0);
+        assert_eq!(Taste::fit(&pool, &[], spread(1.0)).shift(&pool, 3), 0.0);
+        assert!(Taste::fit(&pool, &votes(0.5), spread(0.3)).shift(&pool, 3) > photo / 2.0);
+    }
+
+    #[test]
+    fn what_a_text_says_moves_posts_that_say_the_same_by_its_own_spread() {
+        // Posts 1–4 about launches, 5–8 about football, all of one form: liking the launches
+        // and not the football says nothing of the form, only of the words.
+        let pool = pool_of(|post_id| PostContent {
+            text: if post_id <= 4 {
+                "rocket orbit launch tonight"
+            } else {
+                "striker scored penalty tonight"
+            }
+            .into(),
+            ..PostContent::default()
+        });
+        let (space, football) = (3, 7);
+        let shifts = |spread| {
+            let taste = Taste::fit(&pool, &votes(0.5), spread);
+            (taste.shift(&pool, space), taste.shift(&pool, football))
+        };
+        let form_only = shifts(TasteSpread {
+            form: 1.0,
+            text: 0.0,
+        });
+        assert!(
+            (form_only.0 - form_only.1).abs() < 1e-9,
+            "the form alone cannot tell them apart: {form_only:?}"
+        );
+        // votes() dislikes posts 1–3 and likes 5–7.
+        let (space_shift, football_shift) = shifts(spread(1.0));
+        assert!(
+            football_shift - space_shift > 0.5,
+            "{football_shift} against {space_shift}"
+        );
+        let wider = shifts(TasteSpread {
+            form: 1.0,
+            text: 2.0,
+        });
+        assert!(wider.1 - wider.0 > football_shift - space_shift);
     }
 }
