@@ -419,9 +419,7 @@ impl Bus {
         self.inner.readiness.set(Component::Broker, false);
         self.inner.metrics.connected.set(0);
     }
-}
 
-impl Bus {
     /// Waits for the broker's answers to `call`, made while stopping, at most
     /// `amqp.confirm_timeout_ms`: a node that falls silent mid-shutdown may never answer, and
     /// must not keep the worker from exiting (what was not acked returns to its queue when the
