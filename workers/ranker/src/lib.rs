@@ -108,6 +108,11 @@ struct Inner {
 /// replica, or a concurrent request, sent them to the person meanwhile).
 const SPARE_PICKS: usize = 16;
 
+/// Posts whose votes heard are read again against a new model under one hold of the pool's
+/// read lock: at most 256 votes each, a few milliseconds in all, so votes heard meanwhile wait
+/// no longer than a request's ranking makes them.
+const REREAD_POSTS_AT_ONCE: usize = 32;
+
 /// Votes are dated by the bot and deliveries by the ranker: a person's history is read from a
 /// day before the candidate window, so no clock skew hides a post of the window.
 const HISTORY_MARGIN_MS: i64 = 86_400_000;
@@ -280,9 +285,9 @@ impl Ranker {
     }
 
     /// Reads the votes heard on the candidates again against the model now serving (see
-    /// [`Pool::reread_surprises`]), from a copy of the pool off the async threads: requests and
-    /// notices go on meanwhile (with the posts' surprises forgotten), and it takes as long as
-    /// the votes heard need (the time is logged).
+    /// [`Pool::reread_surprises`]), off the async threads and a few posts at a time under the
+    /// pool's lock: requests and notices go on meanwhile (with the posts' surprises forgotten),
+    /// and it takes as long as the votes heard need (the time is logged).
     async fn reread_surprises(&self) {
         let Some(model) = self.inner.model.current() else {
             return;
@@ -290,23 +295,37 @@ impl Ranker {
         let version = model.version;
         let started = Instant::now();
         let prior_votes = self.inner.settings.prior_votes;
-        let pool = self.pool().clone();
+        let (keys, mut reread) = {
+            let pool = self.pool();
+            (pool.candidate_keys(), pool.start_reread())
+        };
+        let ranker = self.clone();
         let reread = tokio::task::spawn_blocking(move || {
-            pool.reread_surprises(|pool, index, vote| {
-                ranking::expected_like(
-                    pool,
-                    index,
-                    Some(&model.scorer),
-                    vote.user,
-                    vote.channel,
-                    prior_votes,
-                )
-                .map(|expectation| expectation.posterior)
-            })
+            for part in keys.chunks(REREAD_POSTS_AT_ONCE) {
+                let read = ranker
+                    .pool()
+                    .reread_surprises(&mut reread, part, |pool, index, vote| {
+                        ranking::expected_like(
+                            pool,
+                            index,
+                            Some(&model.scorer),
+                            vote.user,
+                            vote.channel,
+                            prior_votes,
+                        )
+                        .map(|expectation| expectation.posterior)
+                    });
+                if !read {
+                    return None;
+                }
+            }
+            Some(reread)
         })
         .await;
         let reread = match reread {
-            Ok(reread) => reread,
+            Ok(Some(reread)) => reread,
+            // A newer model serves, whose own reading follows.
+            Ok(None) => return,
             Err(error) => {
                 tracing::error!(%version, %error, "reading the votes heard again failed; posts' surprises start afresh");
                 return;

@@ -94,10 +94,11 @@ impl Surprise {
     }
 }
 
-/// The posts' surprises read again against a new model ([`Pool::reread_surprises`]).
+/// The posts' surprises read again against a new model ([`Pool::start_reread`]).
 #[derive(Debug, Clone)]
 pub struct Reread {
-    /// Per post: its surprise read again, and its surprise when that was done.
+    /// Per post: its surprise read again, and its surprise when that was done (each post's pair
+    /// read at one moment, so the votes heard since add up on it).
     posts: Vec<(PostKey, Surprise, Surprise)>,
     /// The pool's `surprise_epoch` when it was read.
     epoch: u64,
@@ -299,34 +300,54 @@ impl Pool {
         self.surprise_epoch += 1;
     }
 
-    /// Reads the votes heard on the candidates again with `expected` (the like rate now expected
-    /// of a vote's voter, `None` where that cannot be told): a new model serves, and a post's
-    /// surprise is then what it does not make of the post's votes. That is little where it
-    /// trained on them and learned the post, and all of it for votes it never saw (cast while
-    /// it trained). Read from a copy of the pool, off its lock; [`Self::take_reread`] applies it.
+    /// A reading of the votes heard on the candidates against a new model, to be filled a few
+    /// posts at a time ([`Self::reread_surprises`]) and applied ([`Self::take_reread`]).
+    pub fn start_reread(&self) -> Reread {
+        Reread {
+            posts: Vec::new(),
+            epoch: self.surprise_epoch,
+            votes: 0,
+        }
+    }
+
+    /// The candidates' keys, in the pool's order.
+    pub fn candidate_keys(&self) -> Vec<PostKey> {
+        self.posts.iter().map(|post| post.key.clone()).collect()
+    }
+
+    /// Reads the votes heard on the posts of `keys` that are still candidates again with
+    /// `expected` (the like rate now expected of a vote's voter, `None` where that cannot be
+    /// told) into `reread`: a new model serves, and a post's surprise is then what it does not
+    /// make of the post's votes. That is little where it trained on them and learned the post,
+    /// and all of it for votes it never saw (cast while it trained). The caller reads a few
+    /// posts at a time, each under the pool's lock only for as long as theirs take, instead of
+    /// from a copy of the pool (whose votes heard alone may be hundreds of megabytes: up to
+    /// 256 a candidate). Whether it read: not if the surprises were forgotten since `reread`
+    /// started (a newer model serves, whose own reading follows).
     pub fn reread_surprises(
         &self,
+        reread: &mut Reread,
+        keys: &[PostKey],
         mut expected: impl FnMut(&Pool, usize, &HeardVote) -> Option<f64>,
-    ) -> Reread {
-        let mut votes = 0;
-        let posts = (0..self.posts.len())
-            .map(|i| {
-                let tally = &self.tallies[i];
-                let mut surprise = Surprise::default();
-                for vote in &tally.heard {
-                    if let Some(rate) = expected(self, i, vote) {
-                        surprise.add(Surprise::of(vote.liked, rate));
-                        votes += 1;
-                    }
-                }
-                (self.posts[i].key.clone(), surprise, tally.surprise)
-            })
-            .collect();
-        Reread {
-            posts,
-            votes,
-            epoch: self.surprise_epoch,
+    ) -> bool {
+        if reread.epoch != self.surprise_epoch {
+            return false;
         }
+        for key in keys {
+            let Some(i) = self.position(key) else {
+                continue;
+            };
+            let tally = &self.tallies[i];
+            let mut surprise = Surprise::default();
+            for vote in &tally.heard {
+                if let Some(rate) = expected(self, i, vote) {
+                    surprise.add(Surprise::of(vote.liked, rate));
+                    reread.votes += 1;
+                }
+            }
+            reread.posts.push((key.clone(), surprise, tally.surprise));
+        }
+        true
     }
 
     /// Sets the posts' surprises to what `reread` found, plus what the votes heard since it
@@ -721,16 +742,32 @@ pub(crate) mod tests {
         // (kept through the reload) are read again against it: post 2's likes are no surprise
         // any more, post 3's dislikes still are, and so is the dislike on post 4 by someone
         // the old model did not know. The changed vote stays out.
+        // Read two posts at a time, as the ranker does, with a post gone between the parts.
         reloaded.forget_surprises();
-        let reread = reloaded.reread_surprises(|pool, i, vote| {
+        let keys = reloaded.candidate_keys();
+        let mut reread = reloaded.start_reread();
+        let mut expected = |pool: &Pool, i: usize, vote: &HeardVote| {
             assert_eq!(vote.user, Voter::unknown().user);
             Some(if pool.posts[i].key == key(2) {
                 0.95
             } else {
                 0.5
             })
-        });
+        };
+        assert!(reloaded.reread_surprises(&mut reread, &keys[..2], &mut expected));
+        // A post that left between the parts is skipped.
+        let mut gone = reloaded.clone();
+        for (post, at) in gone.posts.iter_mut().zip([10, 10, 10, 0]) {
+            post.published_at_ms = at;
+        }
+        assert!(gone.expire(5));
+        let mut without_last = reread.clone();
+        assert!(gone.reread_surprises(&mut without_last, &keys[2..], &mut expected));
+        assert!(reloaded.reread_surprises(&mut reread, &keys[2..], &mut expected));
         assert_eq!(reread.votes, 13);
+        assert!(without_last.votes < reread.votes);
+        let read: Vec<_> = without_last.posts.iter().map(|(key, ..)| key).collect();
+        assert_eq!(read, keys[..3].iter().collect::<Vec<_>>());
         // A vote heard while the votes were read, against the new model, counts as well: one
         // more dislike of post 1 where a like was as likely.
         reloaded.record_vote(&key(1), false, VoteChange::New, Voter::expecting(0.5));
@@ -738,6 +775,7 @@ pub(crate) mod tests {
         // is refused.
         let mut replaced = reloaded.clone();
         replaced.forget_surprises();
+        assert!(!replaced.reread_surprises(&mut reread.clone(), &keys, &mut expected));
         assert!(!replaced.take_reread(reread.clone()));
         assert!(replaced.post_effect_prior(0.5).is_none());
         assert!(reloaded.take_reread(reread));
@@ -749,7 +787,7 @@ pub(crate) mod tests {
         assert!(effect(1) > 0.2, "{}", effect(1));
         // A model that knows none of the voters reads nothing from them.
         reloaded.forget_surprises();
-        let reread = reloaded.reread_surprises(|_, _, _| None);
+        let reread = read_again(&reloaded, |_, _, _| None);
         assert_eq!(reread.votes, 0);
         assert!(reloaded.take_reread(reread));
         assert!(reloaded.post_effect_prior(0.5).is_none());
@@ -764,7 +802,7 @@ pub(crate) mod tests {
             pool.record_vote(&key, vote >= 10, VoteChange::New, Voter::unknown());
         }
         let mut disliked = 0;
-        let reread = pool.reread_surprises(|_, _, vote| {
+        let reread = read_again(&pool, |_, _, vote| {
             disliked += usize::from(!vote.liked);
             Some(0.5)
         });
@@ -819,6 +857,16 @@ pub(crate) mod tests {
     }
 
     /// An untrained model that knows person 1 and posts a/1 and a/2.
+    /// Every candidate's votes heard read again at once.
+    fn read_again(
+        pool: &Pool,
+        expected: impl FnMut(&Pool, usize, &HeardVote) -> Option<f64>,
+    ) -> Reread {
+        let mut reread = pool.start_reread();
+        assert!(pool.reread_surprises(&mut reread, &pool.candidate_keys(), expected));
+        reread
+    }
+
     pub(crate) fn small_scorer() -> ScoringModel {
         let network = oleg_model::Network::new(
             &oleg_model::ModelConfig::default(),
