@@ -4,10 +4,11 @@
 //! byte strings (such as `insert` and `deliveries`) — the store never sees it, the client sees a
 //! network error. Later connections pass again, so a client can go on (and undo its work).
 
+use crate::proxy::listen;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Default)]
 struct Trap {
@@ -22,31 +23,27 @@ struct Trap {
 #[derive(Clone)]
 pub struct FaultProxy {
     port: u16,
-    trap: Arc<Mutex<Option<Trap>>>,
-    cuts: Arc<AtomicUsize>,
+    faults: Arc<Faults>,
+}
+
+/// What the proxy's relays share: the armed trap, and how many messages it cut.
+#[derive(Default)]
+struct Faults {
+    trap: Mutex<Option<Trap>>,
+    cuts: AtomicUsize,
 }
 
 impl FaultProxy {
     /// Listens on a free loopback port, forwarding to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let proxy = Self {
-            port: listener.local_addr().expect("bound").port(),
-            trap: Arc::default(),
-            cuts: Arc::default(),
-        };
-        let this = proxy.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (this, upstream) = (this.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    if let Ok(server) = TcpStream::connect(&upstream).await {
-                        this.relay(client, server).await;
-                    }
-                });
-            }
-        });
-        proxy
+        let faults = Arc::new(Faults::default());
+        let relaying = faults.clone();
+        let port = listen(upstream, move |client, server| {
+            let faults = relaying.clone();
+            async move { faults.relay(client, server).await }
+        })
+        .await;
+        Self { port, faults }
     }
 
     /// A `mongodb://` URI through the proxy (a direct connection: no discovery around it).
@@ -66,7 +63,7 @@ impl FaultProxy {
     }
 
     fn arm(&self, needles: &[&[u8]], pass: usize, cut: usize) {
-        *self.trap.lock().unwrap() = Some(Trap {
+        *self.faults.trap.lock().unwrap() = Some(Trap {
             needles: needles.iter().map(|n| n.to_vec()).collect(),
             pass,
             cut,
@@ -75,9 +72,11 @@ impl FaultProxy {
 
     /// How many messages were cut.
     pub fn cuts(&self) -> usize {
-        self.cuts.load(Ordering::SeqCst)
+        self.faults.cuts.load(Ordering::SeqCst)
     }
+}
 
+impl Faults {
     async fn relay(&self, client: TcpStream, server: TcpStream) {
         let (mut client_read, mut client_write) = client.into_split();
         let (mut server_read, mut server_write) = server.into_split();

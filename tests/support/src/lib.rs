@@ -5,6 +5,7 @@
 pub mod fault_proxy;
 pub mod in_process;
 pub mod processes;
+mod proxy;
 pub mod stalling_proxy;
 pub mod stand_in_ranker;
 pub mod telegram;

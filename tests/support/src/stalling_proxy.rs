@@ -2,9 +2,9 @@
 //! connection open, as a broker node does that hangs or sits behind a dropped network path. The
 //! client sees no error, only silence.
 
+use crate::proxy::listen;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 #[derive(Clone)]
@@ -16,26 +16,19 @@ pub struct StallingProxy {
 impl StallingProxy {
     /// Listens on a free loopback port, relaying to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let proxy = Self {
-            port: listener.local_addr().expect("bound").port(),
-            stalled: Arc::new(watch::channel(false).0),
-        };
-        let stalled = proxy.stalled.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (stalled, upstream) = (stalled.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    if let Ok(server) = TcpStream::connect(&upstream).await {
-                        let (client_read, client_write) = client.into_split();
-                        let (server_read, server_write) = server.into_split();
-                        tokio::spawn(relay(client_read, server_write, stalled.subscribe()));
-                        relay(server_read, client_write, stalled.subscribe()).await;
-                    }
-                });
+        let stalled = Arc::new(watch::channel(false).0);
+        let relaying = stalled.clone();
+        let port = listen(upstream, move |client, server| {
+            let stalled = relaying.clone();
+            async move {
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(relay(client_read, server_write, stalled.subscribe()));
+                relay(server_read, client_write, stalled.subscribe()).await;
             }
-        });
-        proxy
+        })
+        .await;
+        Self { port, stalled }
     }
 
     pub fn port(&self) -> u16 {

@@ -78,7 +78,7 @@ use oleg_runtime::{Worker, WorkerContext};
 use oleg_store::{PersonHistory, PostKey, Store, StoreError, VoteChange};
 use oleg_telemetry::Component;
 use people::PeopleCache;
-use pool::{CandidatePost, Expectation, Pool, Voter};
+use pool::{CandidatePost, Expectation, HeardVote, Pool, Voter};
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -301,21 +301,13 @@ impl Ranker {
         };
         let ranker = self.clone();
         let reread = tokio::task::spawn_blocking(move || {
+            let expected = |pool: &Pool, index, vote: &HeardVote| {
+                let scorer = Some(&model.scorer);
+                ranking::expected_like(pool, index, scorer, vote.user, vote.channel, prior_votes)
+                    .map(|expectation| expectation.posterior)
+            };
             for part in keys.chunks(REREAD_POSTS_AT_ONCE) {
-                let read = ranker
-                    .pool()
-                    .reread_surprises(&mut reread, part, |pool, index, vote| {
-                        ranking::expected_like(
-                            pool,
-                            index,
-                            Some(&model.scorer),
-                            vote.user,
-                            vote.channel,
-                            prior_votes,
-                        )
-                        .map(|expectation| expectation.posterior)
-                    });
-                if !read {
+                if !ranker.pool().reread_surprises(&mut reread, part, expected) {
                     return None;
                 }
             }
