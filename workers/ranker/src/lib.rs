@@ -109,9 +109,10 @@ struct Inner {
 const SPARE_PICKS: usize = 16;
 
 /// Posts whose votes heard are read again against a new model under one hold of the pool's
-/// read lock: at most 256 votes each, a few milliseconds in all, so votes heard meanwhile wait
-/// no longer than a request's ranking makes them.
-const REREAD_POSTS_AT_ONCE: usize = 32;
+/// read lock: at most [`pool::HEARD_VOTES_PER_POST`] votes each, so at most 1,024 a hold (5–9 ms
+/// at the demo's rate of reading), and votes heard meanwhile wait no longer than a request's
+/// ranking can make them.
+const REREAD_POSTS_AT_ONCE: usize = 4;
 
 /// Votes are dated by the bot and deliveries by the ranker: a person's history is read from a
 /// day before the candidate window, so no clock skew hides a post of the window.

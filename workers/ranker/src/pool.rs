@@ -856,7 +856,6 @@ pub(crate) mod tests {
         assert_eq!(reloaded.calibration_weights(), weights);
     }
 
-    /// An untrained model that knows person 1 and posts a/1 and a/2.
     /// Every candidate's votes heard read again at once.
     fn read_again(
         pool: &Pool,
@@ -867,6 +866,7 @@ pub(crate) mod tests {
         reread
     }
 
+    /// An untrained model that knows person 1 and posts a/1 and a/2.
     pub(crate) fn small_scorer() -> ScoringModel {
         let network = oleg_model::Network::new(
             &oleg_model::ModelConfig::default(),
