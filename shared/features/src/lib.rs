@@ -37,6 +37,10 @@ const MAX_DOMAINS: usize = 4;
 const MAX_RELATIVE_VIEWS: f32 = 3.0;
 /// The feature whose weight is a post's relative views.
 const VIEWS_FEATURE: &str = "views:relative";
+/// Text longer than this is more than a paragraph (a length class, and a broad form).
+const PARAGRAPH_CHARS: usize = 280;
+/// How many flags [`PostFeatures::broad_form`] has.
+pub const BROAD_FORMS: usize = 4;
 
 /// What a post says about itself, as stored by the scraper.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -82,6 +86,7 @@ pub struct PostFeatures {
     structure_end: usize,
     /// Where the text's pairs begin (after the views' pair, where there is one).
     text_start: usize,
+    broad_form: [bool; BROAD_FORMS],
 }
 
 impl PostFeatures {
@@ -110,13 +115,17 @@ impl PostFeatures {
                 .take(MAX_DOMAINS)
                 .map(|d| format!("domain:{d}")),
         );
-        match content.forwarded_from.as_deref().map(str::trim) {
+        let forwarded = match content.forwarded_from.as_deref().map(str::trim) {
             Some(source) if !source.is_empty() => {
                 structural.push("forwarded".into());
                 structural.push(format!("forwarded_from:{}", source.to_lowercase()));
+                true
             }
-            _ => structural.push("original".into()),
-        }
+            _ => {
+                structural.push("original".into());
+                false
+            }
+        };
         let (words, prefixes) = words_and_prefixes(&content.text);
         let textual: Vec<String> = words
             .iter()
@@ -151,6 +160,12 @@ impl PostFeatures {
             pairs,
             structure_end,
             text_start,
+            broad_form: [
+                !content.media.is_empty(),
+                chars > PARAGRAPH_CHARS,
+                !content.links.is_empty(),
+                forwarded,
+            ],
         }
     }
 
@@ -161,6 +176,14 @@ impl PostFeatures {
     /// What form the post takes: media, length, links and their domains, forwarding.
     pub fn structure_pairs(&self) -> &[(u32, f32)] {
         &self.pairs[..self.structure_end]
+    }
+
+    /// Its form in the broadest terms, as flags: any media, text past a paragraph, any link,
+    /// forwarded. Not among [`Self::pairs`] (the model's features): a reader who likes photos
+    /// tends to like videos too, which the fine classes above keep apart, so the ranker can
+    /// carry a person's taste across them.
+    pub fn broad_form(&self) -> [bool; BROAD_FORMS] {
+        self.broad_form
     }
 
     /// What its text says: its words and word prefixes.
@@ -208,8 +231,8 @@ fn length_class(chars: usize) -> &'static str {
     match chars {
         0 => "none",
         1..=80 => "line",
-        81..=280 => "paragraph",
-        281..=1000 => "long",
+        81..=PARAGRAPH_CHARS => "paragraph",
+        _ if chars <= 1000 => "long",
         _ => "article",
     }
 }
@@ -355,6 +378,35 @@ mod tests {
         assert_eq!(weight_of_views(read(Some(999), Some(999))), None);
         assert_eq!(weight_of_views(read(Some(999), None)), None);
         assert_eq!(weight_of_views(read(None, Some(999))), None);
+    }
+
+    #[test]
+    fn the_broad_form_joins_the_fine_classes_and_stays_out_of_the_model_features() {
+        let photo = PostContent {
+            media: vec![MediaKind::Photo],
+            ..content("a line")
+        };
+        let video = PostContent {
+            media: vec![MediaKind::Video],
+            ..content("a line")
+        };
+        let (photo, video) = (PostFeatures::of(&photo), PostFeatures::of(&video));
+        assert_ne!(photo.structure_pairs(), video.structure_pairs());
+        assert_eq!(photo.broad_form(), [true, false, false, false]);
+        assert_eq!(photo.broad_form(), video.broad_form());
+        let article = PostFeatures::of(&PostContent {
+            links: vec!["https://example.org".into()],
+            forwarded_from: Some("SpaceNews".into()),
+            ..content(&"x".repeat(PARAGRAPH_CHARS + 1))
+        });
+        assert_eq!(article.broad_form(), [false, true, true, true]);
+        let paragraph = PostFeatures::of(&PostContent {
+            forwarded_from: Some("  ".into()),
+            ..content(&"x".repeat(PARAGRAPH_CHARS))
+        });
+        assert_eq!(paragraph.broad_form(), [false; BROAD_FORMS]);
+        // The model's features are the same as without the flags: four for an empty post.
+        assert_eq!(PostFeatures::of(&PostContent::default()).len(), 4);
     }
 
     #[test]

@@ -179,6 +179,7 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
         taste: TasteSpread {
             form: 0.0,
             text: 0.0,
+            broad: 0.0,
         },
         fresh_slots: 0,
         history: &history,
@@ -219,6 +220,7 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
         taste: TasteSpread {
             form: 0.5,
             text: 1.5,
+            broad: 1.0,
         },
         ..exploration
     };
@@ -294,6 +296,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         post_effect_sd: 0.5,
         taste_sd: 0.5,
         taste_text_sd: 1.5,
+        taste_broad_sd: 1.0,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,
@@ -498,7 +501,7 @@ async fn main() {
             "| the same, with the model's estimates calibrated (after 100 votes heard) | 1 | {calibrated50:.3} | {calibrated99:.3} | | |"
         );
         println!(
-            "| the same, with the person's taste for kinds of post (`taste_sd` 0.5, `taste_text_sd` 1.5; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
+            "| the same, with the person's taste for kinds of post (`taste_sd` 0.5, `taste_text_sd` 1.5, `taste_broad_sd` 1.0; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
         );
     }
     let rows = [

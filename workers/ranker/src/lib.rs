@@ -680,6 +680,7 @@ impl Ranker {
             taste: ranking::TasteSpread {
                 form: settings.taste_sd,
                 text: settings.taste_text_sd,
+                broad: settings.taste_broad_sd,
             },
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,

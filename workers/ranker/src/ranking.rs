@@ -442,6 +442,7 @@ mod tests {
             taste: TasteSpread {
                 form: 0.0,
                 text: 0.0,
+                broad: 0.0,
             },
             fresh_slots: 0,
             history,

@@ -1,11 +1,13 @@
 //! A person's taste over kinds of post, beyond what the ranker already expects of them: a
 //! Bayesian logistic regression of their votes on the candidates they voted on over those
-//! posts' kind (content features: media, length, links, forwarding, words), each vote's
+//! posts' kind (content features: media, length, links, forwarding, words, and the broad form
+//! those fall in), each vote's
 //! expected like rate as its offset. The model trained on most of those votes, so it expects
 //! them and they say little; the votes cast since it trained say what it does not know yet.
 
 use crate::calibration::solve;
 use crate::pool::Pool;
+use oleg_features::BROAD_FORMS;
 
 /// Buckets of the weights' table: kinds are hashed features, and a person's votes touch a few
 /// hundred of them at most, so collisions are rare.
@@ -21,28 +23,33 @@ pub struct TasteVote {
 
 /// How far (in logits per feature) a person's taste is expected to differ beyond what the ranker
 /// expects of them: for a post's form (media, length, links, forwarding; each feature weighs 1)
-/// and for what its text says (its words, which share a norm of 1 a post).
+/// and for what its text says (its words, which share a norm of 1 a post), and for its broad form
+/// (any media, text past a paragraph, any link, forwarded; each flag weighs 1), which carries a
+/// taste across the fine classes (photo to video, one link count to another).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TasteSpread {
     pub form: f64,
     pub text: f64,
+    pub broad: f64,
 }
 
 impl TasteSpread {
     pub fn is_none(&self) -> bool {
-        self.form <= 0.0 && self.text <= 0.0
+        self.form <= 0.0 && self.text <= 0.0 && self.broad <= 0.0
     }
 }
 
 /// The posterior mean of a person's weights over kinds of post.
 pub struct Taste {
     weights: Vec<f64>,
+    broad: [f64; BROAD_FORMS],
 }
 
-/// A voted post's form and text features, each sorted by feature.
+/// A voted post's form and text features, each sorted by feature, and its broad form.
 struct Kind {
     form: Vec<(u32, f64)>,
     text: Vec<(u32, f64)>,
+    broad: [f64; BROAD_FORMS],
 }
 
 impl Kind {
@@ -57,12 +64,14 @@ impl Kind {
         Self {
             form: sorted(features.structure_pairs()),
             text: sorted(features.text_pairs()),
+            broad: broad_form(pool, index),
         }
     }
 }
 
 impl Taste {
-    /// From `votes` under a prior N(0, sd²) on each kind's weight (`spread`'s form or text sd):
+    /// From `votes` under a prior N(0, sd²) on each kind's weight (`spread`'s form, text or broad
+    /// sd):
     /// one Newton step from nought (the offsets already hold what is expected), solved in the
     /// votes' space (w = Σ Xᵀ (I + W X Σ Xᵀ)⁻¹ r, Σ the prior's variances, W the votes'
     /// information, r their residuals), since a person has far fewer votes than their posts
@@ -73,7 +82,8 @@ impl Taste {
             .map(|vote| Kind::of(pool, vote.index))
             .collect();
         let n = votes.len();
-        let (form_variance, text_variance) = (spread.form * spread.form, spread.text * spread.text);
+        let [form_variance, text_variance, broad_variance] =
+            [spread.form, spread.text, spread.broad].map(|sd| sd * sd);
         // I + W X Σ Xᵀ. X Σ Xᵀ is symmetric: each pair's product once, for both of its cells.
         let information: Vec<f64> = votes.iter().map(|v| v.rate * (1.0 - v.rate)).collect();
         let mut matrix = vec![vec![0.0; n]; n];
@@ -81,7 +91,8 @@ impl Taste {
             matrix[i][i] = 1.0;
             for j in i..n {
                 let product = form_variance * dot(&kinds[i].form, &kinds[j].form)
-                    + text_variance * dot(&kinds[i].text, &kinds[j].text);
+                    + text_variance * dot(&kinds[i].text, &kinds[j].text)
+                    + broad_variance * dense_dot(&kinds[i].broad, &kinds[j].broad);
                 matrix[i][j] += information[i] * product;
                 if j != i {
                     matrix[j][i] = information[j] * product;
@@ -93,6 +104,7 @@ impl Taste {
             .map(|v| f64::from(u8::from(v.liked)) - v.rate)
             .collect();
         let mut weights = vec![0.0; BUCKETS];
+        let mut broad = [0.0; BROAD_FORMS];
         if let Some(alpha) = solve(matrix, residuals) {
             for (kind, a) in kinds.iter().zip(alpha) {
                 for (pairs, variance) in [(&kind.form, form_variance), (&kind.text, text_variance)]
@@ -101,9 +113,12 @@ impl Taste {
                         weights[h as usize % BUCKETS] += variance * a * w;
                     }
                 }
+                for (weight, flag) in broad.iter_mut().zip(kind.broad) {
+                    *weight += broad_variance * a * flag;
+                }
             }
         }
-        Self { weights }
+        Self { weights, broad }
     }
 
     /// The shift of the logit of the pool's post at `index` that the person's taste supports.
@@ -114,8 +129,21 @@ impl Taste {
             .iter()
             .chain(features.text_pairs())
             .map(|&(h, w)| self.weights[h as usize % BUCKETS] * f64::from(w))
-            .sum()
+            .sum::<f64>()
+            + dense_dot(&self.broad, &broad_form(pool, index))
     }
+}
+
+/// The broad form of the pool's post at `index`, its flags as 0 or 1.
+fn broad_form(pool: &Pool, index: usize) -> [f64; BROAD_FORMS] {
+    pool.posts[index]
+        .features
+        .broad_form()
+        .map(|flag| f64::from(u8::from(flag)))
+}
+
+fn dense_dot(a: &[f64; BROAD_FORMS], b: &[f64; BROAD_FORMS]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Two sparse vectors' dot product, each sorted by feature.
@@ -186,9 +214,13 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// The same spread for form and text.
+    /// The same spread for form, text and broad form.
     pub(crate) fn spread(sd: f64) -> TasteSpread {
-        TasteSpread { form: sd, text: sd }
+        TasteSpread {
+            form: sd,
+            text: sd,
+            broad: sd,
+        }
     }
 
     #[test]
@@ -230,8 +262,8 @@ pub(crate) mod tests {
             (taste.shift(&pool, space), taste.shift(&pool, football))
         };
         let form_only = shifts(TasteSpread {
-            form: 1.0,
             text: 0.0,
+            ..spread(1.0)
         });
         assert!(
             (form_only.0 - form_only.1).abs() < 1e-9,
@@ -244,9 +276,43 @@ pub(crate) mod tests {
             "{football_shift} against {space_shift}"
         );
         let wider = shifts(TasteSpread {
-            form: 1.0,
             text: 2.0,
+            ..spread(1.0)
         });
         assert!(wider.1 - wider.0 > football_shift - space_shift);
+    }
+
+    #[test]
+    fn the_broad_form_carries_a_taste_for_photos_over_to_videos() {
+        // Posts 1–3 have a photo, 4 a video, 5–8 none: disliking the photos says nothing of the
+        // video by the fine classes (media:photo and media:video are apart), but does by the
+        // broad form (both have media).
+        let pool = pool_of(|post_id| PostContent {
+            text: "a line".into(),
+            media: match post_id {
+                1..=3 => vec![MediaKind::Photo],
+                4 => vec![MediaKind::Video],
+                _ => Vec::new(),
+            },
+            ..PostContent::default()
+        });
+        let (photo, video) = (0, 3);
+        let shifts = |broad| {
+            let spread = TasteSpread {
+                broad,
+                ..spread(1.0)
+            };
+            let taste = Taste::fit(&pool, &votes(0.5), spread);
+            (taste.shift(&pool, photo), taste.shift(&pool, video))
+        };
+        let (photo_fine, video_fine) = shifts(0.0);
+        assert!(photo_fine < -0.5, "{photo_fine}");
+        assert!(video_fine.abs() < 0.1, "{video_fine}");
+        let (photo_broad, video_broad) = shifts(1.0);
+        assert!(video_broad < -0.3, "{video_broad}");
+        assert!(
+            video_broad < photo_broad / 3.0,
+            "{video_broad} against {photo_broad}"
+        );
     }
 }
