@@ -1,9 +1,9 @@
 //! A person's taste over kinds of post, beyond what the ranker already expects of them: a
 //! Bayesian logistic regression of their votes on the candidates they voted on over those
 //! posts' kind (content features: media, length, links, forwarding, words, and the broad form
-//! those fall in), each vote's
-//! expected like rate as its offset. The model trained on most of those votes, so it expects
-//! them and they say little; the votes cast since it trained say what it does not know yet.
+//! those fall in), each vote's expected like rate as its offset. The model trained on most of
+//! those votes, so it expects them and they say little; the votes cast since it trained say what
+//! it does not know yet.
 
 use crate::calibration::solve;
 use crate::pool::Pool;
@@ -71,8 +71,7 @@ impl Kind {
 
 impl Taste {
     /// From `votes` under a prior N(0, sd²) on each kind's weight (`spread`'s form, text or broad
-    /// sd):
-    /// one Newton step from nought (the offsets already hold what is expected), solved in the
+    /// sd): one Newton step from nought (the offsets already hold what is expected), solved in the
     /// votes' space (w = Σ Xᵀ (I + W X Σ Xᵀ)⁻¹ r, Σ the prior's variances, W the votes'
     /// information, r their residuals), since a person has far fewer votes than their posts
     /// have features.
@@ -142,6 +141,7 @@ fn broad_form(pool: &Pool, index: usize) -> [f64; BROAD_FORMS] {
         .map(|flag| f64::from(u8::from(flag)))
 }
 
+/// Two broad forms' dot product.
 fn dense_dot(a: &[f64; BROAD_FORMS], b: &[f64; BROAD_FORMS]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
