@@ -121,7 +121,7 @@ impl Calibration {
             }
             for vote in &self.votes {
                 let x = vote.inputs();
-                let rate = sigmoid(dot(w, x));
+                let rate = sigmoid(dense_dot(w, x));
                 let residual = f64::from(u8::from(vote.liked)) - rate;
                 let weight = rate * (1.0 - rate);
                 for j in 0..WEIGHTS {
@@ -169,7 +169,7 @@ impl Calibration {
             .iter()
             .map(|vote| {
                 // log σ(±η), without overflow: −ln(1 + e^∓η).
-                let signed = if vote.liked { 1.0 } else { -1.0 } * dot(w, vote.inputs());
+                let signed = if vote.liked { 1.0 } else { -1.0 } * dense_dot(w, vote.inputs());
                 -softplus(-signed)
             })
             .sum();
@@ -188,8 +188,9 @@ impl HeardVote {
     }
 }
 
-fn dot(w: [f64; WEIGHTS], x: [f64; WEIGHTS]) -> f64 {
-    w.iter().zip(x).map(|(w, x)| w * x).sum()
+/// Two dense vectors' dot product.
+pub(crate) fn dense_dot<const N: usize>(a: [f64; N], b: [f64; N]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
 /// The logit of a person's like rate on a channel from their (likes, votes) there, each count

@@ -5,7 +5,7 @@
 //! those votes, so it expects them and they say little; the votes cast since it trained say what
 //! it does not know yet.
 
-use crate::calibration::solve;
+use crate::calibration::{dense_dot, solve};
 use crate::pool::Pool;
 use oleg_features::BROAD_FORMS;
 
@@ -91,7 +91,7 @@ impl Taste {
             for j in i..n {
                 let product = form_variance * dot(&kinds[i].form, &kinds[j].form)
                     + text_variance * dot(&kinds[i].text, &kinds[j].text)
-                    + broad_variance * dense_dot(&kinds[i].broad, &kinds[j].broad);
+                    + broad_variance * dense_dot(kinds[i].broad, kinds[j].broad);
                 matrix[i][j] += information[i] * product;
                 if j != i {
                     matrix[j][i] = information[j] * product;
@@ -129,7 +129,7 @@ impl Taste {
             .chain(features.text_pairs())
             .map(|&(h, w)| self.weights[h as usize % BUCKETS] * f64::from(w))
             .sum::<f64>()
-            + dense_dot(&self.broad, &broad_form(pool, index))
+            + dense_dot(self.broad, broad_form(pool, index))
     }
 }
 
@@ -139,11 +139,6 @@ fn broad_form(pool: &Pool, index: usize) -> [f64; BROAD_FORMS] {
         .features
         .broad_form()
         .map(|flag| f64::from(u8::from(flag)))
-}
-
-/// Two broad forms' dot product.
-fn dense_dot(a: &[f64; BROAD_FORMS], b: &[f64; BROAD_FORMS]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Two sparse vectors' dot product, each sorted by feature.
