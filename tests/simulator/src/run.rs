@@ -264,6 +264,14 @@ impl PipelineRun {
             observer.round_started(round, simulation.people);
             let report = simulator.play_round(round, &|| observer.answered()).await?;
             stored = simulator.wait_until_stored(Duration::from_secs(60)).await?;
+            // A vote not stored a minute after it was pressed is lost, and every later round
+            // would only wait as long again: stop here, with what ingest said.
+            anyhow::ensure!(
+                stored >= simulator.votes_sent(),
+                "round {round}: {stored} of {} votes pressed so far stored after 60 s; ingest log:\n{}",
+                simulator.votes_sent(),
+                self.pipeline.worker("ingest").log_tail()
+            );
             observer.round_finished(&report, stored);
             reports.push(report);
             if round < simulation.rounds {

@@ -229,12 +229,22 @@ pub fn metric_sum(page: &str, series: &str) -> f64 {
         .sum()
 }
 
-/// A free loopback port (bound, then released).
+/// A free loopback port (bound, then released), never one handed out before in this process:
+/// the kernel may pick a released port again, and two workers told the same port would leave one
+/// dead while the other answers its readiness probe.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A scratch folder under `target/test-runs/`, emptied first.
