@@ -263,12 +263,13 @@ impl PipelineRun {
             let models_before = self.store.next_model_version().await?;
             observer.round_started(round, simulation.people);
             let report = simulator.play_round(round, &|| observer.answered()).await?;
-            stored = simulator.wait_until_stored(Duration::from_secs(60)).await?;
+            let vote_wait = Duration::from_secs(60);
+            stored = simulator.wait_until_stored(vote_wait).await?;
             // A vote not stored a minute after it was pressed is lost, and every later round
             // would only wait as long again: stop here, with what ingest said.
             anyhow::ensure!(
                 stored >= simulator.votes_sent(),
-                "round {round}: {stored} of {} votes pressed so far stored after 60 s; ingest log:\n{}",
+                "round {round}: {stored} of {} votes pressed so far stored after {vote_wait:?}; ingest log:\n{}",
                 simulator.votes_sent(),
                 self.pipeline.worker("ingest").log_tail()
             );
