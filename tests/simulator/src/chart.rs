@@ -1,5 +1,6 @@
 //! The learning curve as an SVG chart: per round, the hidden like probability of OLEG's picks
-//! against random order, the best possible pick and the informed learner. Plain SVG text: one
+//! against random order, the best possible pick and the informed learner (on OLEG's votes and on
+//! its own). Plain SVG text: one
 //! chart does not need a plotting crate.
 
 use crate::simulation::RoundReport;
@@ -15,9 +16,14 @@ const BOTTOM: f64 = 50.0;
 /// The series drawn: name, colour, value per round.
 type Series = (&'static str, &'static str, fn(&RoundReport) -> f64);
 
-const SERIES: [Series; 4] = [
+const SERIES: [Series; 5] = [
     ("OLEG's picks", "#1f77b4", RoundReport::recommended_rate),
     ("informed learner", "#2ca02c", RoundReport::informed_rate),
+    (
+        "informed, on its own",
+        "#9467bd",
+        RoundReport::informed_alone_rate,
+    ),
     ("best possible", "#7f7f7f", RoundReport::best_rate),
     ("random order", "#d62728", RoundReport::random_rate),
 ];
@@ -107,6 +113,7 @@ mod tests {
                 random: 4.5,
                 best: 8.5,
                 informed: 6.0 + f64::from(round),
+                informed_alone: 5.5 + f64::from(round),
                 ..Default::default()
             })
             .collect();
@@ -118,7 +125,7 @@ mod tests {
             .filter_map(|l| l.split("points=\"").nth(1))
             .map(|rest| rest.split('"').next().unwrap())
             .collect();
-        assert_eq!(polylines.len(), 4);
+        assert_eq!(polylines.len(), SERIES.len());
         for points in polylines {
             let points: Vec<(f64, f64)> = points
                 .split(' ')

@@ -1,7 +1,8 @@
 //! The simulated bot frontend: people sign up, ask the ranker for a post each round and vote on
 //! it, through the same queues and messages a real bot uses. It keeps score of how likely each
 //! person was to like what they got, against picking at random, against the best pick, and
-//! against an informed learner trained on the same votes (`informed`).
+//! against an informed learner trained on the same votes (`informed`), and against the same
+//! learner left to pick on its own and learn from the votes on its own picks.
 
 use crate::frontend::{Frontend, Shown};
 use crate::informed::InformedLearner;
@@ -70,6 +71,13 @@ pub struct RoundReport {
     pub best: f64,
     /// Σ P(like) of the informed learner's picks among the same unseen posts.
     pub informed: f64,
+    /// The informed learner on its own: a second one that each person's votes on ITS picks teach
+    /// (drawn from the same hidden probabilities), so that it pays for its own exploration as
+    /// OLEG does; the first learns from OLEG's picks, exploration it gets for free. Σ P(like) of
+    /// its picks, and the random and best baselines over the posts it has not shown the person.
+    pub informed_alone: f64,
+    pub random_alone: f64,
+    pub best_alone: f64,
     /// Recommended posts that nobody had been sent before the round (so no vote on them
     /// reached OLEG before it), and Σ P(like) of them.
     pub fresh: u32,
@@ -103,6 +111,19 @@ impl RoundReport {
     }
     pub fn informed_rate(&self) -> f64 {
         self.rate(self.informed)
+    }
+    pub fn informed_alone_rate(&self) -> f64 {
+        self.rate(self.informed_alone)
+    }
+    /// How far the informed learner on its own got from random order toward the best pick, each
+    /// over the posts it had not shown the person.
+    pub fn informed_alone_share(&self) -> f64 {
+        let (random, best) = (self.rate(self.random_alone), self.rate(self.best_alone));
+        if best <= random {
+            0.0
+        } else {
+            (self.informed_alone_rate() - random) / (best - random)
+        }
     }
     /// The share of recommended posts that were fresh.
     pub fn fresh_share(&self) -> f64 {
@@ -145,6 +166,9 @@ impl RoundReport {
             total.random_variance += r.random_variance;
             total.best += r.best;
             total.informed += r.informed;
+            total.informed_alone += r.informed_alone;
+            total.random_alone += r.random_alone;
+            total.best_alone += r.best_alone;
             total.fresh += r.fresh;
             total.fresh_recommended += r.fresh_recommended;
             total.quality_recommended += r.quality_recommended;
@@ -175,6 +199,10 @@ pub struct Simulator {
     /// What anyone was sent before this round.
     sent_before: HashSet<PostRef>,
     informed: InformedLearner,
+    /// The informed learner on its own, what it has shown each person, and its people's votes.
+    informed_alone: InformedLearner,
+    received_alone: Vec<HashSet<PostRef>>,
+    rng_alone: StdRng,
     rng: StdRng,
     newest_model: watch::Receiver<Option<ModelVersion>>,
     votes_sent: u64,
@@ -212,6 +240,10 @@ impl Simulator {
             received: vec![HashSet::new(); people.len()],
             sent_before: HashSet::new(),
             informed: InformedLearner::new(people.len(), &channels, settings.spread),
+            informed_alone: InformedLearner::new(people.len(), &channels, settings.spread),
+            received_alone: vec![HashSet::new(); people.len()],
+            // Its own stream, so that OLEG's votes are the same with or without it.
+            rng_alone: StdRng::seed_from_u64(settings.seed ^ 0xa10e),
             rng: StdRng::seed_from_u64(settings.seed ^ 0x5eed),
             frontend,
             store,
@@ -335,6 +367,21 @@ impl Simulator {
             let liked = self.rng.random_bool(probability);
             self.informed.observe(index, traits, liked);
             report.informed += informed;
+            let (random_alone, _, best_alone) =
+                baselines(person, &self.posts, &self.received_alone[index]);
+            let unseen_alone = self
+                .posts
+                .values()
+                .filter(|p| !self.received_alone[index].contains(&p.post));
+            if let Some(pick) = self.informed_alone.pick(index, unseen_alone) {
+                let probability = person.like_probability(pick);
+                let liked = self.rng_alone.random_bool(probability);
+                self.informed_alone.observe(index, pick, liked);
+                self.received_alone[index].insert(pick.post.clone());
+                report.informed_alone += probability;
+                report.random_alone += random_alone;
+                report.best_alone += best_alone;
+            }
             report.votes += 1;
             report.likes += u32::from(liked);
             report.recommended += probability;
@@ -440,11 +487,11 @@ fn follow_models(bus: Bus) -> watch::Receiver<Option<ModelVersion>> {
 /// and the best possible pick.
 pub fn table(reports: &[RoundReport]) -> String {
     let mut out = String::from(
-        "| round | model | cold start | votes | 👍 rate (votes) | P(👍) recommended | P(👍) random order | P(👍) best possible | P(👍) informed learner | fresh picks | P(👍) fresh picks |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| round | model | cold start | votes | 👍 rate (votes) | P(👍) recommended | P(👍) random order | P(👍) best possible | P(👍) informed learner | P(👍) informed learner on its own | fresh picks | P(👍) fresh picks |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} % | {} |\n",
+            "| {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} % | {} |\n",
             r.round,
             r.model_version.map_or("–".into(), |v| v.to_string()),
             r.cold_starts,
@@ -454,6 +501,7 @@ pub fn table(reports: &[RoundReport]) -> String {
             r.random_rate(),
             r.best_rate(),
             r.informed_rate(),
+            r.informed_alone_rate(),
             100.0 * r.fresh_share(),
             r.fresh_rate()
                 .map_or("–".into(), |rate| format!("{rate:.3}")),
@@ -483,6 +531,25 @@ mod tests {
         // 130 likes where 80 were expected, with variance 2 · 40 · 0.6 = 48.
         assert!((total.z_over_random() - 50.0 / 48f64.sqrt()).abs() < 1e-9);
         assert_eq!(round(40, 40.0).z_over_random(), 0.0);
+    }
+
+    #[test]
+    fn the_informed_learner_on_its_own_is_measured_against_its_own_baselines() {
+        let round = |informed_alone, random_alone, best_alone| RoundReport {
+            votes: 10,
+            // OLEG's baselines, which its share must not use.
+            random: 1.0,
+            best: 9.0,
+            informed_alone,
+            random_alone,
+            best_alone,
+            ..Default::default()
+        };
+        let total = RoundReport::combined(&[round(6.0, 4.0, 8.0), round(7.0, 5.0, 9.0)]);
+        assert!((total.informed_alone_rate() - 0.65).abs() < 1e-12);
+        // (0.65 − 0.45) / (0.85 − 0.45)
+        assert!((total.informed_alone_share() - 0.5).abs() < 1e-12);
+        assert_eq!(round(3.0, 4.0, 4.0).informed_alone_share(), 0.0);
     }
 
     #[test]
