@@ -1,7 +1,6 @@
 //! The learning curve as an SVG chart: per round, the hidden like probability of OLEG's picks
 //! against random order, the best possible pick and the informed learner (on OLEG's votes and on
-//! its own). Plain SVG text: one
-//! chart does not need a plotting crate.
+//! its own). Plain SVG text: one chart does not need a plotting crate.
 
 use crate::simulation::RoundReport;
 use std::fmt::Write;

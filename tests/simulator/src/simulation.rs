@@ -71,7 +71,7 @@ pub struct RoundReport {
     pub best: f64,
     /// Σ P(like) of the informed learner's picks among the same unseen posts.
     pub informed: f64,
-    /// The informed learner on its own: a second one that each person's votes on ITS picks teach
+    /// The informed learner on its own: a second one that each person's votes on its own picks teach
     /// (drawn from the same hidden probabilities), so that it pays for its own exploration as
     /// OLEG does; the first learns from OLEG's picks, exploration it gets for free. Σ P(like) of
     /// its picks, and the random and best baselines over the posts it has not shown the person.

@@ -175,10 +175,11 @@ async fn main() -> anyhow::Result<()> {
         100.0 * informed,
         if informed > 0.0 { 100.0 * oleg / informed } else { 0.0 },
     );
+    let alone = tail.informed_alone_share();
     println!(
         "Last 3 rounds, the same learner on its own (it picks, and learns from the votes on its own picks, so it pays for its exploration as OLEG does): {:.0} % of the way; OLEG reaches {:.0} % of its share.",
-        100.0 * tail.informed_alone_share(),
-        if tail.informed_alone_share() > 0.0 { 100.0 * oleg / tail.informed_alone_share() } else { 0.0 },
+        100.0 * alone,
+        if alone > 0.0 { 100.0 * oleg / alone } else { 0.0 },
     );
     println!(
         "Last 3 rounds, fresh posts (sent to nobody before their round, so no vote on them yet): {:.0} % of the picks, liked at {}.",
