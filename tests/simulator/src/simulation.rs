@@ -118,12 +118,11 @@ impl RoundReport {
     /// How far the informed learner on its own got from random order toward the best pick, each
     /// over the posts it had not shown the person.
     pub fn informed_alone_share(&self) -> f64 {
-        let (random, best) = (self.rate(self.random_alone), self.rate(self.best_alone));
-        if best <= random {
-            0.0
-        } else {
-            (self.informed_alone_rate() - random) / (best - random)
-        }
+        share_between(
+            self.informed_alone_rate(),
+            self.rate(self.random_alone),
+            self.rate(self.best_alone),
+        )
     }
     /// The share of recommended posts that were fresh.
     pub fn fresh_share(&self) -> f64 {
@@ -143,12 +142,7 @@ impl RoundReport {
 
     /// How far `rate` lies from random order toward the best possible pick (0: random, 1: best).
     pub fn share_of_the_way(&self, rate: f64) -> f64 {
-        let gap = self.best_rate() - self.random_rate();
-        if gap <= 0.0 {
-            0.0
-        } else {
-            (rate - self.random_rate()) / gap
-        }
+        share_between(rate, self.random_rate(), self.best_rate())
     }
 
     /// Rounds added together (for "the last N rounds").
@@ -350,11 +344,9 @@ impl Simulator {
             };
             let person = &self.people[index];
             let (random, variance, best) = baselines(person, &self.posts, &self.received[index]);
-            let unseen = self
-                .posts
-                .values()
-                .filter(|p| !self.received[index].contains(&p.post));
-            let informed_pick = self.informed.pick(index, unseen);
+            let informed_pick = self
+                .informed
+                .pick(index, unseen(&self.posts, &self.received[index]));
             let informed = informed_pick.map_or(0.0, |pick| person.like_probability(pick));
             let quality = |post: &PostTraits| post.hidden.map_or(0.0, |h| h.quality);
             report.quality_informed += informed_pick.map_or(0.0, quality);
@@ -369,11 +361,10 @@ impl Simulator {
             report.informed += informed;
             let (random_alone, _, best_alone) =
                 baselines(person, &self.posts, &self.received_alone[index]);
-            let unseen_alone = self
-                .posts
-                .values()
-                .filter(|p| !self.received_alone[index].contains(&p.post));
-            if let Some(pick) = self.informed_alone.pick(index, unseen_alone) {
+            let alone_pick = self
+                .informed_alone
+                .pick(index, unseen(&self.posts, &self.received_alone[index]));
+            if let Some(pick) = alone_pick {
                 let probability = person.like_probability(pick);
                 let liked = self.rng_alone.random_bool(probability);
                 self.informed_alone.observe(index, pick, liked);
@@ -424,6 +415,24 @@ impl Simulator {
     }
 }
 
+/// How far `rate` lies from `random` toward `best` (0 where there is no gap between them).
+fn share_between(rate: f64, random: f64, best: f64) -> f64 {
+    let gap = best - random;
+    if gap <= 0.0 {
+        0.0
+    } else {
+        (rate - random) / gap
+    }
+}
+
+/// The posts a person has not been sent.
+fn unseen<'a, 'b>(
+    posts: &'a HashMap<PostRef, PostTraits>,
+    received: &'b HashSet<PostRef>,
+) -> impl Iterator<Item = &'a PostTraits> + use<'a, 'b> {
+    posts.values().filter(|p| !received.contains(&p.post))
+}
+
 /// For a person and the posts they have not been sent: the mean P(like) (what a random pick
 /// expects), the variance of a random pick's vote, and the best P(like).
 fn baselines(
@@ -431,16 +440,14 @@ fn baselines(
     posts: &HashMap<PostRef, PostTraits>,
     received: &HashSet<PostRef>,
 ) -> (f64, f64, f64) {
-    let unseen: Vec<f64> = posts
-        .iter()
-        .filter(|(post, _)| !received.contains(*post))
-        .map(|(_, traits)| person.like_probability(traits))
+    let probabilities: Vec<f64> = unseen(posts, received)
+        .map(|traits| person.like_probability(traits))
         .collect();
-    if unseen.is_empty() {
+    if probabilities.is_empty() {
         return (0.0, 0.0, 0.0);
     }
-    let mean = unseen.iter().sum::<f64>() / unseen.len() as f64;
-    let best = unseen.iter().copied().fold(0.0, f64::max);
+    let mean = probabilities.iter().sum::<f64>() / probabilities.len() as f64;
+    let best = probabilities.iter().copied().fold(0.0, f64::max);
     (mean, mean * (1.0 - mean), best)
 }
 
