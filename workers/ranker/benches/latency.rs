@@ -139,8 +139,9 @@ fn timed(mut op: impl FnMut(usize)) -> (f64, f64) {
 }
 
 /// Scoring alone, a request's whole ranking, and that ranking once the ranker has heard enough
-/// votes to calibrate the model's estimates, of `posts` candidates (p50, p99 in ms each).
-fn in_process(posts: i64) -> [(f64, f64); 4] {
+/// votes to calibrate the model's estimates, and with the person's taste, of `posts` candidates
+/// (p50, p99 in ms each); and building the pool once (its subjects learned), in ms (twice).
+fn in_process(posts: i64) -> [(f64, f64); 5] {
     let (weights, vocab) = model_files(posts);
     let model = ScoringModel::load(&weights, &vocab).unwrap();
     let names: Vec<String> = (0..posts).map(|p| channel(p % CHANNELS)).collect();
@@ -150,6 +151,7 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
         .collect();
     let mut out = Vec::new();
     let scoring = timed(|i| model.score((i * 7919) % USERS as usize, &candidates, &mut out));
+    let building = Instant::now();
     let mut pool = oleg_ranker::pool::Pool::new(
         (0..posts)
             .map(|p| oleg_store::RecentPost {
@@ -162,6 +164,7 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
         Default::default(),
         5.0,
     );
+    let built = building.elapsed().as_secs_f64() * 1e3;
     // As the ranker does once per model: each post's row, looked up before requests.
     pool.resolve(&model);
     // A person who voted on 50 posts.
@@ -180,6 +183,7 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
             form: 0.0,
             text: 0.0,
             broad: 0.0,
+            subject: 0.0,
         },
         fresh_slots: 0,
         history: &history,
@@ -221,6 +225,7 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
             form: 0.5,
             text: 1.5,
             broad: 1.0,
+            subject: 1.0,
         },
         ..exploration
     };
@@ -229,6 +234,7 @@ fn in_process(posts: i64) -> [(f64, f64); 4] {
         uncalibrated,
         calibrated,
         ranking(&pool, &with_taste),
+        (built, built),
     ]
 }
 
@@ -297,6 +303,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         taste_sd: 0.5,
         taste_text_sd: 1.5,
         taste_broad_sd: 1.0,
+        taste_subject_sd: 1.0,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,
@@ -481,7 +488,7 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---|");
     for (
         posts,
-        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99)],
+        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99), (built, _)],
     ) in in_process
     {
         let (bound, verdict) = if posts == 100_000 {
@@ -501,7 +508,10 @@ async fn main() {
             "| the same, with the model's estimates calibrated (after 100 votes heard) | 1 | {calibrated50:.3} | {calibrated99:.3} | | |"
         );
         println!(
-            "| the same, with the person's taste for kinds of post (`taste_sd` 0.5, `taste_text_sd` 1.5, `taste_broad_sd` 1.0; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
+            "| the same, with the person's taste for kinds of post (`taste_sd` 0.5, `taste_text_sd` 1.5, `taste_broad_sd` 1.0, `taste_subject_sd` 1.0; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
+        );
+        println!(
+            "| building the pool of {posts} candidates from the store's posts, its subjects learned from 5,000 of their texts (once per reload) | 1 | {built:.1} | | | |"
         );
     }
     let rows = [

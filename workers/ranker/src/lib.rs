@@ -18,6 +18,7 @@ mod people;
 pub mod pool;
 pub mod ranking;
 mod settings;
+mod subjects;
 mod taste;
 
 pub use metrics::RankerMetrics;
@@ -681,6 +682,7 @@ impl Ranker {
                 form: settings.taste_sd,
                 text: settings.taste_text_sd,
                 broad: settings.taste_broad_sd,
+                subject: settings.taste_subject_sd,
             },
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,

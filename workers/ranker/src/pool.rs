@@ -5,6 +5,7 @@
 //! know (a re-vote by someone the replica does not hold, a notice lost).
 
 use crate::calibration::{Calibration, WEIGHTS};
+use crate::subjects::{Subject, SubjectBasis, MIN_TEACHING_POSTS};
 use oleg_features::{PostContent, PostFeatures};
 use oleg_messages::UserId;
 use oleg_scorer::{Candidate, NewPostPart, ScoringModel};
@@ -176,6 +177,11 @@ pub struct Pool {
     surprise_epoch: u64,
     /// What the model's estimates are worth, from the votes heard against them.
     calibration: Calibration,
+    /// The candidates' subjects, learned from their texts, how many posts the pool had when they
+    /// were, and each post's mix of them (one per post of `posts`; nought without subjects).
+    subject_basis: Option<Arc<SubjectBasis>>,
+    basis_posts: usize,
+    subjects: Vec<Subject>,
 }
 
 impl Pool {
@@ -186,6 +192,8 @@ impl Pool {
     ) -> Self {
         let mut pool = Self {
             prior_strength,
+            // Not learnt again as the posts come in below: once, after them.
+            basis_posts: usize::MAX / 2,
             ..Self::default()
         };
         for (key, (likes, votes)) in &counts {
@@ -204,7 +212,23 @@ impl Pool {
                 None,
             );
         }
+        pool.learn_subjects();
         pool
+    }
+
+    /// Learns the subjects from the candidates' texts, and places every post among them.
+    fn learn_subjects(&mut self) {
+        self.subject_basis = SubjectBasis::learn(&self.posts).map(Arc::new);
+        self.basis_posts = self.posts.len();
+        self.subjects = match &self.subject_basis {
+            Some(basis) => self.posts.iter().map(|p| basis.place(p)).collect(),
+            None => vec![Subject::default(); self.posts.len()],
+        };
+    }
+
+    /// The mix of subjects of the post at `index` (see [`Subject`]).
+    pub fn subject(&self, index: usize) -> &Subject {
+        &self.subjects[index]
     }
 
     /// The slot of `channel` in `channel_counts`, added if new.
@@ -436,8 +460,17 @@ impl Pool {
             votes,
             ..Tally::default()
         });
+        self.subjects.push(
+            self.subject_basis
+                .as_ref()
+                .map_or_else(Subject::default, |basis| basis.place(&post)),
+        );
         self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
+        // Learnt again as the pool grows by a quarter: new subjects come with new posts.
+        if self.posts.len() >= MIN_TEACHING_POSTS.max(self.basis_posts + self.basis_posts / 4 + 1) {
+            self.learn_subjects();
+        }
         true
     }
 
@@ -489,19 +522,26 @@ impl Pool {
         let before = self.posts.len();
         let mut rows = std::mem::take(&mut self.model_rows).into_iter();
         let mut tallies = std::mem::take(&mut self.tallies).into_iter();
-        let (mut kept_rows, mut kept_tallies) =
-            (Vec::with_capacity(before), Vec::with_capacity(before));
+        let mut subjects = std::mem::take(&mut self.subjects).into_iter();
+        let (mut kept_rows, mut kept_tallies, mut kept_subjects) = (
+            Vec::with_capacity(before),
+            Vec::with_capacity(before),
+            Vec::with_capacity(before),
+        );
         self.posts.retain(|p| {
             let (row, tally) = (rows.next().flatten(), tallies.next().unwrap_or_default());
+            let subject = subjects.next().unwrap_or_default();
             let keep = p.published_at_ms >= cutoff_ms;
             if keep {
                 kept_rows.push(row);
                 kept_tallies.push(tally);
+                kept_subjects.push(subject);
             }
             keep
         });
         self.model_rows = kept_rows;
         self.tallies = kept_tallies;
+        self.subjects = kept_subjects;
         if self.posts.len() == before {
             return false;
         }

@@ -443,6 +443,7 @@ mod tests {
                 form: 0.0,
                 text: 0.0,
                 broad: 0.0,
+                subject: 0.0,
             },
             fresh_slots: 0,
             history,

@@ -43,6 +43,10 @@ pub struct RankerSettings {
     /// The same for posts' broad form (any media, text past a paragraph, any link, forwarded;
     /// each flag weighs 1): a vote on a photo post moves video posts too. 0: off.
     pub taste_broad_sd: f64,
+    /// The same for what posts are about: their mix of subjects, from a topic model of the
+    /// candidates' texts; a vote on a post moves posts on its subject whatever their words.
+    /// 0: off.
+    pub taste_subject_sd: f64,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often; in between, notices
@@ -82,6 +86,12 @@ impl Validate for RankerConfig {
         check.in_range("ranker.taste_sd".into(), s.taste_sd, 0.0, 5.0);
         check.in_range("ranker.taste_text_sd".into(), s.taste_text_sd, 0.0, 5.0);
         check.in_range("ranker.taste_broad_sd".into(), s.taste_broad_sd, 0.0, 5.0);
+        check.in_range(
+            "ranker.taste_subject_sd".into(),
+            s.taste_subject_sd,
+            0.0,
+            5.0,
+        );
         check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
         check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);
         check.in_range("ranker.people_cache".into(), s.people_cache, 1, 100_000_000);

@@ -7,6 +7,7 @@
 
 use crate::calibration::{dense_dot, solve};
 use crate::pool::Pool;
+use crate::subjects::SUBJECTS;
 use oleg_features::BROAD_FORMS;
 
 /// Buckets of the weights' table: kinds are hashed features, and a person's votes touch a few
@@ -31,11 +32,12 @@ pub struct TasteSpread {
     pub form: f64,
     pub text: f64,
     pub broad: f64,
+    pub subject: f64,
 }
 
 impl TasteSpread {
     pub fn is_none(&self) -> bool {
-        self.form <= 0.0 && self.text <= 0.0 && self.broad <= 0.0
+        self.form <= 0.0 && self.text <= 0.0 && self.broad <= 0.0 && self.subject <= 0.0
     }
 }
 
@@ -43,6 +45,7 @@ impl TasteSpread {
 pub struct Taste {
     weights: Vec<f64>,
     broad: [f64; BROAD_FORMS],
+    subject: [f64; SUBJECTS],
 }
 
 /// A voted post's form and text features, each sorted by feature, and its broad form.
@@ -81,8 +84,12 @@ impl Taste {
             .map(|vote| Kind::of(pool, vote.index))
             .collect();
         let n = votes.len();
-        let [form_variance, text_variance, broad_variance] =
-            [spread.form, spread.text, spread.broad].map(|sd| sd * sd);
+        let [form_variance, text_variance, broad_variance, subject_variance] =
+            [spread.form, spread.text, spread.broad, spread.subject].map(|sd| sd * sd);
+        let subjects: Vec<[f64; SUBJECTS]> = votes
+            .iter()
+            .map(|v| pool.subject(v.index).map(f64::from))
+            .collect();
         // I + W X Σ Xᵀ. X Σ Xᵀ is symmetric: each pair's product once, for both of its cells.
         let information: Vec<f64> = votes.iter().map(|v| v.rate * (1.0 - v.rate)).collect();
         let mut matrix = vec![vec![0.0; n]; n];
@@ -91,7 +98,8 @@ impl Taste {
             for j in i..n {
                 let product = form_variance * dot(&kinds[i].form, &kinds[j].form)
                     + text_variance * dot(&kinds[i].text, &kinds[j].text)
-                    + broad_variance * dense_dot(kinds[i].broad, kinds[j].broad);
+                    + broad_variance * dense_dot(kinds[i].broad, kinds[j].broad)
+                    + subject_variance * dense_dot(subjects[i], subjects[j]);
                 matrix[i][j] += information[i] * product;
                 if j != i {
                     matrix[j][i] = information[j] * product;
@@ -104,8 +112,12 @@ impl Taste {
             .collect();
         let mut weights = vec![0.0; BUCKETS];
         let mut broad = [0.0; BROAD_FORMS];
+        let mut subject = [0.0; SUBJECTS];
         if let Some(alpha) = solve(matrix, residuals) {
-            for (kind, a) in kinds.iter().zip(alpha) {
+            for ((kind, a), place) in kinds.iter().zip(alpha).zip(&subjects) {
+                for (weight, x) in subject.iter_mut().zip(place) {
+                    *weight += subject_variance * a * x;
+                }
                 for (pairs, variance) in [(&kind.form, form_variance), (&kind.text, text_variance)]
                 {
                     for &(h, w) in pairs {
@@ -117,7 +129,11 @@ impl Taste {
                 }
             }
         }
-        Self { weights, broad }
+        Self {
+            weights,
+            broad,
+            subject,
+        }
     }
 
     /// The shift of the logit of the pool's post at `index` that the person's taste supports.
@@ -130,6 +146,7 @@ impl Taste {
             .map(|&(h, w)| self.weights[h as usize % BUCKETS] * f64::from(w))
             .sum::<f64>()
             + dense_dot(self.broad, broad_form(pool, index))
+            + dense_dot(self.subject, pool.subject(index).map(f64::from))
     }
 }
 
@@ -215,6 +232,7 @@ pub(crate) mod tests {
             form: sd,
             text: sd,
             broad: sd,
+            subject: sd,
         }
     }
 
