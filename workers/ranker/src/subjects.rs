@@ -206,24 +206,28 @@ mod tests {
         CandidatePost::new("c".into(), post_id, 0, &content)
     }
 
+    const SPACE: [&str; 8] = [
+        "rocket",
+        "orbit",
+        "launch",
+        "satellite",
+        "mars",
+        "comet",
+        "galaxy",
+        "lunar",
+    ];
+    const COOKING: [&str; 8] = [
+        "recipe", "dough", "garlic", "oven", "soup", "butter", "roast", "sauce",
+    ];
+
+    /// Post `i`, on space if `i` is even and on cooking if odd.
+    fn on_subject(i: i64) -> CandidatePost {
+        post(i, if i % 2 == 0 { &SPACE } else { &COOKING }, i as usize)
+    }
+
     #[test]
     fn posts_on_one_subject_lie_together_though_they_share_few_words() {
-        let space = [
-            "rocket",
-            "orbit",
-            "launch",
-            "satellite",
-            "mars",
-            "comet",
-            "galaxy",
-            "lunar",
-        ];
-        let cooking = [
-            "recipe", "dough", "garlic", "oven", "soup", "butter", "roast", "sauce",
-        ];
-        let posts: Vec<CandidatePost> = (0..120)
-            .map(|i| post(i, if i % 2 == 0 { &space } else { &cooking }, i as usize))
-            .collect();
+        let posts: Vec<CandidatePost> = (0..120).map(on_subject).collect();
         let basis = SubjectBasis::learn(&posts).expect("enough texts");
         let places: Vec<Subject> = posts.iter().map(|p| basis.place(p)).collect();
         let kernel = |a: &Subject, b: &Subject| -> f64 {
@@ -250,7 +254,7 @@ mod tests {
             mean(&apart)
         );
         // A post the subjects were not learnt from is placed with its subject.
-        let new_space = basis.place(&post(500, &space, 1000));
+        let new_space = basis.place(&post(500, &SPACE, 1000));
         let towards = |parity: usize| {
             mean(
                 &places
@@ -275,5 +279,37 @@ mod tests {
             .map(|i| post(i, &["rocket", "orbit"], i as usize))
             .collect();
         assert!(SubjectBasis::learn(&posts).is_none());
+    }
+
+    #[test]
+    fn the_pool_learns_subjects_once_it_has_enough_texts_and_places_posts_that_come_later() {
+        let mut pool = crate::pool::Pool::default();
+        for i in 0..MIN_TEACHING_POSTS as i64 - 1 {
+            pool.insert(on_subject(i), None);
+        }
+        assert_eq!(pool.subject(0), &Subject::default(), "too few texts yet");
+        for i in MIN_TEACHING_POSTS as i64 - 1..60 {
+            pool.insert(on_subject(i), None);
+        }
+        pool.insert(on_subject(1000), None);
+        let kernel = |a: usize, b: usize| -> f32 {
+            pool.subject(a)
+                .iter()
+                .zip(pool.subject(b))
+                .map(|(x, y)| x * y)
+                .sum()
+        };
+        let newest = pool.posts.len() - 1;
+        let (same, apart): (Vec<f32>, Vec<f32>) = (
+            (0..60).step_by(2).map(|i| kernel(newest, i)).collect(),
+            (1..60).step_by(2).map(|i| kernel(newest, i)).collect(),
+        );
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert!(
+            mean(&same) > mean(&apart) + 0.5,
+            "{} against {}",
+            mean(&same),
+            mean(&apart)
+        );
     }
 }
