@@ -5,7 +5,7 @@
 //! know (a re-vote by someone the replica does not hold, a notice lost).
 
 use crate::calibration::{Calibration, WEIGHTS};
-use crate::subjects::{Subject, SubjectBasis, MIN_TEACHING_POSTS};
+use crate::subjects::{Subject, TopicModel, MIN_TEACHING_POSTS};
 use oleg_features::{PostContent, PostFeatures};
 use oleg_messages::UserId;
 use oleg_scorer::{Candidate, NewPostPart, ScoringModel};
@@ -179,8 +179,8 @@ pub struct Pool {
     calibration: Calibration,
     /// The candidates' subjects, learned from their texts, how many posts the pool had when they
     /// were, and each post's mix of them (one per post of `posts`; nought without subjects).
-    subject_basis: Option<Arc<SubjectBasis>>,
-    basis_posts: usize,
+    topic_model: Option<Arc<TopicModel>>,
+    topic_model_posts: usize,
     subjects: Vec<Subject>,
 }
 
@@ -193,7 +193,7 @@ impl Pool {
         let mut pool = Self {
             prior_strength,
             // Not learnt again as the posts come in below: once, after them.
-            basis_posts: usize::MAX / 2,
+            topic_model_posts: usize::MAX / 2,
             ..Self::default()
         };
         for (key, (likes, votes)) in &counts {
@@ -218,10 +218,10 @@ impl Pool {
 
     /// Learns the subjects from the candidates' texts, and places every post among them.
     fn learn_subjects(&mut self) {
-        self.subject_basis = SubjectBasis::learn(&self.posts).map(Arc::new);
-        self.basis_posts = self.posts.len();
-        self.subjects = match &self.subject_basis {
-            Some(basis) => self.posts.iter().map(|p| basis.place(p)).collect(),
+        self.topic_model = TopicModel::learn(&self.posts).map(Arc::new);
+        self.topic_model_posts = self.posts.len();
+        self.subjects = match &self.topic_model {
+            Some(model) => self.posts.iter().map(|p| model.place(p)).collect(),
             None => vec![Subject::default(); self.posts.len()],
         };
     }
@@ -461,14 +461,16 @@ impl Pool {
             ..Tally::default()
         });
         self.subjects.push(
-            self.subject_basis
+            self.topic_model
                 .as_ref()
-                .map_or_else(Subject::default, |basis| basis.place(&post)),
+                .map_or_else(Subject::default, |model| model.place(&post)),
         );
         self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
         // Learnt again as the pool grows by a quarter: new subjects come with new posts.
-        if self.posts.len() >= MIN_TEACHING_POSTS.max(self.basis_posts + self.basis_posts / 4 + 1) {
+        if self.posts.len()
+            >= MIN_TEACHING_POSTS.max(self.topic_model_posts + self.topic_model_posts / 4 + 1)
+        {
             self.learn_subjects();
         }
         true

@@ -34,7 +34,7 @@ pub type Subject = [f32; SUBJECTS];
 /// The subjects learned from a pool's texts: a topic model (latent Dirichlet allocation,
 /// collapsed Gibbs sampling) over their words and word prefixes.
 #[derive(Debug)]
-pub struct SubjectBasis {
+pub struct TopicModel {
     /// For each word kept, how likely each subject is to have written it (normalised over
     /// subjects).
     words: foldhash::HashMap<u32, [f64; SUBJECTS]>,
@@ -46,7 +46,7 @@ fn words_of(post: &CandidatePost) -> impl Iterator<Item = u32> + '_ {
     post.features.text_pairs().iter().map(|&(h, _)| h)
 }
 
-impl SubjectBasis {
+impl TopicModel {
     /// The subjects of `posts`' texts; `None` with fewer than [`MIN_TEACHING_POSTS`] texts.
     pub fn learn(posts: &[CandidatePost]) -> Option<Self> {
         let step = posts.len().div_ceil(MAX_TEACHING_POSTS).max(1);
@@ -103,7 +103,7 @@ impl SubjectBasis {
                     .collect()
             })
             .collect();
-        let mut weights = [0.0; SUBJECTS];
+        let mut cumulative = [0.0; SUBJECTS];
         for _ in 0..SWEEPS {
             for (d, text) in texts.iter().enumerate() {
                 for (position, &w) in text.iter().enumerate() {
@@ -116,10 +116,10 @@ impl SubjectBasis {
                         sum += (f64::from(text_subject[d][k]) + ALPHA)
                             * (f64::from(word_subject[w][k]) + BETA)
                             / (f64::from(subject_total[k]) + v as f64 * BETA);
-                        weights[k] = sum;
+                        cumulative[k] = sum;
                     }
                     let draw = rng.random::<f64>() * sum;
-                    let new = weights
+                    let new = cumulative
                         .iter()
                         .position(|&c| c > draw)
                         .unwrap_or(SUBJECTS - 1);
@@ -142,11 +142,11 @@ impl SubjectBasis {
                 (word, given)
             })
             .collect();
-        let mut basis = Self { words, scale: 1.0 };
+        let mut model = Self { words, scale: 1.0 };
         let mean_square = teaching
             .iter()
             .map(|p| {
-                basis
+                model
                     .place(p)
                     .iter()
                     .map(|&x| f64::from(x * x))
@@ -157,8 +157,8 @@ impl SubjectBasis {
         if mean_square <= 0.0 {
             return None;
         }
-        basis.scale = 1.0 / mean_square.sqrt();
-        Some(basis)
+        model.scale = 1.0 / mean_square.sqrt();
+        Some(model)
     }
 
     /// `post`'s mix of subjects (its words' subjects, each word's prior even), less the even mix.
@@ -228,8 +228,8 @@ mod tests {
     #[test]
     fn posts_on_one_subject_lie_together_though_they_share_few_words() {
         let posts: Vec<CandidatePost> = (0..120).map(on_subject).collect();
-        let basis = SubjectBasis::learn(&posts).expect("enough texts");
-        let places: Vec<Subject> = posts.iter().map(|p| basis.place(p)).collect();
+        let model = TopicModel::learn(&posts).expect("enough texts");
+        let places: Vec<Subject> = posts.iter().map(|p| model.place(p)).collect();
         let kernel = |a: &Subject, b: &Subject| -> f64 {
             a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum()
         };
@@ -254,7 +254,7 @@ mod tests {
             mean(&apart)
         );
         // A post the subjects were not learnt from is placed with its subject.
-        let new_space = basis.place(&post(500, &SPACE, 1000));
+        let new_space = model.place(&post(500, &SPACE, 1000));
         let towards = |parity: usize| {
             mean(
                 &places
@@ -278,7 +278,7 @@ mod tests {
         let posts: Vec<CandidatePost> = (0..MIN_TEACHING_POSTS as i64 - 1)
             .map(|i| post(i, &["rocket", "orbit"], i as usize))
             .collect();
-        assert!(SubjectBasis::learn(&posts).is_none());
+        assert!(TopicModel::learn(&posts).is_none());
     }
 
     #[test]
