@@ -225,14 +225,20 @@ mod tests {
         post(i, if i % 2 == 0 { &SPACE } else { &COOKING }, i as usize)
     }
 
+    /// What two posts' subjects add to the taste's kernel (at a prior of 1).
+    fn kernel(a: &Subject, b: &Subject) -> f64 {
+        a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum()
+    }
+
+    fn mean(values: &[f64]) -> f64 {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+
     #[test]
     fn posts_on_one_subject_lie_together_though_they_share_few_words() {
         let posts: Vec<CandidatePost> = (0..120).map(on_subject).collect();
         let model = TopicModel::learn(&posts).expect("enough texts");
         let places: Vec<Subject> = posts.iter().map(|p| model.place(p)).collect();
-        let kernel = |a: &Subject, b: &Subject| -> f64 {
-            a.iter().zip(b).map(|(x, y)| f64::from(x * y)).sum()
-        };
         let mean_squared: f64 = places.iter().map(|p| kernel(p, p)).sum::<f64>() / 120.0;
         assert!((mean_squared - 1.0).abs() < 1e-3, "{mean_squared}");
         let (mut same, mut apart) = (Vec::new(), Vec::new());
@@ -246,7 +252,6 @@ mod tests {
                 }
             }
         }
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         assert!(
             mean(&same) > mean(&apart) + 0.5,
             "same subject: {}, apart: {}",
@@ -292,19 +297,12 @@ mod tests {
             pool.insert(on_subject(i), None);
         }
         pool.insert(on_subject(1000), None);
-        let kernel = |a: usize, b: usize| -> f32 {
-            pool.subject(a)
-                .iter()
-                .zip(pool.subject(b))
-                .map(|(x, y)| x * y)
-                .sum()
-        };
-        let newest = pool.posts.len() - 1;
-        let (same, apart): (Vec<f32>, Vec<f32>) = (
-            (0..60).step_by(2).map(|i| kernel(newest, i)).collect(),
-            (1..60).step_by(2).map(|i| kernel(newest, i)).collect(),
+        let newest = pool.subject(pool.posts.len() - 1);
+        let towards = |i: usize| kernel(newest, pool.subject(i));
+        let (same, apart): (Vec<f64>, Vec<f64>) = (
+            (0..60).step_by(2).map(towards).collect(),
+            (1..60).step_by(2).map(towards).collect(),
         );
-        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
         assert!(
             mean(&same) > mean(&apart) + 0.5,
             "{} against {}",
