@@ -140,8 +140,10 @@ fn timed(mut op: impl FnMut(usize)) -> (f64, f64) {
 
 /// Scoring alone, a request's whole ranking, and that ranking once the ranker has heard enough
 /// votes to calibrate the model's estimates, and with the person's taste, of `posts` candidates
-/// (p50, p99 in ms each); and building the pool once (its subjects learned), in ms (twice).
-fn in_process(posts: i64) -> [(f64, f64); 5] {
+/// (p50, p99 in ms each); building the pool once (its subjects learned), in ms (twice); and
+/// learning its subjects again as notices grow it: the learning, off the pool's lock, and placing
+/// every post, under it (ms each).
+fn in_process(posts: i64) -> [(f64, f64); 6] {
     let (weights, vocab) = model_files(posts);
     let model = ScoringModel::load(&weights, &vocab).unwrap();
     let names: Vec<String> = (0..posts).map(|p| channel(p % CHANNELS)).collect();
@@ -165,6 +167,13 @@ fn in_process(posts: i64) -> [(f64, f64); 5] {
         5.0,
     );
     let built = building.elapsed().as_secs_f64() * 1e3;
+    let texts = pool.teaching_texts();
+    let learning = Instant::now();
+    let subjects = oleg_ranker::subjects::TopicModel::learn(&texts);
+    let learned = learning.elapsed().as_secs_f64() * 1e3;
+    let placing = Instant::now();
+    assert!(pool.take_topic_model(subjects, texts.pool_posts));
+    let placed = placing.elapsed().as_secs_f64() * 1e3;
     // As the ranker does once per model: each post's row, looked up before requests.
     pool.resolve(&model);
     // A person who voted on 50 posts.
@@ -235,6 +244,7 @@ fn in_process(posts: i64) -> [(f64, f64); 5] {
         calibrated,
         ranking(&pool, &with_taste),
         (built, built),
+        (learned, placed),
     ]
 }
 
@@ -488,7 +498,7 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---|");
     for (
         posts,
-        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99), (built, _)],
+        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99), (built, _), (learned, placed)],
     ) in in_process
     {
         let (bound, verdict) = if posts == 100_000 {
@@ -511,7 +521,13 @@ async fn main() {
             "| the same, with the person's taste for kinds of post (`taste_sd` 0.5, `taste_text_sd` 1.5, `taste_broad_sd` 1.0, `taste_subject_sd` 1.0; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
         );
         println!(
-            "| building the pool of {posts} candidates from the store's posts, its subjects learned from 5,000 of their texts (once per reload) | 1 | {built:.1} | | | |"
+            "| building the pool of {posts} candidates from the store's posts, its subjects learned from 5,000 of their texts (once per reload, off the async threads) | 1 | {built:.1} | | | |"
+        );
+        println!(
+            "| its subjects learned again as notices grow it by a quarter: the learning, outside the pool's lock | 1 | {learned:.1} | | | |"
+        );
+        println!(
+            "| the same: every post placed among the new subjects, under the lock (requests wait) | 1 | {placed:.1} | | | |"
         );
     }
     let rows = [

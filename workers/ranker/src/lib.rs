@@ -18,7 +18,7 @@ mod people;
 pub mod pool;
 pub mod ranking;
 mod settings;
-mod subjects;
+pub mod subjects;
 mod taste;
 
 pub use metrics::RankerMetrics;
@@ -82,8 +82,10 @@ use people::PeopleCache;
 use pool::{CandidatePost, Expectation, HeardVote, Pool, Voter};
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
+use subjects::{TeachingTexts, TopicModel};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -101,6 +103,8 @@ struct Inner {
     /// Requests read it while they rank (a few milliseconds at most, never across an await);
     /// notices change it in place.
     pool: RwLock<Pool>,
+    /// Whether the pool's subjects are being learned again (one learning at a time).
+    learning_subjects: AtomicBool,
     people: PeopleCache,
     shutdown: CancellationToken,
 }
@@ -147,6 +151,7 @@ impl Ranker {
                 metrics,
                 model: ModelSlot::default(),
                 pool: RwLock::new(Pool::default()),
+                learning_subjects: AtomicBool::new(false),
                 people,
                 shutdown,
             }),
@@ -162,18 +167,39 @@ impl Ranker {
         let since = self.window_start_ms();
         let posts = self.inner.store.recent_posts(since).await?;
         let counts = self.inner.store.vote_counts(since).await?;
-        let mut pool = Pool::new(posts, counts, self.inner.settings.prior_strength);
+        let prior_strength = self.inner.settings.prior_strength;
         let model = self.inner.model.current();
+        // Off the async threads: the posts' features and subjects take seconds at 100,000.
+        let built = tokio::task::spawn_blocking(move || {
+            let mut pool = Pool::new(posts, counts, prior_strength);
+            if let Some(model) = &model {
+                pool.resolve(&model.scorer);
+            }
+            (pool, model)
+        })
+        .await;
+        let (mut pool, model) = match built {
+            Ok(built) => built,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // Cancelled: the runtime is shutting down, and nobody needs the pool.
+            Err(_) => return Ok(()),
+        };
         let scorer = model.as_deref().map(|m| &m.scorer);
-        if let Some(scorer) = scorer {
-            pool.resolve(scorer);
-        }
         let mut slot = self.pool_mut();
         pool.keep_newer_posts_of(std::mem::take(&mut *slot), scorer);
         pool.expire(since);
         self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
+        self.set_subjects_metric(&pool);
         *slot = pool;
         Ok(())
+    }
+
+    fn set_subjects_metric(&self, pool: &Pool) {
+        let learned_from = pool.subjects_learned_from().unwrap_or(0);
+        self.inner
+            .metrics
+            .subjects_learned_from
+            .set(learned_from as i64);
     }
 
     fn pool(&self) -> RwLockReadGuard<'_, Pool> {
@@ -199,7 +225,62 @@ impl Ranker {
         let mut pool = self.pool_mut();
         if pool.insert(candidate, model.as_deref().map(|m| &m.scorer)) {
             self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
+            if pool.subjects_outgrown()
+                && !self.inner.learning_subjects.swap(true, Ordering::AcqRel)
+            {
+                let texts = pool.teaching_texts();
+                drop(pool);
+                self.learn_subjects_again(texts);
+            }
         }
+    }
+
+    /// Learns the pool's subjects again from `texts` off the async threads and outside the
+    /// pool's lock (a few hundred milliseconds at 5,000 texts); requests are held only while
+    /// every post is placed among the new subjects. Learns again at once if notices outgrew the
+    /// subjects meanwhile: no later notice need come to start it.
+    fn learn_subjects_again(&self, texts: TeachingTexts) {
+        let ranker = self.clone();
+        tokio::spawn(async move {
+            let mut texts = texts;
+            loop {
+                let started = Instant::now();
+                let learned_from = texts.pool_posts;
+                let learned = tokio::task::spawn_blocking(move || TopicModel::learn(&texts)).await;
+                let mut pool = ranker.pool_mut();
+                match learned {
+                    Ok(model) => {
+                        let placing = Instant::now();
+                        if pool.take_topic_model(model, learned_from) {
+                            ranker.set_subjects_metric(&pool);
+                            tracing::info!(
+                                learned_from,
+                                took_ms = started.elapsed().as_millis() as u64,
+                                placing_ms = placing.elapsed().as_millis() as u64,
+                                "subjects learned again as the candidates grew"
+                            );
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "learning the subjects again failed; the pool keeps its subjects");
+                        ranker
+                            .inner
+                            .learning_subjects
+                            .store(false, Ordering::Release);
+                        return;
+                    }
+                }
+                if !pool.subjects_outgrown() {
+                    // Under the pool's lock, which notices check the flag under: none is missed.
+                    ranker
+                        .inner
+                        .learning_subjects
+                        .store(false, Ordering::Release);
+                    return;
+                }
+                texts = pool.teaching_texts();
+            }
+        });
     }
 
     /// Drops posts that left the window, and looks up the posts' rows in the serving model

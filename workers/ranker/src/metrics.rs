@@ -16,6 +16,7 @@ pub struct RankerMetrics {
     pub model_age_seconds: Gauge,
     pub model_load_failures: IntCounter,
     pub pool_posts: IntGauge,
+    pub subjects_learned_from: IntGauge,
     pub people_cached: IntGauge,
     pub history_reads: IntCounterVec,
     pub votes_heard: IntCounterVec,
@@ -51,6 +52,7 @@ impl RankerMetrics {
             model_age_seconds: Gauge::new("oleg_ranker_model_age_seconds", "Seconds since the serving model was published.")?,
             model_load_failures: IntCounter::new("oleg_ranker_model_load_failures_total", "Published models that failed to load and were refused.")?,
             pool_posts: IntGauge::new("oleg_ranker_candidate_posts", "Posts in the candidate window.")?,
+            subjects_learned_from: IntGauge::new("oleg_ranker_subjects_learned_from_posts", "Candidates the serving subjects were learned from (0: too few texts yet).")?,
             people_cached: IntGauge::new("oleg_ranker_people_cached", "People whose history this replica holds between requests.")?,
             votes_heard: IntCounterVec::new(Opts::new("oleg_ranker_votes_heard_total", "Votes cast that this replica heard of, by what they changed: new (a first vote, or by someone it does not hold), replaced (a person it holds changed their vote), stale (heard before)."), &["change"])?,
             history_reads: IntCounterVec::new(Opts::new("oleg_ranker_history_reads_total", "Where a request's person history came from: cache (held by this replica) or store (read, then held)."), &["source"])?,
@@ -68,6 +70,7 @@ impl RankerMetrics {
         registry.register(Box::new(metrics.model_age_seconds.clone()))?;
         registry.register(Box::new(metrics.model_load_failures.clone()))?;
         registry.register(Box::new(metrics.pool_posts.clone()))?;
+        registry.register(Box::new(metrics.subjects_learned_from.clone()))?;
         registry.register(Box::new(metrics.people_cached.clone()))?;
         registry.register(Box::new(metrics.history_reads.clone()))?;
         registry.register(Box::new(metrics.votes_heard.clone()))?;

@@ -5,7 +5,7 @@
 //! know (a re-vote by someone the replica does not hold, a notice lost).
 
 use crate::calibration::{Calibration, WEIGHTS};
-use crate::subjects::{Subject, TopicModel, MIN_TEACHING_POSTS};
+use crate::subjects::{Subject, TeachingTexts, TopicModel, MIN_TEACHING_POSTS};
 use oleg_features::{PostContent, PostFeatures};
 use oleg_messages::UserId;
 use oleg_scorer::{Candidate, NewPostPart, ScoringModel};
@@ -192,8 +192,6 @@ impl Pool {
     ) -> Self {
         let mut pool = Self {
             prior_strength,
-            // Not learnt again as the posts come in below: once, after them.
-            topic_model_posts: usize::MAX / 2,
             ..Self::default()
         };
         for (key, (likes, votes)) in &counts {
@@ -216,14 +214,45 @@ impl Pool {
         pool
     }
 
-    /// Learns the subjects from the candidates' texts, and places every post among them.
-    fn learn_subjects(&mut self) {
-        self.topic_model = TopicModel::learn(&self.posts).map(Arc::new);
-        self.topic_model_posts = self.posts.len();
+    /// Learns the subjects from the candidates' texts here and now (see
+    /// [`Pool::subjects_outgrown`] for learning them off the lock).
+    pub fn learn_subjects(&mut self) {
+        let texts = self.teaching_texts();
+        self.take_topic_model(TopicModel::learn(&texts), texts.pool_posts);
+    }
+
+    /// Whether the pool has grown by a quarter since its subjects were learned (or has enough
+    /// texts for its first): new subjects come with new posts. The caller learns them again, from
+    /// [`Pool::teaching_texts`], and gives them back with [`Pool::take_topic_model`].
+    pub fn subjects_outgrown(&self) -> bool {
+        self.posts.len()
+            >= MIN_TEACHING_POSTS.max(self.topic_model_posts + self.topic_model_posts / 4 + 1)
+    }
+
+    /// The texts to learn the subjects from.
+    pub fn teaching_texts(&self) -> TeachingTexts {
+        TeachingTexts::of(&self.posts)
+    }
+
+    /// Serves `model`, learned from the texts of `learned_from` posts, and places every post
+    /// among its subjects; `false` (and nothing changed) if the subjects served were learned from
+    /// more posts, as after a reload while these were learned.
+    pub fn take_topic_model(&mut self, model: Option<TopicModel>, learned_from: usize) -> bool {
+        if learned_from < self.topic_model_posts {
+            return false;
+        }
+        self.topic_model = model.map(Arc::new);
+        self.topic_model_posts = learned_from;
         self.subjects = match &self.topic_model {
             Some(model) => self.posts.iter().map(|p| model.place(p)).collect(),
             None => vec![Subject::default(); self.posts.len()],
         };
+        true
+    }
+
+    /// How many posts the subjects served were learned from; `None` without subjects.
+    pub fn subjects_learned_from(&self) -> Option<usize> {
+        self.topic_model.as_ref().map(|_| self.topic_model_posts)
     }
 
     /// The mix of subjects of the post at `index` (see [`Subject`]).
@@ -467,12 +496,6 @@ impl Pool {
         );
         self.positions.insert(post.key.clone(), self.posts.len());
         self.posts.push(post);
-        // Learnt again as the pool grows by a quarter: new subjects come with new posts.
-        if self.posts.len()
-            >= MIN_TEACHING_POSTS.max(self.topic_model_posts + self.topic_model_posts / 4 + 1)
-        {
-            self.learn_subjects();
-        }
         true
     }
 

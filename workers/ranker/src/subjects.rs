@@ -46,14 +46,38 @@ fn words_of(post: &CandidatePost) -> impl Iterator<Item = u32> + '_ {
     post.features.text_pairs().iter().map(|&(h, _)| h)
 }
 
-impl TopicModel {
-    /// The subjects of `posts`' texts; `None` with fewer than [`MIN_TEACHING_POSTS`] texts.
-    pub fn learn(posts: &[CandidatePost]) -> Option<Self> {
+/// The words of the posts that teach the subjects: at most [`MAX_TEACHING_POSTS`], spread evenly
+/// over the pool. A copy of a few thousand texts' hashes, taken under the pool's lock so that the
+/// learning itself needs no lock.
+#[derive(Debug)]
+pub struct TeachingTexts {
+    texts: Vec<Vec<u32>>,
+    /// How many posts the pool had when the texts were taken.
+    pub pool_posts: usize,
+}
+
+impl TeachingTexts {
+    pub fn of(posts: &[CandidatePost]) -> Self {
         let step = posts.len().div_ceil(MAX_TEACHING_POSTS).max(1);
-        let teaching: Vec<&CandidatePost> = posts.iter().step_by(step).collect();
+        Self {
+            texts: posts
+                .iter()
+                .step_by(step)
+                .map(|p| words_of(p).collect())
+                .collect(),
+            pool_posts: posts.len(),
+        }
+    }
+}
+
+impl TopicModel {
+    /// The subjects of the teaching texts; `None` with fewer than [`MIN_TEACHING_POSTS`] of them
+    /// that share words. Takes a few hundred milliseconds at [`MAX_TEACHING_POSTS`] texts.
+    pub fn learn(teaching: &TeachingTexts) -> Option<Self> {
+        let teaching = &teaching.texts;
         let mut posts_with: foldhash::HashMap<u32, usize> = Default::default();
-        for post in &teaching {
-            for word in words_of(post) {
+        for text in teaching {
+            for &word in text {
                 *posts_with.entry(word).or_default() += 1;
             }
         }
@@ -72,9 +96,9 @@ impl TopicModel {
             .collect();
         let texts: Vec<Vec<usize>> = teaching
             .iter()
-            .map(|p| {
-                words_of(p)
-                    .filter_map(|w| ids.get(&w).copied())
+            .map(|text| {
+                text.iter()
+                    .filter_map(|w| ids.get(w).copied())
                     .collect::<Vec<_>>()
             })
             .filter(|t| !t.is_empty())
@@ -145,9 +169,9 @@ impl TopicModel {
         let mut model = Self { words, scale: 1.0 };
         let mean_square = teaching
             .iter()
-            .map(|p| {
+            .map(|text| {
                 model
-                    .place(p)
+                    .place_words(text.iter().copied())
                     .iter()
                     .map(|&x| f64::from(x * x))
                     .sum::<f64>()
@@ -161,11 +185,17 @@ impl TopicModel {
         Some(model)
     }
 
-    /// `post`'s mix of subjects (its words' subjects, each word's prior even), less the even mix.
+    /// `post`'s mix of subjects (see [`TopicModel::place_words`]).
     pub fn place(&self, post: &CandidatePost) -> Subject {
+        self.place_words(words_of(post))
+    }
+
+    /// The mix of subjects of a text's words (each word's subjects, each word's prior even), less
+    /// the even mix.
+    fn place_words(&self, words: impl Iterator<Item = u32>) -> Subject {
         let mut mix = [ALPHA; SUBJECTS];
         let mut known = 0.0;
-        for word in words_of(post) {
+        for word in words {
             if let Some(given) = self.words.get(&word) {
                 for (m, p) in mix.iter_mut().zip(given) {
                     *m += p;
@@ -237,7 +267,7 @@ mod tests {
     #[test]
     fn posts_on_one_subject_lie_together_though_they_share_few_words() {
         let posts: Vec<CandidatePost> = (0..120).map(on_subject).collect();
-        let model = TopicModel::learn(&posts).expect("enough texts");
+        let model = TopicModel::learn(&TeachingTexts::of(&posts)).expect("enough texts");
         let places: Vec<Subject> = posts.iter().map(|p| model.place(p)).collect();
         let mean_squared: f64 = places.iter().map(|p| kernel(p, p)).sum::<f64>() / 120.0;
         assert!((mean_squared - 1.0).abs() < 1e-3, "{mean_squared}");
@@ -283,7 +313,7 @@ mod tests {
         let posts: Vec<CandidatePost> = (0..MIN_TEACHING_POSTS as i64 - 1)
             .map(|i| post(i, &["rocket", "orbit"], i as usize))
             .collect();
-        assert!(TopicModel::learn(&posts).is_none());
+        assert!(TopicModel::learn(&TeachingTexts::of(&posts)).is_none());
     }
 
     #[test]
@@ -292,16 +322,26 @@ mod tests {
         for i in 0..MIN_TEACHING_POSTS as i64 - 1 {
             pool.insert(on_subject(i), None);
         }
-        assert_eq!(pool.subject(0), &Subject::default(), "too few texts yet");
-        for i in MIN_TEACHING_POSTS as i64 - 1..60 {
+        assert!(!pool.subjects_outgrown(), "too few texts yet");
+        assert_eq!(pool.subject(0), &Subject::default());
+        for i in MIN_TEACHING_POSTS as i64 - 1..120 {
             pool.insert(on_subject(i), None);
         }
+        assert!(pool.subjects_outgrown());
+        // As the ranker does it, the learning itself off the pool.
+        let texts = pool.teaching_texts();
+        assert!(pool.take_topic_model(TopicModel::learn(&texts), texts.pool_posts));
+        assert_eq!(pool.subjects_learned_from(), Some(120));
+        assert!(!pool.subjects_outgrown(), "learned from every post");
+        // Subjects learned from fewer posts than those served are not taken.
+        assert!(!pool.take_topic_model(None, 119));
+        assert_eq!(pool.subjects_learned_from(), Some(120));
         pool.insert(on_subject(1000), None);
         let newest = pool.subject(pool.posts.len() - 1);
         let towards = |i: usize| kernel(newest, pool.subject(i));
         let (same, apart): (Vec<f64>, Vec<f64>) = (
-            (0..60).step_by(2).map(towards).collect(),
-            (1..60).step_by(2).map(towards).collect(),
+            (0..120).step_by(2).map(towards).collect(),
+            (1..120).step_by(2).map(towards).collect(),
         );
         assert!(
             mean(&same) > mean(&apart) + 0.5,
@@ -309,5 +349,9 @@ mod tests {
             mean(&same),
             mean(&apart)
         );
+        for i in 121..151 {
+            pool.insert(on_subject(i), None);
+        }
+        assert!(pool.subjects_outgrown(), "grown by a quarter");
     }
 }

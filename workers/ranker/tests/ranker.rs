@@ -374,6 +374,53 @@ async fn a_new_post_becomes_a_candidate_after_its_notice() {
     services.finish().await;
 }
 
+/// The pool's subjects are learned again, off the request path, once notices have grown it by a
+/// quarter (here: from its 20 seeded posts, too few for any, to 60 on two subjects).
+#[tokio::test]
+async fn notices_that_grow_the_pool_teach_it_subjects() {
+    let (services, ranker, _) = Services::serving("ranker-subjects", 17, 6).await;
+    const SUBJECT_WORDS: [&str; 2] = [
+        "rocket orbit launch satellite mars comet galaxy lunar",
+        "recipe dough garlic oven soup butter roast sauce",
+    ];
+    let learned_from = |page: &str| metric(page, "oleg_ranker_subjects_learned_from_posts");
+    let (_, page) = ranker.get("/metrics").await.unwrap();
+    assert_eq!(learned_from(&page), 0.0, "20 seeded posts are too few");
+    for id in 0..40 {
+        let words: Vec<&str> = SUBJECT_WORDS[id % 2].split(' ').collect();
+        let mut notice = scraped_post(&post(id % 2, 1000 + id as i64));
+        notice.text = format!(
+            "{} {} {} news today",
+            words[id % 8],
+            words[(id + 3) % 8],
+            words[(id + 5) % 8]
+        );
+        // As in the test above: until the replica's notice queue is bound.
+        while services.bus.publish(&notice).await.unwrap() == oleg_bus::Routed::NoQueue {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, page) = ranker.get("/metrics").await.unwrap();
+        // Learned whenever the pool outgrew its subjects by a quarter: the last learning saw at
+        // least 48 posts (60 is within a quarter of 48), however the notices and learnings met.
+        if learned_from(&page) >= 48.0 {
+            assert_eq!(metric(&page, "oleg_ranker_candidate_posts"), 60.0);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subjects not learned again:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Requests are answered meanwhile and after.
+    let reply = services.ask(6, 5).await;
+    assert_eq!(posts_of(&reply).len(), 5);
+    services.finish().await;
+}
+
 #[tokio::test]
 async fn models_swap_under_load_without_a_failed_request_and_a_corrupt_one_is_refused() {
     let (services, ranker, _) = Services::serving("ranker-swap", 14, 1).await;
