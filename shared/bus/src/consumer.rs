@@ -9,6 +9,7 @@ use lapin::Acker;
 use lapin::{BasicProperties, Channel, Consumer};
 use oleg_messages::{DeadLetter, DeadLetterReason, Rejection};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// What a subscription consumes.
@@ -35,6 +36,8 @@ pub struct Subscription {
     source: Source,
     starting: Option<JoinHandle<Result<Active, BusError>>>,
     active: Option<Active>,
+    /// How many times it has started consuming.
+    starts: watch::Sender<u64>,
 }
 
 struct Active {
@@ -50,7 +53,15 @@ impl Subscription {
             source,
             starting: None,
             active: None,
+            starts: watch::Sender::new(0),
         }
+    }
+
+    /// How many times the subscription has started consuming, as it changes. For a
+    /// [`Source::PerReplica`] each start is a new queue, and what was sent before it reached
+    /// nobody: a replica that keeps state from notices reads the state again at each start.
+    pub fn starts(&self) -> watch::Receiver<u64> {
+        self.starts.subscribe()
     }
 
     /// The next delivery; `None` once shutdown was requested (consuming stops; unacked messages
@@ -72,7 +83,10 @@ impl Subscription {
                     .expect("starting a subscription does not panic");
                 self.starting = None;
                 match started {
-                    Ok(active) => self.active = Some(active),
+                    Ok(active) => {
+                        self.active = Some(active);
+                        self.starts.send_modify(|starts| *starts += 1);
+                    }
                     Err(BusError::ShuttingDown) => return None,
                     Err(error) => {
                         tracing::warn!(%error, "could not start consuming; retrying");

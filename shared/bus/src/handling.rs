@@ -98,13 +98,25 @@ impl Incoming {
 
 /// Consumes `source` until shutdown, one message at a time: each delivery decoded as `M` (or
 /// dead-lettered with the reason it does not decode), handled, and settled by the outcome.
-pub async fn consume<M, F, Fut>(bus: Bus, source: Source, max_bytes: usize, mut handle: F)
+pub async fn consume<M, F, Fut>(bus: Bus, source: Source, max_bytes: usize, handle: F)
 where
     M: Inbound,
     F: FnMut(M) -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let mut subscription = Subscription::new(bus, source);
+    consume_from(Subscription::new(bus, source), max_bytes, handle).await;
+}
+
+/// [`consume`], from a subscription the caller made (to watch its [`Subscription::starts`]).
+pub async fn consume_from<M, F, Fut>(
+    mut subscription: Subscription,
+    max_bytes: usize,
+    mut handle: F,
+) where
+    M: Inbound,
+    F: FnMut(M) -> Fut,
+    Fut: Future<Output = Outcome>,
+{
     while let Some(incoming) = subscription.next().await {
         let (span, trace) = (incoming.span(), incoming.trace_id());
         let work = async {

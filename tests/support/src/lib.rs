@@ -323,7 +323,7 @@ impl WorkerProcess {
         let child = std::process::Command::new(binary)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env(metrics_key, &metrics_addr)
-            .env("RUST_LOG", "info,lapin=warn")
+            .env("RUST_LOG", "info,lapin=warn,lapin::returned_messages=error")
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)
             .spawn()

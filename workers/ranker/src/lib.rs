@@ -68,7 +68,7 @@ impl Worker for App {
 use chrono::Utc;
 use model::ModelSlot;
 use oleg_bus::{
-    consume, traced, Bus, Inbound, Incoming, Outcome, QueueName, Routed, Source, Subscription,
+    consume_from, traced, Bus, Inbound, Incoming, Outcome, QueueName, Routed, Source, Subscription,
 };
 use oleg_messages::{
     ChannelName, DeadLetterReason, MessageKind, ModelPublished, ModelVersion, PostId, PostRef,
@@ -491,11 +491,14 @@ impl Ranker {
 
     /// Serves until shutdown: requests, notices, and the periodic refreshes.
     pub async fn run(self) {
-        if let Err(error) = self.refresh_pool().await {
-            tracing::warn!(%error, "could not load candidates yet");
+        // Candidates are read once the notices that keep them current have a queue: read before,
+        // a post scraped between the two would be missing until the next reload.
+        let (caught_up, first_catch_up) = tokio::sync::oneshot::channel();
+        let notices = tokio::spawn(self.clone().follow_notices(caught_up));
+        tokio::select! {
+            _ = first_catch_up => {}
+            _ = self.inner.shutdown.cancelled() => {}
         }
-        self.follow_live().await;
-        let notices = tokio::spawn(self.clone().follow_notices());
         let refresher = tokio::spawn(self.clone().refresh_periodically());
         let mut requests =
             Subscription::new(self.inner.bus.clone(), Source::Shared(QueueName::Recommend));
@@ -520,7 +523,9 @@ impl Ranker {
         refresher.abort();
     }
 
-    async fn follow_notices(self) {
+    /// Follows the notices until shutdown; `caught_up` is told when the candidates were first
+    /// read after their queue was bound.
+    async fn follow_notices(self, caught_up: tokio::sync::oneshot::Sender<()>) {
         let bus = self.inner.bus.clone();
         let max_bytes = bus.settings().max_message_bytes;
         let keys = [
@@ -529,25 +534,57 @@ impl Ranker {
             MessageKind::Vote,
         ]
         .map(|kind| kind.routing_key().expect("event kinds have routing keys"));
-        consume(
-            bus,
-            Source::PerReplica(keys.to_vec()),
-            max_bytes,
-            |notice| {
-                match notice {
-                    Notice::Model => {
-                        let ranker = self.clone();
-                        // Load in the background: requests keep being served by the current
-                        // model. The notice only says the pointer moved; the store says where.
-                        tokio::spawn(async move { ranker.follow_live().await });
-                    }
-                    Notice::Post(post) => self.add_post(&post),
-                    Notice::Vote(vote) => self.add_vote(&vote),
+        let subscription = Subscription::new(bus, Source::PerReplica(keys.to_vec()));
+        let catching_up = tokio::spawn(
+            self.clone()
+                .catch_up_at_each_start(subscription.starts(), caught_up),
+        );
+        consume_from(subscription, max_bytes, |notice| {
+            match notice {
+                Notice::Model => {
+                    let ranker = self.clone();
+                    // Load in the background: requests keep being served by the current
+                    // model. The notice only says the pointer moved; the store says where.
+                    tokio::spawn(async move { ranker.follow_live().await });
                 }
-                std::future::ready(Outcome::Done)
-            },
-        )
+                Notice::Post(post) => self.add_post(&post),
+                Notice::Vote(vote) => self.add_vote(&vote),
+            }
+            std::future::ready(Outcome::Done)
+        })
         .await;
+        catching_up.abort();
+    }
+
+    /// Notices sent while this replica had no queue bound reached nobody: before its first start
+    /// (posts scraped while the replica loaded its candidates) and while the broker was away. So
+    /// each time the notices' subscription starts, the replica reads again what they keep
+    /// current: the candidates and their votes, the live model, and (after the first start) the
+    /// people it holds, who are read afresh at their next request.
+    async fn catch_up_at_each_start(
+        self,
+        mut starts: tokio::sync::watch::Receiver<u64>,
+        caught_up: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let mut caught_up = Some(caught_up);
+        while starts.changed().await.is_ok() {
+            let start = *starts.borrow_and_update();
+            if start > 1 {
+                self.inner.people.clear();
+            }
+            match self.refresh_pool().await {
+                Ok(()) => {
+                    tracing::info!(start, "the notices' queue is bound and the candidates read")
+                }
+                Err(error) => {
+                    tracing::warn!(start, %error, "could not read the candidates after the notices' queue was bound; the periodic reload tries again")
+                }
+            }
+            self.follow_live().await;
+            if let Some(caught_up) = caught_up.take() {
+                let _ = caught_up.send(());
+            }
+        }
     }
 
     async fn refresh_periodically(self) {

@@ -80,6 +80,11 @@ impl PeopleCache {
     pub fn len(&self) -> usize {
         self.entries().len()
     }
+
+    /// Forgets everyone: their histories missed notices.
+    pub fn clear(&self) {
+        self.entries().clear();
+    }
 }
 
 #[cfg(test)]
