@@ -248,7 +248,7 @@ impl Ranker {
                 let learned_from = texts.pool_posts;
                 let learned = tokio::task::spawn_blocking(move || TopicModel::learn(&texts)).await;
                 let mut pool = ranker.pool_mut();
-                match learned {
+                let outgrown = match learned {
                     Ok(model) => {
                         let placing = Instant::now();
                         if pool.take_topic_model(model, learned_from) {
@@ -260,17 +260,14 @@ impl Ranker {
                                 "subjects learned again as the candidates grew"
                             );
                         }
+                        pool.subjects_outgrown()
                     }
                     Err(error) => {
-                        tracing::error!(%error, "learning the subjects again failed; the pool keeps its subjects");
-                        ranker
-                            .inner
-                            .learning_subjects
-                            .store(false, Ordering::Release);
-                        return;
+                        tracing::error!(%error, "learning the subjects again failed; the pool keeps its subjects, and the next post's notice tries again");
+                        false
                     }
-                }
-                if !pool.subjects_outgrown() {
+                };
+                if !outgrown {
                     // Under the pool's lock, which notices check the flag under: none is missed.
                     ranker
                         .inner
