@@ -214,9 +214,9 @@ impl Pool {
         pool
     }
 
-    /// Learns the subjects from the candidates' texts here and now (see
-    /// [`Pool::subjects_outgrown`] for learning them off the lock).
-    pub fn learn_subjects(&mut self) {
+    /// Learns the subjects from the candidates' texts here and now, as a pool is built (see
+    /// [`Pool::subjects_outgrown`] for learning them again off the lock).
+    fn learn_subjects(&mut self) {
         let texts = self.teaching_texts();
         self.take_topic_model(TopicModel::learn(&texts), texts.pool_posts);
     }
