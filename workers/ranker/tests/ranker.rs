@@ -344,11 +344,11 @@ async fn a_new_post_becomes_a_candidate_after_its_notice() {
         .upsert_posts(&[scraped_post(&fresh)], 0)
         .await
         .unwrap();
-    // Ready means serving requests; the replica's notice queue may be bound a moment later,
-    // and a notice sent before that reaches nobody (the broker returns it).
-    while services.bus.publish(&scraped_post(&fresh)).await.unwrap() == oleg_bus::Routed::NoQueue {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The replica binds its notice queue before it takes requests, and it has answered some.
+    assert_eq!(
+        services.bus.publish(&scraped_post(&fresh)).await.unwrap(),
+        oleg_bus::Routed::Queued
+    );
     wait_until_candidate(&services, &fresh).await;
     services.finish().await;
 }
@@ -429,10 +429,11 @@ async fn notices_that_grow_the_pool_teach_it_subjects() {
             words[(id + 3) % 8],
             words[(id + 5) % 8]
         );
-        // As in the test above: until the replica's notice queue is bound.
-        while services.bus.publish(&notice).await.unwrap() == oleg_bus::Routed::NoQueue {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Bound before the replica took its first request, as in the test above.
+        assert_eq!(
+            services.bus.publish(&notice).await.unwrap(),
+            oleg_bus::Routed::Queued
+        );
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
