@@ -194,6 +194,8 @@ fn in_process(posts: i64) -> [(f64, f64); 6] {
             broad: 0.0,
             subject: 0.0,
         },
+        explore_votes: 5,
+        explore_concentration: 4.0,
         fresh_slots: 0,
         history: &history,
     };
@@ -314,6 +316,8 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         taste_text_sd: 1.5,
         taste_broad_sd: 1.0,
         taste_subject_sd: 1.0,
+        explore_votes: 5,
+        explore_concentration: 4.0,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,

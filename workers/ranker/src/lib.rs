@@ -799,6 +799,8 @@ impl Ranker {
                 broad: settings.taste_broad_sd,
                 subject: settings.taste_subject_sd,
             },
+            explore_votes: settings.explore_votes as usize,
+            explore_concentration: settings.explore_concentration,
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };
@@ -808,6 +810,7 @@ impl Ranker {
         // Posts recorded as sent to the person, noted in the cache when the request is done.
         let mut recorded_keys = Vec::new();
         let mut cold_start = None;
+        let mut policy = settings.exploration;
         let now = Utc::now().timestamp_millis();
         let mut posts = Vec::with_capacity(count);
         while posts.len() < count {
@@ -832,6 +835,7 @@ impl Ranker {
                         self.inner.metrics.cold_start.inc();
                     }
                     cold_start = Some(ranked.cold_start);
+                    policy = ranked.policy;
                 }
                 ranked
                     .picks
@@ -896,7 +900,7 @@ impl Ranker {
             model_version: model.as_ref().map(|m| m.version),
             cold_start,
             exploration_noise: settings.exploration_noise,
-            exploration: settings.exploration,
+            exploration: policy,
         }
     }
 }

@@ -27,10 +27,33 @@ pub struct Exploration<'a> {
     /// Posterior mean and Thompson: the spread (in logits, per content feature) of a person's
     /// taste for kinds of post beyond what is expected of them ([`Taste`]); 0 for both: none.
     pub taste: TasteSpread,
+    /// Posterior mean: until the person has cast this many votes (those held: in the candidate
+    /// window), Thompson draws order their posts instead (see [`Exploration::policy`]).
+    pub explore_votes: usize,
+    /// Those draws come from the posterior with its counts multiplied by this (1: the posterior
+    /// itself, as under the `thompson` policy).
+    pub explore_concentration: f64,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
     /// What the person has seen (their channels count as tried) and liked per channel.
     pub history: &'a PersonHistory,
+}
+
+impl Exploration<'_> {
+    /// The policy that orders this person's posts, and the concentration of its draws: under
+    /// `posterior_mean`, Thompson draws from a narrowed posterior until the person has cast
+    /// `explore_votes` votes. A greedy pick learns only of the channels and kinds it already
+    /// favours for a person; their first votes, spread wider, steer every later pick.
+    fn policy(&self) -> (ExplorationPolicy, f64) {
+        match self.policy {
+            ExplorationPolicy::PosteriorMean
+                if self.history.votes().take(self.explore_votes).count() < self.explore_votes =>
+            {
+                (ExplorationPolicy::Thompson, self.explore_concentration)
+            }
+            policy => (policy, 1.0),
+        }
+    }
 }
 
 /// A candidate in the order it should be offered.
@@ -51,6 +74,8 @@ pub struct Ranked {
     pub candidates: usize,
     /// Scored by popularity: the model does not know the person (or there is no model).
     pub cold_start: bool,
+    /// The policy that ordered the picks not marked `explored`.
+    pub policy: ExplorationPolicy,
 }
 
 /// How many candidates the Thompson policy draws for: those with the highest posterior mean
@@ -94,7 +119,8 @@ pub fn rank(
     };
     // What orders the candidates: the score, except for Thompson posts left undrawn, which go
     // after every drawn one (by their posterior mean).
-    let mut keys = match exploration.policy {
+    let (policy, concentration) = exploration.policy();
+    let mut keys = match policy {
         ExplorationPolicy::Noise => {
             if exploration.noise > 0.0 {
                 for score in scores.iter_mut() {
@@ -149,13 +175,13 @@ pub fn rank(
                     scores[i] = posteriors[i].mean();
                 }
             }
-            if exploration.policy == ExplorationPolicy::PosteriorMean {
+            if policy == ExplorationPolicy::PosteriorMean {
                 scores.clone()
             } else {
                 let mut keys: Vec<f64> = scores.iter().map(|mean| mean - 2.0).collect();
                 // The draws' order does not matter: every drawn key is set before any is compared.
                 for (_, i) in top(&keys, THOMPSON_DRAWS) {
-                    scores[i] = posteriors[i].draw(rng);
+                    scores[i] = posteriors[i].draw(concentration, rng);
                     keys[i] = scores[i];
                 }
                 keys
@@ -187,6 +213,7 @@ pub fn rank(
         picks,
         candidates: candidates.len(),
         cold_start: user_row.is_none(),
+        policy,
     }
 }
 
@@ -374,10 +401,11 @@ impl Posterior {
         shifted(posterior_mean(self.belief), self.shift)
     }
 
-    /// A draw from the Beta, shifted; the mean where the Beta is degenerate.
-    fn draw(&self, rng: &mut impl Rng) -> f64 {
+    /// A draw from the Beta with its counts multiplied by `concentration`, shifted; the mean
+    /// where the Beta is degenerate.
+    fn draw(&self, concentration: f64, rng: &mut impl Rng) -> f64 {
         let (alpha, beta) = self.belief;
-        Beta::new(alpha, beta).map_or(self.mean(), |posterior| {
+        Beta::new(alpha * concentration, beta * concentration).map_or(self.mean(), |posterior| {
             shifted(posterior.sample(rng), self.shift)
         })
     }
@@ -445,14 +473,16 @@ mod tests {
                 broad: 0.0,
                 subject: 0.0,
             },
+            explore_votes: 0,
+            explore_concentration: 1.0,
             fresh_slots: 0,
             history,
         }
     }
 
-    /// The order a person the model does not know gets from the whole pool with `seed`.
-    fn seeded_order(pool: &Pool, exploration: &Exploration, seed: u64) -> Vec<String> {
-        let ranked = rank(
+    /// The ranking a person the model does not know gets from the whole pool with `seed`.
+    fn seeded(pool: &Pool, exploration: &Exploration, seed: u64) -> Ranked {
+        rank(
             pool,
             &pool.excluded([]),
             None,
@@ -460,8 +490,12 @@ mod tests {
             exploration,
             usize::MAX,
             &mut rand::rngs::StdRng::seed_from_u64(seed),
-        );
-        keys(pool, &ranked)
+        )
+    }
+
+    /// The order of [`seeded`]'s ranking.
+    fn seeded_order(pool: &Pool, exploration: &Exploration, seed: u64) -> Vec<String> {
+        keys(pool, &seeded(pool, exploration, seed))
     }
 
     fn keys(pool: &Pool, ranked: &Ranked) -> Vec<String> {
@@ -663,6 +697,77 @@ mod tests {
             order(&pool, 0.5),
             [second.to_string(), first.to_string()],
             "the surprise turns the order"
+        );
+    }
+
+    #[test]
+    fn a_persons_first_votes_are_explored_for_and_later_ones_exploited() {
+        let pool = pool();
+        let mut history = PersonHistory::default();
+        fn explore(history: &PersonHistory) -> Exploration<'_> {
+            Exploration {
+                policy: ExplorationPolicy::PosteriorMean,
+                explore_votes: 3,
+                explore_concentration: 4.0,
+                ..noise(history)
+            }
+        }
+        let orders = |history: &PersonHistory| {
+            (0..50)
+                .map(|seed| seeded_order(&pool, &explore(history), seed))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        };
+        // Two votes of three: the person's posts are Thompson draws, and the reply says so.
+        history.record_vote(PostKey::new("liked", 10), true, 1);
+        history.record_vote(PostKey::new("liked", 11), true, 2);
+        assert_eq!(
+            seeded(&pool, &explore(&history), 0).policy,
+            ExplorationPolicy::Thompson
+        );
+        assert!(orders(&history) > 1, "draws vary the order");
+        // The third vote: the posterior's mean, one order whatever the seed.
+        history.record_vote(PostKey::new("other", 10), false, 3);
+        assert_eq!(
+            seeded(&pool, &explore(&history), 0).policy,
+            ExplorationPolicy::PosteriorMean
+        );
+        assert_eq!(orders(&history), 1);
+        // None explored for: the mean from the first vote.
+        let nobody = PersonHistory::default();
+        let greedy = Exploration {
+            explore_votes: 0,
+            ..explore(&nobody)
+        };
+        assert_eq!(
+            seeded(&pool, &greedy, 0).policy,
+            ExplorationPolicy::PosteriorMean
+        );
+    }
+
+    #[test]
+    fn concentrated_draws_keep_the_posteriors_mean_and_narrow_its_spread() {
+        let posterior = Posterior {
+            belief: (0.4, 0.6),
+            shift: 0.0,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let moments = |concentration: f64, rng: &mut rand::rngs::StdRng| {
+            let draws: Vec<f64> = (0..20_000)
+                .map(|_| posterior.draw(concentration, rng))
+                .collect();
+            let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+            let variance =
+                draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / draws.len() as f64;
+            (mean, variance)
+        };
+        // Beta(α, β) has variance m(1 − m)/(α + β + 1): 0.12 here, 0.048 at four times the counts.
+        let (mean, variance) = moments(1.0, &mut rng);
+        assert!((mean - 0.4).abs() < 0.01 && (variance - 0.12).abs() < 0.005);
+        let (mean, variance) = moments(4.0, &mut rng);
+        assert!(
+            (mean - 0.4).abs() < 0.01 && (variance - 0.048).abs() < 0.003,
+            "{mean} {variance}"
         );
     }
 

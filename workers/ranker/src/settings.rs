@@ -47,6 +47,13 @@ pub struct RankerSettings {
     /// candidates' texts; a vote on a post moves posts on its subject whatever their words.
     /// 0: off.
     pub taste_subject_sd: f64,
+    /// For `posterior_mean`: until a person has cast this many votes (in the candidate window),
+    /// their replies are ordered by Thompson draws instead, so that their first votes teach the
+    /// ranker more than the channels it already favours for them. 0: never.
+    pub explore_votes: u32,
+    /// Those draws come from the person's posterior with its counts multiplied by this: the same
+    /// mean, a narrower spread (1: the posterior itself, as the `thompson` policy draws).
+    pub explore_concentration: f64,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often; in between, notices
@@ -91,6 +98,13 @@ impl Validate for RankerConfig {
             s.taste_subject_sd,
             0.0,
             5.0,
+        );
+        check.in_range("ranker.explore_votes".into(), s.explore_votes, 0, 10_000);
+        check.in_range(
+            "ranker.explore_concentration".into(),
+            s.explore_concentration,
+            1.0,
+            1000.0,
         );
         check.in_range("ranker.fresh_share".into(), s.fresh_share, 0.0, 1.0);
         check.in_range("ranker.refresh_s".into(), s.refresh_s, 1, 86_400);
