@@ -28,7 +28,8 @@ pub struct Exploration<'a> {
     /// taste for kinds of post beyond what is expected of them ([`Taste`]); 0 for both: none.
     pub taste: TasteSpread,
     /// Posterior mean: until the person has cast this many votes (those held: in the candidate
-    /// window), Thompson draws order their posts instead (see [`Exploration::policy`]).
+    /// window), Thompson draws order their posts instead once the model knows them (see
+    /// [`Exploration::policy`]).
     pub explore_votes: usize,
     /// Those draws come from the posterior with its counts multiplied by this (1: the posterior
     /// itself, as under the `thompson` policy).
@@ -41,13 +42,18 @@ pub struct Exploration<'a> {
 
 impl Exploration<'_> {
     /// The policy that orders this person's posts, and the concentration of its draws: under
-    /// `posterior_mean`, Thompson draws from a narrowed posterior until the person has cast
-    /// `explore_votes` votes. A greedy pick learns only of the channels and kinds it already
-    /// favours for a person; their first votes, spread wider, steer every later pick.
-    fn policy(&self) -> (ExplorationPolicy, f64) {
+    /// `posterior_mean`, once the model knows the person (`known`), Thompson draws from a
+    /// narrowed posterior until they have cast `explore_votes` votes. A greedy pick learns only
+    /// of the channels and kinds it already favours for a person; their first votes, spread
+    /// wider, steer every later pick. Before the model knows them their posts go by everyone's
+    /// like rate, and draws around it would spread those votes by chance, not around a guess
+    /// about the person.
+    fn policy(&self, known: bool) -> (ExplorationPolicy, f64) {
         match self.policy {
             ExplorationPolicy::PosteriorMean
-                if self.history.votes().take(self.explore_votes).count() < self.explore_votes =>
+                if known
+                    && self.history.votes().take(self.explore_votes).count()
+                        < self.explore_votes =>
             {
                 (ExplorationPolicy::Thompson, self.explore_concentration)
             }
@@ -119,7 +125,7 @@ pub fn rank(
     };
     // What orders the candidates: the score, except for Thompson posts left undrawn, which go
     // after every drawn one (by their posterior mean).
-    let (policy, concentration) = exploration.policy();
+    let (policy, concentration) = exploration.policy(user_row.is_some());
     let mut keys = match policy {
         ExplorationPolicy::Noise => {
             if exploration.noise > 0.0 {
@@ -701,8 +707,12 @@ mod tests {
     }
 
     #[test]
-    fn a_persons_first_votes_are_explored_for_and_later_ones_exploited() {
-        let pool = pool();
+    fn a_persons_first_votes_are_explored_for_once_the_model_knows_them() {
+        let scorer = crate::pool::tests::small_scorer();
+        let mut pool = pool();
+        pool.resolve(&scorer);
+        // The model knows person 1, not person 2.
+        let (known, stranger) = (UserId::new(1).unwrap(), UserId::new(2).unwrap());
         let mut history = PersonHistory::default();
         fn explore(history: &PersonHistory) -> Exploration<'_> {
             Exploration {
@@ -712,27 +722,36 @@ mod tests {
                 ..noise(history)
             }
         }
-        let orders = |history: &PersonHistory| {
+        let ranked = |user, exploration: &Exploration, seed| {
+            rank(
+                &pool,
+                &pool.excluded([]),
+                Some(&scorer),
+                user,
+                exploration,
+                usize::MAX,
+                &mut rand::rngs::StdRng::seed_from_u64(seed),
+            )
+        };
+        let policy = |user, history: &PersonHistory| ranked(user, &explore(history), 0).policy;
+        let orders = |user, history: &PersonHistory| {
             (0..50)
-                .map(|seed| seeded_order(&pool, &explore(history), seed))
+                .map(|seed| keys(&pool, &ranked(user, &explore(history), seed)))
                 .collect::<std::collections::HashSet<_>>()
                 .len()
         };
-        // Two votes of three: the person's posts are Thompson draws, and the reply says so.
+        // Two votes of three: the known person's posts are Thompson draws, and the reply says so.
         history.record_vote(PostKey::new("liked", 10), true, 1);
         history.record_vote(PostKey::new("liked", 11), true, 2);
-        assert_eq!(
-            seeded(&pool, &explore(&history), 0).policy,
-            ExplorationPolicy::Thompson
-        );
-        assert!(orders(&history) > 1, "draws vary the order");
+        assert_eq!(policy(known, &history), ExplorationPolicy::Thompson);
+        assert!(orders(known, &history) > 1, "draws vary the order");
+        // A person the model does not know: everyone's like rate, its mean, one order.
+        assert_eq!(policy(stranger, &history), ExplorationPolicy::PosteriorMean);
+        assert_eq!(orders(stranger, &history), 1);
         // The third vote: the posterior's mean, one order whatever the seed.
         history.record_vote(PostKey::new("other", 10), false, 3);
-        assert_eq!(
-            seeded(&pool, &explore(&history), 0).policy,
-            ExplorationPolicy::PosteriorMean
-        );
-        assert_eq!(orders(&history), 1);
+        assert_eq!(policy(known, &history), ExplorationPolicy::PosteriorMean);
+        assert_eq!(orders(known, &history), 1);
         // None explored for: the mean from the first vote.
         let nobody = PersonHistory::default();
         let greedy = Exploration {
@@ -740,7 +759,7 @@ mod tests {
             ..explore(&nobody)
         };
         assert_eq!(
-            seeded(&pool, &greedy, 0).policy,
+            ranked(known, &greedy, 0).policy,
             ExplorationPolicy::PosteriorMean
         );
     }

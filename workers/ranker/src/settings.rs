@@ -48,8 +48,9 @@ pub struct RankerSettings {
     /// 0: off.
     pub taste_subject_sd: f64,
     /// For `posterior_mean`: until a person has cast this many votes (in the candidate window),
-    /// their replies are ordered by Thompson draws instead, so that their first votes teach the
-    /// ranker more than the channels it already favours for them. 0: never.
+    /// their replies are ordered by Thompson draws instead once the model knows them, so that
+    /// their first votes teach the ranker more than the channels it already favours for them.
+    /// 0: never.
     pub explore_votes: u32,
     /// Those draws come from the person's posterior with its counts multiplied by this: the same
     /// mean, a narrower spread (1: the posterior itself, as the `thompson` policy draws).
