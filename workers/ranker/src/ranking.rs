@@ -486,22 +486,31 @@ mod tests {
         }
     }
 
-    /// The ranking a person the model does not know gets from the whole pool with `seed`.
-    fn seeded(pool: &Pool, exploration: &Exploration, seed: u64) -> Ranked {
+    /// The ranking `user` gets from the whole pool with `seed`.
+    fn seeded(
+        pool: &Pool,
+        scorer: Option<&ScoringModel>,
+        user: UserId,
+        exploration: &Exploration,
+        seed: u64,
+    ) -> Ranked {
         rank(
             pool,
             &pool.excluded([]),
-            None,
-            UserId::new(1).unwrap(),
+            scorer,
+            user,
             exploration,
             usize::MAX,
             &mut rand::rngs::StdRng::seed_from_u64(seed),
         )
     }
 
-    /// The order of [`seeded`]'s ranking.
+    /// The order a person the model does not know gets from the whole pool with `seed`.
     fn seeded_order(pool: &Pool, exploration: &Exploration, seed: u64) -> Vec<String> {
-        keys(pool, &seeded(pool, exploration, seed))
+        keys(
+            pool,
+            &seeded(pool, None, UserId::new(1).unwrap(), exploration, seed),
+        )
     }
 
     fn keys(pool: &Pool, ranked: &Ranked) -> Vec<String> {
@@ -723,15 +732,7 @@ mod tests {
             }
         }
         let ranked = |user, exploration: &Exploration, seed| {
-            rank(
-                &pool,
-                &pool.excluded([]),
-                Some(&scorer),
-                user,
-                exploration,
-                usize::MAX,
-                &mut rand::rngs::StdRng::seed_from_u64(seed),
-            )
+            seeded(&pool, Some(&scorer), user, exploration, seed)
         };
         let policy = |user, history: &PersonHistory| ranked(user, &explore(history), 0).policy;
         let orders = |user, history: &PersonHistory| {
