@@ -1,6 +1,7 @@
 //! The workers as local processes on given services (the four of the pipeline, and the bot when
 //! people use it), and a watch on their `/metrics`.
 
+use anyhow::Context;
 use oleg_settings::{AmqpSettings, MongoSettings};
 use oleg_testkit::{worker_env, WorkerProcess};
 use std::collections::BTreeMap;
@@ -126,13 +127,24 @@ impl LocalPipeline {
             let log = options.log_dir.join(format!("{}.log", kind.name));
             let _ = std::fs::remove_file(&log);
             let process = match options.metrics_addrs.get(kind.name) {
-                Some(addr) => WorkerProcess::spawn_at(
-                    &binary.display().to_string(),
-                    &env,
-                    kind.metrics_key,
-                    addr.clone(),
-                    log,
-                ),
+                Some(addr) => {
+                    // A worker that cannot take its address exits, and whatever holds it (often
+                    // the same worker of an earlier run, not yet gone) would answer for it.
+                    std::net::TcpListener::bind(addr).with_context(|| {
+                        format!(
+                            "{}'s telemetry address {addr} is taken: is an earlier run's {} \
+                             still running?",
+                            kind.name, kind.binary
+                        )
+                    })?;
+                    WorkerProcess::spawn_at(
+                        &binary.display().to_string(),
+                        &env,
+                        kind.metrics_key,
+                        addr.clone(),
+                        log,
+                    )
+                }
                 None => {
                     WorkerProcess::spawn(&binary.display().to_string(), &env, kind.metrics_key, log)
                 }

@@ -7,6 +7,7 @@
 use mongodb::bson::doc;
 use oleg_simulator::dashboards::{as_sent, panel_queries};
 use oleg_simulator::frontend::FrontendKind;
+use oleg_simulator::pipeline::{LocalPipeline, PipelineOptions, WORKERS};
 use oleg_simulator::run::{PipelineRun, Quiet, RunSettings};
 use oleg_simulator::simulation::{table, RoundReport, SimulationSettings};
 use oleg_testkit::*;
@@ -18,6 +19,35 @@ const ROUNDS: u32 = 14;
 /// The rounds at the end whose picks must beat random order: 800 votes, so a real lift is many
 /// standard deviations clear of chance in every run, not only in lucky ones.
 const TAIL_ROUNDS: u32 = 4;
+
+/// The demo gives its workers fixed telemetry addresses: one taken (often by the same worker of
+/// an earlier run, not yet gone) stops the start with the reason, before anything is spawned,
+/// instead of a worker dying while the other process answers its readiness checks.
+#[test]
+fn a_taken_telemetry_address_stops_the_start_and_says_why() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let first = WORKERS[0].name;
+    let options = PipelineOptions {
+        amqp: amqp_settings("taken_address"),
+        mongo: mongo_settings("taken_address"),
+        config_env: "demo".into(),
+        site_url: "http://127.0.0.1:9".into(),
+        channels: Vec::new(),
+        log_dir: scratch_dir("taken_address"),
+        metrics_addrs: BTreeMap::from([(first, addr.clone())]),
+        extra: Vec::new(),
+        bot_api_url: None,
+    };
+    let error = LocalPipeline::start(&options)
+        .err()
+        .expect("the start fails");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&addr) && message.contains("is taken"),
+        "{message}"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recommendations_beat_random_order_and_nothing_is_lost() {

@@ -289,7 +289,8 @@ pub fn worker_env(amqp: &AmqpSettings, mongo: &MongoSettings) -> Vec<(String, St
 
 /// A worker binary running as its own process, logging to `<scratch>/<name>.log`.
 pub struct WorkerProcess {
-    child: std::process::Child,
+    /// Behind a lock so that `wait_ready`, on a shared worker, can see whether it has exited.
+    child: std::sync::Mutex<std::process::Child>,
     pub metrics_addr: String,
     pub log: std::path::PathBuf,
 }
@@ -329,14 +330,24 @@ impl WorkerProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
         Self {
-            child,
+            child: std::sync::Mutex::new(child),
             metrics_addr,
             log,
         }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.lock().expect("child lock").id()
+    }
+
+    /// How it exited, or `None` while it runs.
+    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.child
+            .lock()
+            .expect("child lock")
+            .try_wait()
+            .ok()
+            .flatten()
     }
 
     /// GET `path` on the worker's telemetry endpoint: `(status, body)`, or `None` if it does not answer.
@@ -344,9 +355,30 @@ impl WorkerProcess {
         get_telemetry(&self.metrics_addr, path).await
     }
 
-    /// Waits until `/readyz` says 200.
+    /// Waits until `/readyz` says 200; panics, with its log, if the worker exits first (a
+    /// worker that died at start must not be waited on, nor taken as ready by whatever else
+    /// answers on its address).
     pub async fn wait_ready(&self, limit: std::time::Duration) {
-        wait_telemetry_ready(&self.metrics_addr, limit, || self.log_tail()).await
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let ready = matches!(self.get("/readyz").await, Some((200, _)));
+            if let Some(status) = self.exit_status() {
+                panic!(
+                    "worker exited ({status}) before it was ready; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            if ready {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "worker not ready within {limit:?}; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     pub fn log_tail(&self) -> String {
@@ -357,23 +389,25 @@ impl WorkerProcess {
 
     /// SIGKILL: no chance to finish anything.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child.get_mut().expect("child lock");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// SIGTERM, then waits for the process to exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        signal(self.child.id(), "TERM");
-        self.child.wait().map(|s| s.success()).unwrap_or(false)
+        let child = self.child.get_mut().expect("child lock");
+        signal(child.id(), "TERM");
+        child.wait().map(|s| s.success()).unwrap_or(false)
     }
 
     /// SIGTERM, then waits up to `limit`: whether it exited successfully, `None` if it still
     /// runs.
     pub async fn terminate_within(&mut self, limit: std::time::Duration) -> Option<bool> {
-        signal(self.child.id(), "TERM");
+        signal(self.pid(), "TERM");
         let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.exit_status() {
                 return Some(status.success());
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -383,12 +417,12 @@ impl WorkerProcess {
 
     /// SIGSTOP: frozen where it stands, as by a long pause of its machine.
     pub fn freeze(&self) {
-        signal(self.child.id(), "STOP");
+        signal(self.pid(), "STOP");
     }
 
     /// SIGCONT: goes on from where it was frozen.
     pub fn thaw(&self) {
-        signal(self.child.id(), "CONT");
+        signal(self.pid(), "CONT");
     }
 }
 
