@@ -289,7 +289,7 @@ pub fn worker_env(amqp: &AmqpSettings, mongo: &MongoSettings) -> Vec<(String, St
 
 /// A worker binary running as its own process, logging to `<scratch>/<name>.log`.
 pub struct WorkerProcess {
-    /// Behind a lock so that `wait_ready`, on a shared worker, can see whether it has exited.
+    /// Behind a lock so that `wait_ready`, which takes `&self`, can see whether it has exited.
     child: std::sync::Mutex<std::process::Child>,
     pub metrics_addr: String,
     pub log: std::path::PathBuf,
@@ -355,9 +355,10 @@ impl WorkerProcess {
         get_telemetry(&self.metrics_addr, path).await
     }
 
-    /// Waits until `/readyz` says 200; panics, with its log, if the worker exits first (a
-    /// worker that died at start must not be waited on, nor taken as ready by whatever else
-    /// answers on its address).
+    /// Waits until `/readyz` says 200; panics, with its log, if the worker exits first: a worker
+    /// that died at start is not waited on, nor, once it has exited, taken as ready by whatever
+    /// else answers on its address (a fixed address can still be taken between a worker's start
+    /// and its death: `LocalPipeline::start` checks those before spawning).
     pub async fn wait_ready(&self, limit: std::time::Duration) {
         let deadline = std::time::Instant::now() + limit;
         loop {
