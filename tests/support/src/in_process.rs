@@ -85,7 +85,8 @@ impl InProcess {
 
     /// Waits until `/readyz` says 200.
     pub async fn wait_ready(&self, limit: Duration) {
-        crate::wait_telemetry_ready(&self.metrics_addr, limit, || self.log_tail()).await
+        // Its thread's end is not watched here: `stop` joins it and reports how it went.
+        crate::wait_telemetry_ready(&self.metrics_addr, limit, || None, || self.log_tail()).await
     }
 
     /// Its log is the test's own output, shown when the test fails.

@@ -360,26 +360,13 @@ impl WorkerProcess {
     /// else answers on its address (a fixed address can still be taken between a worker's start
     /// and its death: `LocalPipeline::start` checks those before spawning).
     pub async fn wait_ready(&self, limit: std::time::Duration) {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            let ready = matches!(self.get("/readyz").await, Some((200, _)));
-            if let Some(status) = self.exit_status() {
-                panic!(
-                    "worker exited ({status}) before it was ready; log:\n{}",
-                    self.log_tail()
-                );
-            }
-            if ready {
-                return;
-            }
-            if std::time::Instant::now() >= deadline {
-                panic!(
-                    "worker not ready within {limit:?}; log:\n{}",
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        wait_telemetry_ready(
+            &self.metrics_addr,
+            limit,
+            || self.exit_status().map(|status| status.to_string()),
+            || self.log_tail(),
+        )
+        .await
     }
 
     pub fn log_tail(&self) -> String {
@@ -440,20 +427,29 @@ pub(crate) async fn get_telemetry(addr: &str, path: &str) -> Option<(u16, String
     Some((status, response.text().await.ok()?))
 }
 
-/// Waits until `/readyz` at `addr` says 200; panics with `log()` after `limit`.
+/// Waits until `/readyz` at `addr` says 200; panics with `log()` after `limit`, or as soon as
+/// `exited()` says how the worker ended. A 200 counts only if the worker had not exited by the
+/// time it came.
 pub(crate) async fn wait_telemetry_ready(
     addr: &str,
     limit: std::time::Duration,
+    exited: impl Fn() -> Option<String>,
     log: impl Fn() -> String,
 ) {
     let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if matches!(get_telemetry(addr, "/readyz").await, Some((200, _))) {
+    loop {
+        let ready = matches!(get_telemetry(addr, "/readyz").await, Some((200, _)));
+        if let Some(how) = exited() {
+            panic!("worker exited ({how}) before it was ready; log:\n{}", log());
+        }
+        if ready {
             return;
+        }
+        if std::time::Instant::now() >= deadline {
+            panic!("worker not ready within {limit:?}; log:\n{}", log());
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("worker not ready within {limit:?}; log:\n{}", log());
 }
 
 fn signal(pid: u32, name: &str) {
