@@ -35,7 +35,7 @@ impl RankerMetrics {
                     .buckets(exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
             )
         };
-        let calibration = GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views + channel × the logit of the voter's like rate on the channel (fitted, not applied: the person's Beta holds it) (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?;
+        let calibration = GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views (fitted on posts' first votes) + channel × the logit of the voter's like rate on the channel (fitted, not applied: the person's Beta holds it) (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?;
         let metrics = Self {
             requests: IntCounterVec::new(Opts::new("oleg_ranker_requests_total", "Recommendation requests, by outcome (ok, error, unroutable: the requester was gone, expired: the requester had stopped waiting)."), &["outcome"])?,
             errors: IntCounterVec::new(

@@ -284,8 +284,8 @@ impl Pool {
     /// Counts a vote on `key` by what it changed in its person's history (a first vote when
     /// the replica does not hold the person). A first vote is kept to be read again against the
     /// next model; where the ranker could tell what it expected of the voter (the model knew
-    /// them), the model's estimate goes to the calibration and the posterior to the post's
-    /// surprise. A changed vote is left out of all three: its voter's expectation is long gone.
+    /// them), the model's estimate goes to the calibration (the post's first vote to its views'
+    /// fit as well) and the posterior to the post's surprise. A changed vote is left out of all three: its voter's expectation is long gone.
     pub fn record_vote(&mut self, key: &PostKey, liked: bool, change: VoteChange, voter: Voter) {
         let like = i32::from(liked);
         let (likes, votes) = match change {
@@ -319,6 +319,7 @@ impl Pool {
                         relative_views,
                         voter.channel,
                         liked,
+                        count.1 == 1,
                     );
                 }
             }
@@ -883,36 +884,51 @@ pub(crate) mod tests {
 
     #[test]
     fn votes_heard_against_the_models_estimates_calibrate_them() {
-        let mut posts = recent(&[("a", 1), ("a", 2)]);
-        // Post a/2 was read three times as much as the page's median.
-        posts[1].content.views = Some(2_999);
-        posts[1].content.page_median_views = Some(999);
+        // Posts a/1..=400: the odd ones read three times as much as their page's median.
+        let ids: Vec<(&str, i64)> = (1..=400).map(|id| ("a", id)).collect();
+        let mut posts = recent(&ids);
+        for post in posts.iter_mut().step_by(2) {
+            post.content.views = Some(2_999);
+            post.content.page_median_views = Some(999);
+        }
         let mut pool = Pool::new(posts, HashMap::new(), 5.0);
-        let (first, second) = (PostKey::new("a", 1), PostKey::new("a", 2));
         assert_eq!(
             pool.calibrated(0.9),
             0.9,
             "taken as it comes before any vote"
         );
-        assert_eq!(pool.views_shift(1), 0.0);
-        // The model is sure of 0.9 for everyone; a/1 gets half its votes, a/2 most of them.
-        for vote in 0..400 {
-            let voter = Voter::expecting(0.9);
-            pool.record_vote(&first, vote % 2 == 0, VoteChange::New, voter);
-            pool.record_vote(&second, vote % 5 != 0, VoteChange::New, voter);
-        }
-        // Post a/1 is at its page's median: views say nothing of it.
         assert_eq!(pool.views_shift(0), 0.0);
+        // The model is sure of 0.9 for everyone. First votes: half the posts at their page's
+        // median liked, four in five of those read more. Then three votes each, those read
+        // more all disliked: the votes a post's effect sends say nothing of views.
+        let post = |id: i64| PostKey::new("a", id);
+        let voter = Voter::expecting(0.9);
+        for id in 1..=400 {
+            let liked = if id % 2 == 1 {
+                id % 5 != 1
+            } else {
+                id % 4 == 0
+            };
+            pool.record_vote(&post(id), liked, VoteChange::New, voter);
+        }
+        for id in 1..=400 {
+            for _ in 0..3 {
+                pool.record_vote(&post(id), id % 2 == 0, VoteChange::New, voter);
+            }
+        }
+        // Post a/2 is at its page's median: views say nothing of it.
+        assert_eq!(pool.views_shift(1), 0.0);
+        // Every vote calibrates the estimate: of those on posts at the median, 7 in 8 liked.
         let plain = pool.calibrated(0.9);
-        let read_more = crate::ranking::shifted(plain, pool.views_shift(1));
-        assert!((plain - 0.5).abs() < 0.05, "{plain}");
+        let read_more = crate::ranking::shifted(0.5, pool.views_shift(0));
+        assert!((plain - 0.875).abs() < 0.05, "{plain}");
         assert!((read_more - 0.8).abs() < 0.05, "{read_more}");
         // A changed vote, or one by someone the model does not know, teaches nothing.
         let weights = pool.calibration_weights();
         for _ in 0..200 {
-            pool.record_vote(&first, true, VoteChange::New, Voter::unknown());
+            pool.record_vote(&post(2), true, VoteChange::New, Voter::unknown());
             let change = VoteChange::Replaced { was_liked: false };
-            pool.record_vote(&first, true, change, Voter::expecting(0.9));
+            pool.record_vote(&post(2), true, change, Voter::expecting(0.9));
         }
         assert_eq!(pool.calibration_weights(), weights);
         // It outlives a reload from the store.
