@@ -285,7 +285,8 @@ impl Pool {
     /// the replica does not hold the person). A first vote is kept to be read again against the
     /// next model; where the ranker could tell what it expected of the voter (the model knew
     /// them), the model's estimate goes to the calibration (the post's first vote to its views'
-    /// fit as well) and the posterior to the post's surprise. A changed vote is left out of all three: its voter's expectation is long gone.
+    /// fit as well) and the posterior to the post's surprise. A changed vote is left out of all
+    /// three: its voter's expectation is long gone.
     pub fn record_vote(&mut self, key: &PostKey, liked: bool, change: VoteChange, voter: Voter) {
         let like = i32::from(liked);
         let (likes, votes) = match change {
