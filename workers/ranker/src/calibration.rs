@@ -48,6 +48,8 @@ pub(crate) const WEIGHTS: usize = 4;
 /// The weights' names, in their order (and the metric's `weight` label): the intercept, the
 /// estimate's logit's, the relative views', the voter's channel votes'.
 pub(crate) const WEIGHT_NAMES: [&str; WEIGHTS] = ["intercept", "estimate", "views", "channel"];
+/// The views' weight's place among the weights: the one fitted on posts' first votes.
+const VIEWS: usize = 2;
 
 #[derive(Debug, Clone, Copy)]
 struct HeardVote {
@@ -91,13 +93,13 @@ impl Calibration {
     /// votes, the others from every vote.
     pub fn weights(&self) -> [f64; WEIGHTS] {
         let mut weights = self.every_vote.weights();
-        weights[2] = self.views_weight();
+        weights[VIEWS] = self.views_weight();
         weights
     }
 
     /// Logits per e-fold of a post's relative views.
     pub fn views_weight(&self) -> f64 {
-        self.first_votes.weights()[2]
+        self.first_votes.weights()[VIEWS]
     }
 
     /// A vote on a post with `relative_views` (0 where its counters are unknown) by someone the
@@ -411,12 +413,12 @@ mod tests {
                 }
             }
         }
-        let over_every_vote = calibration.every_vote.weights()[2];
+        let over_every_vote = calibration.every_vote.weights()[VIEWS];
         let views = calibration.views_weight();
         // Over the posts' appeal, views are worth 0.8 / √(1 + π/8 · 1) ≈ 0.68 to a fit that
         // does not know it.
         assert!((views - 0.68).abs() < 0.1, "{views}");
         assert!(over_every_vote < views - 0.15, "{over_every_vote} {views}");
-        assert_eq!(calibration.weights()[2], views);
+        assert_eq!(calibration.weights()[VIEWS], views);
     }
 }
