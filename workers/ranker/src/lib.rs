@@ -474,6 +474,9 @@ impl Ranker {
                         .set((Utc::now().timestamp_millis() - published_at_ms) as f64 / 1e3);
                 }
             }
+            Err(error @ model::LoadError::Interrupted(_)) => {
+                tracing::info!(%version, %error, "stopped before the live model loaded");
+            }
             Err(error) => {
                 self.inner.metrics.model_load_failures.inc();
                 if error.is_transient() {

@@ -47,12 +47,27 @@ pub enum LoadError {
         version: ModelVersion,
         problem: String,
     },
+    #[error("loading model {0} was cut short by shutdown")]
+    Interrupted(ModelVersion),
 }
 
 impl LoadError {
     /// The store did not answer: the same version may load at the next try.
     pub fn is_transient(&self) -> bool {
         matches!(self, LoadError::Store(error) if error.is_transient())
+    }
+}
+
+/// Why a load's blocking task ended without a scorer: stopping the runtime cancels it, which
+/// says nothing about the model; a panic does.
+fn unfinished_load(version: ModelVersion, error: tokio::task::JoinError) -> LoadError {
+    if error.is_cancelled() {
+        LoadError::Interrupted(version)
+    } else {
+        LoadError::Record {
+            version,
+            problem: format!("loading panicked: {error}"),
+        }
     }
 }
 
@@ -75,13 +90,40 @@ pub async fn load(store: &Store, version: ModelVersion) -> Result<LoadedModel, L
         .await?;
     let scorer = tokio::task::spawn_blocking(move || ScoringModel::load(&weights, &vocab))
         .await
-        .map_err(|e| LoadError::Record {
-            version,
-            problem: format!("loading panicked: {e}"),
-        })??;
+        .map_err(|e| unfinished_load(version, e))??;
     Ok(LoadedModel {
         version,
         published_at_ms: record.created_at_ms,
         scorer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_load_cut_short_by_shutdown_is_not_a_refused_model() {
+        let version = ModelVersion::new(14).expect("a positive version");
+        let waiting = tokio::spawn(std::future::pending::<()>());
+        waiting.abort();
+        let cancelled = waiting.await.unwrap_err();
+        assert!(matches!(
+            unfinished_load(version, cancelled),
+            LoadError::Interrupted(v) if v == version
+        ));
+
+        let panicking = tokio::spawn(async { panic!("a broken file") });
+        let panicked = panicking.await.unwrap_err();
+        match unfinished_load(version, panicked) {
+            LoadError::Record {
+                version: v,
+                problem,
+            } => {
+                assert_eq!(v, version);
+                assert!(problem.starts_with("loading panicked"), "{problem}");
+            }
+            other => panic!("a panic must refuse the model, got {other:?}"),
+        }
+    }
 }
