@@ -262,6 +262,8 @@ impl Ranker {
                         }
                         pool.subjects_outgrown()
                     }
+                    // Cancelled: the runtime is shutting down, as in a model's load.
+                    Err(error) if error.is_cancelled() => false,
                     Err(error) => {
                         tracing::error!(%error, "learning the subjects again failed; the pool keeps its subjects, and the next post's notice tries again");
                         false
@@ -398,6 +400,8 @@ impl Ranker {
             Ok(Some(reread)) => reread,
             // A newer model serves, whose own reading follows.
             Ok(None) => return,
+            // Cancelled: the runtime is shutting down, and nobody needs the surprises.
+            Err(error) if error.is_cancelled() => return,
             Err(error) => {
                 tracing::error!(%version, %error, "reading the votes heard again failed; posts' surprises start afresh");
                 return;
