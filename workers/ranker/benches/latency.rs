@@ -1,7 +1,8 @@
 //! Ranker latency with 10,000 candidate posts and 100,000 people:
 //! - in-process, for 10,000 and 100,000 candidates: scoring all of them for one person, and a
 //!   request's whole ranking (leaving out what the person saw, scoring, the person's posterior,
-//!   order), with the default exploration policy ([`POLICY`]);
+//!   order), with the default exploration policy ([`POLICY`]), and for a person still explored
+//!   for (Thompson draws, their taste at its mean or drawn too);
 //! - RPC round trip through RabbitMQ to one in-process ranker replica (p50/p99 and throughput at
 //!   a fixed concurrency), store work and delivery records included: a person's first request
 //!   (their history is read from the store), then the same people again (the replica holds
@@ -143,7 +144,7 @@ fn timed(mut op: impl FnMut(usize)) -> (f64, f64) {
 /// (p50, p99 in ms each); building the pool once (its subjects learned), in ms (twice); and
 /// learning its subjects again as notices grow it: the learning, off the pool's lock, and placing
 /// every post, under it (ms each).
-fn in_process(posts: i64) -> [(f64, f64); 6] {
+fn in_process(posts: i64) -> [(f64, f64); 8] {
     let (weights, vocab) = model_files(posts);
     let model = ScoringModel::load(&weights, &vocab).unwrap();
     let names: Vec<String> = (0..posts).map(|p| channel(p % CHANNELS)).collect();
@@ -196,22 +197,24 @@ fn in_process(posts: i64) -> [(f64, f64); 6] {
         },
         explore_votes: 8,
         explore_concentration: 4.0,
+        explore_taste: false,
         fresh_slots: 0,
         history: &history,
     };
     let mut rng = rand::rng();
     let mut ranking = |pool: &oleg_ranker::pool::Pool, exploration: &Exploration| {
+        let seen = &exploration.history.seen;
         timed(|i| {
             let ranked = oleg_ranker::ranking::rank(
                 pool,
-                &pool.excluded(&history.seen),
+                &pool.excluded(seen),
                 Some(&model),
                 UserId::new(1 + (i as i64 * 7919) % USERS).unwrap(),
                 exploration,
                 20,
                 &mut rng,
             );
-            assert_eq!(ranked.candidates, posts as usize - 50);
+            assert_eq!(ranked.candidates, posts as usize - seen.len());
         })
     };
     let uncalibrated = ranking(&pool, &exploration);
@@ -240,11 +243,25 @@ fn in_process(posts: i64) -> [(f64, f64); 6] {
         },
         ..exploration
     };
+    // A person with five votes, fewer than `explore_votes`: their replies are Thompson draws,
+    // with their taste at its mean, then drawn too.
+    let mut explorer = oleg_store::PersonHistory::default();
+    for p in 0..5 {
+        let key = oleg_store::PostKey::new(&channel(p * 13 % CHANNELS), p * 13 + 1);
+        explorer.record_vote(key, p % 2 == 0, 0);
+    }
+    let exploring = |explore_taste| Exploration {
+        explore_taste,
+        history: &explorer,
+        ..with_taste
+    };
     [
         scoring,
         uncalibrated,
         calibrated,
         ranking(&pool, &with_taste),
+        ranking(&pool, &exploring(false)),
+        ranking(&pool, &exploring(true)),
         (built, built),
         (learned, placed),
     ]
@@ -318,6 +335,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         taste_subject_sd: 1.0,
         explore_votes: 8,
         explore_concentration: 4.0,
+        explore_taste: false,
         fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,
@@ -502,7 +520,7 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---|");
     for (
         posts,
-        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99), (built, _), (learned, placed)],
+        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99), (explore50, explore99), (drawn50, drawn99), (built, _), (learned, placed)],
     ) in in_process
     {
         let (bound, verdict) = if posts == 100_000 {
@@ -523,6 +541,12 @@ async fn main() {
         );
         println!(
             "| the same, with the person's taste for kinds of post (`taste_sd` 0.5, `taste_text_sd` 1.5, `taste_broad_sd` 1.0, `taste_subject_sd` 1.0; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
+        );
+        println!(
+            "| the same, a person exploring (5 votes: Thompson draws at concentration 4, their taste at its mean) | 1 | {explore50:.3} | {explore99:.3} | | |"
+        );
+        println!(
+            "| the same, their taste drawn too (`explore_taste`) | 1 | {drawn50:.3} | {drawn99:.3} | | |"
         );
         println!(
             "| building the pool of {posts} candidates from the store's posts, its subjects learned from 5,000 of their texts (once per reload, off the async threads) | 1 | {built:.1} | | | |"

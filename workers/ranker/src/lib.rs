@@ -808,6 +808,7 @@ impl Ranker {
             },
             explore_votes: settings.explore_votes as usize,
             explore_concentration: settings.explore_concentration,
+            explore_taste: settings.explore_taste,
             fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
             history: &history,
         };

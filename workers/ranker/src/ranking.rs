@@ -7,7 +7,7 @@
 use crate::calibration::{logit, sigmoid};
 use crate::pool::{Expectation, Pool, PostEffectPrior};
 pub use crate::taste::TasteSpread;
-use crate::taste::{Taste, TasteVote};
+use crate::taste::{TastePosterior, TasteVote};
 use oleg_messages::{ExplorationPolicy, UserId};
 use oleg_scorer::{Candidate, ScoringModel};
 use oleg_store::PersonHistory;
@@ -34,6 +34,9 @@ pub struct Exploration<'a> {
     /// Those draws come from the posterior with its counts multiplied by this (1: the posterior
     /// itself, as under the `thompson` policy).
     pub explore_concentration: f64,
+    /// Thompson draws draw the person's taste over kinds of post too, once for all posts (see
+    /// [`TastePosterior::departure`]); else they use its mean.
+    pub explore_taste: bool,
     /// Leading slots given to the best posts of channels the person has not tried.
     pub fresh_slots: usize,
     /// What the person has seen (their channels count as tried) and liked per channel.
@@ -153,7 +156,7 @@ pub fn rank(
                 .filter(|_| !exploration.taste.is_none())
                 .map(|(scorer, row)| taste_votes(pool, scorer, row, exploration, &tallies, effects))
                 .filter(|votes| !votes.is_empty())
-                .map(|votes| Taste::fit(pool, &votes, exploration.taste));
+                .map(|votes| TastePosterior::fit(pool, &votes, exploration.taste));
             let mut posteriors: Vec<Posterior> = scores
                 .iter()
                 .zip(&candidates)
@@ -177,7 +180,7 @@ pub fn rank(
             }
             if let Some(taste) = &taste {
                 for (_, i) in top(&scores, TASTE_CANDIDATES) {
-                    posteriors[i].shift += taste.shift(pool, candidates[i]);
+                    posteriors[i].shift += taste.mean().shift(pool, candidates[i]);
                     scores[i] = posteriors[i].mean();
                 }
             }
@@ -185,8 +188,14 @@ pub fn rank(
                 scores.clone()
             } else {
                 let mut keys: Vec<f64> = scores.iter().map(|mean| mean - 2.0).collect();
+                let departure = taste
+                    .filter(|_| exploration.explore_taste)
+                    .map(|taste| taste.departure(concentration, rng));
                 // The draws' order does not matter: every drawn key is set before any is compared.
                 for (_, i) in top(&keys, THOMPSON_DRAWS) {
+                    if let Some(departure) = &departure {
+                        posteriors[i].shift += departure.shift(pool, candidates[i]);
+                    }
                     scores[i] = posteriors[i].draw(concentration, rng);
                     keys[i] = scores[i];
                 }
@@ -481,6 +490,7 @@ mod tests {
             },
             explore_votes: 0,
             explore_concentration: 1.0,
+            explore_taste: false,
             fresh_slots: 0,
             history,
         }
@@ -728,6 +738,7 @@ mod tests {
                 policy: ExplorationPolicy::PosteriorMean,
                 explore_votes: 3,
                 explore_concentration: 4.0,
+                explore_taste: false,
                 ..noise(history)
             }
         }

@@ -55,6 +55,10 @@ pub struct RankerSettings {
     /// Those draws come from the person's posterior with its counts multiplied by this: the same
     /// mean, a narrower spread (1: the posterior itself, as the `thompson` policy draws).
     pub explore_concentration: f64,
+    /// Thompson draws (both policies') draw the person's taste over kinds of post too, once per
+    /// reply for all its posts, so that posts of one kind rise or sink together; else each post
+    /// is drawn around the taste's mean.
+    pub explore_taste: bool,
     /// Share of each reply's posts taken from channels the person has not tried yet.
     pub fresh_share: f64,
     /// Candidates and popularity are reloaded from the store this often; in between, notices

@@ -9,6 +9,8 @@ use crate::calibration::{dense_dot, solve};
 use crate::pool::Pool;
 use crate::subjects::SUBJECTS;
 use oleg_features::BROAD_FORMS;
+use rand::Rng;
+use rand_distr::StandardNormal;
 
 /// Buckets of the weights' table: kinds are hashed features, and a person's votes touch a few
 /// hundred of them at most, so collisions are rare.
@@ -41,25 +43,28 @@ impl TasteSpread {
     }
 }
 
-/// The posterior mean of a person's weights over kinds of post.
+/// A person's weights over kinds of post: the posterior mean of their taste, or a departure
+/// from it drawn for Thompson sampling.
 pub struct Taste {
-    weights: Vec<f64>,
+    form: Vec<f64>,
+    text: Vec<f64>,
     broad: [f64; BROAD_FORMS],
     subject: [f64; SUBJECTS],
 }
 
-/// A voted post's form and text features, each sorted by feature, and its broad form.
+/// A voted post's form and text features, each sorted by feature, its broad form and its mix of
+/// subjects.
 struct Kind {
     form: Vec<(u32, f64)>,
     text: Vec<(u32, f64)>,
     broad: [f64; BROAD_FORMS],
+    subject: [f64; SUBJECTS],
 }
 
 impl Kind {
     fn of(pool: &Pool, index: usize) -> Self {
         let sorted = |pairs: &[(u32, f32)]| {
-            let mut pairs: Vec<(u32, f64)> =
-                pairs.iter().map(|&(h, w)| (h, f64::from(w))).collect();
+            let mut pairs: Vec<(u32, f64)> = pairs.iter().map(widen).collect();
             pairs.sort_unstable_by_key(|&(h, _)| h);
             pairs
         };
@@ -68,41 +73,48 @@ impl Kind {
             form: sorted(features.structure_pairs()),
             text: sorted(features.text_pairs()),
             broad: broad_form(pool, index),
+            subject: pool.subject(index).map(f64::from),
         }
     }
 }
 
-impl Taste {
-    /// From `votes` under a prior N(0, sd²) on each kind's weight (`spread`'s form, text or broad
-    /// sd): one Newton step from nought (the offsets already hold what is expected), solved in the
-    /// votes' space (w = Σ Xᵀ (I + W X Σ Xᵀ)⁻¹ r, Σ the prior's variances, W the votes'
-    /// information, r their residuals), since a person has far fewer votes than their posts
-    /// have features.
+/// The Laplace posterior of a person's taste given their votes, under a prior N(0, sd²) on each
+/// kind's weight (`spread`'s form, text, broad or subject sd): one Newton step from nought (the
+/// offsets already hold what is expected), solved in the votes' space (w = Σ Xᵀ (I + W X Σ Xᵀ)⁻¹ r,
+/// Σ the prior's variances, W the votes' information, r their residuals), since a person has far
+/// fewer votes than their posts have features.
+pub struct TastePosterior {
+    kinds: Vec<Kind>,
+    /// The variances of the prior: form, text, broad form, subjects.
+    variances: [f64; 4],
+    information: Vec<f64>,
+    /// I + W X Σ Xᵀ.
+    system: Vec<Vec<f64>>,
+    mean: Taste,
+}
+
+impl TastePosterior {
     pub fn fit(pool: &Pool, votes: &[TasteVote], spread: TasteSpread) -> Self {
         let kinds: Vec<Kind> = votes
             .iter()
             .map(|vote| Kind::of(pool, vote.index))
             .collect();
+        let variances = [spread.form, spread.text, spread.broad, spread.subject].map(|sd| sd * sd);
+        let [form_variance, text_variance, broad_variance, subject_variance] = variances;
         let n = votes.len();
-        let [form_variance, text_variance, broad_variance, subject_variance] =
-            [spread.form, spread.text, spread.broad, spread.subject].map(|sd| sd * sd);
-        let subjects: Vec<[f64; SUBJECTS]> = votes
-            .iter()
-            .map(|v| pool.subject(v.index).map(f64::from))
-            .collect();
-        // I + W X Σ Xᵀ. X Σ Xᵀ is symmetric: each pair's product once, for both of its cells.
+        // X Σ Xᵀ is symmetric: each pair's product once, for both of its cells.
         let information: Vec<f64> = votes.iter().map(|v| v.rate * (1.0 - v.rate)).collect();
-        let mut matrix = vec![vec![0.0; n]; n];
+        let mut system = vec![vec![0.0; n]; n];
         for i in 0..n {
-            matrix[i][i] = 1.0;
+            system[i][i] = 1.0;
             for j in i..n {
                 let product = form_variance * dot(&kinds[i].form, &kinds[j].form)
                     + text_variance * dot(&kinds[i].text, &kinds[j].text)
                     + broad_variance * dense_dot(kinds[i].broad, kinds[j].broad)
-                    + subject_variance * dense_dot(subjects[i], subjects[j]);
-                matrix[i][j] += information[i] * product;
+                    + subject_variance * dense_dot(kinds[i].subject, kinds[j].subject);
+                system[i][j] += information[i] * product;
                 if j != i {
-                    matrix[j][i] = information[j] * product;
+                    system[j][i] = information[j] * product;
                 }
             }
         }
@@ -110,44 +122,149 @@ impl Taste {
             .iter()
             .map(|v| f64::from(u8::from(v.liked)) - v.rate)
             .collect();
-        let mut weights = vec![0.0; BUCKETS];
-        let mut broad = [0.0; BROAD_FORMS];
-        let mut subject = [0.0; SUBJECTS];
-        if let Some(alpha) = solve(matrix, residuals) {
-            for ((kind, a), place) in kinds.iter().zip(alpha).zip(&subjects) {
-                for (weight, x) in subject.iter_mut().zip(place) {
-                    *weight += subject_variance * a * x;
-                }
-                for (pairs, variance) in [(&kind.form, form_variance), (&kind.text, text_variance)]
-                {
-                    for &(h, w) in pairs {
-                        weights[h as usize % BUCKETS] += variance * a * w;
-                    }
-                }
-                for (weight, flag) in broad.iter_mut().zip(kind.broad) {
-                    *weight += broad_variance * a * flag;
+        let mut posterior = Self {
+            kinds,
+            variances,
+            information,
+            system,
+            mean: Taste::zero(),
+        };
+        posterior.mean = posterior.weights(residuals);
+        posterior
+    }
+
+    /// The posterior mean.
+    pub fn mean(&self) -> &Taste {
+        &self.mean
+    }
+
+    /// A draw's departure from the mean, its spread narrowed by `concentration` (the draw's
+    /// variance divided by it), by Matheron's rule: a draw w₀ from the prior, moved by what the
+    /// votes say against it (w₀ + Σ Xᵀ (I + W X Σ Xᵀ)⁻¹ (−W X w₀ − √W η), η standard normal) is a
+    /// draw from the posterior less its mean. Posts of one kind move together, as the person's
+    /// taste would: independent draws per post would explore kinds only by chance.
+    pub fn departure(&self, concentration: f64, rng: &mut impl Rng) -> Taste {
+        let prior = Taste::prior_draw(self.variances, rng);
+        let against: Vec<f64> = self
+            .kinds
+            .iter()
+            .zip(&self.information)
+            .map(|(kind, &information)| {
+                let noise: f64 = rng.sample(StandardNormal);
+                -information * prior.at(kind) - information.sqrt() * noise
+            })
+            .collect();
+        let mut departure = self.weights(against);
+        departure.add(&prior);
+        departure.scale(concentration.recip().sqrt());
+        departure
+    }
+
+    /// Σ Xᵀ (I + W X Σ Xᵀ)⁻¹ `residuals`: the weights the votes support for their residuals;
+    /// nought if the system is singular.
+    fn weights(&self, residuals: Vec<f64>) -> Taste {
+        let mut taste = Taste::zero();
+        let Some(alpha) = solve(self.system.clone(), residuals) else {
+            return taste;
+        };
+        let [form_variance, text_variance, broad_variance, subject_variance] = self.variances;
+        for (kind, a) in self.kinds.iter().zip(alpha) {
+            for (weights, pairs, variance) in [
+                (&mut taste.form, &kind.form, form_variance),
+                (&mut taste.text, &kind.text, text_variance),
+            ] {
+                for &(h, w) in pairs {
+                    weights[h as usize % BUCKETS] += variance * a * w;
                 }
             }
+            for (weight, flag) in taste.broad.iter_mut().zip(kind.broad) {
+                *weight += broad_variance * a * flag;
+            }
+            for (weight, x) in taste.subject.iter_mut().zip(kind.subject) {
+                *weight += subject_variance * a * x;
+            }
         }
+        taste
+    }
+}
+
+impl Taste {
+    fn zero() -> Self {
         Self {
-            weights,
-            broad,
-            subject,
+            form: vec![0.0; BUCKETS],
+            text: vec![0.0; BUCKETS],
+            broad: [0.0; BROAD_FORMS],
+            subject: [0.0; SUBJECTS],
         }
+    }
+
+    /// Weights drawn from the prior N(0, `variances`) (form, text, broad form, subjects).
+    fn prior_draw(variances: [f64; 4], rng: &mut impl Rng) -> Self {
+        let [form, text, broad, subject] = variances.map(f64::sqrt);
+        let mut draw = |sd: f64| sd * rng.sample::<f64, _>(StandardNormal);
+        Self {
+            form: (0..BUCKETS).map(|_| draw(form)).collect(),
+            text: (0..BUCKETS).map(|_| draw(text)).collect(),
+            broad: std::array::from_fn(|_| draw(broad)),
+            subject: std::array::from_fn(|_| draw(subject)),
+        }
+    }
+
+    fn add(&mut self, other: &Self) {
+        for (a, b) in self.weights_mut().zip(other.weights()) {
+            *a += b;
+        }
+    }
+
+    fn scale(&mut self, factor: f64) {
+        for a in self.weights_mut() {
+            *a *= factor;
+        }
+    }
+
+    fn weights(&self) -> impl Iterator<Item = f64> + '_ {
+        self.form
+            .iter()
+            .chain(&self.text)
+            .chain(&self.broad)
+            .chain(&self.subject)
+            .copied()
+    }
+
+    fn weights_mut(&mut self) -> impl Iterator<Item = &mut f64> {
+        self.form
+            .iter_mut()
+            .chain(self.text.iter_mut())
+            .chain(self.broad.iter_mut())
+            .chain(self.subject.iter_mut())
+    }
+
+    /// The shift of the logit of a voted post's kind.
+    fn at(&self, kind: &Kind) -> f64 {
+        sparse_dot(&self.form, kind.form.iter().copied())
+            + sparse_dot(&self.text, kind.text.iter().copied())
+            + dense_dot(self.broad, kind.broad)
+            + dense_dot(self.subject, kind.subject)
     }
 
     /// The shift of the logit of the pool's post at `index` that the person's taste supports.
     pub fn shift(&self, pool: &Pool, index: usize) -> f64 {
         let features = &pool.posts[index].features;
-        features
-            .structure_pairs()
-            .iter()
-            .chain(features.text_pairs())
-            .map(|&(h, w)| self.weights[h as usize % BUCKETS] * f64::from(w))
-            .sum::<f64>()
+        sparse_dot(&self.form, features.structure_pairs().iter().map(widen))
+            + sparse_dot(&self.text, features.text_pairs().iter().map(widen))
             + dense_dot(self.broad, broad_form(pool, index))
             + dense_dot(self.subject, pool.subject(index).map(f64::from))
     }
+}
+
+/// A post's feature with its weight widened to f64.
+fn widen(&(h, w): &(u32, f32)) -> (u32, f64) {
+    (h, f64::from(w))
+}
+
+/// Bucketed weights' dot product with a post's sparse features.
+fn sparse_dot(weights: &[f64], pairs: impl Iterator<Item = (u32, f64)>) -> f64 {
+    pairs.map(|(h, w)| weights[h as usize % BUCKETS] * w).sum()
 }
 
 /// The broad form of the pool's post at `index`, its flags as 0 or 1.
@@ -226,6 +343,11 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// The posterior mean of the taste.
+    fn fit(pool: &Pool, votes: &[TasteVote], spread: TasteSpread) -> Taste {
+        TastePosterior::fit(pool, votes, spread).mean
+    }
+
     /// The same spread for form, text and broad form.
     pub(crate) fn spread(sd: f64) -> TasteSpread {
         TasteSpread {
@@ -237,14 +359,60 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_drawn_taste_departs_from_the_mean_by_the_posteriors_spread_narrowed_by_concentration() {
+        use rand::SeedableRng;
+        // Only the broad form: the photo posts share one weight (any media), the text posts none.
+        // Three dislikes of photos each carry information 0.25 against a prior variance of 1, so
+        // the weight's posterior variance is 1 / (1 + 3 × 0.25).
+        let pool = pool();
+        let spread = TasteSpread {
+            broad: 1.0,
+            ..spread(0.0)
+        };
+        let posterior = TastePosterior::fit(&pool, &votes(0.5), spread);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let draws = 4_000;
+        let moments = |concentration: f64, rng: &mut rand::rngs::StdRng| {
+            let (mut sum, mut squares) = (0.0, 0.0);
+            for _ in 0..draws {
+                let departure = posterior.departure(concentration, rng);
+                let (photo, other_photo, text) = (
+                    departure.shift(&pool, 3),
+                    departure.shift(&pool, 0),
+                    departure.shift(&pool, 7),
+                );
+                assert_eq!(photo, other_photo, "posts of one kind move together");
+                assert_eq!(text, 0.0, "a kind the draw has no weight for stays");
+                sum += photo;
+                squares += photo * photo;
+            }
+            let mean = sum / f64::from(draws);
+            (mean, squares / f64::from(draws) - mean * mean)
+        };
+        let variance = 1.0 / 1.75;
+        let (mean, spread_at_1) = moments(1.0, &mut rng);
+        assert!(mean.abs() < 0.04, "{mean}");
+        assert!(
+            (spread_at_1 / variance - 1.0).abs() < 0.08,
+            "{spread_at_1} against {variance}"
+        );
+        let (_, spread_at_4) = moments(4.0, &mut rng);
+        assert!(
+            (spread_at_4 / (variance / 4.0) - 1.0).abs() < 0.08,
+            "{spread_at_4} against {}",
+            variance / 4.0
+        );
+    }
+
+    #[test]
     fn votes_the_ranker_did_not_expect_move_posts_of_their_kind() {
         let pool = pool();
-        let surprised = Taste::fit(&pool, &votes(0.5), spread(1.0));
+        let surprised = fit(&pool, &votes(0.5), spread(1.0));
         let (photo, text) = (surprised.shift(&pool, 3), surprised.shift(&pool, 7));
         assert!(photo < -0.5, "unvoted photo post: {photo}");
         assert!(text > 0.5, "unvoted text post: {text}");
         // Votes it expected say little: the model already knows this taste.
-        let expected = Taste::fit(&pool, &votes(0.05), spread(1.0));
+        let expected = fit(&pool, &votes(0.05), spread(1.0));
         let (photo_known, text_known) = (expected.shift(&pool, 3), expected.shift(&pool, 7));
         assert!(
             photo_known < 0.0 && photo_known > photo / 4.0,
@@ -252,8 +420,8 @@ pub(crate) mod tests {
         );
         assert!(text_known > 0.0 && text_known < text / 4.0, "{text_known}");
         // Without votes, or with a tighter prior, the shift is nought or smaller.
-        assert_eq!(Taste::fit(&pool, &[], spread(1.0)).shift(&pool, 3), 0.0);
-        assert!(Taste::fit(&pool, &votes(0.5), spread(0.3)).shift(&pool, 3) > photo / 2.0);
+        assert_eq!(fit(&pool, &[], spread(1.0)).shift(&pool, 3), 0.0);
+        assert!(fit(&pool, &votes(0.5), spread(0.3)).shift(&pool, 3) > photo / 2.0);
     }
 
     #[test]
@@ -271,7 +439,7 @@ pub(crate) mod tests {
         });
         let (space, football) = (3, 7);
         let shifts = |spread| {
-            let taste = Taste::fit(&pool, &votes(0.5), spread);
+            let taste = fit(&pool, &votes(0.5), spread);
             (taste.shift(&pool, space), taste.shift(&pool, football))
         };
         let form_only = shifts(TasteSpread {
@@ -315,7 +483,7 @@ pub(crate) mod tests {
                 broad,
                 ..spread(1.0)
             };
-            let taste = Taste::fit(&pool, &votes(0.5), spread);
+            let taste = fit(&pool, &votes(0.5), spread);
             (taste.shift(&pool, photo), taste.shift(&pool, video))
         };
         let (photo_fine, video_fine) = shifts(0.0);
