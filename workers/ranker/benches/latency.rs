@@ -140,8 +140,9 @@ fn timed(mut op: impl FnMut(usize)) -> (f64, f64) {
 }
 
 /// Scoring alone, a request's whole ranking, and that ranking once the ranker has heard enough
-/// votes to calibrate the model's estimates, and with the person's taste, of `posts` candidates
-/// (p50, p99 in ms each); building the pool once (its subjects learned), in ms (twice); and
+/// votes to calibrate the model's estimates, with the person's taste, and for a person still
+/// explored for (their taste at its mean, then drawn), of `posts` candidates (p50, p99 in ms
+/// each); building the pool once (its subjects learned), in ms (twice); and
 /// learning its subjects again as notices grow it: the learning, off the pool's lock, and placing
 /// every post, under it (ms each).
 fn in_process(posts: i64) -> [(f64, f64); 8] {
