@@ -129,7 +129,7 @@ impl TastePosterior {
             system,
             mean: Taste::zero(),
         };
-        posterior.mean = posterior.weights(residuals);
+        posterior.mean = posterior.taste_for(residuals);
         posterior
     }
 
@@ -154,7 +154,7 @@ impl TastePosterior {
                 -information * prior.at(kind) - information.sqrt() * noise
             })
             .collect();
-        let mut departure = self.weights(against);
+        let mut departure = self.taste_for(against);
         departure.add(&prior);
         departure.scale(concentration.recip().sqrt());
         departure
@@ -162,7 +162,7 @@ impl TastePosterior {
 
     /// Σ Xᵀ (I + W X Σ Xᵀ)⁻¹ `residuals`: the weights the votes support for their residuals;
     /// nought if the system is singular.
-    fn weights(&self, residuals: Vec<f64>) -> Taste {
+    fn taste_for(&self, residuals: Vec<f64>) -> Taste {
         let mut taste = Taste::zero();
         let Some(alpha) = solve(self.system.clone(), residuals) else {
             return taste;
