@@ -263,32 +263,62 @@ fn estimate_logit(estimate: f64) -> f64 {
     logit(estimate).clamp(-MAX_ESTIMATE_LOGIT, MAX_ESTIMATE_LOGIT)
 }
 
-/// x with a x = b, by Gaussian elimination with partial pivoting; `None` if `a` is singular.
-pub(crate) fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
-    let n = b.len();
-    for i in 0..n {
-        let pivot = (i..n).max_by(|&x, &y| a[x][i].abs().total_cmp(&a[y][i].abs()))?;
-        a.swap(i, pivot);
-        b.swap(i, pivot);
-        if a[i][i].abs() < 1e-12 {
-            return None;
-        }
-        let (upper, lower) = a.split_at_mut(i + 1);
-        let (pivot_row, pivot_b) = (&upper[i], b[i]);
-        for (row, rhs) in lower.iter_mut().zip(&mut b[i + 1..]) {
-            let factor = row[i] / pivot_row[i];
-            for (cell, above) in row[i..].iter_mut().zip(&pivot_row[i..]) {
-                *cell -= factor * above;
+/// x with a x = b; `None` if `a` is singular.
+pub(crate) fn solve(a: Vec<Vec<f64>>, b: Vec<f64>) -> Option<Vec<f64>> {
+    Some(Lu::of(a)?.solve(b))
+}
+
+/// A square matrix's LU factorisation with partial pivoting (P a = L U, L's unit diagonal left
+/// implicit), kept to solve the one system for many right-hand sides.
+#[derive(Debug, Clone)]
+pub(crate) struct Lu {
+    /// U on and above the diagonal, L's multipliers below it, rows in their pivoted order.
+    rows: Vec<Vec<f64>>,
+    /// The row swapped into place at each step of the elimination.
+    pivots: Vec<usize>,
+}
+
+impl Lu {
+    /// Gaussian elimination of `a`; `None` if it is singular.
+    pub(crate) fn of(mut a: Vec<Vec<f64>>) -> Option<Self> {
+        let n = a.len();
+        let mut pivots = Vec::with_capacity(n);
+        for i in 0..n {
+            let pivot = (i..n).max_by(|&x, &y| a[x][i].abs().total_cmp(&a[y][i].abs()))?;
+            a.swap(i, pivot);
+            pivots.push(pivot);
+            if a[i][i].abs() < 1e-12 {
+                return None;
             }
-            *rhs -= factor * pivot_b;
+            let (upper, lower) = a.split_at_mut(i + 1);
+            let pivot_row = &upper[i];
+            for row in lower {
+                let factor = row[i] / pivot_row[i];
+                row[i] = factor;
+                for (cell, above) in row[i + 1..].iter_mut().zip(&pivot_row[i + 1..]) {
+                    *cell -= factor * above;
+                }
+            }
         }
+        Some(Self { rows: a, pivots })
     }
-    let mut x = vec![0.0; n];
-    for i in (0..n).rev() {
-        let rest: f64 = (i + 1..n).map(|c| a[i][c] * x[c]).sum();
-        x[i] = (b[i] - rest) / a[i][i];
+
+    /// x with a x = `b`.
+    pub(crate) fn solve(&self, mut b: Vec<f64>) -> Vec<f64> {
+        for (i, &pivot) in self.pivots.iter().enumerate() {
+            b.swap(i, pivot);
+        }
+        let n = b.len();
+        for i in 0..n {
+            let below: f64 = (0..i).map(|c| self.rows[i][c] * b[c]).sum();
+            b[i] -= below;
+        }
+        for i in (0..n).rev() {
+            let rest: f64 = (i + 1..n).map(|c| self.rows[i][c] * b[c]).sum();
+            b[i] = (b[i] - rest) / self.rows[i][i];
+        }
+        b
     }
-    Some(x)
 }
 
 #[cfg(test)]
@@ -312,6 +342,24 @@ mod tests {
             "{x:?}"
         );
         assert!(solve(vec![vec![1.0, 2.0], vec![2.0, 4.0]], vec![1.0, 2.0]).is_none());
+    }
+
+    #[test]
+    fn one_factorisation_solves_the_system_for_each_right_hand_side() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let n = 6;
+        let a: Vec<Vec<f64>> = (0..n)
+            .map(|_| (0..n).map(|_| rng.random_range(-1.0..1.0)).collect())
+            .collect();
+        let lu = Lu::of(a.clone()).unwrap();
+        for _ in 0..3 {
+            let b: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let x = lu.solve(b.clone());
+            for (row, b) in a.iter().zip(&b) {
+                let ax: f64 = row.iter().zip(&x).map(|(a, x)| a * x).sum();
+                assert!((ax - b).abs() < 1e-9, "{ax} against {b}");
+            }
+        }
     }
 
     /// `votes` votes whose like rate is σ(`intercept` + `scale` · the estimate's logit +

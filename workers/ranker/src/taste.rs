@@ -5,7 +5,7 @@
 //! those votes, so it expects them and they say little; the votes cast since it trained say what
 //! it does not know yet.
 
-use crate::calibration::{dense_dot, solve};
+use crate::calibration::{dense_dot, Lu};
 use crate::pool::Pool;
 use crate::subjects::SUBJECTS;
 use oleg_features::BROAD_FORMS;
@@ -88,8 +88,8 @@ pub struct TastePosterior {
     /// The variances of the prior: form, text, broad form, subjects.
     variances: [f64; 4],
     information: Vec<f64>,
-    /// I + W X Σ Xᵀ.
-    system: Vec<Vec<f64>>,
+    /// I + W X Σ Xᵀ, factorised once for the mean and each draw; `None` if it is singular.
+    system: Option<Lu>,
     mean: Taste,
 }
 
@@ -126,7 +126,7 @@ impl TastePosterior {
             kinds,
             variances,
             information,
-            system,
+            system: Lu::of(system),
             mean: Taste::zero(),
         };
         posterior.mean = posterior.taste_for(residuals);
@@ -164,9 +164,10 @@ impl TastePosterior {
     /// nought if the system is singular.
     fn taste_for(&self, residuals: Vec<f64>) -> Taste {
         let mut taste = Taste::zero();
-        let Some(alpha) = solve(self.system.clone(), residuals) else {
+        let Some(system) = &self.system else {
             return taste;
         };
+        let alpha = system.solve(residuals);
         let [form_variance, text_variance, broad_variance, subject_variance] = self.variances;
         for (kind, a) in self.kinds.iter().zip(alpha) {
             for (weights, pairs, variance) in [
@@ -241,19 +242,38 @@ impl Taste {
 
     /// The shift of the logit of a voted post's kind.
     fn at(&self, kind: &Kind) -> f64 {
-        sparse_dot(&self.form, kind.form.iter().copied())
-            + sparse_dot(&self.text, kind.text.iter().copied())
-            + dense_dot(self.broad, kind.broad)
-            + dense_dot(self.subject, kind.subject)
+        self.shift_of(
+            kind.form.iter().copied(),
+            kind.text.iter().copied(),
+            kind.broad,
+            kind.subject,
+        )
     }
 
     /// The shift of the logit of the pool's post at `index` that the person's taste supports.
     pub fn shift(&self, pool: &Pool, index: usize) -> f64 {
         let features = &pool.posts[index].features;
-        sparse_dot(&self.form, features.structure_pairs().iter().map(widen))
-            + sparse_dot(&self.text, features.text_pairs().iter().map(widen))
-            + dense_dot(self.broad, broad_form(pool, index))
-            + dense_dot(self.subject, pool.subject(index).map(f64::from))
+        self.shift_of(
+            features.structure_pairs().iter().map(widen),
+            features.text_pairs().iter().map(widen),
+            broad_form(pool, index),
+            pool.subject(index).map(f64::from),
+        )
+    }
+
+    /// The shift of the logit of a post with these form and text features, broad form and mix
+    /// of subjects: one sum for voted posts and candidates alike.
+    fn shift_of(
+        &self,
+        form: impl Iterator<Item = (u32, f64)>,
+        text: impl Iterator<Item = (u32, f64)>,
+        broad: [f64; BROAD_FORMS],
+        subject: [f64; SUBJECTS],
+    ) -> f64 {
+        sparse_dot(&self.form, form)
+            + sparse_dot(&self.text, text)
+            + dense_dot(self.broad, broad)
+            + dense_dot(self.subject, subject)
     }
 }
 
