@@ -270,7 +270,7 @@ pub(crate) fn solve(a: Vec<Vec<f64>>, b: Vec<f64>) -> Option<Vec<f64>> {
 
 /// A square matrix's LU factorisation with partial pivoting (P a = L U, L's unit diagonal left
 /// implicit), kept to solve the one system for many right-hand sides.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Lu {
     /// U on and above the diagonal, L's multipliers below it, rows in their pivoted order.
     rows: Vec<Vec<f64>>,
