@@ -144,8 +144,9 @@ fn timed(mut op: impl FnMut(usize)) -> (f64, f64) {
 /// explored for (their taste at its mean, then drawn), of `posts` candidates (p50, p99 in ms
 /// each); building the pool once (its subjects learned), in ms (twice); and
 /// learning its subjects again as notices grow it: the learning, off the pool's lock, and placing
-/// every post, under it (ms each).
-fn in_process(posts: i64) -> [(f64, f64); 8] {
+/// every post, under it (ms each); and a hundred votes heard with the calibration full, under
+/// the lock and the refit off it.
+fn in_process(posts: i64) -> [(f64, f64); 10] {
     let (weights, vocab) = model_files(posts);
     let model = ScoringModel::load(&weights, &vocab).unwrap();
     let names: Vec<String> = (0..posts).map(|p| channel(p % CHANNELS)).collect();
@@ -232,7 +233,9 @@ fn in_process(posts: i64) -> [(f64, f64); 8] {
             }),
         };
         let change = oleg_store::VoteChange::New;
-        pool.record_vote(&key, p % 2 == 0, change, voter);
+        if let Some(refit) = pool.record_vote(&key, p % 2 == 0, change, voter) {
+            pool.install_calibration(refit.run());
+        }
     }
     let calibrated = ranking(&pool, &exploration);
     let with_taste = Exploration {
@@ -256,15 +259,66 @@ fn in_process(posts: i64) -> [(f64, f64); 8] {
         history: &explorer,
         ..with_taste
     };
+    let rankings = [
+        ranking(&pool, &with_taste),
+        ranking(&pool, &exploring(false)),
+        ranking(&pool, &exploring(true)),
+    ];
+    let refits = calibration_refits(&mut pool);
     [
         scoring,
         uncalibrated,
         calibrated,
-        ranking(&pool, &with_taste),
-        ranking(&pool, &exploring(false)),
-        ranking(&pool, &exploring(true)),
+        rankings[0],
+        rankings[1],
+        rankings[2],
         (built, built),
         (learned, placed),
+        refits[0],
+        refits[1],
+    ]
+}
+
+/// Votes heard once the calibration keeps its full 10,000, a hundred at a time (one refit due
+/// in each hundred): p50 and p99 in ms over 30 hundreds of the recording, under the pool's lock
+/// (the votes kept copied for the refit among it), and of the refit, off it.
+fn calibration_refits(pool: &mut oleg_ranker::pool::Pool) -> [(f64, f64); 2] {
+    let mut hear = |p: i64| {
+        let post = p % 2_000;
+        let key = oleg_store::PostKey::new(&channel(post % CHANNELS), post + 1);
+        let voter = oleg_ranker::pool::Voter {
+            user: UserId::new(p % 3_000 + 1).expect("positive"),
+            channel: Some((1, 2)),
+            expected: Some(oleg_ranker::pool::Expectation {
+                estimate: 0.3 + 0.4 * ((p % 7) as f64 / 6.0),
+                posterior: 0.5,
+            }),
+        };
+        let started = Instant::now();
+        let refit = pool.record_vote(&key, p % 3 != 0, oleg_store::VoteChange::New, voter);
+        let recorded = started.elapsed().as_secs_f64() * 1e3;
+        let started = Instant::now();
+        if let Some(refit) = refit {
+            let fitted = refit.run();
+            pool.install_calibration(fitted);
+        }
+        (recorded, started.elapsed().as_secs_f64() * 1e3)
+    };
+    for p in 0..10_000 {
+        hear(p);
+    }
+    let (mut recording, mut refitting): (Vec<f64>, Vec<f64>) = (0..30)
+        .map(|block| {
+            (0..100)
+                .map(|p| hear(10_000 + block * 100 + p))
+                .fold((0.0, 0.0), |(r, f), (dr, df)| (r + dr, f + df))
+        })
+        .unzip();
+    recording.sort_by(f64::total_cmp);
+    refitting.sort_by(f64::total_cmp);
+    [
+        (percentile(&recording, 0.5), percentile(&recording, 0.99)),
+        (percentile(&refitting, 0.5), percentile(&refitting, 0.99)),
     ]
 }
 
@@ -521,7 +575,7 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---|");
     for (
         posts,
-        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99), (explore50, explore99), (drawn50, drawn99), (built, _), (learned, placed)],
+        [(score50, score99), (rank50, rank99), (calibrated50, calibrated99), (taste50, taste99), (explore50, explore99), (drawn50, drawn99), (built, _), (learned, placed), (recorded50, recorded99), (refit50, refit99)],
     ) in in_process
     {
         let (bound, verdict) = if posts == 100_000 {
@@ -557,6 +611,12 @@ async fn main() {
         );
         println!(
             "| the same: every post placed among the new subjects, under the lock (requests wait) | 1 | {placed:.1} | | | |"
+        );
+        println!(
+            "| 100 votes heard with 10,000 kept for the calibration, under the lock (requests wait): recording, and the votes kept copied for the refit due | 1 | {recorded50:.2} | {recorded99:.2} | | |"
+        );
+        println!(
+            "| the same: the refit (both fits), off the lock | 1 | {refit50:.2} | {refit99:.2} | | |"
         );
     }
     let rows = [

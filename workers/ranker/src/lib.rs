@@ -167,11 +167,15 @@ impl Ranker {
         let since = self.window_start_ms();
         let posts = self.inner.store.recent_posts(since).await?;
         let counts = self.inner.store.vote_counts(since).await?;
-        let prior_strength = self.inner.settings.prior_strength;
+        let (prior_strength, post_effect_sd) = (
+            self.inner.settings.prior_strength,
+            self.inner.settings.post_effect_sd,
+        );
         let model = self.inner.model.current();
         // Off the async threads: the posts' features and subjects take seconds at 100,000.
         let built = tokio::task::spawn_blocking(move || {
-            let mut pool = Pool::new(posts, counts, prior_strength);
+            let mut pool =
+                Pool::new(posts, counts, prior_strength).with_post_effect_sd(post_effect_sd);
             if let Some(model) = &model {
                 pool.resolve(&model.scorer);
             }
@@ -337,12 +341,15 @@ impl Ranker {
             .votes_heard
             .with_label_values(&[label])
             .inc();
-        let calibration = {
+        let refit = self.pool_mut().record_vote(&key, liked, change, voter);
+        if let Some(refit) = refit {
+            // Off the pool's lock: requests go on with the last fits meanwhile (the next notice
+            // waits, a few milliseconds every 100 votes).
+            let fitted = refit.run();
             let mut pool = self.pool_mut();
-            pool.record_vote(&key, liked, change, voter);
-            pool.calibration_weights()
-        };
-        self.inner.metrics.set_calibration(calibration);
+            pool.install_calibration(fitted);
+            self.inner.metrics.set_calibration(pool.calibration());
+        }
     }
 
     /// What the ranker expects of `user` for the candidate `key` now, with `channel` their

@@ -22,9 +22,10 @@ pub struct RankerMetrics {
     pub votes_heard: IntCounterVec,
     pub released: IntCounter,
     pub release_failures: IntCounter,
-    /// The calibration's weights by name, each gauge looked up once: they are set at every vote
-    /// heard.
+    /// The calibration's weights by name, each gauge looked up once: they are set at every
+    /// refit (every 100 votes heard).
     calibration: [Gauge; WEIGHTS],
+    calibration_posts_sd: Gauge,
 }
 
 impl RankerMetrics {
@@ -35,7 +36,7 @@ impl RankerMetrics {
                     .buckets(exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
             )
         };
-        let calibration = GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views (fitted on posts' first votes) + channel × the logit of the voter's like rate on the channel (fitted, not applied: the person's Beta holds it) (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?;
+        let calibration = GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views (from the fit with each post's and each person-channel pair's own intercept; applied × ranker.post_effect_sd / oleg_ranker_calibration_posts_sd) + channel × the logit of the voter's like rate on the channel (fitted, not applied: the person's Beta holds it) (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?;
         let metrics = Self {
             requests: IntCounterVec::new(Opts::new("oleg_ranker_requests_total", "Recommendation requests, by outcome (ok, error, unroutable: the requester was gone, expired: the requester had stopped waiting)."), &["outcome"])?,
             errors: IntCounterVec::new(
@@ -59,6 +60,7 @@ impl RankerMetrics {
             released: IntCounter::new("oleg_ranker_released_deliveries_total", "Deliveries undone because their reply reached nobody (unroutable, unsent, or a request that failed halfway).")?,
             release_failures: IntCounter::new("oleg_ranker_release_failures_total", "Releases of undelivered posts that failed (those posts stay recorded as sent).")?,
             calibration: std::array::from_fn(|i| calibration.with_label_values(&[WEIGHT_NAMES[i]])),
+            calibration_posts_sd: Gauge::new("oleg_ranker_calibration_posts_sd", "How far posts' own appeal differs, in logits, on the calibration's scale (its fit with each post's intercept; 0 before its first fit): views are applied × ranker.post_effect_sd / this.")?,
         };
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.errors.clone()))?;
@@ -77,14 +79,17 @@ impl RankerMetrics {
         registry.register(Box::new(metrics.released.clone()))?;
         registry.register(Box::new(metrics.release_failures.clone()))?;
         registry.register(Box::new(calibration))?;
-        metrics.set_calibration(Calibration::default().weights());
+        registry.register(Box::new(metrics.calibration_posts_sd.clone()))?;
+        metrics.set_calibration(&Calibration::default());
         Ok(metrics)
     }
 
-    /// The calibration's weights, in the order of [`WEIGHT_NAMES`].
-    pub fn set_calibration(&self, weights: [f64; WEIGHTS]) {
-        for (gauge, weight) in self.calibration.iter().zip(weights) {
+    /// The calibration's weights and posts' spread.
+    pub fn set_calibration(&self, calibration: &Calibration) {
+        for (gauge, weight) in self.calibration.iter().zip(calibration.weights()) {
             gauge.set(weight);
         }
+        self.calibration_posts_sd
+            .set(calibration.posts_sd().unwrap_or(0.0));
     }
 }

@@ -4,7 +4,7 @@
 //! post scraped, a vote cast); a periodic reload from the store corrects what notices cannot
 //! know (a re-vote by someone the replica does not hold, a notice lost).
 
-use crate::calibration::{Calibration, WEIGHTS};
+use crate::calibration::{Calibration, Fitted, Refit, Vote as CalibrationVote};
 use crate::subjects::{Subject, TeachingTexts, TopicModel, MIN_TEACHING_POSTS};
 use oleg_features::{PostContent, PostFeatures};
 use oleg_messages::UserId;
@@ -177,6 +177,8 @@ pub struct Pool {
     surprise_epoch: u64,
     /// What the model's estimates are worth, from the votes heard against them.
     calibration: Calibration,
+    /// The spread of posts' effects, whose scale views are applied on.
+    post_effect_sd: f64,
     /// The candidates' subjects, learned from their texts, how many posts the pool had when they
     /// were, and each post's mix of them (one per post of `posts`; nought without subjects).
     topic_model: Option<Arc<TopicModel>>,
@@ -284,16 +286,25 @@ impl Pool {
     /// Counts a vote on `key` by what it changed in its person's history (a first vote when
     /// the replica does not hold the person). A first vote is kept to be read again against the
     /// next model; where the ranker could tell what it expected of the voter (the model knew
-    /// them), the model's estimate goes to the calibration (the post's first vote to its views'
-    /// fit as well) and the posterior to the post's surprise. A changed vote is left out of all
-    /// three: its voter's expectation is long gone.
-    pub fn record_vote(&mut self, key: &PostKey, liked: bool, change: VoteChange, voter: Voter) {
+    /// them), the model's estimate goes to the calibration and the posterior to the post's
+    /// surprise. A changed vote is left out of all three: its voter's expectation is long gone.
+    /// The calibration's refit it makes due is returned, to be run where requests do not wait
+    /// and installed ([`Pool::install_calibration`]).
+    #[must_use = "a calibration refit due is to be run and installed"]
+    pub fn record_vote(
+        &mut self,
+        key: &PostKey,
+        liked: bool,
+        change: VoteChange,
+        voter: Voter,
+    ) -> Option<Refit> {
         let like = i32::from(liked);
         let (likes, votes) = match change {
             VoteChange::New => (like, 1),
             VoteChange::Replaced { was_liked } => (like - i32::from(was_liked), 0),
-            VoteChange::Stale => return,
+            VoteChange::Stale => return None,
         };
+        let mut refit = None;
         let count = self.counts.entry(key.clone()).or_default();
         count.0 = count.0.saturating_add_signed(likes);
         count.1 = count.1.saturating_add_signed(votes);
@@ -314,18 +325,25 @@ impl Pool {
                     let vote = Surprise::of(liked, expectation.posterior);
                     tally.surprise.add(vote);
                     self.surprise_sum.add(vote);
-                    let relative_views = self.posts[i].relative_views;
-                    self.calibration.record(
-                        expectation.estimate,
-                        relative_views,
-                        voter.channel,
+                    refit = self.calibration.record(CalibrationVote {
+                        estimate: expectation.estimate,
+                        relative_views: self.posts[i].relative_views,
+                        channel_votes: voter.channel,
                         liked,
-                        count.1 == 1,
-                    );
+                        post: key.as_str(),
+                        voter: voter.user.get(),
+                        channel: key.channel(),
+                    });
                 }
             }
         }
         self.add_counts(key, i64::from(likes), i64::from(votes));
+        refit
+    }
+
+    /// Takes in the fits of a refit that [`Pool::record_vote`] made due.
+    pub fn install_calibration(&mut self, fitted: Fitted) {
+        self.calibration.install(fitted);
     }
 
     /// The like rate the votes heard so far support for a model's `estimate` (see
@@ -335,14 +353,21 @@ impl Pool {
     }
 
     /// The shift of the post at `index`'s logit that its views support, for everyone alike (as
-    /// the calibration weighs relative views).
+    /// the calibration weighs relative views, on the scale of posts' effects).
     pub fn views_shift(&self, index: usize) -> f64 {
-        self.calibration.views_weight() * self.posts[index].relative_views
+        self.calibration.views_weight(self.post_effect_sd) * self.posts[index].relative_views
     }
 
-    /// The calibration's weights (see [`Calibration::weights`]).
-    pub fn calibration_weights(&self) -> [f64; WEIGHTS] {
-        self.calibration.weights()
+    /// Views are applied on the scale of posts' effects of this spread (`ranker.post_effect_sd`;
+    /// 0, as [`Pool::new`] leaves it: on the calibration's own).
+    pub fn with_post_effect_sd(mut self, sd: f64) -> Self {
+        self.post_effect_sd = sd;
+        self
+    }
+
+    /// What the votes heard say the model's estimates and posts' views are worth.
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
     }
 
     /// Forgets every post's surprise: a new model serves, against which the votes heard are to
@@ -653,6 +678,19 @@ impl Voter {
 pub(crate) mod tests {
     use super::*;
 
+    /// Records a vote, running at once the calibration's refit it makes due.
+    pub(crate) fn hear(
+        pool: &mut Pool,
+        key: &PostKey,
+        liked: bool,
+        change: VoteChange,
+        voter: Voter,
+    ) {
+        if let Some(refit) = pool.record_vote(key, liked, change, voter) {
+            pool.install_calibration(refit.run());
+        }
+    }
+
     /// Posts of the window with no content, by (channel, id).
     pub(crate) fn recent(posts: &[(&str, i64)]) -> Vec<RecentPost> {
         posts
@@ -707,15 +745,34 @@ pub(crate) mod tests {
         let posts = || recent(&[("a", 1), ("a", 2), ("b", 1)]);
         let key = |c: &str, id| PostKey::new(c, id);
         let mut heard = Pool::new(posts(), HashMap::from([(key("a", 1), (1, 2))]), 5.0);
-        heard.record_vote(&key("a", 1), true, VoteChange::New, Voter::unknown());
-        heard.record_vote(&key("b", 1), false, VoteChange::New, Voter::unknown());
-        heard.record_vote(
+        hear(
+            &mut heard,
+            &key("a", 1),
+            true,
+            VoteChange::New,
+            Voter::unknown(),
+        );
+        hear(
+            &mut heard,
+            &key("b", 1),
+            false,
+            VoteChange::New,
+            Voter::unknown(),
+        );
+        hear(
+            &mut heard,
             &key("b", 1),
             true,
             VoteChange::Replaced { was_liked: false },
             Voter::unknown(),
         );
-        heard.record_vote(&key("a", 1), true, VoteChange::Stale, Voter::unknown());
+        hear(
+            &mut heard,
+            &key("a", 1),
+            true,
+            VoteChange::Stale,
+            Voter::unknown(),
+        );
         let reloaded = Pool::new(
             posts(),
             HashMap::from([(key("a", 1), (2, 3)), (key("b", 1), (1, 1))]),
@@ -739,7 +796,13 @@ pub(crate) mod tests {
         );
         let votes = |pool: &mut Pool, id, liked, expected| {
             for _ in 0..4 {
-                pool.record_vote(&key(id), liked, VoteChange::New, Voter::expecting(expected));
+                hear(
+                    pool,
+                    &key(id),
+                    liked,
+                    VoteChange::New,
+                    Voter::expecting(expected),
+                );
             }
         };
         // Four likes from people expected to like it anyway, four from people expected not
@@ -748,8 +811,9 @@ pub(crate) mod tests {
         votes(&mut pool, 2, true, 0.3);
         votes(&mut pool, 3, false, 0.5);
         // Neither a vote from someone the model does not know nor a changed vote counts.
-        pool.record_vote(&key(4), false, VoteChange::New, Voter::unknown());
-        pool.record_vote(
+        hear(&mut pool, &key(4), false, VoteChange::New, Voter::unknown());
+        hear(
+            &mut pool,
             &key(4),
             true,
             VoteChange::Replaced { was_liked: false },
@@ -837,7 +901,13 @@ pub(crate) mod tests {
         assert_eq!(read, keys[..3].iter().collect::<Vec<_>>());
         // A vote heard while the votes were read, against the new model, counts as well: one
         // more dislike of post 1 where a like was as likely.
-        reloaded.record_vote(&key(1), false, VoteChange::New, Voter::expecting(0.5));
+        hear(
+            &mut reloaded,
+            &key(1),
+            false,
+            VoteChange::New,
+            Voter::expecting(0.5),
+        );
         // A reading done before the surprises were last forgotten (for a model since replaced)
         // is refused.
         let mut replaced = reloaded.clone();
@@ -866,7 +936,13 @@ pub(crate) mod tests {
         let mut pool = Pool::new(recent(&[("a", 1)]), HashMap::new(), 5.0);
         // The oldest ten are dislikes, the rest likes.
         for vote in 0..HEARD_VOTES_PER_POST + 10 {
-            pool.record_vote(&key, vote >= 10, VoteChange::New, Voter::unknown());
+            hear(
+                &mut pool,
+                &key,
+                vote >= 10,
+                VoteChange::New,
+                Voter::unknown(),
+            );
         }
         let mut disliked = 0;
         let reread = read_again(&pool, |_, _, vote| {
@@ -899,43 +975,49 @@ pub(crate) mod tests {
             "taken as it comes before any vote"
         );
         assert_eq!(pool.views_shift(0), 0.0);
-        // The model is sure of 0.9 for everyone. First votes: half the posts at their page's
-        // median liked, four in five of those read more. Then three votes each, those read
-        // more all disliked: the votes a post's effect sends say nothing of views.
+        // The model is sure of 0.9 for everyone. Eight votes a post, each by its own person:
+        // of those at their page's median 7 in 8 liked, of those read more 31 in 32.
         let post = |id: i64| PostKey::new("a", id);
-        let voter = Voter::expecting(0.9);
         for id in 1..=400 {
-            let liked = if id % 2 == 1 {
-                id % 5 != 1
-            } else {
-                id % 4 == 0
-            };
-            pool.record_vote(&post(id), liked, VoteChange::New, voter);
-        }
-        for id in 1..=400 {
-            for _ in 0..3 {
-                pool.record_vote(&post(id), id % 2 == 0, VoteChange::New, voter);
+            for k in 0..8 {
+                let n = (id - 1) / 2 * 8 + k;
+                let liked = if id % 2 == 1 { n % 32 != 0 } else { n % 8 != 0 };
+                let voter = Voter {
+                    user: UserId::new(id * 8 + k).unwrap(),
+                    ..Voter::expecting(0.9)
+                };
+                hear(&mut pool, &post(id), liked, VoteChange::New, voter);
             }
         }
         // Post a/2 is at its page's median: views say nothing of it.
         assert_eq!(pool.views_shift(1), 0.0);
-        // Every vote calibrates the estimate: of those on posts at the median, 7 in 8 liked.
+        // Every vote calibrates the estimate, and the views shift the read more: ln 3 e-folds
+        // worth logit(31/32) − logit(7/8) ≈ 1.5 logits.
         let plain = pool.calibrated(0.9);
-        let read_more = crate::ranking::shifted(0.5, pool.views_shift(0));
-        assert!((plain - 0.875).abs() < 0.05, "{plain}");
-        assert!((read_more - 0.8).abs() < 0.05, "{read_more}");
+        let read_more = crate::ranking::shifted(plain, pool.views_shift(0));
+        assert!((plain - 0.875).abs() < 0.03, "{plain}");
+        assert!((read_more - 0.969).abs() < 0.01, "{read_more}");
+        // Posts' effects on the calibration's own scale, or on one twice as wide as its.
+        let posts_sd = pool.calibration().posts_sd().unwrap();
+        let wider = pool.clone().with_post_effect_sd(2.0 * posts_sd);
+        let shift = pool.views_shift(0);
+        assert!(
+            wider.views_shift(0) > 1.5 * shift,
+            "{}",
+            wider.views_shift(0)
+        );
         // A changed vote, or one by someone the model does not know, teaches nothing.
-        let weights = pool.calibration_weights();
+        let weights = pool.calibration().weights();
         for _ in 0..200 {
-            pool.record_vote(&post(2), true, VoteChange::New, Voter::unknown());
+            hear(&mut pool, &post(2), true, VoteChange::New, Voter::unknown());
             let change = VoteChange::Replaced { was_liked: false };
-            pool.record_vote(&post(2), true, change, Voter::expecting(0.9));
+            hear(&mut pool, &post(2), true, change, Voter::expecting(0.9));
         }
-        assert_eq!(pool.calibration_weights(), weights);
+        assert_eq!(pool.calibration().weights(), weights);
         // It outlives a reload from the store.
         let mut reloaded = Pool::new(recent(&[("a", 1)]), HashMap::new(), 5.0);
         reloaded.keep_newer_posts_of(pool.clone(), None);
-        assert_eq!(reloaded.calibration_weights(), weights);
+        assert_eq!(reloaded.calibration().weights(), weights);
     }
 
     /// Every candidate's votes heard read again at once.

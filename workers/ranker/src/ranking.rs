@@ -710,8 +710,9 @@ mod tests {
         // the channel.
         assert!((expected.posterior - expected.estimate.clamp(0.02, 0.98)).abs() < 1e-12);
         for _ in 0..10 {
-            pool.record_vote(&first, false, VoteChange::New, Voter::expecting(0.5));
-            pool.record_vote(&second, true, VoteChange::New, Voter::expecting(0.5));
+            let voter = Voter::expecting(0.5);
+            crate::pool::tests::hear(&mut pool, &first, false, VoteChange::New, voter);
+            crate::pool::tests::hear(&mut pool, &second, true, VoteChange::New, voter);
         }
         assert_eq!(
             order(&pool, 0.0),

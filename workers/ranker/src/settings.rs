@@ -30,7 +30,9 @@ pub struct RankerSettings {
     /// For `thompson` and `posterior_mean`: how far (a standard deviation in logits) posts' own
     /// appeal is expected to differ beyond what the model knows. Each post's logit is shifted by
     /// how its votes departed from what was expected of each voter, shrunk by this prior: a
-    /// post's quality learned from the votes it got since the serving model was trained. 0: off.
+    /// post's quality learned from the votes it got since the serving model was trained; its
+    /// views are applied on the same scale (`Calibration::views_weight`). 0: off (views as the
+    /// calibration reads them).
     pub post_effect_sd: f64,
     /// For `thompson` and `posterior_mean`: how far (a standard deviation in logits, per feature)
     /// a person's taste for posts' form (media, length, links, forwarding) is expected to differ
