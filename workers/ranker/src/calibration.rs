@@ -106,13 +106,12 @@ struct Mixed {
     pairs: Intercepts,
 }
 
-/// One kind of random intercept: each group's (by its hash) at the last fit, and their variance.
+/// One kind of random intercept: each group's (by its hash) at the last fit, and their variance
+/// (fitted over those groups).
 #[derive(Debug, Clone)]
 struct Intercepts {
     by_group: HashMap<u64, f64>,
     variance: f64,
-    /// How many groups the variance was fitted over.
-    groups: usize,
 }
 
 /// The weights that take an estimate as it comes, the fit's priors' means.
@@ -152,7 +151,7 @@ impl Calibration {
             return fitted;
         }
         let target = post_effect_sd * post_effect_sd;
-        let posts = mixed.posts.groups as f64;
+        let posts = mixed.posts.by_group.len() as f64;
         let variance = (posts * mixed.posts.variance + SPREAD_PRIOR_POSTS * target)
             / (posts + SPREAD_PRIOR_POSTS);
         fitted * post_effect_sd / variance.sqrt()
@@ -265,8 +264,8 @@ impl Mixed {
             posts.variance = post.step(votes, weights, &pair, posts.variance);
             pairs.variance = pair.step(votes, weights, &post, pairs.variance);
         }
-        posts.keep(&post);
-        pairs.keep(&pair);
+        posts.keep(post);
+        pairs.keep(pair);
         Self {
             weights,
             posts,
@@ -280,19 +279,12 @@ impl Intercepts {
         Self {
             by_group: HashMap::new(),
             variance: MIXED_START_SD * MIXED_START_SD,
-            groups: 0,
         }
     }
 
     /// Keeps the groups of this fit's votes (those of votes no longer kept are dropped).
-    fn keep(&mut self, fitted: &Groups) {
-        self.by_group = fitted
-            .keys
-            .iter()
-            .copied()
-            .zip(fitted.values.clone())
-            .collect();
-        self.groups = fitted.keys.len();
+    fn keep(&mut self, fitted: Groups) {
+        self.by_group = fitted.keys.into_iter().zip(fitted.values).collect();
     }
 }
 
@@ -789,7 +781,7 @@ mod tests {
         // With few posts the spread leans on the ranker's: none voted on gives the weight as
         // fitted at posts' effects' own spread.
         let mut few = calibration.clone();
-        few.mixed.as_mut().unwrap().posts.groups = 0;
+        few.mixed.as_mut().unwrap().posts.by_group.clear();
         assert!((few.views_weight(0.8) - fitted).abs() < 1e-12);
     }
 }
