@@ -190,6 +190,7 @@ fn in_process(posts: i64) -> [(f64, f64); 10] {
         policy: POLICY,
         noise: 0.0,
         prior_votes: 1.0,
+        channel_sd: 1.6,
         post_effect_sd: 0.5,
         taste: TasteSpread {
             form: 0.0,
@@ -383,6 +384,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         exploration: POLICY,
         exploration_noise: 0.05,
         prior_votes: 1.0,
+        channel_sd: 1.6,
         post_effect_sd: 0.5,
         taste_sd: 0.5,
         taste_text_sd: 1.5,

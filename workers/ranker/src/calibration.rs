@@ -11,7 +11,8 @@
 //! (`views_weight`), as a shift every person shares, like a post's own effect.
 //!
 //! The fit also holds the voter's own votes on the post's channel (their smoothed like rate's
-//! logit), which the ranker mixes in apart (the person's Beta) and so does not apply from here.
+//! logit), which the ranker mixes in apart (the person's channel offset) and so does not apply
+//! from here.
 //! The ranker picks posts by those votes: a post read less than its channel's others reaches
 //! mostly people who liked the channel, one read more also reaches the lukewarm. Left out of the
 //! fit, the channel votes would show up as views being worth less (and the estimate more) than
@@ -120,10 +121,18 @@ const AS_IT_COMES: [f64; WEIGHTS] = [PRIORS[0].0, PRIORS[1].0, PRIORS[2].0, PRIO
 impl Calibration {
     /// The like rate the votes support for a model estimate of `estimate`, views aside.
     pub fn apply(&self, estimate: f64) -> f64 {
-        let Some([intercept, scale, ..]) = self.pooled else {
+        if self.pooled.is_none() {
             return estimate;
-        };
-        sigmoid(intercept + scale * estimate_logit(estimate))
+        }
+        sigmoid(self.apply_logit(estimate))
+    }
+
+    /// [`Self::apply`]'s like rate as a logit (the ranker's channel offsets add to it).
+    pub fn apply_logit(&self, estimate: f64) -> f64 {
+        match self.pooled {
+            Some([intercept, scale, ..]) => intercept + scale * estimate_logit(estimate),
+            None => logit(estimate),
+        }
     }
 
     /// The weights in use, in the order of [`WEIGHT_NAMES`]: the views' as the mixed fit reads
@@ -700,7 +709,7 @@ mod tests {
         let [_, _, views, channel] = calibration.weights();
         assert!((views - 0.8).abs() < 0.1, "{views}");
         assert!((channel - 0.5).abs() < 0.1, "{channel}");
-        // What the ranker applies: views; the channel votes enter through the person's Beta.
+        // What the ranker applies: views; the channel votes enter through the person's offset.
         assert_eq!(calibration.views_weight(0.0), views);
         assert_eq!(calibration.apply(0.5), sigmoid(calibration.weights()[0]));
     }

@@ -806,6 +806,7 @@ impl Ranker {
             policy: settings.exploration,
             noise: settings.exploration_noise,
             prior_votes: settings.prior_votes,
+            channel_sd: settings.channel_sd,
             post_effect_sd: settings.post_effect_sd,
             taste: ranking::TasteSpread {
                 form: settings.taste_sd,

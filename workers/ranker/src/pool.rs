@@ -352,6 +352,11 @@ impl Pool {
         self.calibration.apply(estimate)
     }
 
+    /// [`Pool::calibrated`] as a logit.
+    pub fn calibrated_logit(&self, estimate: f64) -> f64 {
+        self.calibration.apply_logit(estimate)
+    }
+
     /// The shift of the post at `index`'s logit that its views support, for everyone alike (as
     /// the calibration weighs relative views, on the scale of posts' effects).
     pub fn views_shift(&self, index: usize) -> f64 {

@@ -19,8 +19,13 @@ pub struct Exploration<'a> {
     pub policy: ExplorationPolicy,
     /// Noise: the standard deviation of the Gaussian noise added to every score.
     pub noise: f64,
-    /// Posterior mean and Thompson: how many of the person's votes the model's estimate counts for.
+    /// Posterior mean and Thompson, for a person the model does not know: how many of their
+    /// votes everyone's like rate (popularity) counts for beside their votes on its channel.
     pub prior_votes: f64,
+    /// Posterior mean and Thompson, for a person the model knows: how far (a standard deviation
+    /// in logits) their liking for a channel is expected to depart from the model's estimates
+    /// ([`ChannelOffset`]).
+    pub channel_sd: f64,
     /// Posterior mean and Thompson: the spread (in logits) of posts' effects, by which each
     /// post's logit is shifted as its voters' surprise supports ([`Pool::post_effect`]); 0: none.
     pub post_effect_sd: f64,
@@ -149,30 +154,34 @@ pub fn rank(
             // Posts' effects from their voters' surprise; none under popularity (no model),
             // which counts the posts' likes already.
             let effects = user_row.and_then(|_| pool.post_effect_prior(exploration.post_effect_sd));
+            // The person's channel offsets, from their votes read against the model; none
+            // under popularity.
+            let channels = user_row
+                .map(|(scorer, row)| PersonChannels::fit(pool, scorer, row, exploration, &tallies));
             // The person's taste over kinds of post, beyond what the model and their channel
             // votes say; none under popularity (no model to be beyond), nor without votes on
             // candidates (it would shift nothing).
-            let taste = user_row
+            let taste = channels
+                .as_ref()
                 .filter(|_| !exploration.taste.is_none())
-                .map(|(scorer, row)| taste_votes(pool, scorer, row, exploration, &tallies, effects))
+                .map(|channels| channels.taste_votes(pool, exploration, effects))
                 .filter(|votes| !votes.is_empty())
                 .map(|votes| TastePosterior::fit(pool, &votes, exploration.taste));
             let mut posteriors: Vec<Posterior> = scores
                 .iter()
                 .zip(&candidates)
                 .map(|(&score, &i)| {
-                    let score = match user_row {
-                        Some(_) => Score::Estimate(score),
-                        None => Score::Popularity(score),
+                    let slot = pool.channel_slot_of(i);
+                    let belief = match &channels {
+                        Some(channels) => Belief::Model {
+                            expected: expected_logit(pool, score),
+                            channel: channels.offsets[slot],
+                        },
+                        None => {
+                            Belief::Popularity(beta(score, tallies[slot], exploration.prior_votes))
+                        }
                     };
-                    Posterior::of(
-                        pool,
-                        i,
-                        score,
-                        tallies[pool.channel_slot_of(i)],
-                        exploration.prior_votes,
-                        effects,
-                    )
+                    Posterior::of(pool, i, belief, effects)
                 })
                 .collect();
             for (score, posterior) in scores.iter_mut().zip(&posteriors) {
@@ -232,25 +241,26 @@ pub fn rank(
     }
 }
 
-/// The person's newest votes on candidates (at most [`TASTE_VOTES`]), each with the like rate
-/// the ranker expects of them without it: their channel tally less the vote.
-fn taste_votes(
+/// A vote of the person's on a post still in the pool, with the logit the model expected of it
+/// (its calibrated estimate).
+struct HeldVote {
+    index: usize,
+    liked: bool,
+    voted_at_ms: i64,
+    expected: f64,
+}
+
+/// The person's votes on posts still in the pool, each scored by the model.
+fn held_votes(
     pool: &Pool,
     scorer: &ScoringModel,
     row: usize,
-    exploration: &Exploration,
-    tallies: &[Option<(u32, u32)>],
-    effects: Option<PostEffectPrior>,
-) -> Vec<TasteVote> {
-    let mut voted: Vec<(usize, bool, i64)> = exploration
-        .history
+    history: &PersonHistory,
+) -> Vec<HeldVote> {
+    let voted: Vec<(usize, bool, i64)> = history
         .votes()
         .filter_map(|(key, liked, at)| Some((pool.position(key)?, liked, at)))
         .collect();
-    if voted.len() > TASTE_VOTES {
-        voted.select_nth_unstable_by_key(TASTE_VOTES - 1, |&(_, _, at)| std::cmp::Reverse(at));
-        voted.truncate(TASTE_VOTES);
-    }
     let refs: Vec<Candidate> = voted
         .iter()
         .map(|&(i, ..)| pool.candidate(i, scorer))
@@ -258,27 +268,120 @@ fn taste_votes(
     let mut estimates = Vec::with_capacity(refs.len());
     scorer.score(row, &refs, &mut estimates);
     voted
-        .iter()
+        .into_iter()
         .zip(estimates)
-        .map(|(&(index, liked, _), estimate)| {
-            let tally = tallies[pool.channel_slot_of(index)].map(|(likes, votes)| {
-                (
-                    likes.saturating_sub(u32::from(liked)),
-                    votes.saturating_sub(1),
-                )
-            });
-            let rate = Posterior::of(
-                pool,
-                index,
-                Score::Estimate(f64::from(estimate)),
-                tally,
-                exploration.prior_votes,
-                effects,
-            )
-            .mean();
-            TasteVote { index, liked, rate }
+        .map(|((index, liked, voted_at_ms), estimate)| HeldVote {
+            index,
+            liked,
+            voted_at_ms,
+            expected: expected_logit(pool, f64::from(estimate)),
         })
         .collect()
+}
+
+/// One of the person's votes on a channel: the held vote it is (`None`: a vote on a post the
+/// pool no longer or not yet holds) and what it says, `(expected logit, liked)`.
+struct ChannelVote {
+    held: Option<usize>,
+    read: (f64, bool),
+}
+
+/// A person's votes by channel and the channel offsets fitted to them.
+struct PersonChannels {
+    held: Vec<HeldVote>,
+    /// By channel slot.
+    votes: Vec<Vec<ChannelVote>>,
+    /// By channel slot.
+    offsets: Vec<ChannelOffset>,
+}
+
+impl PersonChannels {
+    /// From the person's votes (held ones scored by the model at `row`) and their `tallies` by
+    /// channel slot. A tally counts votes on posts the pool does not hold too; those are read at
+    /// the mean expectation of the person's held votes on the channel (else of all their held
+    /// votes; else 0 logits, an even chance).
+    fn fit(
+        pool: &Pool,
+        scorer: &ScoringModel,
+        row: usize,
+        exploration: &Exploration,
+        tallies: &[Option<(u32, u32)>],
+    ) -> Self {
+        let held = held_votes(pool, scorer, row, exploration.history);
+        let mut votes: Vec<Vec<ChannelVote>> =
+            (0..pool.channel_slots()).map(|_| Vec::new()).collect();
+        for (k, vote) in held.iter().enumerate() {
+            votes[pool.channel_slot_of(vote.index)].push(ChannelVote {
+                held: Some(k),
+                read: (vote.expected, vote.liked),
+            });
+        }
+        let mean_expected = |expected: &mut dyn Iterator<Item = f64>| {
+            let (sum, n) = expected.fold((0.0, 0_u32), |(sum, n), e| (sum + e, n + 1));
+            (n > 0).then(|| sum / f64::from(n))
+        };
+        let overall = mean_expected(&mut held.iter().map(|v| v.expected)).unwrap_or(0.0);
+        for (channel, tally) in votes.iter_mut().zip(tallies) {
+            let Some((likes, total)) = *tally else {
+                continue;
+            };
+            let held_likes = channel.iter().filter(|v| v.read.1).count() as u32;
+            let unheld = total.saturating_sub(channel.len() as u32);
+            let unheld_likes = likes.saturating_sub(held_likes);
+            let at = mean_expected(&mut channel.iter().map(|v| v.read.0)).unwrap_or(overall);
+            channel.extend((0..unheld).map(|k| ChannelVote {
+                held: None,
+                read: (at, k < unheld_likes),
+            }));
+        }
+        let offsets = votes
+            .iter()
+            .map(|channel| {
+                ChannelOffset::fit(channel.iter().map(|v| v.read), exploration.channel_sd)
+            })
+            .collect();
+        Self {
+            held,
+            votes,
+            offsets,
+        }
+    }
+
+    /// The person's newest held votes (at most [`TASTE_VOTES`]), each with the like rate the
+    /// ranker expects of them without it: their channel offset fitted to their other votes on it.
+    fn taste_votes(
+        &self,
+        pool: &Pool,
+        exploration: &Exploration,
+        effects: Option<PostEffectPrior>,
+    ) -> Vec<TasteVote> {
+        let mut newest: Vec<usize> = (0..self.held.len()).collect();
+        if newest.len() > TASTE_VOTES {
+            newest.select_nth_unstable_by_key(TASTE_VOTES - 1, |&k| {
+                std::cmp::Reverse(self.held[k].voted_at_ms)
+            });
+            newest.truncate(TASTE_VOTES);
+        }
+        newest
+            .into_iter()
+            .map(|k| {
+                let vote = &self.held[k];
+                let others = self.votes[pool.channel_slot_of(vote.index)]
+                    .iter()
+                    .filter(|v| v.held != Some(k))
+                    .map(|v| v.read);
+                let belief = Belief::Model {
+                    expected: vote.expected,
+                    channel: ChannelOffset::fit(others, exploration.channel_sd),
+                };
+                TasteVote {
+                    index: vote.index,
+                    liked: vote.liked,
+                    rate: Posterior::of(pool, vote.index, belief, effects).mean(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// The best (by `keys`) of the candidates from channels the person has not tried (seen no post
@@ -354,75 +457,126 @@ pub fn expected_like(
     let mut estimate = Vec::with_capacity(1);
     scorer.score(row, &[pool.candidate(index, scorer)], &mut estimate);
     let estimate = f64::from(estimate[0]);
-    let posterior = Posterior::of(
-        pool,
-        index,
-        Score::Estimate(estimate),
-        channel,
-        prior_votes,
-        None,
-    );
+    // The voter's channel as a Beta of their tally: this runs for every vote heard, where
+    // reading each of the voter's own votes against the model (as their channel offset does)
+    // would score their history each time; measured at its optimum as it is (docs/BENCHMARKS.md,
+    // "posts' voters read against their taste").
+    let channel = posterior_mean(beta(pool.calibrated(estimate), channel, prior_votes));
     Some(Expectation {
         estimate,
-        posterior: posterior.mean(),
+        posterior: shifted(channel, pool.views_shift(index)),
     })
 }
 
-/// What a candidate's score is.
-#[derive(Debug, Clone, Copy)]
-enum Score {
-    /// The model's estimate for the person.
-    Estimate(f64),
-    /// The post's popularity (the model does not know the person): a like rate that counts
-    /// what its views and votes brought already.
-    Popularity(f64),
+/// The logit of the like rate the model's `estimate` stands for, once calibrated, kept within
+/// the rates 0.02 and 0.98 (as a Beta's are, [`beta`]), which no few votes could move past.
+fn expected_logit(pool: &Pool, estimate: f64) -> f64 {
+    pool.calibrated_logit(estimate)
+        .clamp(-EXPECTED_LOGIT_BOUND, EXPECTED_LOGIT_BOUND)
 }
 
-/// What the posterior policies believe of a person's like rate for one post: a Beta (see
-/// [`belief`]) and the shift of its logit that every person shares (the post's views and, where
-/// asked, its own effect).
+/// logit(0.98) = ln 49.
+const EXPECTED_LOGIT_BOUND: f64 = 3.891_820_298_110_626_5;
+
+/// What the ranker believes of a person's liking for a channel beyond the model's estimates: an
+/// offset to the logit of each of its posts, normal with this mean and variance. A vote on a
+/// post the model expected them to like says less than one on a post it expected them not to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ChannelOffset {
+    pub mean: f64,
+    pub variance: f64,
+}
+
+impl ChannelOffset {
+    /// The posterior's Laplace approximation under the prior N(0, sd²), from `votes`, each an
+    /// (expected logit, liked): Newton's method to its mode, the variance its curvature's inverse
+    /// there (the log-posterior is concave, so the mode is unique).
+    pub(crate) fn fit(votes: impl Iterator<Item = (f64, bool)> + Clone, sd: f64) -> Self {
+        let precision = 1.0 / (sd * sd);
+        let mut mean = 0.0;
+        let mut curvature = precision;
+        for _ in 0..OFFSET_NEWTON_STEPS {
+            let mut slope = -mean * precision;
+            curvature = precision;
+            for (expected, liked) in votes.clone() {
+                let p = sigmoid(expected + mean);
+                slope += f64::from(u8::from(liked)) - p;
+                curvature += p * (1.0 - p);
+            }
+            let step = slope / curvature;
+            mean += step;
+            if step.abs() < 1e-9 {
+                break;
+            }
+        }
+        Self {
+            mean,
+            variance: 1.0 / curvature,
+        }
+    }
+}
+
+/// Newton steps at most to a channel offset's mode; a handful reach it to 1e-9.
+const OFFSET_NEWTON_STEPS: usize = 25;
+
+/// What the posterior policies believe of a person's like rate for one post.
+#[derive(Debug, Clone, Copy)]
+enum Belief {
+    /// The model knows the person: its expectation (a logit) moved by their channel offset.
+    Model {
+        expected: f64,
+        channel: ChannelOffset,
+    },
+    /// It does not: everyone's like rate (popularity) and their votes on the channel, as a
+    /// Beta(α, β) (see [`beta`]).
+    Popularity((f64, f64)),
+}
+
+/// A [`Belief`] and the shift of its logit that every person shares (the post's views and,
+/// where asked, its own effect: none under popularity, which counts the post's votes already).
 #[derive(Debug, Clone, Copy)]
 struct Posterior {
-    belief: (f64, f64),
+    belief: Belief,
     shift: f64,
 }
 
 impl Posterior {
-    /// For the pool's post at `index` with `score`: a model's estimate is calibrated and shifted
-    /// by the post's views and (under `effects`) its own effect; popularity is taken as it is.
-    /// `tally`: the person's (likes, votes) on the post's channel.
-    fn of(
-        pool: &Pool,
-        index: usize,
-        score: Score,
-        tally: Option<(u32, u32)>,
-        prior_votes: f64,
-        effects: Option<PostEffectPrior>,
-    ) -> Self {
-        match score {
-            Score::Estimate(estimate) => Self {
-                belief: belief(pool.calibrated(estimate), tally, prior_votes),
-                shift: pool.views_shift(index)
-                    + effects.map_or(0.0, |prior| pool.post_effect(index, &prior)),
-            },
-            Score::Popularity(popularity) => Self {
-                belief: belief(popularity, tally, prior_votes),
-                shift: 0.0,
-            },
-        }
+    /// For the pool's post at `index`.
+    fn of(pool: &Pool, index: usize, belief: Belief, effects: Option<PostEffectPrior>) -> Self {
+        let shift = match belief {
+            Belief::Model { .. } => {
+                pool.views_shift(index)
+                    + effects.map_or(0.0, |prior| pool.post_effect(index, &prior))
+            }
+            Belief::Popularity(_) => 0.0,
+        };
+        Self { belief, shift }
     }
 
     fn mean(&self) -> f64 {
-        shifted(posterior_mean(self.belief), self.shift)
+        match self.belief {
+            Belief::Model { expected, channel } => sigmoid(expected + channel.mean + self.shift),
+            Belief::Popularity(counts) => shifted(posterior_mean(counts), self.shift),
+        }
     }
 
-    /// A draw from the Beta with its counts multiplied by `concentration`, shifted; the mean
-    /// where the Beta is degenerate.
+    /// A draw with the belief's spread narrowed by `concentration` (a Beta's counts multiplied
+    /// by it, a channel offset's variance divided), shifted; the mean where the Beta is
+    /// degenerate.
     fn draw(&self, concentration: f64, rng: &mut impl Rng) -> f64 {
-        let (alpha, beta) = self.belief;
-        Beta::new(alpha * concentration, beta * concentration).map_or(self.mean(), |posterior| {
-            shifted(posterior.sample(rng), self.shift)
-        })
+        match self.belief {
+            Belief::Model { expected, channel } => {
+                let departure: f64 = rng.sample(StandardNormal);
+                let offset = channel.mean + (channel.variance / concentration).sqrt() * departure;
+                sigmoid(expected + offset + self.shift)
+            }
+            Belief::Popularity((alpha, beta)) => {
+                Beta::new(alpha * concentration, beta * concentration)
+                    .map_or(self.mean(), |posterior| {
+                        shifted(posterior.sample(rng), self.shift)
+                    })
+            }
+        }
     }
 }
 
@@ -440,12 +594,11 @@ pub(crate) fn shifted(rate: f64, shift: f64) -> f64 {
     sigmoid(logit(rate) + shift)
 }
 
-/// The person's like rate for a post as a Beta(α, β): the model's estimate `estimate` worth
-/// `prior_votes` votes, plus the person's (likes, votes) on the post's channel. Few votes leave
-/// it wide (exploration); many pull it to what the person did (exploitation), before the next
-/// training has seen them.
-fn belief(estimate: f64, channel: Option<(u32, u32)>, prior_votes: f64) -> (f64, f64) {
-    let p = estimate.clamp(0.02, 0.98);
+/// A like rate `rate` worth `prior_votes` votes, plus the person's (likes, votes) on the post's
+/// channel, as a Beta(α, β). Few votes leave it wide (exploration); many pull it to what the
+/// person did (exploitation).
+fn beta(rate: f64, channel: Option<(u32, u32)>, prior_votes: f64) -> (f64, f64) {
+    let p = rate.clamp(0.02, 0.98);
     let (likes, votes) = channel.unwrap_or((0, 0));
     (
         prior_votes * p + f64::from(likes),
@@ -481,6 +634,7 @@ mod tests {
             policy: ExplorationPolicy::Noise,
             noise: 0.0,
             prior_votes: 4.0,
+            channel_sd: 1.6,
             post_effect_sd: 0.5,
             taste: TasteSpread {
                 form: 0.0,
@@ -645,7 +799,6 @@ mod tests {
             }
             let exploration = Exploration {
                 policy: ExplorationPolicy::PosteriorMean,
-                prior_votes: 1.0,
                 post_effect_sd: 0.0,
                 taste: crate::taste::tests::spread(1.0),
                 ..noise(&history)
@@ -679,7 +832,6 @@ mod tests {
         let order = |pool: &Pool, post_effect_sd| {
             let exploration = Exploration {
                 policy: ExplorationPolicy::PosteriorMean,
-                prior_votes: 1.0,
                 post_effect_sd,
                 ..noise(&history)
             };
@@ -777,30 +929,122 @@ mod tests {
         );
     }
 
+    /// The mean and variance of 20,000 of `posterior`'s draws at `concentration`, each read
+    /// through `read`.
+    fn draws_moments(
+        posterior: &Posterior,
+        concentration: f64,
+        read: fn(f64) -> f64,
+        rng: &mut rand::rngs::StdRng,
+    ) -> (f64, f64) {
+        let draws: Vec<f64> = (0..20_000)
+            .map(|_| read(posterior.draw(concentration, rng)))
+            .collect();
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        let variance = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / draws.len() as f64;
+        (mean, variance)
+    }
+
     #[test]
     fn concentrated_draws_keep_the_posteriors_mean_and_narrow_its_spread() {
-        let posterior = Posterior {
-            belief: (0.4, 0.6),
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let popularity = Posterior {
+            belief: Belief::Popularity((0.4, 0.6)),
             shift: 0.0,
         };
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let moments = |concentration: f64, rng: &mut rand::rngs::StdRng| {
-            let draws: Vec<f64> = (0..20_000)
-                .map(|_| posterior.draw(concentration, rng))
-                .collect();
-            let mean = draws.iter().sum::<f64>() / draws.len() as f64;
-            let variance =
-                draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / draws.len() as f64;
-            (mean, variance)
-        };
         // Beta(α, β) has variance m(1 − m)/(α + β + 1): 0.12 here, 0.048 at four times the counts.
-        let (mean, variance) = moments(1.0, &mut rng);
+        let (mean, variance) = draws_moments(&popularity, 1.0, |p| p, &mut rng);
         assert!((mean - 0.4).abs() < 0.01 && (variance - 0.12).abs() < 0.005);
-        let (mean, variance) = moments(4.0, &mut rng);
+        let (mean, variance) = draws_moments(&popularity, 4.0, |p| p, &mut rng);
         assert!(
             (mean - 0.4).abs() < 0.01 && (variance - 0.048).abs() < 0.003,
             "{mean} {variance}"
         );
+        // A channel offset's draws, as logits: the expectation, the offset and the shift, its
+        // variance divided by the concentration.
+        let model = Posterior {
+            belief: Belief::Model {
+                expected: -0.5,
+                channel: ChannelOffset {
+                    mean: 0.75,
+                    variance: 1.0,
+                },
+            },
+            shift: 0.25,
+        };
+        for (concentration, spread) in [(1.0, 1.0), (4.0, 0.25)] {
+            let (mean, variance) = draws_moments(&model, concentration, logit, &mut rng);
+            assert!(
+                (mean - 0.5).abs() < 0.02 && (variance - spread).abs() < 0.03 * spread,
+                "{mean} {variance}"
+            );
+        }
+        assert!((model.mean() - sigmoid(0.5)).abs() < 1e-12);
+        assert!((EXPECTED_LOGIT_BOUND - logit(0.98)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_channel_offset_reads_each_vote_against_what_the_model_expected() {
+        let fit = |votes: &[(f64, bool)]| ChannelOffset::fit(votes.iter().copied(), 1.6);
+        // No votes: the prior.
+        assert_eq!(
+            fit(&[]),
+            ChannelOffset {
+                mean: 0.0,
+                variance: 1.6 * 1.6
+            }
+        );
+        // A like of a post the model expected them to dislike says more than one it expected
+        // them to like; a dislike, the other way round.
+        let (surprising, expected) = (fit(&[(-2.0, true)]), fit(&[(2.0, true)]));
+        assert!(surprising.mean > expected.mean && expected.mean > 0.0);
+        let (surprising, expected) = (fit(&[(2.0, false)]), fit(&[(-2.0, false)]));
+        assert!(surprising.mean < expected.mean && expected.mean < 0.0);
+        // The mode: the log-posterior's slope is nought there; more votes, a narrower offset.
+        let votes = [(-0.2, true), (0.4, true), (0.1, false), (-1.0, true)];
+        let offset = fit(&votes);
+        let slope = -offset.mean / (1.6 * 1.6)
+            + votes
+                .iter()
+                .map(|&(e, liked)| f64::from(u8::from(liked)) - sigmoid(e + offset.mean))
+                .sum::<f64>();
+        assert!(slope.abs() < 1e-9, "{slope}");
+        assert!(offset.variance < fit(&votes[..2]).variance);
+    }
+
+    #[test]
+    fn once_the_model_knows_a_person_their_votes_on_a_channel_move_its_posts() {
+        let scorer = crate::pool::tests::small_scorer();
+        let mut pool = pool();
+        pool.resolve(&scorer);
+        let known = UserId::new(1).unwrap();
+        let order = |history: &PersonHistory| {
+            let exploration = Exploration {
+                policy: ExplorationPolicy::PosteriorMean,
+                post_effect_sd: 0.0,
+                ..noise(history)
+            };
+            keys(&pool, &seeded(&pool, Some(&scorer), known, &exploration, 1))
+        };
+        let first_channel =
+            |history: &PersonHistory| order(history)[0].split('/').next().unwrap().to_owned();
+        // Votes on the channels of the model's first and last posts: its first disliked, its
+        // last liked, on held posts (read against the model) and on posts the pool no longer
+        // holds (counted in the tally, read at the held votes' expectation).
+        let by_model = order(&PersonHistory::default());
+        let channel = |key: &String| key.split('/').next().unwrap().to_owned();
+        let (top, bottom) = (channel(&by_model[0]), channel(by_model.last().unwrap()));
+        assert_ne!(top, bottom);
+        for held in [false, true] {
+            let mut history = PersonHistory::default();
+            for (k, id) in [1_i64, 2, 3].into_iter().enumerate() {
+                let id = if held && k == 0 { 1 } else { 100 + id };
+                history.record_vote(PostKey::new(&top, id), false, id);
+                history.record_vote(PostKey::new(&bottom, id), true, id);
+            }
+            assert_eq!(first_channel(&history), bottom, "held votes: {held}");
+            assert_eq!(channel(order(&history).last().unwrap()), top);
+        }
     }
 
     #[test]

@@ -24,9 +24,15 @@ pub struct RankerSettings {
     pub exploration: ExplorationPolicy,
     /// Standard deviation of the Gaussian noise added to every score (0: none), for `noise`.
     pub exploration_noise: f64,
-    /// For `thompson` and `posterior_mean`: how many of the person's own votes the model's
-    /// estimate counts for in their posterior.
+    /// For `thompson` and `posterior_mean`: how many of a person's own votes on a channel
+    /// everyone's like rate counts for while the model does not know them, and the model's
+    /// estimate counts for in a voter's expectation (against which posts' effects are learned).
     pub prior_votes: f64,
+    /// For `thompson` and `posterior_mean`, once the model knows a person: how far (a standard
+    /// deviation in logits) their liking for a channel is expected to depart from the model's
+    /// estimates. Their votes on the channel, each read against what the model expected of its
+    /// post, fit the offset.
+    pub channel_sd: f64,
     /// For `thompson` and `posterior_mean`: how far (a standard deviation in logits) posts' own
     /// appeal is expected to differ beyond what the model knows. Each post's logit is shifted by
     /// how its votes departed from what was expected of each voter, shrunk by this prior: a
@@ -96,6 +102,7 @@ impl Validate for RankerConfig {
             10.0,
         );
         check.in_range("ranker.prior_votes".into(), s.prior_votes, 0.1, 1000.0);
+        check.in_range("ranker.channel_sd".into(), s.channel_sd, 0.05, 10.0);
         check.in_range("ranker.post_effect_sd".into(), s.post_effect_sd, 0.0, 5.0);
         check.in_range("ranker.taste_sd".into(), s.taste_sd, 0.0, 5.0);
         check.in_range("ranker.taste_text_sd".into(), s.taste_text_sd, 0.0, 5.0);
