@@ -316,11 +316,7 @@ impl PersonChannels {
                 read: (vote.expected, vote.liked),
             });
         }
-        let mean_expected = |expected: &mut dyn Iterator<Item = f64>| {
-            let (sum, n) = expected.fold((0.0, 0_u32), |(sum, n), e| (sum + e, n + 1));
-            (n > 0).then(|| sum / f64::from(n))
-        };
-        let overall = mean_expected(&mut held.iter().map(|v| v.expected)).unwrap_or(0.0);
+        let overall = mean(held.iter().map(|v| v.expected)).unwrap_or(0.0);
         for (channel, tally) in votes.iter_mut().zip(tallies) {
             let Some((likes, total)) = *tally else {
                 continue;
@@ -328,7 +324,7 @@ impl PersonChannels {
             let held_likes = channel.iter().filter(|v| v.read.1).count() as u32;
             let unheld = total.saturating_sub(channel.len() as u32);
             let unheld_likes = likes.saturating_sub(held_likes);
-            let at = mean_expected(&mut channel.iter().map(|v| v.read.0)).unwrap_or(overall);
+            let at = mean(channel.iter().map(|v| v.read.0)).unwrap_or(overall);
             channel.extend((0..unheld).map(|k| ChannelVote {
                 held: None,
                 read: (at, k < unheld_likes),
@@ -389,6 +385,12 @@ impl PersonChannels {
     }
 }
 
+/// The mean of `values`; `None` for none.
+fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.fold((0.0, 0_u32), |(sum, n), value| (sum + value, n + 1));
+    (n > 0).then(|| sum / f64::from(n))
+}
+
 /// The best (by `keys`) of the candidates from channels the person has not tried (seen no post
 /// of), for the reply's first `fresh_slots` places.
 fn fresh_picks(
@@ -446,9 +448,11 @@ fn by_key(a: &(f64, usize), b: &(f64, usize)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
-/// What the posterior policies expect of `user` for the pool's post at `index`, before any post
-/// effect, with `channel` their (likes, votes) on its channel; `None` when the model does not
-/// know the person (their scores are then popularity, which counts the post's own votes).
+/// What a voter, `user`, was expected to make of the pool's post at `index`, for learning posts'
+/// effects from their surprise: the model's calibrated estimate as a Beta with `channel`, their
+/// (likes, votes) on its channel, shifted by the post's views, before any post effect; `None`
+/// when the model does not know the person (their scores are then popularity, which counts the
+/// post's own votes).
 pub fn expected_like(
     pool: &Pool,
     index: usize,
@@ -487,15 +491,15 @@ const EXPECTED_LOGIT_BOUND: f64 = 3.891_820_298_110_626_5;
 /// offset to the logit of each of its posts, normal with this mean and variance. A vote on a
 /// post the model expected them to like says less than one on a post it expected them not to.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct ChannelOffset {
-    pub mean: f64,
-    pub variance: f64,
+struct ChannelOffset {
+    mean: f64,
+    variance: f64,
 }
 
 impl ChannelOffset {
     /// The posterior's Laplace approximation under the prior N(0, sd²), from `votes`, each an
     /// (expected logit, liked): its mode, the variance the curvature's inverse there.
-    pub(crate) fn fit(votes: impl Iterator<Item = (f64, bool)> + Clone, sd: f64) -> Self {
+    fn fit(votes: impl Iterator<Item = (f64, bool)> + Clone, sd: f64) -> Self {
         Self::fit_from(votes, sd, 0.0)
     }
 
@@ -505,11 +509,7 @@ impl ChannelOffset {
     /// (a bisection where a step would leave it; the plain step can swing ever wider when many
     /// votes agree, the curvature vanishing away from the mode). The mode lies within
     /// n · sd² of nought for n votes, where the likes' pull against the prior's ends.
-    pub(crate) fn fit_from(
-        votes: impl Iterator<Item = (f64, bool)> + Clone,
-        sd: f64,
-        start: f64,
-    ) -> Self {
+    fn fit_from(votes: impl Iterator<Item = (f64, bool)> + Clone, sd: f64, start: f64) -> Self {
         let precision = 1.0 / (sd * sd);
         let reach = votes.clone().count() as f64 / precision + 1.0;
         let (mut low, mut high) = (-reach, reach);
