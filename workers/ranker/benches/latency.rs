@@ -1,7 +1,8 @@
 //! Ranker latency with 10,000 candidate posts and 100,000 people:
 //! - in-process, for 10,000 and 100,000 candidates: scoring all of them for one person, and a
 //!   request's whole ranking (leaving out what the person saw, scoring, the person's posterior,
-//!   order), with the default exploration policy ([`POLICY`]), and for a person still explored
+//!   order), with the ranker's settings as `config/default.toml` ships them ([`shipped_settings`]),
+//!   and for a person still explored
 //!   for (Thompson draws, their taste at its mean or drawn too);
 //! - RPC round trip through RabbitMQ to one in-process ranker replica (p50/p99 and throughput at
 //!   a fixed concurrency), store work and delivery records included: a person's first request
@@ -21,8 +22,9 @@ use oleg_features::{PostContent, PostFeatures};
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_ranker::ranking::{Exploration, TasteSpread};
-use oleg_ranker::{Ranker, RankerMetrics, RankerSettings};
+use oleg_ranker::{Ranker, RankerConfig, RankerMetrics, RankerSettings};
 use oleg_scorer::{Candidate, ScoringModel};
+use oleg_settings::Sources;
 use oleg_store::Store;
 use oleg_telemetry::Readiness;
 use oleg_testkit::{amqp_settings, amqp_uri, delete_topology, mongo_settings, scraped_post};
@@ -30,8 +32,14 @@ use prometheus::Registry;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// The exploration policy of `config/default.toml`, in the ranking and the replica alike.
-const POLICY: ExplorationPolicy = ExplorationPolicy::PosteriorMean;
+/// The ranker's settings of `config/default.toml`, in the ranking and the replica alike, so
+/// that the figures follow what ships.
+fn shipped_settings() -> RankerSettings {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+    oleg_settings::load::<RankerConfig>(&Sources::for_dir(config))
+        .expect("config/default.toml holds valid ranker settings")
+        .ranker
+}
 
 const USERS: i64 = 100_000;
 const POSTS: i64 = 10_000;
@@ -146,7 +154,7 @@ fn timed(mut op: impl FnMut(usize)) -> (f64, f64) {
 /// learning its subjects again as notices grow it: the learning, off the pool's lock, and placing
 /// every post, under it (ms each); and a hundred votes heard with the calibration full, under
 /// the lock and the refit off it.
-fn in_process(posts: i64) -> [(f64, f64); 10] {
+fn in_process(posts: i64, settings: &RankerSettings) -> [(f64, f64); 10] {
     let (weights, vocab) = model_files(posts);
     let model = ScoringModel::load(&weights, &vocab).unwrap();
     let names: Vec<String> = (0..posts).map(|p| channel(p % CHANNELS)).collect();
@@ -186,23 +194,16 @@ fn in_process(posts: i64) -> [(f64, f64); 10] {
         let key = oleg_store::PostKey::new(&channel(p * 13 % CHANNELS), p * 13 + 1);
         history.record_vote(key, p % 3 == 0, 0);
     }
+    let shipped = settings.exploration(&history, 20);
+    // Scoring and the person's posterior first without their taste, which a later row adds.
     let exploration = Exploration {
-        policy: POLICY,
-        noise: 0.0,
-        prior_votes: 1.0,
-        channel_sd: 1.6,
-        post_effect_sd: 0.5,
         taste: TasteSpread {
             form: 0.0,
             text: 0.0,
             broad: 0.0,
             subject: 0.0,
         },
-        explore_votes: 8,
-        explore_concentration: 4.0,
-        explore_taste: false,
-        fresh_slots: 0,
-        history: &history,
+        ..shipped
     };
     let mut rng = rand::rng();
     let mut ranking = |pool: &oleg_ranker::pool::Pool, exploration: &Exploration| {
@@ -240,16 +241,15 @@ fn in_process(posts: i64) -> [(f64, f64); 10] {
     }
     let calibrated = ranking(&pool, &exploration);
     let with_taste = Exploration {
-        taste: TasteSpread {
-            form: 0.5,
-            text: 1.5,
-            broad: 1.0,
-            subject: 1.0,
-        },
+        taste: shipped.taste,
         ..exploration
     };
     // A person with five votes, fewer than `explore_votes`: their replies are Thompson draws,
     // with their taste at its mean, then drawn too.
+    assert!(
+        settings.explore_votes > 5,
+        "the explored person's row needs explore_votes > 5"
+    );
     let mut explorer = oleg_store::PersonHistory::default();
     for p in 0..5 {
         let key = oleg_store::PostKey::new(&channel(p * 13 % CHANNELS), p * 13 + 1);
@@ -379,28 +379,11 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         .unwrap();
     let settings = RankerSettings {
         metrics_addr: "127.0.0.1:0".into(),
-        candidate_days: 10,
-        max_count: 20,
-        exploration: POLICY,
-        exploration_noise: 0.05,
-        prior_votes: 1.0,
-        channel_sd: 1.6,
-        post_effect_sd: 0.5,
-        taste_sd: 0.5,
-        taste_text_sd: 1.5,
-        taste_broad_sd: 1.0,
-        taste_subject_sd: 1.0,
-        explore_votes: 8,
-        explore_concentration: 4.0,
-        explore_taste: false,
-        fresh_share: 0.0,
         refresh_s: 3600,
         people_cache: 200_000,
         people_ttl_s: 3600,
         model_check_s: 3600,
-        prior_strength: 5.0,
-        max_message_bytes: 16 * 1024,
-        concurrency: 64,
+        ..shipped_settings()
     };
     let ranker = Ranker::new(
         bus.clone(),
@@ -564,7 +547,8 @@ async fn broker_alone(mode: ReplyMode, replies: Replies) -> [Figures; 2] {
 
 #[tokio::main]
 async fn main() {
-    let in_process = [10_000, 100_000].map(|posts| (posts, in_process(posts)));
+    let settings = shipped_settings();
+    let in_process = [10_000, 100_000].map(|posts| (posts, in_process(posts, &settings)));
     let (weights, vocab) = model_files(POSTS);
     let [first, held, store_first, store_held] = round_trips(weights, vocab).await;
     let broker = broker_alone(ReplyMode::Queue, Replies::Confirmed).await;
@@ -597,10 +581,15 @@ async fn main() {
             "| the same, with the model's estimates calibrated (after 100 votes heard) | 1 | {calibrated50:.3} | {calibrated99:.3} | | |"
         );
         println!(
-            "| the same, with the person's taste for kinds of post (`taste_sd` 0.5, `taste_text_sd` 1.5, `taste_broad_sd` 1.0, `taste_subject_sd` 1.0; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |"
+            "| the same, with the person's taste for kinds of post (`taste_sd` {}, `taste_text_sd` {}, `taste_broad_sd` {}, `taste_subject_sd` {}; 50 votes, posts of 20 words) | 1 | {taste50:.3} | {taste99:.3} | | |",
+            settings.taste_sd,
+            settings.taste_text_sd,
+            settings.taste_broad_sd,
+            settings.taste_subject_sd
         );
         println!(
-            "| the same, a person exploring (5 votes: Thompson draws at concentration 4, their taste at its mean) | 1 | {explore50:.3} | {explore99:.3} | | |"
+            "| the same, a person exploring (5 votes: Thompson draws at concentration {}, their taste at its mean) | 1 | {explore50:.3} | {explore99:.3} | | |",
+            settings.explore_concentration
         );
         println!(
             "| the same, their taste drawn too (`explore_taste`) | 1 | {drawn50:.3} | {drawn99:.3} | | |"

@@ -802,24 +802,7 @@ impl Ranker {
         };
         let excluded: HashSet<PostKey> = request.exclude.iter().map(PostKey::of).collect();
         let model = self.inner.model.current();
-        let exploration = ranking::Exploration {
-            policy: settings.exploration,
-            noise: settings.exploration_noise,
-            prior_votes: settings.prior_votes,
-            channel_sd: settings.channel_sd,
-            post_effect_sd: settings.post_effect_sd,
-            taste: ranking::TasteSpread {
-                form: settings.taste_sd,
-                text: settings.taste_text_sd,
-                broad: settings.taste_broad_sd,
-                subject: settings.taste_subject_sd,
-            },
-            explore_votes: settings.explore_votes as usize,
-            explore_concentration: settings.explore_concentration,
-            explore_taste: settings.explore_taste,
-            fresh_slots: (count as f64 * settings.fresh_share).round() as usize,
-            history: &history,
-        };
+        let exploration = settings.exploration(&history, count);
         // Posts whose delivery record this request tried: refused ones were sent meanwhile (by
         // a concurrent request or another replica), and the next ranking leaves them out.
         let mut tried: HashSet<PostKey> = HashSet::new();

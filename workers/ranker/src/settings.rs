@@ -1,5 +1,7 @@
+use crate::ranking::{Exploration, TasteSpread};
 use oleg_messages::ExplorationPolicy;
 use oleg_settings::{AmqpSettings, Check, LogSettings, MongoSettings, Validate};
+use oleg_store::PersonHistory;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +88,30 @@ pub struct RankerSettings {
     pub concurrency: usize,
 }
 
+impl RankerSettings {
+    /// How a reply of `count` posts to a person with `history` explores, as these settings say.
+    pub fn exploration<'a>(&self, history: &'a PersonHistory, count: usize) -> Exploration<'a> {
+        Exploration {
+            policy: self.exploration,
+            noise: self.exploration_noise,
+            prior_votes: self.prior_votes,
+            channel_sd: self.channel_sd,
+            post_effect_sd: self.post_effect_sd,
+            taste: TasteSpread {
+                form: self.taste_sd,
+                text: self.taste_text_sd,
+                broad: self.taste_broad_sd,
+                subject: self.taste_subject_sd,
+            },
+            explore_votes: self.explore_votes as usize,
+            explore_concentration: self.explore_concentration,
+            explore_taste: self.explore_taste,
+            fresh_slots: (count as f64 * self.fresh_share).round() as usize,
+            history,
+        }
+    }
+}
+
 impl Validate for RankerConfig {
     fn validate(&self, _: &str, check: &mut Check) {
         self.log.validate("log", check);
@@ -133,5 +159,67 @@ impl Validate for RankerConfig {
             16 << 20,
         );
         check.in_range("ranker.concurrency".into(), s.concurrency, 1, 10_000);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oleg_settings::Sources;
+
+    fn shipped() -> RankerSettings {
+        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
+        oleg_settings::load::<RankerConfig>(&Sources::for_dir(config))
+            .expect("config/default.toml holds valid ranker settings")
+            .ranker
+    }
+
+    #[test]
+    fn a_replys_exploration_takes_each_setting_to_its_place() {
+        let settings = RankerSettings {
+            exploration_noise: 0.1,
+            prior_votes: 3.0,
+            channel_sd: 1.1,
+            post_effect_sd: 0.6,
+            taste_sd: 0.2,
+            taste_text_sd: 0.3,
+            taste_broad_sd: 0.4,
+            taste_subject_sd: 0.7,
+            explore_votes: 9,
+            explore_concentration: 5.0,
+            explore_taste: true,
+            fresh_share: 0.25,
+            ..shipped()
+        };
+        let history = PersonHistory::default();
+        let exploration = settings.exploration(&history, 6);
+        assert_eq!(exploration.policy, settings.exploration);
+        assert_eq!(
+            (
+                exploration.noise,
+                exploration.prior_votes,
+                exploration.channel_sd,
+                exploration.post_effect_sd
+            ),
+            (0.1, 3.0, 1.1, 0.6)
+        );
+        let taste = TasteSpread {
+            form: 0.2,
+            text: 0.3,
+            broad: 0.4,
+            subject: 0.7,
+        };
+        assert_eq!(exploration.taste, taste);
+        assert_eq!(
+            (
+                exploration.explore_votes,
+                exploration.explore_concentration,
+                exploration.explore_taste
+            ),
+            (9, 5.0, true)
+        );
+        // A quarter of six posts: one and a half slots, rounded to two.
+        assert_eq!(exploration.fresh_slots, 2);
+        assert_eq!(settings.exploration(&history, 1).fresh_slots, 0);
     }
 }
