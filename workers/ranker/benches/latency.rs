@@ -1,9 +1,9 @@
 //! Ranker latency with 10,000 candidate posts and 100,000 people:
 //! - in-process, for 10,000 and 100,000 candidates: scoring all of them for one person, and a
 //!   request's whole ranking (leaving out what the person saw, scoring, the person's posterior,
-//!   order), with the ranker's settings as `config/default.toml` ships them ([`shipped_settings`]),
-//!   and for a person still explored
-//!   for (Thompson draws, their taste at its mean or drawn too);
+//!   order), with the ranker's settings as `config/default.toml` ships them
+//!   ([`shipped_settings`]), and for a person still explored for (Thompson draws, their taste at
+//!   its mean or drawn too);
 //! - RPC round trip through RabbitMQ to one in-process ranker replica (p50/p99 and throughput at
 //!   a fixed concurrency), store work and delivery records included: a person's first request
 //!   (their history is read from the store), then the same people again (the replica holds
