@@ -157,6 +157,14 @@ impl Store {
         self.collections().ensure_indexes().await
     }
 
+    /// Ends the client's server sessions and closes its connections, for this store and every
+    /// clone of it, without waiting for cursors still open. Call it before the runtime stops: a
+    /// client dropped last ends its sessions in a task of its own, and a runtime stopping under
+    /// that task panics it inside the driver.
+    pub async fn close(&self) {
+        self.db.client().clone().shutdown().immediate(true).await;
+    }
+
     /// Drops the whole database (tests and `oleg` resets only).
     pub async fn drop_database(&self) -> Result<(), StoreError> {
         self.db.drop().await?;

@@ -345,7 +345,8 @@ impl PipelineRun {
     }
 
     /// Stops the workers and Prometheus; unless `keep_data`, removes the run's database and
-    /// queues. Returns the workers that did not exit cleanly.
+    /// queues; closes the store's client ([`Store::close`]). Returns the workers that did not
+    /// exit cleanly.
     pub async fn stop(mut self, keep_data: bool) -> Vec<&'static str> {
         let _ = self.metrics_answered();
         let unclean = self.pipeline.stop();
@@ -358,6 +359,7 @@ impl PipelineRun {
             let _ = self.store.drop_database().await;
             oleg_testkit::delete_topology(&self.settings.amqp).await;
         }
+        self.store.close().await;
         unclean
     }
 }

@@ -179,6 +179,7 @@ impl Admin {
 
     pub async fn close(&self) {
         self.bus.close().await;
+        self.store.close().await;
     }
 }
 

@@ -110,6 +110,7 @@ impl Worker for App {
         let digests = digests.await.context("the digest task panicked")?;
         self.lifetime.cancel();
         self.bus.close().await;
+        self.store.close().await;
         received.context("receiving updates")?;
         digests.context("sending digests")
     }

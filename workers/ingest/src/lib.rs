@@ -46,9 +46,10 @@ impl Worker for App {
     }
 
     async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let bus = self.ingest.bus.clone();
+        let (bus, store) = (self.ingest.bus.clone(), self.ingest.store.clone());
         self.ingest.run().await;
         bus.close().await;
+        store.close().await;
         Ok(())
     }
 }

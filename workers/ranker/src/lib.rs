@@ -58,9 +58,13 @@ impl Worker for App {
     }
 
     async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let bus = self.ranker.inner.bus.clone();
+        let (bus, store) = (
+            self.ranker.inner.bus.clone(),
+            self.ranker.inner.store.clone(),
+        );
         self.ranker.run().await;
         bus.close().await;
+        store.close().await;
         Ok(())
     }
 }

@@ -98,6 +98,7 @@ impl Worker for App {
             }
         }
         bus.close().await;
+        trainer.store.close().await;
         Ok(())
     }
 }
@@ -107,6 +108,7 @@ impl App {
     pub async fn retrain(mut self) -> anyhow::Result<()> {
         let result = self.trainer.cycle(CycleKind::Full).await;
         self.trainer.bus.close().await;
+        self.trainer.store.close().await;
         result
     }
 }
