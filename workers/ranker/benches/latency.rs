@@ -346,8 +346,13 @@ fn content(post: i64) -> PostContent {
     }
 }
 
-/// The RPC round trip to a ranker, and the store work of a request alone.
-async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
+/// The RPC round trip to a ranker with the `shipped` settings, and the store work of a request
+/// alone.
+async fn round_trips(
+    weights: Vec<u8>,
+    vocab: Vec<u8>,
+    shipped: &RankerSettings,
+) -> [[Figures; 2]; 4] {
     let amqp = amqp_settings("bench-ranker");
     let mongo = mongo_settings("bench-ranker");
     let shutdown = CancellationToken::new();
@@ -383,7 +388,7 @@ async fn round_trips(weights: Vec<u8>, vocab: Vec<u8>) -> [[Figures; 2]; 4] {
         people_cache: 200_000,
         people_ttl_s: 3600,
         model_check_s: 3600,
-        ..shipped_settings()
+        ..shipped.clone()
     };
     let ranker = Ranker::new(
         bus.clone(),
@@ -550,7 +555,7 @@ async fn main() {
     let settings = shipped_settings();
     let in_process = [10_000, 100_000].map(|posts| (posts, in_process(posts, &settings)));
     let (weights, vocab) = model_files(POSTS);
-    let [first, held, store_first, store_held] = round_trips(weights, vocab).await;
+    let [first, held, store_first, store_held] = round_trips(weights, vocab, &settings).await;
     let broker = broker_alone(ReplyMode::Queue, Replies::Confirmed).await;
     let direct = broker_alone(ReplyMode::Direct, Replies::Confirmed).await;
     let unconfirmed = broker_alone(ReplyMode::Queue, Replies::Unconfirmed).await;
