@@ -77,7 +77,7 @@ impl Worker for App {
 
     async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (bus, store) = (self.scraper.bus.clone(), self.scraper.store.clone());
-        self.scraper.run().await?;
+        self.scraper.run().await;
         bus.close().await;
         store.close().await;
         Ok(())

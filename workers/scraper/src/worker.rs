@@ -87,7 +87,9 @@ pub async fn add_configured_channels(
 }
 
 impl Scraper {
-    pub async fn run(self) -> anyhow::Result<()> {
+    /// Polls due channels until the shutdown token is cancelled. Nothing here ends it early: a
+    /// store that does not answer or a page that fails is logged and tried again.
+    pub async fn run(self) {
         let additions = tokio::spawn(follow_additions(self.bus.clone(), self.store.clone()));
         while !self.shutdown.is_cancelled() {
             let due = match self
@@ -115,7 +117,6 @@ impl Scraper {
             }
         }
         additions.abort();
-        Ok(())
     }
 
     async fn poll(&self, channel: &ChannelRecord) {
