@@ -37,8 +37,37 @@ pub trait Worker: Sized {
     /// Where `/metrics`, `/healthz` and `/readyz` answer.
     fn metrics_addr(&self) -> SocketAddr;
 
-    /// Works until the stop token is cancelled, finishes what is in flight, and closes.
+    /// Its connections to the services, which [`run`] closes once it has stopped.
+    fn connections(&self) -> Connections;
+
+    /// Works until the stop token is cancelled and finishes what is in flight; [`run`] closes
+    /// its connections after, however it ended.
     fn run_until_stopped(self) -> impl Future<Output = anyhow::Result<()>>;
+}
+
+/// A worker's connections to the broker and the store.
+#[derive(Clone)]
+pub struct Connections {
+    pub bus: Bus,
+    pub store: Store,
+}
+
+impl Connections {
+    /// Closes the broker's connection, then the store's client ([`Store::close`]: before the
+    /// runtime stops, so that none of the driver's tasks is cut short).
+    pub async fn close(&self) {
+        self.bus.close().await;
+        self.store.close().await;
+    }
+}
+
+/// Runs a built worker until it stops, then closes its connections: after a clean stop and
+/// after an error alike.
+pub async fn run<W: Worker>(worker: W) -> anyhow::Result<()> {
+    let connections = worker.connections();
+    let stopped = worker.run_until_stopped().await;
+    connections.close().await;
+    stopped
 }
 
 /// Loads `W`'s configuration from `sources`.
@@ -48,11 +77,11 @@ pub fn load_config<W: Worker>(mut sources: Sources) -> anyhow::Result<W::Config>
 }
 
 /// A worker binary's whole `main`: configuration from the files and the environment, a stop at
-/// the first SIGTERM or SIGINT, build, run.
+/// the first SIGTERM or SIGINT, build, [`run`].
 pub async fn main_of<W: Worker>() -> anyhow::Result<()> {
     let config = load_config::<W>(Sources::from_process())?;
     let worker = W::build(config, shutdown_on_signals()?).await?;
-    worker.run_until_stopped().await?;
+    run(worker).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -51,7 +51,7 @@ impl InProcess {
                     match W::build(config, token).await {
                         Ok(worker) => {
                             let _ = built.send(Ok(worker.metrics_addr().to_string()));
-                            worker.run_until_stopped().await
+                            oleg_runtime::run(worker).await
                         }
                         Err(error) => {
                             let _ = built.send(Err(format!("{error:#}")));

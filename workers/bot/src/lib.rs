@@ -25,7 +25,7 @@ use chats::Chats;
 use inbox::Inbox;
 use metrics::BotMetrics;
 use oleg_bus::Bus;
-use oleg_runtime::{Worker, WorkerContext};
+use oleg_runtime::{Connections, Worker, WorkerContext};
 use oleg_store::Store;
 use oleg_telemetry::Component;
 use secrecy::ExposeSecret;
@@ -101,6 +101,13 @@ impl Worker for App {
         self.ctx.metrics_addr()
     }
 
+    fn connections(&self) -> Connections {
+        Connections {
+            bus: self.bus.clone(),
+            store: self.store.clone(),
+        }
+    }
+
     async fn run_until_stopped(self) -> anyhow::Result<()> {
         let stop = self.stop_taking.clone();
         let digests = tokio::spawn(serve::send_digests(self.app.clone(), stop.clone()));
@@ -109,8 +116,6 @@ impl Worker for App {
         stop.cancel();
         let digests = digests.await.context("the digest task panicked")?;
         self.lifetime.cancel();
-        self.bus.close().await;
-        self.store.close().await;
         received.context("receiving updates")?;
         digests.context("sending digests")
     }

@@ -45,11 +45,15 @@ impl Worker for App {
         self.ctx.metrics_addr()
     }
 
+    fn connections(&self) -> Connections {
+        Connections {
+            bus: self.ingest.bus.clone(),
+            store: self.ingest.store.clone(),
+        }
+    }
+
     async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let (bus, store) = (self.ingest.bus.clone(), self.ingest.store.clone());
         self.ingest.run().await;
-        bus.close().await;
-        store.close().await;
         Ok(())
     }
 }
@@ -64,7 +68,7 @@ use oleg_messages::{
     DeadLetterReason, MessageKind, Rejection, UserId, UserStarted, Vote, VotesIngested,
     SCHEMA_VERSION,
 };
-use oleg_runtime::{Worker, WorkerContext};
+use oleg_runtime::{Connections, Worker, WorkerContext};
 use oleg_store::{PostKey, Store, StoreError, UserSighting, VoteWrite, VoteWriteSummary};
 use oleg_telemetry::{Component, Readiness};
 use std::collections::{HashMap, HashSet};

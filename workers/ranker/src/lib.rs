@@ -57,14 +57,15 @@ impl Worker for App {
         self.ctx.metrics_addr()
     }
 
+    fn connections(&self) -> Connections {
+        Connections {
+            bus: self.ranker.inner.bus.clone(),
+            store: self.ranker.inner.store.clone(),
+        }
+    }
+
     async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let (bus, store) = (
-            self.ranker.inner.bus.clone(),
-            self.ranker.inner.store.clone(),
-        );
         self.ranker.run().await;
-        bus.close().await;
-        store.close().await;
         Ok(())
     }
 }
@@ -79,7 +80,7 @@ use oleg_messages::{
     Reaction, RecommendErrorCode, RecommendReply, RecommendRequest, RecommendedPost, Rejection,
     ScrapedPost, UserId, Vote, SCHEMA_VERSION,
 };
-use oleg_runtime::{Worker, WorkerContext};
+use oleg_runtime::{Connections, Worker, WorkerContext};
 use oleg_store::{PersonHistory, PostKey, Store, StoreError, VoteChange};
 use oleg_telemetry::Component;
 use people::PeopleCache;

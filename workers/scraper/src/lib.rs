@@ -11,7 +11,7 @@ pub use settings::{ScraperConfig, ScraperSettings};
 
 use anyhow::Context;
 use fetch::{Fetcher, RetryAfter};
-use oleg_runtime::{Worker, WorkerContext};
+use oleg_runtime::{Connections, Worker, WorkerContext};
 use oleg_telemetry::Component;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -75,11 +75,15 @@ impl Worker for App {
         self.ctx.metrics_addr()
     }
 
+    fn connections(&self) -> Connections {
+        Connections {
+            bus: self.scraper.bus.clone(),
+            store: self.scraper.store.clone(),
+        }
+    }
+
     async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let (bus, store) = (self.scraper.bus.clone(), self.scraper.store.clone());
         self.scraper.run().await;
-        bus.close().await;
-        store.close().await;
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ use oleg_messages::{
     SCHEMA_VERSION,
 };
 use oleg_model::{Evaluation, Network};
-use oleg_runtime::{Worker, WorkerContext};
+use oleg_runtime::{Connections, Worker, WorkerContext};
 use oleg_store::{as_i64, LeaseClaim, PostKey, Store, StoreError, VoteRecord, TRAINING_LEASE};
 use oleg_telemetry::Component;
 use std::collections::HashMap;
@@ -68,6 +68,13 @@ impl Worker for App {
         self.ctx.metrics_addr()
     }
 
+    fn connections(&self) -> Connections {
+        Connections {
+            bus: self.trainer.bus.clone(),
+            store: self.trainer.store.clone(),
+        }
+    }
+
     /// Counts the votes announced and trains when a cycle is due, until stopped.
     async fn run_until_stopped(self) -> anyhow::Result<()> {
         let mut trainer = self.trainer;
@@ -97,8 +104,6 @@ impl Worker for App {
                 }
             }
         }
-        bus.close().await;
-        trainer.store.close().await;
         Ok(())
     }
 }
@@ -106,9 +111,9 @@ impl Worker for App {
 impl App {
     /// `oleg-trainer retrain`: one full cycle, then stop.
     pub async fn retrain(mut self) -> anyhow::Result<()> {
+        let connections = self.connections();
         let result = self.trainer.cycle(CycleKind::Full).await;
-        self.trainer.bus.close().await;
-        self.trainer.store.close().await;
+        connections.close().await;
         result
     }
 }
