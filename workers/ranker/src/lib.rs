@@ -71,7 +71,7 @@ impl Worker for App {
 }
 
 use chrono::Utc;
-use model::ModelSlot;
+use model::{FailedLoad, ModelSlot};
 use oleg_bus::{
     consume_from, traced, Bus, Inbound, Incoming, Outcome, QueueName, Routed, Source, Subscription,
 };
@@ -490,18 +490,20 @@ impl Ranker {
                         .set((Utc::now().timestamp_millis() - published_at_ms) as f64 / 1e3);
                 }
             }
-            Err(error @ model::LoadError::Interrupted(_)) => {
-                tracing::info!(%version, %error, "stopped before the live model loaded");
-            }
-            Err(error) => {
-                self.inner.metrics.model_load_failures.inc();
-                if error.is_transient() {
+            Err(error) => match error.says(self.inner.shutdown.is_cancelled()) {
+                FailedLoad::Stopped => {
+                    tracing::info!(%version, %error, "stopped before the live model loaded");
+                }
+                FailedLoad::Transient => {
+                    self.inner.metrics.model_load_failures.inc();
                     // The periodic check of the live pointer tries again.
                     tracing::warn!(%version, %error, "could not read the live model from the store; the current one keeps serving until the next check");
-                } else {
+                }
+                FailedLoad::Refused => {
+                    self.inner.metrics.model_load_failures.inc();
                     tracing::error!(%version, %error, "refused a model that failed to load; the current one keeps serving");
                 }
-            }
+            },
         }
     }
 
@@ -561,7 +563,14 @@ impl Ranker {
                     let ranker = self.clone();
                     // Load in the background: requests keep being served by the current
                     // model. The notice only says the pointer moved; the store says where.
-                    tokio::spawn(async move { ranker.follow_live().await });
+                    // The load ends with the ranker's stop, before the store closes.
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            biased;
+                            () = ranker.inner.shutdown.cancelled() => {}
+                            () = ranker.follow_live() => {}
+                        }
+                    });
                 }
                 Notice::Post(post) => self.add_post(&post),
                 Notice::Vote(vote) => self.add_vote(&vote),

@@ -51,10 +51,28 @@ pub enum LoadError {
     Interrupted(ModelVersion),
 }
 
+/// What a failed load says, and so how it is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedLoad {
+    /// The ranker was stopping: nothing about the model.
+    Stopped,
+    /// The store did not answer: the same version may load at the next check.
+    Transient,
+    /// The model itself: refused until another is published.
+    Refused,
+}
+
 impl LoadError {
-    /// The store did not answer: the same version may load at the next try.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, LoadError::Store(error) if error.is_transient())
+    /// What this failure says, `stopping` whether the ranker had been told to stop when it
+    /// came: the runtime closes the store once the ranker has returned, under any load still
+    /// reading it, and a load cut short is no verdict on its model either.
+    pub fn says(&self, stopping: bool) -> FailedLoad {
+        match self {
+            _ if stopping => FailedLoad::Stopped,
+            LoadError::Interrupted(_) => FailedLoad::Stopped,
+            LoadError::Store(error) if error.is_transient() => FailedLoad::Transient,
+            _ => FailedLoad::Refused,
+        }
     }
 }
 
@@ -125,5 +143,24 @@ mod tests {
             }
             other => panic!("a panic must refuse the model, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_load_that_fails_once_the_ranker_is_stopping_is_not_a_refused_model() {
+        let version = ModelVersion::new(14).expect("a positive version");
+        let failed = || LoadError::Record {
+            version,
+            problem: "the store's client has been shut down".into(),
+        };
+        assert_eq!(failed().says(false), FailedLoad::Refused);
+        assert_eq!(failed().says(true), FailedLoad::Stopped);
+        assert_eq!(
+            LoadError::Interrupted(version).says(false),
+            FailedLoad::Stopped
+        );
+        assert_eq!(
+            LoadError::NotPublished(version).says(false),
+            FailedLoad::Refused
+        );
     }
 }
