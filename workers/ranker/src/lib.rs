@@ -219,10 +219,12 @@ impl Ranker {
         self.inner.pool.write().expect("not poisoned")
     }
 
-    fn add_post(&self, post: &ScrapedPost) {
+    /// Takes a post's notice into the candidates; returns the texts to learn the subjects again
+    /// from when the pool has outgrown them and no learning runs yet.
+    fn add_post(&self, post: &ScrapedPost) -> Option<TeachingTexts> {
         let published = post.published_at.timestamp_millis();
         if published < self.window_start_ms() {
-            return;
+            return None;
         }
         let candidate = CandidatePost::new(
             post.channel.to_string(),
@@ -237,58 +239,50 @@ impl Ranker {
             if pool.subjects_outgrown()
                 && !self.inner.learning_subjects.swap(true, Ordering::AcqRel)
             {
-                let texts = pool.teaching_texts();
-                drop(pool);
-                self.learn_subjects_again(texts);
+                return Some(pool.teaching_texts());
             }
         }
+        None
     }
 
     /// Learns the pool's subjects again from `texts` off the async threads and outside the
     /// pool's lock (a few hundred milliseconds at 5,000 texts); requests are held only while
     /// every post is placed among the new subjects. Learns again at once if notices outgrew the
     /// subjects meanwhile: no later notice need come to start it.
-    fn learn_subjects_again(&self, texts: TeachingTexts) {
-        let ranker = self.clone();
-        tokio::spawn(async move {
-            let mut texts = texts;
-            loop {
-                let started = Instant::now();
-                let learned_from = texts.pool_posts;
-                let learned = tokio::task::spawn_blocking(move || TopicModel::learn(&texts)).await;
-                let mut pool = ranker.pool_mut();
-                let outgrown = match learned {
-                    Ok(model) => {
-                        let placing = Instant::now();
-                        if pool.take_topic_model(model, learned_from) {
-                            ranker.set_subjects_metric(&pool);
-                            tracing::info!(
-                                learned_from,
-                                took_ms = started.elapsed().as_millis() as u64,
-                                placing_ms = placing.elapsed().as_millis() as u64,
-                                "subjects learned again as the candidates grew"
-                            );
-                        }
-                        pool.subjects_outgrown()
+    async fn learn_subjects_again(self, mut texts: TeachingTexts) {
+        loop {
+            let started = Instant::now();
+            let learned_from = texts.pool_posts;
+            let learned = tokio::task::spawn_blocking(move || TopicModel::learn(&texts)).await;
+            let mut pool = self.pool_mut();
+            let outgrown = match learned {
+                Ok(model) => {
+                    let placing = Instant::now();
+                    if pool.take_topic_model(model, learned_from) {
+                        self.set_subjects_metric(&pool);
+                        tracing::info!(
+                            learned_from,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            placing_ms = placing.elapsed().as_millis() as u64,
+                            "subjects learned again as the candidates grew"
+                        );
                     }
-                    // Cancelled: the runtime is shutting down, as in a model's load.
-                    Err(error) if error.is_cancelled() => false,
-                    Err(error) => {
-                        tracing::error!(%error, "learning the subjects again failed; the pool keeps its subjects, and the next post's notice tries again");
-                        false
-                    }
-                };
-                if !outgrown {
-                    // Under the pool's lock, which notices check the flag under: none is missed.
-                    ranker
-                        .inner
-                        .learning_subjects
-                        .store(false, Ordering::Release);
-                    return;
+                    pool.subjects_outgrown()
                 }
-                texts = pool.teaching_texts();
+                // Cancelled: the runtime is shutting down, as in a model's load.
+                Err(error) if error.is_cancelled() => false,
+                Err(error) => {
+                    tracing::error!(%error, "learning the subjects again failed; the pool keeps its subjects, and the next post's notice tries again");
+                    false
+                }
+            };
+            if !outgrown {
+                // Under the pool's lock, which notices check the flag under: none is missed.
+                self.inner.learning_subjects.store(false, Ordering::Release);
+                return;
             }
-        });
+            texts = pool.teaching_texts();
+        }
     }
 
     /// Drops posts that left the window, and looks up the posts' rows in the serving model
@@ -535,10 +529,12 @@ impl Ranker {
             );
             while in_flight.try_join_next().is_some() {}
         }
-        // Shutdown: finish what was taken, then stop.
+        // Shutdown: finish what was taken, then stop. The notices end with the stop and the
+        // refresher is cut short; both are awaited, so nothing reads the store once `run` has
+        // returned and the runtime closes it.
         while in_flight.join_next().await.is_some() {}
-        notices.abort();
         refresher.abort();
+        let _ = tokio::join!(notices, refresher);
     }
 
     /// Follows the notices until shutdown; `caught_up` is told when the candidates were first
@@ -553,7 +549,10 @@ impl Ranker {
         ]
         .map(|kind| kind.routing_key().expect("event kinds have routing keys"));
         let subscription = Subscription::new(bus, Source::PerReplica(keys.to_vec()));
-        let catching_up = tokio::spawn(
+        // The catch-up, the models' loads and the subjects' learning run beside the notices
+        // and end with them.
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(
             self.clone()
                 .catch_up_at_each_start(subscription.starts(), caught_up),
         );
@@ -563,22 +562,21 @@ impl Ranker {
                     let ranker = self.clone();
                     // Load in the background: requests keep being served by the current
                     // model. The notice only says the pointer moved; the store says where.
-                    // The load ends with the ranker's stop, before the store closes.
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            biased;
-                            () = ranker.inner.shutdown.cancelled() => {}
-                            () = ranker.follow_live() => {}
-                        }
-                    });
+                    background.spawn(async move { ranker.follow_live().await });
                 }
-                Notice::Post(post) => self.add_post(&post),
+                Notice::Post(post) => {
+                    if let Some(texts) = self.add_post(&post) {
+                        background.spawn(self.clone().learn_subjects_again(texts));
+                    }
+                }
                 Notice::Vote(vote) => self.add_vote(&vote),
             }
+            while background.try_join_next().is_some() {}
             std::future::ready(Outcome::Done)
         })
         .await;
-        catching_up.abort();
+        // Stopped: cut short and awaited, so none of them reads the store after the stop.
+        background.shutdown().await;
     }
 
     /// Notices sent while this replica had no queue bound reached nobody: before its first start
@@ -940,5 +938,70 @@ impl Inbound for Notice {
         } else {
             ScrapedPost::from_delivery(routing_key, body, max_bytes).map(Notice::Post)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oleg_testkit::{mongo_settings, scraped_post, TestServices};
+
+    /// The runtime closes the store once `run` has returned: a task the ranker started that
+    /// outlived it would read a closed store (seen as an error at a stop). Several threads, as in
+    /// a worker, and several stops: what is merely aborted, not awaited, ends a moment later.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_the_ranker_started_outlives_its_run() {
+        let test = "ranker-nothing-outlives-its-run";
+        let services = TestServices::start(test, mongo_settings(test)).await;
+        let post = PostRef {
+            channel: ChannelName::parse("channel_a").expect("a channel name"),
+            post_id: PostId::new(1).expect("a post id"),
+        };
+        services
+            .store
+            .upsert_posts(&[scraped_post(&post)], 0)
+            .await
+            .expect("a post stored");
+        for stop in 1..=10 {
+            // The worker's stop: its bus stops consuming with it.
+            let shutdown = CancellationToken::new();
+            let registry = prometheus::Registry::new();
+            let bus = Bus::connect(
+                services.amqp.clone(),
+                test,
+                &registry,
+                oleg_telemetry::Readiness::default(),
+                shutdown.clone(),
+            )
+            .await
+            .expect("the broker");
+            let metrics = RankerMetrics::register(&registry).expect("metrics");
+            let ranker = Ranker::new(
+                bus.clone(),
+                services.store.clone(),
+                settings::tests::shipped(),
+                metrics,
+                shutdown.clone(),
+            );
+            let running = tokio::spawn(ranker.clone().run());
+            // The candidates are read once the notices' queue is bound: everything has started.
+            let started = Instant::now();
+            while ranker.inner.metrics.pool_posts.get() == 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "the candidates were never read"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            shutdown.cancel();
+            running.await.expect("run ends without a panic");
+            assert_eq!(
+                Arc::strong_count(&ranker.inner),
+                1,
+                "stop {stop}: a task the ranker started is still running after its run returned"
+            );
+            bus.close().await;
+        }
+        services.finish().await;
     }
 }

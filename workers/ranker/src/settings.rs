@@ -163,11 +163,11 @@ impl Validate for RankerConfig {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use oleg_settings::Sources;
 
-    fn shipped() -> RankerSettings {
+    pub(crate) fn shipped() -> RankerSettings {
         let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
         oleg_settings::load::<RankerConfig>(&Sources::for_dir(config))
             .expect("config/default.toml holds valid ranker settings")
