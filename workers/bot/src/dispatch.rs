@@ -28,7 +28,7 @@ struct Job {
 struct Queues {
     /// Updates waiting per person; a person is present while their worker runs.
     people: HashMap<i64, VecDeque<Job>>,
-    /// Updates taken and not finished.
+    /// Updates taken and not finished (handled, or refused and removed from the inbox).
     in_flight: usize,
 }
 
@@ -109,18 +109,32 @@ impl Dispatcher {
                 self.spawn_worker(person);
             }
         }
+        self.count_taken(&mut queues);
+    }
+
+    fn count_taken(&self, queues: &mut Queues) {
         queues.in_flight += 1;
         self.app.metrics().in_flight.set(queues.in_flight as i64);
     }
 
-    /// Removes a finished (or refused) update from the inbox, in the background.
+    /// Removes a refused update from the inbox, in the background; it counts as in flight until
+    /// then, so that shutdown waits for its removal too.
     fn forget(&self, id: u32) {
-        let inbox = self.inbox.clone();
-        tokio::spawn(async move {
-            if let Err(error) = inbox.done(id).await {
-                tracing::warn!(%error, update = id, "could not mark an update handled; a restart may handle it again");
-            }
-        });
+        self.count_taken(&mut self.queues.lock().expect("not poisoned"));
+        let this = self.clone();
+        tokio::spawn(async move { this.finish(id).await });
+    }
+
+    /// Removes a handled or refused update from the inbox and counts it finished.
+    async fn finish(&self, id: u32) {
+        if let Err(error) = self.inbox.done(id).await {
+            tracing::warn!(%error, update = id, "could not mark an update handled; a restart may handle it again");
+        }
+        let mut queues = self.queues.lock().expect("not poisoned");
+        queues.in_flight -= 1;
+        self.app.metrics().in_flight.set(queues.in_flight as i64);
+        drop(queues);
+        self.finished.notify_waiters();
     }
 
     /// Handles one person's updates in order until none are left.
@@ -156,14 +170,7 @@ impl Dispatcher {
                 if handled.is_err() {
                     tracing::error!(update = id, "handling an update panicked");
                 }
-                if let Err(error) = this.inbox.done(id).await {
-                    tracing::warn!(%error, update = id, "could not mark an update handled; a restart may handle it again");
-                }
-                let mut queues = this.queues.lock().expect("not poisoned");
-                queues.in_flight -= 1;
-                this.app.metrics().in_flight.set(queues.in_flight as i64);
-                drop(queues);
-                this.finished.notify_waiters();
+                this.finish(id).await;
             }
         });
     }
@@ -178,5 +185,68 @@ impl Dispatcher {
                 return left;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chats::Chats;
+    use crate::metrics::BotMetrics;
+    use crate::settings::BotConfig;
+    use oleg_settings::Sources;
+    use oleg_testkit::{mongo_settings, repo_root, TestServices};
+    use secrecy::ExposeSecret;
+
+    /// Defect: an update refused without handling left the inbox in a task shutdown did not
+    /// wait for, so the store could close first and a restart would take the update again.
+    #[tokio::test]
+    async fn shutdown_waits_until_a_refused_update_has_left_the_inbox() {
+        let test = "bot-refused-update-leaves-the-inbox";
+        let services = TestServices::start(test, mongo_settings(test)).await;
+        let mut sources = Sources::for_dir(repo_root().join("config"));
+        sources.vars = [
+            ("OLEG__BOT__TOKEN", "12345:test"),
+            ("OLEG__BOT__CALLBACK_SECRET", "a secret for tests only"),
+        ]
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .into();
+        let settings = oleg_settings::load::<BotConfig>(&sources)
+            .expect("the shipped bot settings")
+            .bot;
+        let bot = teloxide_core::Bot::new(settings.token.expose_secret());
+        let database = services.store.database();
+        let metrics = BotMetrics::register(&prometheus::Registry::new()).expect("metrics");
+        let app = BotApp::new(
+            bot,
+            services.bus.clone(),
+            Chats::new(database),
+            settings,
+            metrics,
+        )
+        .await
+        .expect("the bot's app");
+        let inbox = Inbox::new(database);
+        // A channel's post: nobody asked anything with it.
+        let update: Update = serde_json::from_value(serde_json::json!({
+            "update_id": 7,
+            "channel_post": {
+                "message_id": 1, "date": 0, "text": "news",
+                "chat": {"id": -1001, "type": "channel", "title": "a channel"},
+            },
+        }))
+        .expect("an update");
+        inbox.keep(vec![update.clone()]).await.expect("kept");
+
+        let dispatcher = Dispatcher::new(Arc::new(app), inbox.clone());
+        dispatcher.dispatch(update);
+        assert_eq!(
+            dispatcher.drain(Duration::ZERO).await,
+            1,
+            "a refused update counts as in flight until it has left the inbox"
+        );
+        assert_eq!(dispatcher.drain(Duration::from_secs(10)).await, 0);
+        assert!(inbox.leftovers().await.expect("read").is_empty());
+        services.finish().await;
     }
 }

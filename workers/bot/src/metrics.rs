@@ -67,7 +67,7 @@ impl BotMetrics {
             )?,
             in_flight: IntGauge::new(
                 "oleg_bot_updates_in_flight",
-                "Updates taken and not yet handled (queued or being handled).",
+                "Updates taken and not yet handled (queued or being handled), or refused and not yet removed from the inbox.",
             )?,
             handle_seconds: Histogram::with_opts(
                 HistogramOpts::new(
