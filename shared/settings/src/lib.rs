@@ -47,6 +47,12 @@ impl Sources {
         }
     }
 
+    /// The repository's own `config/`, with no environment: what ships. For the tests and
+    /// benches built from this source tree (the path is where it was compiled).
+    pub fn repository() -> Self {
+        Self::for_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))
+    }
+
     pub fn for_dir(dir: impl AsRef<Path>) -> Self {
         Self {
             dir: dir.as_ref().to_path_buf(),

@@ -24,12 +24,8 @@ impl Validate for Common {
     }
 }
 
-fn repo_config() -> Sources {
-    Sources::for_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"))
-}
-
 fn with_vars(vars: &[(&str, &str)]) -> Sources {
-    let mut sources = repo_config();
+    let mut sources = Sources::repository();
     sources.vars = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -47,7 +43,7 @@ fn invalid_keys(vars: &[(&str, &str)]) -> Vec<String> {
 
 #[test]
 fn defaults_load_from_the_repository_config() {
-    let settings = load::<Common>(&repo_config()).unwrap();
+    let settings = load::<Common>(&Sources::repository()).unwrap();
     assert_eq!(settings.amqp.prefix, "oleg");
     assert_eq!(settings.amqp.prefetch, 1024);
     assert_eq!(settings.mongo.database, "oleg");

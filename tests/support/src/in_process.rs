@@ -30,7 +30,7 @@ impl InProcess {
         W::Config: Send + 'static,
     {
         capture_logs();
-        let mut sources = Sources::for_dir(crate::repo_root().join("config"));
+        let mut sources = Sources::repository();
         sources.vars = vars.into_iter().collect();
         sources.vars.insert(
             format!("OLEG__{}__METRICS_ADDR", W::SECTION.to_uppercase()),

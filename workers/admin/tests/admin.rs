@@ -14,7 +14,7 @@ use oleg_store::UserSighting;
 use oleg_testkit::*;
 
 async fn connect(services: &TestServices) -> Admin {
-    let mut sources = Sources::for_dir(repo_root().join("config"));
+    let mut sources = Sources::repository();
     sources.vars = worker_env(&services.amqp, &services.mongo)
         .into_iter()
         .collect();

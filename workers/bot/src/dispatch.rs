@@ -195,7 +195,7 @@ mod tests {
     use crate::metrics::BotMetrics;
     use crate::settings::BotConfig;
     use oleg_settings::Sources;
-    use oleg_testkit::{mongo_settings, repo_root, TestServices};
+    use oleg_testkit::{mongo_settings, TestServices};
     use secrecy::ExposeSecret;
 
     /// Defect: an update refused without handling left the inbox in a task shutdown did not
@@ -204,7 +204,7 @@ mod tests {
     async fn shutdown_waits_until_a_refused_update_has_left_the_inbox() {
         let test = "bot-refused-update-leaves-the-inbox";
         let services = TestServices::start(test, mongo_settings(test)).await;
-        let mut sources = Sources::for_dir(repo_root().join("config"));
+        let mut sources = Sources::repository();
         sources.vars = [
             ("OLEG__BOT__TOKEN", "12345:test"),
             ("OLEG__BOT__CALLBACK_SECRET", "a secret for tests only"),

@@ -35,8 +35,7 @@ use tokio_util::sync::CancellationToken;
 /// The ranker's settings of `config/default.toml`, in the ranking and the replica alike, so
 /// that the figures follow what ships.
 fn shipped_settings() -> RankerSettings {
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
-    oleg_settings::load::<RankerConfig>(&Sources::for_dir(config))
+    oleg_settings::load::<RankerConfig>(&Sources::repository())
         .expect("config/default.toml holds valid ranker settings")
         .ranker
 }

@@ -168,8 +168,7 @@ pub(crate) mod tests {
     use oleg_settings::Sources;
 
     pub(crate) fn shipped() -> RankerSettings {
-        let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config");
-        oleg_settings::load::<RankerConfig>(&Sources::for_dir(config))
+        oleg_settings::load::<RankerConfig>(&Sources::repository())
             .expect("config/default.toml holds valid ranker settings")
             .ranker
     }

@@ -397,10 +397,9 @@ mod tests {
     }
 
     fn settings() -> ScraperSettings {
-        let config: crate::ScraperConfig = oleg_settings::load(&oleg_settings::Sources::for_dir(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../config"),
-        ))
-        .expect("the repository's configuration");
+        let config: crate::ScraperConfig =
+            oleg_settings::load(&oleg_settings::Sources::repository())
+                .expect("the repository's configuration");
         config.scraper
     }
 

@@ -21,8 +21,7 @@ fn main() {
     let path = std::env::var_os("OLEG_CIAO_VOTES")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo.join("../shared/data/ciao/votes.csv"));
-    let config: TrainerConfig =
-        load(&Sources::for_dir(repo.join("config"))).expect("the repository's config");
+    let config: TrainerConfig = load(&Sources::repository()).expect("the repository's config");
     let mut file = read_votes_csv(&path).expect("Ciao's votes (see ../shared/data/ciao)");
     file.vocab.complete_features(|_, _| None);
     let (train, _) = split(&file.columns, 0.2, 42);

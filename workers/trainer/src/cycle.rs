@@ -218,10 +218,9 @@ mod tests {
     use super::*;
 
     fn settings() -> TrainerSettings {
-        let config: crate::settings::TrainerConfig = oleg_settings::load(
-            &oleg_settings::Sources::for_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config")),
-        )
-        .expect("the repository's configuration");
+        let config: crate::settings::TrainerConfig =
+            oleg_settings::load(&oleg_settings::Sources::repository())
+                .expect("the repository's configuration");
         let mut settings = config.trainer;
         settings.min_new_votes = 100;
         settings.min_interval_s = 60;
