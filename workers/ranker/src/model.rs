@@ -64,8 +64,9 @@ pub enum FailedLoad {
 
 impl LoadError {
     /// What this failure says, `stopping` whether the ranker had been told to stop when it
-    /// came: the runtime closes the store once the ranker has returned, under any load still
-    /// reading it, and a load cut short is no verdict on its model either.
+    /// came: a load cut short is no verdict on its model, and one failing while the replica
+    /// stops is told as stopped too. (Every load now ends before `run` returns and the runtime
+    /// closes the store, so a closed store no longer fails one.)
     pub fn says(&self, stopping: bool) -> FailedLoad {
         match self {
             _ if stopping => FailedLoad::Stopped,
