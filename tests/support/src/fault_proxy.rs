@@ -2,13 +2,16 @@
 //! protocol's messages (a little-endian length, then the message) from the client, and when
 //! armed cuts the connection that carries the n-th message containing every one of a set of
 //! byte strings (such as `insert` and `deliveries`) — the store never sees it, the client sees a
-//! network error. Later connections pass again, so a client can go on (and undo its work).
+//! network error. Later connections pass again, so a client can go on (and undo its work). It
+//! can also hold one chosen message back until told to let it through: the client waits for its
+//! answer as on a slow store, while its other requests pass.
 
 use crate::proxy::listen;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 
 #[derive(Default)]
 struct Trap {
@@ -26,11 +29,26 @@ pub struct FaultProxy {
     faults: Arc<Faults>,
 }
 
-/// What the proxy's relays share: the armed trap, and how many messages it cut.
-#[derive(Default)]
+/// What the proxy's relays share: the armed trap, how many messages it cut, and the message to
+/// hold back, with whether it is held and whether it may go.
 struct Faults {
     trap: Mutex<Option<Trap>>,
     cuts: AtomicUsize,
+    hold: Mutex<Option<Vec<Vec<u8>>>>,
+    held: watch::Sender<bool>,
+    released: watch::Sender<bool>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            trap: Mutex::default(),
+            cuts: AtomicUsize::default(),
+            hold: Mutex::default(),
+            held: watch::Sender::new(false),
+            released: watch::Sender::new(false),
+        }
+    }
 }
 
 impl FaultProxy {
@@ -74,6 +92,33 @@ impl FaultProxy {
     pub fn cuts(&self) -> usize {
         self.faults.cuts.load(Ordering::SeqCst)
     }
+
+    /// Holds back the next message that contains all `needles` (later messages on its
+    /// connection wait behind it) until [`release`](Self::release).
+    pub fn hold_next(&self, needles: &[&[u8]]) {
+        self.faults.held.send_replace(false);
+        self.faults.released.send_replace(false);
+        *self.faults.hold.lock().unwrap() = Some(needles.iter().map(|n| n.to_vec()).collect());
+    }
+
+    /// Waits until the message [`hold_next`](Self::hold_next) named has come and is held.
+    pub async fn wait_held(&self) {
+        let mut held = self.faults.held.subscribe();
+        let _ = held.wait_for(|held| *held).await;
+    }
+
+    /// Lets the held message go on to the store.
+    pub fn release(&self) {
+        self.faults.released.send_replace(true);
+    }
+}
+
+fn contains_all(message: &[u8], needles: &[Vec<u8>]) -> bool {
+    needles.iter().all(|needle| {
+        message
+            .windows(needle.len())
+            .any(|w| w == needle.as_slice())
+    })
 }
 
 impl Faults {
@@ -97,6 +142,11 @@ impl Faults {
                 self.cuts.fetch_add(1, Ordering::SeqCst);
                 break;
             }
+            if self.holds(&message) {
+                let mut released = self.released.subscribe();
+                self.held.send_replace(true);
+                let _ = released.wait_for(|released| *released).await;
+            }
             if server_write.write_all(&length).await.is_err()
                 || server_write.write_all(&message).await.is_err()
             {
@@ -112,12 +162,7 @@ impl Faults {
         let Some(armed) = trap.as_mut() else {
             return false;
         };
-        let matches = armed.needles.iter().all(|needle| {
-            message
-                .windows(needle.len())
-                .any(|w| w == needle.as_slice())
-        });
-        if !matches {
+        if !contains_all(message, &armed.needles) {
             return false;
         }
         if armed.pass > 0 {
@@ -129,5 +174,17 @@ impl Faults {
             *trap = None;
         }
         true
+    }
+
+    /// Whether this is the message to hold (the first that matches; the hold is then spent).
+    fn holds(&self, message: &[u8]) -> bool {
+        let mut hold = self.hold.lock().unwrap();
+        let matches = hold
+            .as_ref()
+            .is_some_and(|needles| contains_all(message, needles));
+        if matches {
+            *hold = None;
+        }
+        matches
     }
 }

@@ -35,7 +35,7 @@ impl Worker for App {
             &config.log,
             &config.scraper.metrics_addr,
             &[Component::Broker, Component::Store],
-            stop.clone(),
+            stop,
         )
         .await?;
         let metrics = ScraperMetrics::register(&ctx.registry)?;
@@ -66,7 +66,6 @@ impl Worker for App {
             settings: config.scraper,
             metrics,
             fetcher,
-            shutdown: stop,
         };
         Ok(Self { ctx, scraper })
     }

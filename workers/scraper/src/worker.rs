@@ -12,7 +12,6 @@ use oleg_store::{ChannelRecord, Store};
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use rand::Rng;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct ScraperMetrics {
@@ -71,7 +70,6 @@ pub struct Scraper {
     pub settings: ScraperSettings,
     pub metrics: ScraperMetrics,
     pub fetcher: Fetcher,
-    pub shutdown: CancellationToken,
 }
 
 /// Stores the channels of the settings (known ones are left as they are).
@@ -87,11 +85,13 @@ pub async fn add_configured_channels(
 }
 
 impl Scraper {
-    /// Polls due channels until the shutdown token is cancelled. Nothing here ends it early: a
-    /// store that does not answer or a page that fails is logged and tried again.
+    /// Polls due channels and takes channel requests until the bus's shutdown token is
+    /// cancelled, and returns once both have ended. Nothing here ends it early: a store that does
+    /// not answer or a page that fails is logged and tried again.
     pub async fn run(self) {
+        let shutdown = self.bus.shutdown_token().clone();
         let additions = tokio::spawn(follow_additions(self.bus.clone(), self.store.clone()));
-        while !self.shutdown.is_cancelled() {
+        while !shutdown.is_cancelled() {
             let due = match self
                 .store
                 .due_channels(Utc::now().timestamp_millis(), 16)
@@ -104,19 +104,23 @@ impl Scraper {
                 }
             };
             for channel in &due {
-                if self.shutdown.is_cancelled() {
+                if shutdown.is_cancelled() {
                     break;
                 }
                 self.poll(channel).await;
             }
             if due.is_empty() {
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => {}
+                    _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {}
                 }
             }
         }
-        additions.abort();
+        // The consumer ends at the same stop, once the request in hand is stored and settled:
+        // cut short, it could meet the store the runtime closes next.
+        if let Err(error) = additions.await {
+            tracing::error!(%error, "the channel requests' consumer panicked");
+        }
     }
 
     async fn poll(&self, channel: &ChannelRecord) {

@@ -85,6 +85,16 @@ async fn channel_page(
     }
 }
 
+/// A request to follow `channel` that names no person.
+fn channel_request(channel: &str) -> AddChannel {
+    AddChannel {
+        schema_version: SCHEMA_VERSION,
+        channel: ChannelName::parse(channel).unwrap(),
+        requested_by: None,
+        requested_at: chrono::Utc::now(),
+    }
+}
+
 async fn serve_site(site: Arc<Site>) -> String {
     let app = Router::new()
         .route("/s/{channel}", get(channel_page))
@@ -292,13 +302,9 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
     );
 
     // A channel asked for on the bus is followed; a name that is no username is refused.
-    let request = AddChannel {
-        schema_version: SCHEMA_VERSION,
-        channel: ChannelName::parse("infoscape_test").unwrap(),
-        requested_by: None,
-        requested_at: chrono::Utc::now(),
-    };
-    bus.publish(&request).await.unwrap();
+    bus.publish(&channel_request("infoscape_test"))
+        .await
+        .unwrap();
     let bad =
         br#"{"schema_version":1,"channel":"no/such name","requested_at":"2026-11-27T10:30:00Z"}"#;
     bus.publish_bytes(
@@ -331,4 +337,87 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
     bus.close().await;
     delete_topology(&amqp).await;
     let _ = store.drop_database().await;
+}
+
+/// Defect: the scraper aborted its consumer of channel requests when it stopped and returned
+/// without waiting for it, so a request in hand was dropped half-way (to be delivered again) and
+/// could meet the store the runtime closes next. The store holds the request's write back while
+/// the stop comes: `run` returns only once the request is stored and settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_request_in_hand_at_a_stop_is_stored_and_settled_before_the_scraper_returns() {
+    use oleg_testkit::fault_proxy::FaultProxy;
+    let test = "scraper-stop";
+    let (amqp, mongo) = (amqp_settings(test), mongo_settings(test));
+    let proxy = FaultProxy::start(mongodb_address()).await;
+    let through_proxy = oleg_settings::MongoSettings {
+        uri: proxy.uri().into(),
+        ..mongo.clone()
+    };
+    let store = Store::connect(&through_proxy, test).await.unwrap();
+    store.ensure_indexes().await.unwrap();
+    let stop = CancellationToken::new();
+    let bus = Bus::connect(
+        amqp.clone(),
+        test,
+        &Registry::new(),
+        Readiness::default(),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let config: oleg_scraper::ScraperConfig =
+        oleg_settings::load(&oleg_settings::Sources::repository()).unwrap();
+    let settings = oleg_scraper::ScraperSettings {
+        channels: Vec::new(),
+        ..config.scraper
+    };
+    let fetcher = oleg_scraper::fetch::Fetcher::new(
+        "http://127.0.0.1:9",
+        Duration::from_millis(settings.request_interval_ms),
+        Duration::from_millis(settings.request_timeout_ms),
+        settings.max_body_bytes,
+        oleg_scraper::fetch::RetryAfter {
+            default: Duration::from_secs(1),
+            max: Duration::from_secs(1),
+        },
+    )
+    .unwrap();
+    let scraper = oleg_scraper::worker::Scraper {
+        bus: bus.clone(),
+        store: store.clone(),
+        settings,
+        metrics: oleg_scraper::worker::ScraperMetrics::register(&Registry::new()).unwrap(),
+        fetcher,
+    };
+    let queue = bus.topology().queue(QueueName::Scraper);
+    let running = tokio::spawn(scraper.run());
+    wait_for_consumers(&amqp, &queue, 1).await;
+
+    proxy.hold_next(&[b"update\0", b"channels\0", b"infoscape_test"]);
+    bus.publish(&channel_request("infoscape_test"))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), proxy.wait_held())
+        .await
+        .expect("the request's write reached the store");
+    stop.cancel();
+    // Long enough for the polling loop, which sleeps a quarter of a second, to have ended.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !running.is_finished(),
+        "the scraper returned with a channel request in hand"
+    );
+    proxy.release();
+    running.await.unwrap();
+    bus.close().await;
+    assert_eq!(
+        queue_depth(&amqp, &queue).await,
+        0,
+        "the request was not settled: it will be delivered again"
+    );
+    let added = store.channel("infoscape_test").await.unwrap();
+    assert!(added.is_some(), "the requested channel was not stored");
+    delete_topology(&amqp).await;
+    let _ = store.drop_database().await;
+    store.close().await;
 }
