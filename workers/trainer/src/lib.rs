@@ -5,6 +5,7 @@ mod artifact;
 pub mod cycle;
 pub mod dataset;
 pub mod eval;
+mod lease;
 mod metrics;
 pub mod serve;
 mod settings;

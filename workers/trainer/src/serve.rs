@@ -10,6 +10,7 @@
 use crate::artifact::{self, model_document};
 use crate::cycle::{self, CycleFigures, CycleKind};
 use crate::dataset::{Columns, Vocabularies};
+use crate::lease::LeaseRenewal;
 use crate::metrics::TrainerMetrics;
 use crate::{TrainerConfig, TrainerSettings};
 use anyhow::Context;
@@ -289,7 +290,13 @@ impl Trainer {
         );
         // Set when the lease is lost or a stop is asked for: training stops between batches.
         let abandon = Arc::new(AtomicBool::new(false));
-        let renewal = self.renew_lease(&claim, abandon.clone());
+        let renewal = LeaseRenewal::start(
+            self.store.clone(),
+            claim.clone(),
+            self.settings.lease_ttl_s,
+            self.shutdown.clone(),
+            abandon.clone(),
+        );
         let started = Instant::now();
         let outcome = match self.catch_up().await {
             // Another trainer may have published while this one waited for the lease.
@@ -297,7 +304,7 @@ impl Trainer {
             Ok(false) => Ok("nothing_new"),
             Err(error) => Err(error),
         };
-        renewal.cancel();
+        renewal.end().await;
         let _ = self.store.release_lease(&claim).await;
         self.last_cycle = Some(Instant::now());
         let outcome = outcome?;
@@ -346,46 +353,6 @@ impl Trainer {
             }
         }
         Ok(false)
-    }
-
-    /// Renews the lease every third of its time to live, by the store's clock, until cancelled;
-    /// flags a lost lease (or a stop asked for) in `abandon`.
-    fn renew_lease(&self, claim: &LeaseClaim, abandon: Arc<AtomicBool>) -> CancellationToken {
-        let stop = CancellationToken::new();
-        let (store, claim, ttl_s, token, shutdown) = (
-            self.store.clone(),
-            claim.clone(),
-            self.settings.lease_ttl_s,
-            stop.clone(),
-            self.shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = shutdown.cancelled() => {
-                        abandon.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    _ = tokio::time::sleep(Duration::from_millis(ttl_s * 1000 / 3)) => {}
-                }
-                let renewed = match store.store_time_ms().await {
-                    Ok(now) => store.renew_lease(&claim, now, (ttl_s * 1000) as i64).await,
-                    Err(error) => Err(error),
-                };
-                match renewed {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(token = claim.token, "the training lease was taken over");
-                        abandon.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    // The store is away: the lease may still be ours; the commit decides.
-                    Err(error) => tracing::warn!(%error, "could not renew the training lease"),
-                }
-            }
-        });
-        stop
     }
 
     async fn train_and_publish(
