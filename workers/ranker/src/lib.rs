@@ -484,7 +484,7 @@ impl Ranker {
                         .set((Utc::now().timestamp_millis() - published_at_ms) as f64 / 1e3);
                 }
             }
-            Err(error) => match error.says(self.inner.shutdown.is_cancelled()) {
+            Err(error) => match error.says() {
                 FailedLoad::Stopped => {
                     tracing::info!(%version, %error, "stopped before the live model loaded");
                 }

@@ -63,13 +63,10 @@ pub enum FailedLoad {
 }
 
 impl LoadError {
-    /// What this failure says, `stopping` whether the ranker had been told to stop when it
-    /// came: a load cut short is no verdict on its model, and one failing while the replica
-    /// stops is told as stopped too. (Every load now ends before `run` returns and the runtime
-    /// closes the store, so a closed store no longer fails one.)
-    pub fn says(&self, stopping: bool) -> FailedLoad {
+    /// What this failure says: a load cut short is no verdict on its model. (Every load ends
+    /// before `run` returns and the runtime closes the store, so a stop fails none otherwise.)
+    pub fn says(&self) -> FailedLoad {
         match self {
-            _ if stopping => FailedLoad::Stopped,
             LoadError::Interrupted(_) => FailedLoad::Stopped,
             LoadError::Store(error) if error.is_transient() => FailedLoad::Transient,
             _ => FailedLoad::Refused,
@@ -147,21 +144,14 @@ mod tests {
     }
 
     #[test]
-    fn a_load_that_fails_once_the_ranker_is_stopping_is_not_a_refused_model() {
+    fn only_a_load_cut_short_is_no_verdict_on_its_model() {
         let version = ModelVersion::new(14).expect("a positive version");
-        let failed = || LoadError::Record {
+        let unreadable = LoadError::Record {
             version,
-            problem: "the store's client has been shut down".into(),
+            problem: "the network's file is missing".into(),
         };
-        assert_eq!(failed().says(false), FailedLoad::Refused);
-        assert_eq!(failed().says(true), FailedLoad::Stopped);
-        assert_eq!(
-            LoadError::Interrupted(version).says(false),
-            FailedLoad::Stopped
-        );
-        assert_eq!(
-            LoadError::NotPublished(version).says(false),
-            FailedLoad::Refused
-        );
+        assert_eq!(unreadable.says(), FailedLoad::Refused);
+        assert_eq!(LoadError::Interrupted(version).says(), FailedLoad::Stopped);
+        assert_eq!(LoadError::NotPublished(version).says(), FailedLoad::Refused);
     }
 }
