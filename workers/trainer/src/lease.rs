@@ -79,8 +79,8 @@ mod tests {
     use oleg_testkit::{mongo_settings, mongodb_address};
 
     /// Defect: a cycle cancelled its lease's renewal and released the lease at once; a renewal
-    /// under way then met the released lease and reported it taken over (a warning, and the
-    /// cycle flagged as abandoned). The store is stalled while a renewal waits for it.
+    /// under way then met the released lease and reported it taken over (a warning that reads
+    /// as two trainers at odds). The store is stalled while a renewal waits for it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_renewal_under_way_is_answered_before_the_lease_is_released() {
         let mongo = mongo_settings("trainer-lease-renewal");
