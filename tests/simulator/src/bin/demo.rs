@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use oleg_simulator::chart::learning_curve_svg;
 use oleg_simulator::cli::{init_logging, PeopleArgs, WorldKind};
 use oleg_simulator::frontend::FrontendKind;
-use oleg_simulator::run::{Observer, PipelineRun, RunSettings};
+use oleg_simulator::run::{Observer, PipelineRun, RunOutcome, RunSettings};
 use oleg_simulator::simulation::{table, RoundReport};
 use oleg_simulator::world::WorldSettings;
 use oleg_simulator::ServiceConfig;
@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         frontend: cli.frontend,
         fixtures: cli
             .fixtures
+            .clone()
             .unwrap_or_else(|| root.join("../shared/fixtures/telegram")),
         world: (cli.world == WorldKind::Generated).then(|| WorldSettings {
             views_per_quality: cli.views_per_quality,
@@ -143,15 +144,30 @@ async fn main() -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let run = PipelineRun::start(settings, &display).await?;
-    let outcome = run.simulate(&display).await;
-    let outcome = match outcome {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            run.stop(false).await;
-            return Err(error);
-        }
+    let reported = match run.simulate(&display).await {
+        Ok(outcome) => report(&cli, &root, &run, &outcome, started).await,
+        Err(error) => Err(error),
     };
+    // Stopped on every way out, a failure after the rounds too (its store's client is closed
+    // before the runtime stops); what a failed run wrote is not kept.
+    let unclean = run.stop(cli.keep && reported.is_ok()).await;
+    reported?;
+    anyhow::ensure!(
+        unclean.is_empty(),
+        "workers that did not stop cleanly: {unclean:?}"
+    );
+    Ok(())
+}
 
+/// Prints the table and the run's figures, writes the learning curve and the vote log, and with
+/// `--keep` waits for Ctrl-C.
+async fn report(
+    cli: &Cli,
+    root: &std::path::Path,
+    run: &PipelineRun,
+    outcome: &RunOutcome,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
     println!("\n{}", table(&outcome.reports));
     let rounds = outcome.reports.len();
     let tail = RoundReport::combined(&outcome.reports[rounds.saturating_sub(3)..]);
@@ -238,10 +254,5 @@ async fn main() -> anyhow::Result<()> {
         println!("  logs        {}", root.join("var/demo/logs").display());
         tokio::signal::ctrl_c().await?;
     }
-    let unclean = run.stop(cli.keep).await;
-    anyhow::ensure!(
-        unclean.is_empty(),
-        "workers that did not stop cleanly: {unclean:?}"
-    );
     Ok(())
 }

@@ -34,8 +34,11 @@ async fn main() -> anyhow::Result<()> {
     init_logging();
     let cli = Cli::parse();
     let config = ServiceConfig::load(None)?;
+    let store = oleg_store::Store::connect(&config.mongo, "oleg-simulator")
+        .await
+        .context("configuring the store's client")?;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let bus = oleg_bus::Bus::connect(
+    let connected = oleg_bus::Bus::connect(
         config.amqp.clone(),
         "oleg-simulator",
         &prometheus::Registry::new(),
@@ -43,17 +46,32 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     )
     .await
-    .context("connecting to the broker")?;
-    let store = oleg_store::Store::connect(&config.mongo, "oleg-simulator")
-        .await
-        .context("connecting to the store")?;
+    .context("connecting to the broker");
+    // The store's client is closed on every way out, before the runtime stops, as the workers
+    // close theirs: the driver's background tasks are then not left to fail as it drops them.
+    let bus = match connected {
+        Ok(bus) => bus,
+        Err(error) => {
+            store.close().await;
+            return Err(error);
+        }
+    };
+    let simulated = simulate(&cli, bus.clone(), store.clone()).await;
+    shutdown.cancel();
+    bus.close().await;
+    store.close().await;
+    simulated
+}
+
+/// Signs the people up and plays the rounds, printing each round's line and then the table.
+async fn simulate(cli: &Cli, bus: oleg_bus::Bus, store: oleg_store::Store) -> anyhow::Result<()> {
     let settings = SimulationSettings {
         first_user: cli.first_user,
         concurrency: cli.concurrency,
         ..cli.people.settings()
     };
     let frontend = Frontend::queues(bus.clone()).await?;
-    let mut simulator = Simulator::new(bus.clone(), store, settings, frontend, None).await?;
+    let mut simulator = Simulator::new(bus, store, settings, frontend, None).await?;
     simulator.sign_up().await?;
     let mut reports: Vec<RoundReport> = Vec::new();
     for round in 1..=cli.people.rounds {
@@ -77,7 +95,5 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!("{}", table(&reports));
-    shutdown.cancel();
-    bus.close().await;
     Ok(())
 }
