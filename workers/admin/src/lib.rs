@@ -121,43 +121,19 @@ impl Admin {
     pub async fn connect(sources: Sources) -> Result<Self, AdminError> {
         let config: AdminConfig = oleg_settings::load(&sources)?;
         let store = Store::connect(&config.mongo, "oleg-admin").await?;
-        tokio::time::timeout(CONNECT_TIMEOUT, store.ping())
-            .await
-            .map_err(|_| {
-                AdminError::Unreachable(format!(
-                    "the store at {} did not answer within {CONNECT_TIMEOUT:?}",
-                    config.mongo.redacted_uri()
-                ))
-            })??;
-        let give_up = CancellationToken::new();
-        let timer = {
-            let give_up = give_up.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(CONNECT_TIMEOUT).await;
-                give_up.cancel();
-            })
-        };
-        let bus = Bus::connect(
-            config.amqp.clone(),
-            "oleg-admin",
-            &prometheus::Registry::new(),
-            Readiness::new(&[Component::Broker]),
-            give_up,
-        )
-        .await
-        .map_err(|error| match error {
-            BusError::ShuttingDown => AdminError::Unreachable(format!(
-                "the broker at {} did not answer within {CONNECT_TIMEOUT:?}",
-                config.amqp.redacted_uri()
-            )),
-            other => other.into(),
-        })?;
-        timer.abort();
-        Ok(Self {
-            bus,
-            store,
-            retention: config.retention,
-        })
+        match reach_services(&config, &store).await {
+            Ok(bus) => Ok(Self {
+                bus,
+                store,
+                retention: config.retention,
+            }),
+            Err(error) => {
+                // Closed on this way out too, as `close` does on the others: the store's client
+                // is then not left to the runtime's end.
+                store.close().await;
+                Err(error)
+            }
+        }
     }
 
     /// Runs one command, writing its report to `out`; `input` answers confirmations.
@@ -181,6 +157,43 @@ impl Admin {
         self.bus.close().await;
         self.store.close().await;
     }
+}
+
+/// Checks that the store answers, then connects to the broker, each within [`CONNECT_TIMEOUT`].
+async fn reach_services(config: &AdminConfig, store: &Store) -> Result<Bus, AdminError> {
+    tokio::time::timeout(CONNECT_TIMEOUT, store.ping())
+        .await
+        .map_err(|_| {
+            AdminError::Unreachable(format!(
+                "the store at {} did not answer within {CONNECT_TIMEOUT:?}",
+                config.mongo.redacted_uri()
+            ))
+        })??;
+    let give_up = CancellationToken::new();
+    let timer = {
+        let give_up = give_up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CONNECT_TIMEOUT).await;
+            give_up.cancel();
+        })
+    };
+    let bus = Bus::connect(
+        config.amqp.clone(),
+        "oleg-admin",
+        &prometheus::Registry::new(),
+        Readiness::new(&[Component::Broker]),
+        give_up,
+    )
+    .await
+    .map_err(|error| match error {
+        BusError::ShuttingDown => AdminError::Unreachable(format!(
+            "the broker at {} did not answer within {CONNECT_TIMEOUT:?}",
+            config.amqp.redacted_uri()
+        )),
+        other => other.into(),
+    })?;
+    timer.abort();
+    Ok(bus)
 }
 
 /// Now, in Unix milliseconds.
