@@ -31,24 +31,13 @@ pub struct FaultProxy {
 
 /// What the proxy's relays share: the armed trap, how many messages it cut, and the message to
 /// hold back, with whether it is held and whether it may go.
+#[derive(Default)]
 struct Faults {
     trap: Mutex<Option<Trap>>,
     cuts: AtomicUsize,
     hold: Mutex<Option<Vec<Vec<u8>>>>,
     held: watch::Sender<bool>,
     released: watch::Sender<bool>,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Self {
-            trap: Mutex::default(),
-            cuts: AtomicUsize::default(),
-            hold: Mutex::default(),
-            held: watch::Sender::new(false),
-            released: watch::Sender::new(false),
-        }
-    }
 }
 
 impl FaultProxy {
@@ -66,7 +55,7 @@ impl FaultProxy {
 
     /// A `mongodb://` URI through the proxy (a direct connection: no discovery around it).
     pub fn uri(&self) -> String {
-        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+        crate::proxy::mongodb_uri(self.port)
     }
 
     /// Cuts the connection of the `(pass + 1)`-th message from now that contains all `needles`.

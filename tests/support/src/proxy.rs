@@ -27,3 +27,8 @@ where
     });
     port
 }
+
+/// A `mongodb://` URI through a proxy on `port` (a direct connection: no discovery around it).
+pub(crate) fn mongodb_uri(port: u16) -> String {
+    format!("mongodb://127.0.0.1:{port}/?directConnection=true")
+}

@@ -35,6 +35,11 @@ impl StallingProxy {
         self.port
     }
 
+    /// A `mongodb://` URI through the proxy, for a store behind it.
+    pub fn mongodb_uri(&self) -> String {
+        crate::proxy::mongodb_uri(self.port)
+    }
+
     /// From now on nothing passes, until [`resume`](Self::resume).
     pub fn stall(&self) {
         self.stalled.send_replace(true);

@@ -87,11 +87,7 @@ mod tests {
         let store = Store::connect(&mongo, "trainer-lease").await.unwrap();
         let proxy = StallingProxy::start(mongodb_address()).await;
         let through_proxy = MongoSettings {
-            uri: format!(
-                "mongodb://127.0.0.1:{}/?directConnection=true",
-                proxy.port()
-            )
-            .into(),
+            uri: proxy.mongodb_uri().into(),
             ..mongo.clone()
         };
         let renewing_store = Store::connect(&through_proxy, "trainer-lease")
