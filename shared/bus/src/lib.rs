@@ -25,7 +25,7 @@ pub use connection::{Bus, QueueState, Routed};
 pub use consumer::{Incoming, Source, Subscription};
 pub use dead_letters::{DeadLetterQueue, HeldLetter, ReplayError, POISON_REASON, REPLAYS_HEADER};
 pub use handling::{consume, consume_from, Inbound, Outcome};
-pub use rpc::{ReplyMode, RpcClient, RpcError};
+pub use rpc::{is_direct_reply_to, ReplyMode, RpcClient, RpcError};
 pub use topology::{QueueName, Topology, BROKER_DELIVERY_LIMIT, REASON_HEADER, SENT_AT_HEADER};
 pub use trace::{current_trace, in_trace, new_trace, traced, TRACE_HEADER};
 

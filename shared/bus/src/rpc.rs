@@ -34,6 +34,13 @@ use tokio::time::Instant;
 /// The pseudo-queue of RabbitMQ's direct reply-to.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
+/// Whether `reply_to` is a direct reply-to address (the broker hands the server
+/// `amq.rabbitmq.reply-to.<token>`): a `mandatory` reply to it is reported unroutable whether it
+/// reached its caller or not, so that report says nothing.
+pub fn is_direct_reply_to(reply_to: &str) -> bool {
+    reply_to.starts_with(DIRECT_REPLY_TO)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RpcError {
     #[error(transparent)]

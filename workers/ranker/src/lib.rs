@@ -691,25 +691,31 @@ impl Ranker {
                 "error"
             }
         };
-        let sent = self.inner.bus.reply(&reply_to, &request_id, &reply).await;
-        if !matches!(sent, Ok(Routed::Queued)) {
-            // Nobody will show these posts: release them for a later request.
-            if let (Some(user), RecommendReply::Ok { posts, .. }) = (user, &reply) {
-                self.release(user, posts, &request_id).await;
-            }
-        }
+        let sent = match self.inner.bus.reply(&reply_to, &request_id, &reply).await {
+            // Said of every reply to a direct reply-to address, delivered or not: as far as
+            // anyone can tell, it reached its caller.
+            Ok(Routed::NoQueue) if oleg_bus::is_direct_reply_to(&reply_to) => Ok(Routed::Queued),
+            sent => sent,
+        };
         let settled = match sent {
             Ok(Routed::Queued) => {
                 metrics.requests.with_label_values(&[outcome]).inc();
                 Outcome::Done
             }
             Ok(Routed::NoQueue) => {
+                // Nobody will show these posts: release them for a later request.
+                if let (Some(user), RecommendReply::Ok { posts, .. }) = (user, &reply) {
+                    self.release(user, posts, &request_id).await;
+                }
                 tracing::info!("the requester's reply path is gone; its posts were released");
                 metrics.requests.with_label_values(&["unroutable"]).inc();
                 Outcome::Done
             }
             Err(error) => {
-                tracing::warn!(%error, "could not send a reply; the request will be answered again");
+                // The reply may have reached its requester all the same (a confirm lost or late),
+                // so its posts stay recorded: the request, delivered again, is answered with them.
+                tracing::warn!(%error, "could not send a reply; the request will be answered again with the same posts");
+                metrics.requests.with_label_values(&["reply_failed"]).inc();
                 Outcome::failed(&error, error.is_transient())
             }
         };

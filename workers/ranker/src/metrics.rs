@@ -38,7 +38,7 @@ impl RankerMetrics {
         };
         let calibration = GaugeVec::new(Opts::new("oleg_ranker_calibration_weight", "What the votes heard say the model's estimate is worth: a like's logit is intercept + estimate × the estimate's logit + views × the post's relative views (from the fit with each post's and each person-channel pair's own intercept; applied × ranker.post_effect_sd / oleg_ranker_calibration_posts_sd) + channel × the logit of the voter's like rate on the channel (fitted, not applied: the person's channel offset holds it) (1 for estimate, 0 for the others: taken as it comes)."), &["weight"])?;
         let metrics = Self {
-            requests: IntCounterVec::new(Opts::new("oleg_ranker_requests_total", "Recommendation requests, by outcome (ok, error, unroutable: the requester was gone, expired: the requester had stopped waiting)."), &["outcome"])?,
+            requests: IntCounterVec::new(Opts::new("oleg_ranker_requests_total", "Recommendation requests, by outcome (ok, error, unroutable: the requester was gone, expired: the requester had stopped waiting, reply_failed: the reply was not confirmed and the request is answered again)."), &["outcome"])?,
             errors: IntCounterVec::new(
                 Opts::new("oleg_ranker_errors_total", "Failed requests by kind (malformed, unsupported_schema_version, unavailable, no_reply_to)."),
                 &["kind"],

@@ -798,6 +798,87 @@ async fn a_reply_that_reaches_nobody_gives_its_posts_back() {
     services.finish().await;
 }
 
+/// Defect: RabbitMQ reports every reply to a direct reply-to address as unroutable, delivered or
+/// not, and the ranker took that as a reply that reached nobody and released its posts: a bot
+/// with `amqp.rpc_reply = "direct"` was sent the same posts again. Now they stay recorded.
+#[tokio::test]
+async fn replies_through_direct_reply_to_keep_their_posts() {
+    let services = Services::new("ranker-direct").await;
+    let _ranker = services.start_ranker(&[]).await;
+    let rpc = RpcClient::with_mode(&services.bus, oleg_bus::ReplyMode::Direct)
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let request = RecommendRequest::new(UserId::new(13).unwrap(), 2);
+        let body = rpc
+            .call(QueueName::Recommend, &request, Duration::from_secs(20))
+            .await
+            .expect("a reply");
+        sent.extend(posts_of(&decode(&body, 1 << 20).unwrap()));
+    }
+    let distinct: HashSet<&String> = sent.iter().collect();
+    assert_eq!(distinct.len(), 6, "a post was sent twice: {sent:?}");
+    assert_eq!(deliveries_of(&services, 13).await, 6);
+    services.finish().await;
+}
+
+/// Defect: a reply the broker did not confirm in time had its posts released, though it may have
+/// reached its requester (the broker fell silent after taking it, or its confirm was late): shown
+/// there, those posts could be sent to the person again. Now they stay recorded, and the request,
+/// delivered again, is answered with them.
+#[tokio::test]
+async fn a_reply_that_may_have_reached_its_requester_keeps_its_posts() {
+    use oleg_testkit::fault_proxy::FaultProxy;
+    use oleg_testkit::stalling_proxy::StallingProxy;
+    let services = Services::new("ranker-unconfirmed").await;
+    let store = FaultProxy::start(mongodb_address()).await;
+    let broker = StallingProxy::start(amqp_address()).await;
+    let through_broker =
+        amqp_uri().replacen(&amqp_address(), &format!("127.0.0.1:{}", broker.port()), 1);
+    let ranker = services
+        .start_ranker(&[
+            ("OLEG__MONGO__URI", &store.uri()),
+            ("OLEG__AMQP__URI", &through_broker),
+            ("OLEG__AMQP__CONFIRM_TIMEOUT_MS", "1000"),
+        ])
+        .await;
+    // A first reply opens the ranker's publishing channel, which the next one uses.
+    assert_eq!(posts_of(&services.ask(14, 1).await).len(), 1);
+    let mut requester = RawRequester::new().await;
+    // The broker falls silent while the request's posts are recorded: its reply goes into the
+    // silence, and comes out once the broker answers again.
+    store.hold_next(&[b"insert\0", b"deliveries\0"]);
+    let now = Utc::now().timestamp_millis();
+    requester
+        .send(&services, 12, "unconfirmed-1", None, now, None)
+        .await;
+    tokio::time::timeout(Duration::from_secs(10), store.wait_held())
+        .await
+        .expect("the request's posts reached the store");
+    broker.stall();
+    store.release();
+    wait_for_metric(
+        &ranker,
+        "oleg_ranker_requests_total{outcome=\"reply_failed\"} 1",
+    )
+    .await;
+    let (_, page) = ranker.get("/metrics").await.unwrap();
+    assert_eq!(metric(&page, "oleg_ranker_released_deliveries_total"), 0.0);
+    assert_eq!(
+        deliveries_of(&services, 12).await,
+        2,
+        "the posts of a reply that may have reached its requester were released"
+    );
+    broker.resume();
+    let first = requester.reply(Duration::from_secs(20)).await.unwrap();
+    let again = requester.reply(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(posts_of(&again), posts_of(&first));
+    assert_eq!(deliveries_of(&services, 12).await, 2);
+    let _ = requester.connection.close(200, "done".into()).await;
+    services.finish().await;
+}
+
 /// A request the ranker answered but could not ack comes back marked redelivered: it is
 /// answered with the posts it recorded the first time, not with two more.
 #[tokio::test]
