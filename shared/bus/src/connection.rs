@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Where a confirmed message went.
@@ -44,7 +45,7 @@ struct Inner {
     readiness: Readiness,
     metrics: BusMetrics,
     connection: Mutex<Link>,
-    publisher: Mutex<Option<(Channel, u64)>>,
+    publisher: Mutex<Publisher>,
     /// Every channel opened and not known to be closed, so that a stop can close each one
     /// before the connection (a channel dropped as the connection closes makes lapin log a
     /// connection error).
@@ -52,6 +53,17 @@ struct Inner {
     /// The node (of `amqp.uri`'s list) connected to last, tried first next time.
     node: AtomicUsize,
     shutdown: CancellationToken,
+}
+
+/// The channel publishes go on, in confirm mode, and the opening of the next one.
+#[derive(Default)]
+struct Publisher {
+    channel: Option<Channel>,
+    /// Opens a channel in a task of its own, which a publish waits on until its deadline and
+    /// the next publish takes over: on a silent broker, one opening however many publishes
+    /// give up meanwhile, none of them cut short half-way (a channel asked for, its answer
+    /// never read).
+    opening: Option<JoinHandle<Result<Channel, BusError>>>,
 }
 
 /// The current connection and how many were made so far, so that a task that saw connection n
@@ -80,7 +92,7 @@ impl Bus {
                 readiness,
                 metrics: BusMetrics::register(registry)?,
                 connection: Mutex::new(Link::default()),
-                publisher: Mutex::new(None),
+                publisher: Mutex::default(),
                 channels: std::sync::Mutex::new(Vec::new()),
                 node: AtomicUsize::new(0),
                 shutdown,
@@ -325,7 +337,7 @@ impl Bus {
                     // Retried on a fresh channel: in the drill, a channel opened while a quorum
                     // queue elected its new leader had every publish nacked for as long as the
                     // lost node was down.
-                    if let Some((stale, _)) = self.inner.publisher.lock().await.take() {
+                    if let Some(stale) = self.inner.publisher.lock().await.channel.take() {
                         let _ = stale.close(200, "publish nacked".into()).await;
                     }
                     "the broker nacked the publish".to_owned()
@@ -335,7 +347,7 @@ impl Bus {
                 }
                 Ok(Err(error)) => {
                     self.report_broker_lost(&error);
-                    *self.inner.publisher.lock().await = None;
+                    self.inner.publisher.lock().await.channel = None;
                     error.to_string()
                 }
             };
@@ -349,16 +361,43 @@ impl Bus {
         }
     }
 
+    /// The publishing channel, opened (reconnecting if need be) when there is none; a
+    /// [`BusError::ConfirmTimeout`] if that takes past `deadline`, as on a broker that has
+    /// fallen silent.
     async fn publishing_channel(&self, deadline: Instant) -> Result<Channel, BusError> {
-        let mut cached = self.inner.publisher.lock().await;
-        if let Some((channel, _)) = cached.as_ref().filter(|(c, _)| c.status().connected()) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timed_out = || {
+            BusError::ConfirmTimeout(Duration::from_millis(
+                self.inner.settings.confirm_timeout_ms,
+            ))
+        };
+        let mut publisher = tokio::time::timeout_at(deadline, self.inner.publisher.lock())
+            .await
+            .map_err(|_| timed_out())?;
+        if let Some(channel) = publisher
+            .channel
+            .as_ref()
+            .filter(|c| c.status().connected())
+        {
             return Ok(channel.clone());
         }
-        let (channel, generation) = self.open_channel(Some(deadline)).await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        *cached = Some((channel.clone(), generation));
+        let bus = self.clone();
+        let opening = publisher.opening.get_or_insert_with(|| {
+            tokio::spawn(async move {
+                let (channel, _) = bus.open_channel(None).await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await?;
+                Ok(channel)
+            })
+        });
+        let opened = tokio::time::timeout_at(deadline, opening)
+            .await
+            .map_err(|_| timed_out())?
+            .expect("opening a channel does not panic");
+        publisher.opening = None;
+        let channel = opened?;
+        publisher.channel = Some(channel.clone());
         Ok(channel)
     }
 
@@ -399,7 +438,11 @@ impl Bus {
     /// Closes every channel, then the connection, after the worker finished its in-flight
     /// work; unacked deliveries return to their queues.
     pub async fn close(&self) {
-        *self.inner.publisher.lock().await = None;
+        let publisher = std::mem::take(&mut *self.inner.publisher.lock().await);
+        if let Some(opening) = publisher.opening {
+            // It would connect again once the connection below is closed.
+            opening.abort();
+        }
         let channels = std::mem::take(&mut *self.inner.channels.lock().expect("not poisoned"));
         let closing = async {
             for channel in channels.iter().filter(|c| c.status().connected()) {

@@ -10,7 +10,7 @@ use oleg_settings::AmqpSettings;
 use oleg_telemetry::{Component, Readiness};
 use oleg_testkit::stalling_proxy::StallingProxy;
 use oleg_testkit::{
-    amqp_address, amqp_settings, amqp_uri, close_connections_named, delete_topology, queue_depth,
+    amqp_address, amqp_settings, close_connections_named, delete_topology, queue_depth,
 };
 use prometheus::Registry;
 use std::collections::BTreeSet;
@@ -370,17 +370,41 @@ async fn a_node_that_does_not_answer_is_passed_over() {
     h.finish().await;
 }
 
+/// A bus connected through a proxy that can make the broker fall silent, waiting at most half a
+/// second for the broker's answers.
+async fn behind_a_stalling_proxy(test: &str) -> (StallingProxy, Harness) {
+    let proxy = StallingProxy::start(amqp_address()).await;
+    let mut settings = amqp_settings(test);
+    settings.uri = proxy.amqp_uri().into();
+    settings.confirm_timeout_ms = 500;
+    (proxy, Harness::with_settings(settings).await)
+}
+
+/// A publish that must open its channel (the first one, or the first after a lost channel) on a
+/// broker that has fallen silent gives up within `amqp.confirm_timeout_ms`, as one on an open
+/// channel does; once the broker answers again, publishing goes on.
+#[tokio::test]
+async fn a_publish_to_a_silent_broker_gives_up_within_the_confirm_timeout() {
+    let (proxy, h) = behind_a_stalling_proxy("bus-silent-publish").await;
+    proxy.stall();
+    let published = tokio::time::timeout(Duration::from_secs(10), h.bus.publish(&vote(1, 1)))
+        .await
+        .expect("the publish waited on the silent broker past its confirm timeout");
+    assert!(
+        matches!(published, Err(oleg_bus::BusError::ConfirmTimeout(_))),
+        "{published:?}"
+    );
+    proxy.resume();
+    assert_eq!(h.bus.publish(&vote(1, 2)).await.unwrap(), Routed::Queued);
+    h.finish().await;
+}
+
 /// A broker that falls silent while a worker stops (a node hanging, a network path dropped)
 /// does not keep the worker from stopping: each call made while stopping (cancelling the
 /// consumer, closing channels and the connection) waits at most `amqp.confirm_timeout_ms`.
 #[tokio::test]
 async fn a_broker_that_falls_silent_does_not_keep_a_worker_from_stopping() {
-    let proxy = StallingProxy::start(amqp_address()).await;
-    let mut settings = amqp_settings("bus-silent");
-    let through = format!("127.0.0.1:{}", proxy.port());
-    settings.uri = amqp_uri().replacen(&amqp_address(), &through, 1).into();
-    settings.confirm_timeout_ms = 500;
-    let h = Harness::with_settings(settings).await;
+    let (proxy, h) = behind_a_stalling_proxy("bus-silent").await;
     let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
     h.bus.publish(&vote(1, 1)).await.unwrap();
     let incoming = next_within(&mut votes, Duration::from_secs(10)).await;

@@ -40,6 +40,15 @@ impl StallingProxy {
         crate::proxy::mongodb_uri(self.port)
     }
 
+    /// The test broker's `amqp://` URI through the proxy, for a bus behind it.
+    pub fn amqp_uri(&self) -> String {
+        crate::amqp_uri().replacen(
+            &crate::amqp_address(),
+            &format!("127.0.0.1:{}", self.port),
+            1,
+        )
+    }
+
     /// From now on nothing passes, until [`resume`](Self::resume).
     pub fn stall(&self) {
         self.stalled.send_replace(true);

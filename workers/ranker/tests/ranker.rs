@@ -834,8 +834,7 @@ async fn a_reply_that_may_have_reached_its_requester_keeps_its_posts() {
     let services = Services::new("ranker-unconfirmed").await;
     let store = FaultProxy::start(mongodb_address()).await;
     let broker = StallingProxy::start(amqp_address()).await;
-    let through_broker =
-        amqp_uri().replacen(&amqp_address(), &format!("127.0.0.1:{}", broker.port()), 1);
+    let through_broker = broker.amqp_uri();
     let ranker = services
         .start_ranker(&[
             ("OLEG__MONGO__URI", &store.uri()),
