@@ -57,7 +57,7 @@ impl RankerMetrics {
             people_cached: IntGauge::new("oleg_ranker_people_cached", "People whose history this replica holds between requests.")?,
             votes_heard: IntCounterVec::new(Opts::new("oleg_ranker_votes_heard_total", "Votes cast that this replica heard of, by what they changed: new (a first vote, or by someone it does not hold), replaced (a person it holds changed their vote), stale (heard before)."), &["change"])?,
             history_reads: IntCounterVec::new(Opts::new("oleg_ranker_history_reads_total", "Where a request's person history came from: cache (held by this replica) or store (read, then held)."), &["source"])?,
-            released: IntCounter::new("oleg_ranker_released_deliveries_total", "Deliveries undone because their reply reached nobody (unroutable, unsent, or a request that failed halfway).")?,
+            released: IntCounter::new("oleg_ranker_released_deliveries_total", "Deliveries undone because their reply reached nobody (unroutable: its requester was gone; or a request that failed halfway).")?,
             release_failures: IntCounter::new("oleg_ranker_release_failures_total", "Releases of undelivered posts that failed (those posts stay recorded as sent).")?,
             calibration: std::array::from_fn(|i| calibration.with_label_values(&[WEIGHT_NAMES[i]])),
             calibration_posts_sd: Gauge::new("oleg_ranker_calibration_posts_sd", "How far posts' own appeal differs, in logits, on the calibration's scale (its fit with each post's intercept; 0 before its first fit): views are applied × ranker.post_effect_sd / this.")?,

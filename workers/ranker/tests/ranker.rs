@@ -834,15 +834,15 @@ async fn a_reply_that_may_have_reached_its_requester_keeps_its_posts() {
     let services = Services::new("ranker-unconfirmed").await;
     let store = FaultProxy::start(mongodb_address()).await;
     let broker = StallingProxy::start(amqp_address()).await;
-    let through_broker = broker.amqp_uri();
     let ranker = services
         .start_ranker(&[
             ("OLEG__MONGO__URI", &store.uri()),
-            ("OLEG__AMQP__URI", &through_broker),
+            ("OLEG__AMQP__URI", &broker.amqp_uri()),
             ("OLEG__AMQP__CONFIRM_TIMEOUT_MS", "1000"),
         ])
         .await;
-    // A first reply opens the ranker's publishing channel, which the next one uses.
+    // A first reply opens the ranker's publishing channel, so the next one goes out into the
+    // silence (a channel opened there would give up before any reply went out).
     assert_eq!(posts_of(&services.ask(14, 1).await).len(), 1);
     let mut requester = RawRequester::new().await;
     // The broker falls silent while the request's posts are recorded: its reply goes into the
