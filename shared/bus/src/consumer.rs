@@ -78,9 +78,12 @@ impl Subscription {
                 let starting = self
                     .starting
                     .get_or_insert_with(|| tokio::spawn(start(bus.clone(), source.clone())));
-                let started = starting
-                    .await
-                    .expect("starting a subscription does not panic");
+                // A start waiting on a silent broker (its channel asked for, never answered)
+                // would otherwise hold the stop until the broker answers again.
+                let started = tokio::select! {
+                    _ = shutdown.cancelled() => continue,
+                    started = starting => started.expect("starting a subscription does not panic"),
+                };
                 self.starting = None;
                 match started {
                     Ok(active) => {
@@ -123,10 +126,21 @@ impl Subscription {
 
     /// Stops consuming; deliveries already handed out can still be acked until the bus closes.
     async fn stop(&mut self) {
-        // A start under way ends at shutdown; one that got as far as consuming is cancelled too.
-        if let Some(starting) = self.starting.take() {
-            if let Ok(Ok(active)) = starting.await {
-                self.active = Some(active);
+        // A start under way ends at shutdown, or is given up after `amqp.confirm_timeout_ms` as
+        // any call made while stopping (its channel goes with the connection); one that got as
+        // far as consuming is cancelled too.
+        if let Some(mut starting) = self.starting.take() {
+            let wait = Duration::from_millis(self.bus.settings().confirm_timeout_ms);
+            match tokio::time::timeout(wait, &mut starting).await {
+                Ok(Ok(Ok(active))) => self.active = Some(active),
+                Ok(_) => {}
+                Err(_) => {
+                    starting.abort();
+                    tracing::warn!(
+                        waited_ms = wait.as_millis() as u64,
+                        "starting to consume: the broker did not answer; going on without it"
+                    );
+                }
             }
         }
         if let Some(active) = self.active.take() {

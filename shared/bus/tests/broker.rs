@@ -399,6 +399,19 @@ async fn a_publish_to_a_silent_broker_gives_up_within_the_confirm_timeout() {
     h.finish().await;
 }
 
+/// A subscription still starting when the worker stops, on a broker that has fallen silent (its
+/// channel asked for, never answered), does not keep the worker from stopping either.
+#[tokio::test]
+async fn a_subscription_starting_on_a_silent_broker_does_not_keep_a_worker_from_stopping() {
+    let (proxy, h) = behind_a_stalling_proxy("bus-silent-start").await;
+    proxy.stall();
+    let mut votes = Subscription::new(h.bus.clone(), Source::Shared(QueueName::Ingest));
+    let consuming = tokio::spawn(async move { votes.next().await.is_none() });
+    // Long enough for its start to be waiting on the broker.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_while_silent(proxy, h, async { consuming.await.unwrap() }).await;
+}
+
 /// A broker that falls silent while a worker stops (a node hanging, a network path dropped)
 /// does not keep the worker from stopping: each call made while stopping (cancelling the
 /// consumer, closing channels and the connection) waits at most `amqp.confirm_timeout_ms`.
@@ -410,9 +423,20 @@ async fn a_broker_that_falls_silent_does_not_keep_a_worker_from_stopping() {
     let incoming = next_within(&mut votes, Duration::from_secs(10)).await;
     incoming.ack().await.unwrap();
     proxy.stall();
+    stop_while_silent(proxy, h, async { votes.next().await.is_none() }).await;
+}
+
+/// Stops the worker `h` stands for while its broker is silent: its subscription comes to its end
+/// (`ended`, which says whether it ended with no delivery), then the bus closes, within ten
+/// seconds; then the broker answers again.
+async fn stop_while_silent(
+    proxy: StallingProxy,
+    h: Harness,
+    ended: impl std::future::Future<Output = bool>,
+) {
     h.shutdown.cancel();
     let stopping = async {
-        assert!(votes.next().await.is_none());
+        assert!(ended.await, "a delivery from a silent broker");
         h.bus.close().await;
     };
     tokio::time::timeout(Duration::from_secs(10), stopping)
