@@ -130,18 +130,17 @@ impl Subscription {
         // any call made while stopping (its channel goes with the connection); one that got as
         // far as consuming is cancelled too.
         if let Some(mut starting) = self.starting.take() {
-            let wait = Duration::from_millis(self.bus.settings().confirm_timeout_ms);
-            match tokio::time::timeout(wait, &mut starting).await {
-                Ok(Ok(Ok(active))) => self.active = Some(active),
-                Ok(_) => {}
-                Err(_) => {
-                    starting.abort();
-                    tracing::warn!(
-                        waited_ms = wait.as_millis() as u64,
-                        "starting to consume: the broker did not answer; going on without it"
-                    );
+            let mut started = None;
+            let start = async {
+                if let Ok(Ok(active)) = (&mut starting).await {
+                    started = Some(active);
                 }
-            }
+                Ok(())
+            };
+            self.bus.while_stopping("starting to consume", start).await;
+            // Given up on (a no-op once it has ended).
+            starting.abort();
+            self.active = started;
         }
         if let Some(active) = self.active.take() {
             let tag = active.consumer.tag();

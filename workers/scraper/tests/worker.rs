@@ -347,24 +347,13 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
 async fn a_channel_request_in_hand_at_a_stop_is_stored_and_settled_before_the_scraper_returns() {
     use oleg_testkit::fault_proxy::FaultProxy;
     let test = "scraper-stop";
-    let (amqp, mongo) = (amqp_settings(test), mongo_settings(test));
     let proxy = FaultProxy::start(mongodb_address()).await;
     let through_proxy = oleg_settings::MongoSettings {
         uri: proxy.uri().into(),
-        ..mongo.clone()
+        ..mongo_settings(test)
     };
-    let store = Store::connect(&through_proxy, test).await.unwrap();
-    store.ensure_indexes().await.unwrap();
-    let stop = CancellationToken::new();
-    let bus = Bus::connect(
-        amqp.clone(),
-        test,
-        &Registry::new(),
-        Readiness::default(),
-        stop.clone(),
-    )
-    .await
-    .unwrap();
+    let services = TestServices::start(test, through_proxy).await;
+    let (bus, store) = (services.bus.clone(), services.store.clone());
     let config: oleg_scraper::ScraperConfig =
         oleg_settings::load(&oleg_settings::Sources::repository()).unwrap();
     let settings = oleg_scraper::ScraperSettings {
@@ -391,7 +380,7 @@ async fn a_channel_request_in_hand_at_a_stop_is_stored_and_settled_before_the_sc
     };
     let queue = bus.topology().queue(QueueName::Scraper);
     let running = tokio::spawn(scraper.run());
-    wait_for_consumers(&amqp, &queue, 1).await;
+    wait_for_consumers(&services.amqp, &queue, 1).await;
 
     proxy.hold_next(&[b"update\0", b"channels\0", b"infoscape_test"]);
     bus.publish(&channel_request("infoscape_test"))
@@ -400,7 +389,7 @@ async fn a_channel_request_in_hand_at_a_stop_is_stored_and_settled_before_the_sc
     tokio::time::timeout(Duration::from_secs(10), proxy.wait_held())
         .await
         .expect("the request's write reached the store");
-    stop.cancel();
+    services.shutdown.cancel();
     // Long enough for the polling loop, which sleeps a quarter of a second, to have ended.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
@@ -409,15 +398,15 @@ async fn a_channel_request_in_hand_at_a_stop_is_stored_and_settled_before_the_sc
     );
     proxy.release();
     running.await.unwrap();
+    // Closed first, so that a delivery left unacked is back in the queue's count.
     bus.close().await;
     assert_eq!(
-        queue_depth(&amqp, &queue).await,
+        queue_depth(&services.amqp, &queue).await,
         0,
         "the request was not settled: it will be delivered again"
     );
     let added = store.channel("infoscape_test").await.unwrap();
     assert!(added.is_some(), "the requested channel was not stored");
-    delete_topology(&amqp).await;
-    let _ = store.drop_database().await;
+    services.finish().await;
     store.close().await;
 }
