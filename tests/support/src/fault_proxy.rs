@@ -54,7 +54,7 @@ impl FaultProxy {
     }
 
     /// A `mongodb://` URI through the proxy (a direct connection: no discovery around it).
-    pub fn uri(&self) -> String {
+    pub fn mongodb_uri(&self) -> String {
         crate::proxy::mongodb_uri(self.port)
     }
 

@@ -836,7 +836,7 @@ async fn a_reply_that_may_have_reached_its_requester_keeps_its_posts() {
     let broker = StallingProxy::start(amqp_address()).await;
     let ranker = services
         .start_ranker(&[
-            ("OLEG__MONGO__URI", &store.uri()),
+            ("OLEG__MONGO__URI", &store.mongodb_uri()),
             ("OLEG__AMQP__URI", &broker.amqp_uri()),
             ("OLEG__AMQP__CONFIRM_TIMEOUT_MS", "1000"),
         ])
@@ -952,7 +952,7 @@ async fn a_request_the_store_fails_halfway_leaves_nothing_recorded_it_did_not_re
     let services = Services::new("ranker-halfway").await;
     let proxy = FaultProxy::start(mongodb_address()).await;
     let _ranker = services
-        .start_ranker(&[("OLEG__MONGO__URI", &proxy.uri())])
+        .start_ranker(&[("OLEG__MONGO__URI", &proxy.mongodb_uri())])
         .await;
     proxy.fail_nth(&[b"insert\0", b"deliveries\0"], 1);
     let reply = services.ask(11, 2).await;
@@ -981,7 +981,7 @@ async fn a_model_the_store_could_not_hand_over_is_loaded_at_the_next_check() {
     let proxy = FaultProxy::start(mongodb_address()).await;
     let ranker = services
         .start_ranker(&[
-            ("OLEG__MONGO__URI", &proxy.uri()),
+            ("OLEG__MONGO__URI", &proxy.mongodb_uri()),
             ("OLEG__RANKER__MODEL_CHECK_S", "1"),
         ])
         .await;

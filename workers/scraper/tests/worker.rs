@@ -349,7 +349,7 @@ async fn a_channel_request_in_hand_at_a_stop_is_stored_and_settled_before_the_sc
     let test = "scraper-stop";
     let proxy = FaultProxy::start(mongodb_address()).await;
     let through_proxy = oleg_settings::MongoSettings {
-        uri: proxy.uri().into(),
+        uri: proxy.mongodb_uri().into(),
         ..mongo_settings(test)
     };
     let services = TestServices::start(test, through_proxy).await;
