@@ -181,7 +181,12 @@ impl Dispatcher {
         loop {
             let finished = self.finished.notified();
             let left = self.queues.lock().expect("not poisoned").in_flight;
-            if left == 0 || tokio::time::timeout_at(deadline, finished).await.is_err() {
+            // A deadline already passed waits no more: the timer would let it run on until its
+            // next tick, during which updates can still finish.
+            if left == 0
+                || tokio::time::Instant::now() >= deadline
+                || tokio::time::timeout_at(deadline, finished).await.is_err()
+            {
                 return left;
             }
         }
