@@ -1,6 +1,7 @@
-//! A TCP relay that can stall: while stalled it forwards nothing either way but keeps every
-//! connection open, as a broker node does that hangs or sits behind a dropped network path. The
-//! client sees no error, only silence.
+//! A TCP relay that can stall or go down. While stalled it forwards nothing either way but keeps
+//! every connection open, as a broker node does that hangs or sits behind a dropped network path:
+//! the client sees no error, only silence. While down it drops every connection and refuses new
+//! ones, as a server does that has stopped: what was sent and not yet passed on is lost.
 
 use crate::proxy::listen;
 use std::sync::Arc;
@@ -10,25 +11,37 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct StallingProxy {
     port: u16,
-    stalled: Arc<watch::Sender<bool>>,
+    passage: Arc<watch::Sender<Passage>>,
+}
+
+/// What the proxy lets through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Passage {
+    Open,
+    Stalled,
+    Down,
 }
 
 impl StallingProxy {
     /// Listens on a free loopback port, relaying to `upstream` (`host:port`).
     pub async fn start(upstream: String) -> Self {
-        let stalled = Arc::new(watch::channel(false).0);
-        let relaying = stalled.clone();
+        let passage = Arc::new(watch::channel(Passage::Open).0);
+        let relaying = passage.clone();
         let port = listen(upstream, move |client, server| {
-            let stalled = relaying.clone();
+            let passage = relaying.clone();
             async move {
+                // Refused: both ends dropped before a byte passes.
+                if *passage.borrow() == Passage::Down {
+                    return;
+                }
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(relay(client_read, server_write, stalled.subscribe()));
-                relay(server_read, client_write, stalled.subscribe()).await;
+                tokio::spawn(relay(client_read, server_write, passage.subscribe()));
+                relay(server_read, client_write, passage.subscribe()).await;
             }
         })
         .await;
-        Self { port, stalled }
+        Self { port, passage }
     }
 
     pub fn port(&self) -> u16 {
@@ -51,28 +64,42 @@ impl StallingProxy {
 
     /// From now on nothing passes, until [`resume`](Self::resume).
     pub fn stall(&self) {
-        self.stalled.send_replace(true);
+        self.passage.send_replace(Passage::Stalled);
+    }
+
+    /// Drops every connection through the proxy, with what it holds, and refuses new ones until
+    /// [`resume`](Self::resume).
+    pub fn go_down(&self) {
+        self.passage.send_replace(Passage::Down);
     }
 
     pub fn resume(&self) {
-        self.stalled.send_replace(false);
+        self.passage.send_replace(Passage::Open);
     }
 }
 
-/// Copies `from` to `to`, holding what it read while stalled.
+/// Copies `from` to `to`, holding what it read while stalled; ends (dropping both) when the
+/// proxy goes down.
 async fn relay(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut stalled: watch::Receiver<bool>,
+    mut passage: watch::Receiver<Passage>,
 ) {
     let mut buffer = vec![0; 64 * 1024];
     loop {
-        let read = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => read,
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            },
+            _ = passage.wait_for(|passage| *passage == Passage::Down) => return,
         };
-        if stalled.wait_for(|stalled| !stalled).await.is_err() {
-            return;
+        match passage
+            .wait_for(|passage| *passage != Passage::Stalled)
+            .await
+        {
+            Ok(passage) if *passage == Passage::Open => {}
+            _ => return,
         }
         if to.write_all(&buffer[..read]).await.is_err() {
             return;

@@ -12,11 +12,12 @@ use crate::stopwatch::{measured, waiting};
 use crate::telegram::{send, RateLimits, SendError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use oleg_bus::{Bus, QueueName, RpcClient};
+use oleg_bus::{Bus, BusError, QueueName, RpcClient};
 use oleg_messages::{
-    decode, AddChannel, PostRef, Reaction, RecommendReply, RecommendRequest, UserId, UserStarted,
-    Vote, SCHEMA_VERSION,
+    decode, AddChannel, FieldError, PostRef, Reaction, RecommendReply, RecommendRequest, UserId,
+    UserStarted, Vote, SCHEMA_VERSION,
 };
+use oleg_store::StoreError;
 use secrecy::ExposeSecret;
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,6 +49,38 @@ pub enum Handling {
     Limited {
         warn: bool,
     },
+}
+
+/// What became of an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Done, or failed in a way another attempt would not mend: it leaves the inbox.
+    Finished,
+    /// What it asked to record (a vote, a start, a pause, a channel to follow) did not reach the
+    /// broker or the store, which are away: it stays kept and is tried again.
+    Postponed,
+}
+
+/// Why handling an update stopped short.
+#[derive(Debug, thiserror::Error)]
+enum HandleError {
+    #[error("the broker did not take it: {0}")]
+    Bus(#[from] BusError),
+    #[error("the store did not take it: {0}")]
+    Store(#[from] StoreError),
+    #[error("not from a person: {0}")]
+    NotAPerson(#[from] FieldError),
+}
+
+impl HandleError {
+    /// Whether another attempt may succeed: the broker or the store was away.
+    fn is_transient(&self) -> bool {
+        match self {
+            HandleError::Bus(error) => error.is_transient(),
+            HandleError::Store(error) => error.is_transient(),
+            HandleError::NotAPerson(_) => false,
+        }
+    }
 }
 
 /// Why a post was asked for.
@@ -133,7 +166,7 @@ impl BotApp {
 
     /// Handles one update; records how long it took, and how much of that was the bot's own
     /// work rather than waiting for Telegram, the broker, the store or the ranker.
-    pub async fn handle(&self, update: &Update, handling: Handling) {
+    pub async fn handle(&self, update: &Update, handling: Handling) -> Handled {
         let started = std::time::Instant::now();
         let (result, waited) = measured(async {
             match (&update.kind, handling) {
@@ -166,16 +199,21 @@ impl BotApp {
         self.metrics
             .own_work_seconds
             .observe(took.saturating_sub(waited).as_secs_f64());
-        if let Err(error) = result {
-            tracing::error!(
-                error = format!("{error:#}"),
-                update = update.id.0,
-                "handling an update failed"
-            );
+        match result {
+            Ok(()) => Handled::Finished,
+            Err(error) if error.is_transient() => {
+                self.metrics.postponed.inc();
+                tracing::warn!(%error, update = update.id.0, "could not record an update; kept to be tried again");
+                Handled::Postponed
+            }
+            Err(error) => {
+                tracing::error!(%error, update = update.id.0, "handling an update failed");
+                Handled::Finished
+            }
         }
     }
 
-    async fn on_message(&self, message: &Message) -> anyhow::Result<()> {
+    async fn on_message(&self, message: &Message) -> Result<(), HandleError> {
         let (Some(text), Some(from)) = (message.text(), message.from.as_ref()) else {
             self.metrics.updates.with_label_values(&["other"]).inc();
             return Ok(());
@@ -190,7 +228,8 @@ impl BotApp {
                     self.chats
                         .started(user.get(), chat.0, Utc::now().timestamp_millis()),
                 )
-                .await?;
+                .await
+                .map_err(StoreError::from)?;
                 let mut started = UserStarted::new(user, Utc::now());
                 started.language_code = from.language_code.clone();
                 waiting(self.bus.publish(&started)).await?;
@@ -201,7 +240,9 @@ impl BotApp {
                 self.send_next(user, chat, Occasion::Asked).await;
             }
             Command::Stop => {
-                waiting(self.chats.pause(user.get())).await?;
+                waiting(self.chats.pause(user.get()))
+                    .await
+                    .map_err(StoreError::from)?;
                 self.notice(
                     chat,
                     "Daily posts paused. /start resumes them; /send_new still sends a post.",
@@ -234,7 +275,11 @@ impl BotApp {
         Ok(())
     }
 
-    async fn on_callback(&self, query: &CallbackQuery, handling: Handling) -> anyhow::Result<()> {
+    async fn on_callback(
+        &self,
+        query: &CallbackQuery,
+        handling: Handling,
+    ) -> Result<(), HandleError> {
         let user = UserId::new(query.from.id.0 as i64)?;
         let today = Utc::now().timestamp().div_euclid(86_400);
         let press = query

@@ -3,21 +3,29 @@
 //! at once. A person over their allowance ([`FloodGuard`]) gets a cheap, limited handling
 //! instead, and a person with `bot.max_queued_per_chat` updates waiting gets no more. Every
 //! update taken is in the [`Inbox`] until it is finished, and shutdown can wait for those in
-//! flight.
+//! flight. An update whose vote (or start, pause, channel) the broker or the store did not take
+//! stays kept and is tried again, its person's later updates waiting behind it; a bot stopping
+//! meanwhile leaves them all kept, for the next one.
 
-use crate::app::{BotApp, Handling};
+use crate::app::{BotApp, Handled, Handling};
 use crate::flood::{FloodGuard, Verdict};
 use crate::inbox::Inbox;
 use futures::FutureExt;
-use oleg_bus::{new_trace, traced};
+use oleg_bus::{new_trace, traced, Backoff};
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use teloxide_core::types::{Update, UpdateKind};
 use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// The wait before the first retry of a postponed update; it doubles up to [`RETRY_MAX`]. Each
+/// attempt itself waits up to `amqp.confirm_timeout_ms` for the broker.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 struct Job {
     update: Update,
@@ -30,6 +38,9 @@ struct Queues {
     people: HashMap<i64, VecDeque<Job>>,
     /// Updates taken and not finished (handled, or refused and removed from the inbox).
     in_flight: usize,
+    /// People whose postponed update was left kept at shutdown: their later updates are left
+    /// too, so none overtakes it.
+    left: HashSet<i64>,
 }
 
 #[derive(Clone)]
@@ -41,10 +52,12 @@ pub struct Dispatcher {
     flood: Arc<FloodGuard>,
     /// Woken whenever an update finishes.
     finished: Arc<Notify>,
+    /// Ends the retries of postponed updates.
+    shutdown: CancellationToken,
 }
 
 impl Dispatcher {
-    pub fn new(app: Arc<BotApp>, inbox: Inbox) -> Self {
+    pub fn new(app: Arc<BotApp>, inbox: Inbox, shutdown: CancellationToken) -> Self {
         let settings = app.settings();
         Self {
             slots: Arc::new(Semaphore::new(settings.max_concurrent_updates)),
@@ -56,6 +69,7 @@ impl Dispatcher {
             inbox,
             queues: Arc::default(),
             finished: Arc::default(),
+            shutdown,
         }
     }
 
@@ -90,6 +104,9 @@ impl Dispatcher {
         };
         let job = Job { update, handling };
         let mut queues = self.queues.lock().expect("not poisoned");
+        if queues.left.contains(&person) {
+            return;
+        }
         match queues.people.entry(person) {
             Entry::Occupied(mut waiting) => {
                 if waiting.get().len() >= self.app.settings().max_queued_per_chat {
@@ -130,14 +147,38 @@ impl Dispatcher {
         if let Err(error) = self.inbox.done(id).await {
             tracing::warn!(%error, update = id, "could not mark an update handled; a restart may handle it again");
         }
+        self.count_finished(|_| 1);
+    }
+
+    /// Leaves `person`'s postponed update and those queued behind it kept (shutdown came while
+    /// it waited to be tried again); counts them finished.
+    fn leave(&self, person: i64) {
+        self.count_finished(|queues| {
+            queues.left.insert(person);
+            let left = 1 + queues
+                .people
+                .remove(&person)
+                .map_or(0, |queued| queued.len());
+            tracing::info!(
+                person,
+                updates = left,
+                "stopping: a postponed update and those behind it stay kept for the next bot"
+            );
+            left
+        });
+    }
+
+    /// Counts finished the updates `finished` takes out of the queues, and wakes the drain.
+    fn count_finished(&self, finished: impl FnOnce(&mut Queues) -> usize) {
         let mut queues = self.queues.lock().expect("not poisoned");
-        queues.in_flight -= 1;
+        queues.in_flight -= finished(&mut queues);
         self.app.metrics().in_flight.set(queues.in_flight as i64);
         drop(queues);
         self.finished.notify_waiters();
     }
 
-    /// Handles one person's updates in order until none are left.
+    /// Handles one person's updates in order until none are left; a postponed one is tried
+    /// again (after a backoff) before the next.
     fn spawn_worker(&self, person: i64) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -147,6 +188,7 @@ impl Dispatcher {
                 .acquire_owned()
                 .await
                 .expect("never closed");
+            let mut retries = Backoff::new(RETRY_MIN, RETRY_MAX);
             loop {
                 let job = {
                     let mut queues = this.queues.lock().expect("not poisoned");
@@ -166,10 +208,30 @@ impl Dispatcher {
                 let handling = this.app.handle(&job.update, job.handling);
                 let handled = traced(trace, AssertUnwindSafe(handling).catch_unwind())
                     .instrument(span)
-                    .await;
-                if handled.is_err() {
-                    tracing::error!(update = id, "handling an update panicked");
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::error!(update = id, "handling an update panicked");
+                        Handled::Finished
+                    });
+                if handled == Handled::Postponed {
+                    tokio::select! {
+                        _ = this.shutdown.cancelled() => {
+                            this.leave(person);
+                            return;
+                        }
+                        _ = tokio::time::sleep(retries.next_delay()) => {}
+                    }
+                    // First in line again: the person's later updates wait behind it.
+                    this.queues
+                        .lock()
+                        .expect("not poisoned")
+                        .people
+                        .get_mut(&person)
+                        .expect("a person is present while their worker runs")
+                        .push_front(job);
+                    continue;
                 }
+                retries.reset();
                 this.finish(id).await;
             }
         });
@@ -243,7 +305,7 @@ mod tests {
         .expect("an update");
         inbox.keep(vec![update.clone()]).await.expect("kept");
 
-        let dispatcher = Dispatcher::new(Arc::new(app), inbox.clone());
+        let dispatcher = Dispatcher::new(Arc::new(app), inbox.clone(), CancellationToken::new());
         dispatcher.dispatch(update);
         assert_eq!(
             dispatcher.drain(Duration::ZERO).await,

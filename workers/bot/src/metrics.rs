@@ -1,5 +1,6 @@
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
 
 #[derive(Clone)]
@@ -12,6 +13,7 @@ pub struct BotMetrics {
     pub throttled: IntCounterVec,
     pub pending_sends: IntGauge,
     pub in_flight: IntGauge,
+    pub postponed: IntCounter,
     pub handle_seconds: Histogram,
     pub own_work_seconds: Histogram,
 }
@@ -69,6 +71,10 @@ impl BotMetrics {
                 "oleg_bot_updates_in_flight",
                 "Updates taken and not yet handled (queued or being handled), or refused and not yet removed from the inbox.",
             )?,
+            postponed: IntCounter::new(
+                "oleg_bot_updates_postponed_total",
+                "Attempts at an update that ended with what it asked to record (a vote, a start, a pause, a channel) not taken by the broker or the store: the update stays kept and is tried again.",
+            )?,
             handle_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "oleg_bot_handle_seconds",
@@ -108,6 +114,7 @@ impl BotMetrics {
         registry.register(Box::new(metrics.throttled.clone()))?;
         registry.register(Box::new(metrics.pending_sends.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;
+        registry.register(Box::new(metrics.postponed.clone()))?;
         registry.register(Box::new(metrics.handle_seconds.clone()))?;
         registry.register(Box::new(metrics.own_work_seconds.clone()))?;
         Ok(metrics)

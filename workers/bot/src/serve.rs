@@ -32,7 +32,7 @@ pub async fn receive_updates(
     inbox: Inbox,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let dispatcher = Dispatcher::new(app.clone(), inbox.clone());
+    let dispatcher = Dispatcher::new(app.clone(), inbox.clone(), shutdown.clone());
     let leftovers = inbox.leftovers().await?;
     if !leftovers.is_empty() {
         tracing::info!(
