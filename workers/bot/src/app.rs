@@ -28,6 +28,7 @@ use teloxide_core::types::{
     CallbackQuery, ChatId, MaybeInaccessibleMessage, Message, ParseMode, Update, UpdateKind,
 };
 use teloxide_core::Bot;
+use tokio_util::sync::CancellationToken;
 
 const ONBOARDING: &str = "Hi! I am OLEG. I read public Telegram channels and send you one post \
 at a time. Press 👍 or 👎 under each post: I learn from your votes and pick the next post you are \
@@ -100,6 +101,9 @@ pub struct DigestSummary {
     pub nothing_new: u32,
     pub blocked: u32,
     pub failed: u32,
+    /// Not reached before the bot stopped: the next bot sends them theirs
+    /// (`bot.digest_catch_up_s`).
+    pub left: u32,
 }
 
 enum Outcome {
@@ -508,11 +512,18 @@ impl BotApp {
         }
     }
 
-    /// Sends the digest due at `slot` to every active person who has not had it.
-    pub async fn run_digest(&self, slot: DateTime<Utc>) -> anyhow::Result<DigestSummary> {
+    /// Sends the digest due at `slot` to every active person who has not had it, until
+    /// `shutdown`: the sends under way then finish, and nobody else is claimed.
+    pub async fn run_digest(
+        &self,
+        slot: DateTime<Utc>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<DigestSummary> {
         let slot_s = slot.timestamp();
-        let recipients = self.chats.digest_recipients().await?;
+        let recipients = self.chats.digest_recipients(slot_s).await?;
+        let total = recipients.len();
         let outcomes: Vec<Option<Outcome>> = futures::stream::iter(recipients)
+            .take_until(shutdown.cancelled())
             .map(|Recipient { user_id, chat_id }| async move {
                 match self.chats.claim_digest(user_id, slot_s).await {
                     Ok(true) => {}
@@ -531,7 +542,10 @@ impl BotApp {
             .buffer_unordered(32)
             .collect()
             .await;
-        let mut summary = DigestSummary::default();
+        let mut summary = DigestSummary {
+            left: (total - outcomes.len()) as u32,
+            ..DigestSummary::default()
+        };
         for outcome in outcomes {
             match outcome {
                 None => summary.already_sent += 1,

@@ -104,12 +104,15 @@ impl Chats {
         Ok(())
     }
 
-    /// Everyone active with digests on.
-    pub async fn digest_recipients(&self) -> mongodb::error::Result<Vec<Recipient>> {
+    /// Everyone active with digests on who has not had the digest due at `slot_s`.
+    pub async fn digest_recipients(&self, slot_s: i64) -> mongodb::error::Result<Vec<Recipient>> {
         let records: Vec<ChatRecord> = self
             .collection
             .clone_with_type::<ChatRecord>()
-            .find(doc! {"status": {"$eq": ChatStatus::Active.as_str()}})
+            .find(doc! {
+                "status": {"$eq": ChatStatus::Active.as_str()},
+                "last_digest_s": {"$ne": slot_s},
+            })
             .await?
             .try_collect()
             .await?;

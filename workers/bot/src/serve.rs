@@ -252,6 +252,22 @@ pub async fn send_digests(app: Arc<BotApp>, shutdown: CancellationToken) -> anyh
     if times.is_empty() {
         return Ok(());
     }
+    let run = |slot: DateTime<Utc>| {
+        let (app, shutdown) = (&app, &shutdown);
+        async move {
+            if let Err(error) = app.run_digest(slot, shutdown).await {
+                tracing::error!(error = format!("{error:#}"), local = %slot.with_timezone(&zone), "digest failed");
+            }
+        }
+    };
+    // The last digest's time may have passed while no bot ran, or a stopping bot may have left
+    // it half sent: those it has not reached get it now, if it is recent enough.
+    let catch_up = Days::seconds(settings.digest_catch_up_s as i64);
+    if let Some(slot) = last_slot(Utc::now(), zone, &times).filter(|s| Utc::now() - *s <= catch_up)
+    {
+        tracing::info!(local = %slot.with_timezone(&zone), "catching up on the last digest");
+        run(slot).await;
+    }
     loop {
         let Some(slot) = next_slot(Utc::now(), zone, &times) else {
             anyhow::bail!("no digest time can be placed in {zone}");
@@ -261,25 +277,39 @@ pub async fn send_digests(app: Arc<BotApp>, shutdown: CancellationToken) -> anyh
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
         }
-        if let Err(error) = app.run_digest(slot).await {
-            tracing::error!(error = format!("{error:#}"), local = %slot.with_timezone(&zone), "digest failed");
-        }
+        run(slot).await;
     }
 }
 
 /// The first of `times` (seconds after local midnight in `zone`) strictly after `now`.
 pub fn next_slot(now: DateTime<Utc>, zone: Tz, times: &[u32]) -> Option<DateTime<Utc>> {
+    slots_around(now, zone, times).find(|slot| *slot > now)
+}
+
+/// The last of `times` at or before `now`.
+pub fn last_slot(now: DateTime<Utc>, zone: Tz, times: &[u32]) -> Option<DateTime<Utc>> {
+    slots_around(now, zone, times)
+        .take_while(|slot| *slot <= now)
+        .last()
+}
+
+/// `times` (sorted seconds after local midnight in `zone`) on the days from the one before
+/// `now`'s to two after, in order.
+fn slots_around(
+    now: DateTime<Utc>,
+    zone: Tz,
+    times: &[u32],
+) -> impl Iterator<Item = DateTime<Utc>> + '_ {
     let today = now.with_timezone(&zone).date_naive();
-    (0..=2)
-        .flat_map(|days| times.iter().map(move |t| (today + Days::days(days), *t)))
-        .filter_map(|(date, seconds)| {
+    (-1..=2)
+        .flat_map(move |days| times.iter().map(move |t| (today + Days::days(days), *t)))
+        .filter_map(move |(date, seconds)| {
             let time = NaiveTime::from_num_seconds_from_midnight_opt(seconds, 0)?;
             // A time skipped by a clock change does not happen that day.
             zone.from_local_datetime(&date.and_time(time))
                 .earliest()
                 .map(|local| local.with_timezone(&Utc))
         })
-        .find(|slot| *slot > now)
 }
 
 #[cfg(test)]
@@ -301,6 +331,33 @@ mod tests {
         assert_eq!(
             next_slot(late, moscow, &times),
             Some(Utc.with_ymd_and_hms(2026, 11, 28, 7, 20, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn the_last_digest_is_the_latest_moscow_time_of_day_passed() {
+        let times = [10 * 3600 + 20 * 60, 19 * 3600 + 20 * 60];
+        let moscow: Tz = "Europe/Moscow".parse().unwrap();
+        // 11:00 in Moscow: today's 10:20, 07:20 UTC.
+        let now = Utc.with_ymd_and_hms(2026, 11, 27, 8, 0, 0).unwrap();
+        assert_eq!(
+            last_slot(now, moscow, &times),
+            Some(Utc.with_ymd_and_hms(2026, 11, 27, 7, 20, 0).unwrap())
+        );
+        // At a digest's time, that one.
+        assert_eq!(
+            last_slot(
+                Utc.with_ymd_and_hms(2026, 11, 27, 16, 20, 0).unwrap(),
+                moscow,
+                &times
+            ),
+            Some(Utc.with_ymd_and_hms(2026, 11, 27, 16, 20, 0).unwrap())
+        );
+        // 09:00 in Moscow, before the first: yesterday's 19:20, 16:20 UTC.
+        let early = Utc.with_ymd_and_hms(2026, 11, 27, 6, 0, 0).unwrap();
+        assert_eq!(
+            last_slot(early, moscow, &times),
+            Some(Utc.with_ymd_and_hms(2026, 11, 26, 16, 20, 0).unwrap())
         );
     }
 }

@@ -41,6 +41,10 @@ pub struct BotSettings {
     pub digest_times: Vec<String>,
     /// IANA time zone of `digest_times`.
     pub timezone: String,
+    /// A digest whose time passed while no bot ran, or that a stopping bot left half sent, goes
+    /// out from the next bot to those it has not reached, if that bot starts within this long of
+    /// its time (0: never).
+    pub digest_catch_up_s: u64,
     pub mode: UpdateMode,
     pub poll_timeout_s: u64,
     /// Public HTTPS address Telegram posts updates to (webhook mode).
@@ -157,6 +161,12 @@ impl Validate for BotConfig {
             "bot.timezone".into(),
             "an IANA time zone such as Europe/Moscow",
             &s.timezone,
+        );
+        check.in_range(
+            "bot.digest_catch_up_s".into(),
+            s.digest_catch_up_s,
+            0,
+            86_400,
         );
         check.in_range("bot.poll_timeout_s".into(), s.poll_timeout_s, 1, 50);
         if s.mode == UpdateMode::Webhook {
