@@ -104,13 +104,15 @@ impl Chats {
         Ok(())
     }
 
-    /// Everyone active with digests on who has not had the digest due at `slot_s`.
+    /// Everyone active with digests on who had started by `slot_s` and has not had the digest
+    /// due then (one caught up on later is not sent to people who came after its time).
     pub async fn digest_recipients(&self, slot_s: i64) -> mongodb::error::Result<Vec<Recipient>> {
         let records: Vec<ChatRecord> = self
             .collection
             .clone_with_type::<ChatRecord>()
             .find(doc! {
                 "status": {"$eq": ChatStatus::Active.as_str()},
+                "started_at_ms": {"$lte": slot_s.saturating_mul(1000)},
                 "last_digest_s": {"$ne": slot_s},
             })
             .await?

@@ -417,7 +417,10 @@ async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once(
         let digest = &h.wait_sent(person, 3).await[2];
         assert!(digest.post_link().is_some(), "{:?}", digest.body);
     }
-    // A bot starting again finds everyone reached.
+    // A bot starting again finds everyone reached, and someone who came after the digest's time
+    // is not sent it.
+    let newcomer = 691;
+    h.start_people([newcomer].into_iter()).await;
     assert_eq!(
         h.bot.terminate_within(LONG).await,
         Some(true),
@@ -442,6 +445,7 @@ async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once(
             "person {person}: a digest twice"
         );
     }
+    assert_eq!(h.api.sent_to(newcomer).len(), 2, "a digest to a newcomer");
     h.finish().await;
 }
 
