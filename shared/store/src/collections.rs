@@ -25,6 +25,8 @@ impl Collections {
     pub const BOT_CHATS: &'static str = "bot_chats";
     /// Telegram updates the bot took and has not handled yet (written by oleg-bot).
     pub const BOT_UPDATES: &'static str = "bot_updates";
+    /// Where the bot's long polling stands: `_id` `polling`, `offset` (written by oleg-bot).
+    pub const BOT_STATE: &'static str = "bot_state";
 
     pub fn new(db: &Database) -> Self {
         Self {

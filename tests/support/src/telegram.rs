@@ -6,7 +6,8 @@
 //! It behaves like Telegram where the bot could tell: update ids grow, `getUpdates` with an
 //! `offset` confirms (forgets) every update below it and returns the rest, long polls wait up to
 //! their `timeout` (capped at a second here), and answers use Telegram's JSON envelope. A chat
-//! can be made to answer `403` (the person blocked the bot) or one `429`.
+//! can be made to answer `403` (the person blocked the bot) or one `429`, and `getUpdates` to
+//! fail with `502` (as Telegram's front does on a bad day).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -57,6 +58,10 @@ struct Recorded {
     throttled: HashSet<i64>,
     /// Messages sent per chat (sendMessage only), in order.
     inboxes: HashMap<i64, Vec<Call>>,
+    /// getUpdates answers 502, confirming nothing.
+    updates_failing: bool,
+    /// The next getUpdates that returns updates sets `updates_failing` after it.
+    updates_fail_after_next: bool,
 }
 
 /// The fake API; clone it freely (clones share everything).
@@ -186,6 +191,18 @@ impl FakeTelegram {
         self.state.lock().unwrap().throttled.insert(chat);
     }
 
+    /// The next `getUpdates` that returns updates is the last to succeed: every later one
+    /// answers `502` and confirms nothing, until [`heal_updates`](Self::heal_updates).
+    pub fn fail_updates_after_next(&self) {
+        self.state.lock().unwrap().updates_fail_after_next = true;
+    }
+
+    pub fn heal_updates(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.updates_failing = false;
+        state.updates_fail_after_next = false;
+    }
+
     async fn answer(&self, method: String, body: Value) -> Value {
         let chat = body["chat_id"].as_i64().unwrap_or_default();
         let call = Call {
@@ -234,11 +251,18 @@ impl FakeTelegram {
             let changed = self.changed.notified();
             let ready: Vec<Value> = {
                 let mut state = self.state.lock().unwrap();
+                if state.updates_failing {
+                    return json!({"ok": false, "error_code": 502, "description": "Bad Gateway"});
+                }
                 // An offset confirms every update below it: Telegram forgets them.
                 state
                     .updates
                     .retain(|u| u["update_id"].as_i64().unwrap() >= offset);
-                state.updates.iter().take(limit).cloned().collect()
+                let ready: Vec<Value> = state.updates.iter().take(limit).cloned().collect();
+                if !ready.is_empty() && state.updates_fail_after_next {
+                    state.updates_failing = true;
+                }
+                ready
             };
             if !ready.is_empty() || tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return json!({"ok": true, "result": ready});

@@ -5,6 +5,11 @@
 //! flight — one slow chat never holds up the intake of the others — while a bot that stops or
 //! dies with updates in flight leaves them here, and the next one handles them first. Only one
 //! bot may run at a time (Telegram allows one poller, and the next one takes every leftover).
+//!
+//! Long polling also records how far it has taken updates (`bot_state`, `_id` `polling`) before
+//! it handles them: Telegram resends whatever its offset did not confirm (a crash, or a failed
+//! confirmation at a stop), and the next bot starts past what was taken instead of handling it
+//! again.
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, InsertManyError};
@@ -15,16 +20,47 @@ use teloxide_core::types::Update;
 
 pub const COLLECTION: &str = oleg_store::Collections::BOT_UPDATES;
 
+/// The `bot_state` document of long polling.
+const POLLING: &str = "polling";
+
 #[derive(Clone)]
 pub struct Inbox {
     collection: Collection<Document>,
+    state: Collection<Document>,
 }
 
 impl Inbox {
     pub fn new(database: &mongodb::Database) -> Self {
         Self {
             collection: database.collection(COLLECTION),
+            state: database.collection(oleg_store::Collections::BOT_STATE),
         }
+    }
+
+    /// Records that updates below `offset` were taken (kept here, or ignored); it never goes
+    /// back.
+    pub async fn taken_below(&self, offset: i32) -> mongodb::error::Result<()> {
+        self.state
+            .update_one(
+                doc! {"_id": {"$eq": POLLING}},
+                doc! {"$max": {"offset": i64::from(offset)}},
+            )
+            .upsert(true)
+            .await?;
+        Ok(())
+    }
+
+    /// The offset long polling resumes from: past every update taken before, those recorded
+    /// and those still kept (`leftovers`).
+    pub async fn resume_offset(&self, leftovers: &[Update]) -> mongodb::error::Result<i32> {
+        let recorded = self
+            .state
+            .find_one(doc! {"_id": {"$eq": POLLING}})
+            .await?
+            .and_then(|state| oleg_store::as_i64(state.get("offset")))
+            .unwrap_or(0);
+        let kept = leftovers.iter().map(|u| i64::from(u.id.0) + 1).max();
+        Ok(i32::try_from(recorded.max(kept.unwrap_or(0))).unwrap_or(i32::MAX))
     }
 
     /// Keeps `updates`; returns those not kept before (an update Telegram sends again, because

@@ -40,11 +40,12 @@ pub async fn receive_updates(
             "handling the updates an earlier bot left unfinished"
         );
     }
+    let resume_at = inbox.resume_offset(&leftovers).await?;
     for update in leftovers {
         dispatcher.dispatch(update);
     }
     let received = match app.settings().mode {
-        UpdateMode::Polling => poll(&app, &inbox, &dispatcher, &shutdown).await,
+        UpdateMode::Polling => poll(&app, &inbox, &dispatcher, resume_at, &shutdown).await,
         UpdateMode::Webhook => webhook(&app, &inbox, &dispatcher, &shutdown).await,
     };
     let grace = Duration::from_secs(app.settings().shutdown_grace_s);
@@ -59,12 +60,14 @@ pub async fn receive_updates(
     received
 }
 
-/// Keeps `updates` (the ones from people) in the inbox, retrying while the store is down;
-/// returns those to dispatch, or `None` if shutdown came first.
+/// Keeps `updates` (the ones from people) in the inbox and, polling, records that those below
+/// `taken_below` were taken; retries while the store is down. Returns the updates to dispatch,
+/// or `None` if shutdown came first (those kept are then the next bot's leftovers).
 async fn keep(
     app: &BotApp,
     inbox: &Inbox,
     updates: Vec<Update>,
+    taken_below: Option<i32>,
     shutdown: &CancellationToken,
 ) -> Option<Vec<Update>> {
     let (from_people, others): (Vec<Update>, Vec<Update>) = updates
@@ -73,10 +76,24 @@ async fn keep(
     for update in &others {
         app.ignore(update);
     }
+    let fresh = retrying_store(shutdown, || inbox.keep(from_people.clone())).await?;
+    if let Some(offset) = taken_below {
+        retrying_store(shutdown, || inbox.taken_below(offset)).await?;
+    }
+    Some(fresh)
+}
+
+/// Runs `write` until the store takes it, waiting longer after each failure; `None` if
+/// shutdown came first.
+async fn retrying_store<T, Write, Writing>(shutdown: &CancellationToken, write: Write) -> Option<T>
+where
+    Write: Fn() -> Writing,
+    Writing: std::future::Future<Output = mongodb::error::Result<T>>,
+{
     let mut delay = Duration::from_millis(200);
     loop {
-        match inbox.keep(from_people.clone()).await {
-            Ok(fresh) => return Some(fresh),
+        match write().await {
+            Ok(done) => return Some(done),
             Err(error) => {
                 tracing::warn!(%error, ?delay, "could not keep updates; retrying before confirming them");
                 tokio::select! {
@@ -89,18 +106,19 @@ async fn keep(
     }
 }
 
-/// Long polling. Each poll's offset confirms the updates of the one before, which are kept in
-/// the inbox by then, so a slow or flooding chat never holds up the others.
+/// Long polling from `offset`. Each poll's offset confirms the updates of the one before, which
+/// are kept in the inbox (and recorded as taken) by then, so a slow or flooding chat never holds
+/// up the others.
 async fn poll(
     app: &BotApp,
     inbox: &Inbox,
     dispatcher: &Dispatcher,
+    mut offset: i32,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     // A webhook left from another deployment would make getUpdates fail.
     app.bot().delete_webhook().await?;
     let timeout = app.settings().poll_timeout_s as u32;
-    let mut offset: i32 = 0;
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
         let request = app
@@ -118,7 +136,7 @@ async fn poll(
             Ok(updates) => {
                 failures = 0;
                 let next = updates.iter().map(|u| u.id.0 as i32 + 1).max();
-                let Some(fresh) = keep(app, inbox, updates, shutdown).await else {
+                let Some(fresh) = keep(app, inbox, updates, next, shutdown).await else {
                     break;
                 };
                 for update in fresh {
@@ -137,15 +155,19 @@ async fn poll(
             }
         }
     }
-    // The last poll's updates are kept: confirm them, so a restart is not sent them again.
+    // The last poll's updates are kept: confirm them, so Telegram forgets them. If it cannot be
+    // told, the next bot starts past them all the same (the offset recorded in the store).
     if offset > 0 {
-        app.bot()
+        if let Err(error) = app
+            .bot()
             .get_updates()
             .offset(offset)
             .limit(1)
             .timeout(0)
             .await
-            .map_err(|error| anyhow::anyhow!("confirming the last updates: {error}"))?;
+        {
+            tracing::warn!(%error, offset, "could not confirm the last updates to Telegram; the next bot starts past them");
+        }
     }
     Ok(())
 }

@@ -802,6 +802,56 @@ async fn sigterm_finishes_the_presses_in_flight_and_a_restart_handles_none_twice
     h.finish().await;
 }
 
+/// Defect: a stopping bot that could not confirm its last updates to Telegram (getUpdates
+/// failing) exited with an error, and the next bot was sent them again and handled them twice:
+/// each press another post. It starts past every update taken before.
+#[tokio::test]
+async fn updates_telegram_was_not_told_were_taken_are_not_handled_again_by_the_next_bot() {
+    let people: Vec<i64> = (4101..=4105).collect();
+    let mut h = Harness::start("bot-unconfirmed", &[]).await;
+    let posts = h.start_people(people.iter().copied()).await;
+    h.drain_votes(Duration::from_millis(300)).await;
+    // The presses come in one poll; every poll after it fails, so none confirms them.
+    h.api.fail_updates_after_next();
+    for &person in &people {
+        h.api.press(person, &posts[&person], 0);
+    }
+    for &person in &people {
+        h.wait_sent(person, 3).await;
+    }
+    let stopped = h.bot.terminate_within(LONG).await;
+    assert!(h.api.unconfirmed() >= people.len());
+    h.api.heal_updates();
+
+    let env = bot_env(&h.api_url, &[]);
+    h.bot = spawn_bot(&h.services, &env);
+    h.bot.wait_ready(Duration::from_secs(60)).await;
+    let deadline = Instant::now() + LONG;
+    while h.api.unconfirmed() > 0 {
+        assert!(Instant::now() < deadline, "{}", h.bot.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for &person in &people {
+        assert_eq!(
+            h.api.sent_to(person).len(),
+            3,
+            "person {person}: a press handled twice"
+        );
+    }
+    assert_eq!(
+        h.drain_votes(Duration::from_secs(1)).await.len(),
+        people.len()
+    );
+    assert_eq!(
+        stopped,
+        Some(true),
+        "the stop failed:\n{}",
+        h.bot.log_tail()
+    );
+    h.finish().await;
+}
+
 /// Defect: the webhook parsed the body before checking the secret (so anyone could make it parse
 /// anything), compared the secret with `==`, and had no body limit of its own.
 #[tokio::test]
