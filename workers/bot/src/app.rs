@@ -163,9 +163,17 @@ impl BotApp {
         &self.metrics
     }
 
-    /// Counts an update nobody asked for anything with (edits, channel posts, …).
-    pub fn ignore(&self, _update: &Update) {
-        self.metrics.updates.with_label_values(&["other"]).inc();
+    /// Counts an update taken, once however often it is tried: a command (a person's text), a
+    /// callback (a button press) or other (edits, channel posts, photos, …).
+    pub fn count(&self, update: &Update) {
+        let kind = match &update.kind {
+            UpdateKind::Message(message) if message.text().is_some() && message.from.is_some() => {
+                "command"
+            }
+            UpdateKind::CallbackQuery(_) => "callback",
+            _ => "other",
+        };
+        self.metrics.updates.with_label_values(&[kind]).inc();
     }
 
     /// Handles one update; records how long it took, and how much of that was the bot's own
@@ -175,21 +183,14 @@ impl BotApp {
         let (result, waited) = measured(async {
             match (&update.kind, handling) {
                 (UpdateKind::Message(message), Handling::Full) => self.on_message(message).await,
-                (UpdateKind::CallbackQuery(query), _) => {
-                    self.metrics.updates.with_label_values(&["callback"]).inc();
-                    self.on_callback(query, handling).await
-                }
+                (UpdateKind::CallbackQuery(query), _) => self.on_callback(query, handling).await,
                 (UpdateKind::Message(message), Handling::Limited { warn }) => {
-                    self.metrics.updates.with_label_values(&["command"]).inc();
                     if warn {
                         self.notice(message.chat.id, SLOW_DOWN, "notice").await;
                     }
                     Ok(())
                 }
-                _ => {
-                    self.ignore(update);
-                    Ok(())
-                }
+                _ => Ok(()),
             }
         })
         .await;
@@ -219,10 +220,8 @@ impl BotApp {
 
     async fn on_message(&self, message: &Message) -> Result<(), HandleError> {
         let (Some(text), Some(from)) = (message.text(), message.from.as_ref()) else {
-            self.metrics.updates.with_label_values(&["other"]).inc();
             return Ok(());
         };
-        self.metrics.updates.with_label_values(&["command"]).inc();
         let chat = message.chat.id;
         let user = UserId::new(from.id.0 as i64)?;
         let is_admin = self.settings.admin_ids.contains(&user.get());

@@ -86,8 +86,8 @@ impl Dispatcher {
     /// Takes an update kept in the inbox: queues it behind its person's earlier ones, or drops
     /// it (counted) if that person has too many waiting.
     pub fn dispatch(&self, update: Update) {
+        self.app.count(&update);
         let Some(person) = Self::person_of(&update) else {
-            self.app.ignore(&update);
             self.forget(update.id.0);
             return;
         };

@@ -74,7 +74,7 @@ async fn keep(
         .into_iter()
         .partition(|u| Dispatcher::person_of(u).is_some());
     for update in &others {
-        app.ignore(update);
+        app.count(update);
     }
     let fresh = retrying_store(shutdown, || inbox.keep(from_people.clone())).await?;
     if let Some(offset) = taken_below {

@@ -592,6 +592,12 @@ async fn a_press_made_while_the_broker_is_down_is_kept_until_its_vote_is_publish
         assert!(Instant::now() < deadline, "the press stayed in the inbox");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Tried more than once, counted once.
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("oleg_bot_updates_total{kind=\"callback\"} 1\n"),
+        "{metrics}"
+    );
 
     // Down again, and the bot stops while the next press waits for another attempt.
     broker.go_down();
