@@ -9,7 +9,8 @@
 //! Long polling also records how far it has taken updates (`bot_state`, `_id` `polling`) before
 //! it handles them: Telegram resends whatever its offset did not confirm (a crash, or a failed
 //! confirmation at a stop), and the next bot starts past what was taken instead of handling it
-//! again.
+//! again. Only within a day of the last taking: Telegram keeps an update for a day at most, and
+//! after a week without any it numbers the next ones afresh, maybe below an old offset.
 
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, InsertManyError};
@@ -22,6 +23,9 @@ pub const COLLECTION: &str = oleg_store::Collections::BOT_UPDATES;
 
 /// The `bot_state` document of long polling.
 const POLLING: &str = "polling";
+
+/// How long Telegram keeps an update nobody confirmed.
+const TELEGRAM_KEEPS_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Clone)]
 pub struct Inbox {
@@ -37,28 +41,35 @@ impl Inbox {
         }
     }
 
-    /// Records that updates below `offset` were taken (kept here, or ignored); it never goes
-    /// back.
-    pub async fn taken_below(&self, offset: i32) -> mongodb::error::Result<()> {
+    /// Records, at `now_ms`, that updates below `offset` were taken (kept here, or ignored); the
+    /// offset never goes back.
+    pub async fn taken_below(&self, offset: i32, now_ms: i64) -> mongodb::error::Result<()> {
         self.state
             .update_one(
                 doc! {"_id": {"$eq": POLLING}},
-                doc! {"$max": {"offset": i64::from(offset)}},
+                doc! {"$max": {"offset": i64::from(offset)}, "$set": {"taken_at_ms": now_ms}},
             )
             .upsert(true)
             .await?;
         Ok(())
     }
 
-    /// The offset long polling resumes from: past every update taken before, those recorded
-    /// and those still kept (`leftovers`).
-    pub async fn resume_offset(&self, leftovers: &[Update]) -> mongodb::error::Result<i32> {
-        let recorded = self
-            .state
-            .find_one(doc! {"_id": {"$eq": POLLING}})
-            .await?
-            .and_then(|state| oleg_store::as_i64(state.get("offset")))
-            .unwrap_or(0);
+    /// The offset long polling resumes from at `now_ms`: past every update taken before, those
+    /// recorded and those still kept (`leftovers`), if updates were taken within the day
+    /// Telegram keeps them; else from the start, as Telegram has nothing older to resend.
+    pub async fn resume_offset(
+        &self,
+        leftovers: &[Update],
+        now_ms: i64,
+    ) -> mongodb::error::Result<i32> {
+        let Some(state) = self.state.find_one(doc! {"_id": {"$eq": POLLING}}).await? else {
+            return Ok(0);
+        };
+        let taken_at = oleg_store::as_i64(state.get("taken_at_ms")).unwrap_or(i64::MIN);
+        if now_ms.saturating_sub(taken_at) > TELEGRAM_KEEPS_MS {
+            return Ok(0);
+        }
+        let recorded = oleg_store::as_i64(state.get("offset")).unwrap_or(0);
         let kept = leftovers.iter().map(|u| i64::from(u.id.0) + 1).max();
         Ok(i32::try_from(recorded.max(kept.unwrap_or(0))).unwrap_or(i32::MAX))
     }
@@ -130,5 +141,50 @@ impl Inbox {
         }
         updates.sort_by_key(|u| u.id.0);
         Ok(updates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oleg_testkit::{mongo_settings, TestServices};
+
+    fn update(id: u32) -> Update {
+        serde_json::from_value(serde_json::json!({
+            "update_id": id,
+            "message": {
+                "message_id": 1, "date": 0, "text": "/start",
+                "chat": {"id": 7, "type": "private", "first_name": "A"},
+                "from": {"id": 7, "is_bot": false, "first_name": "A"},
+            },
+        }))
+        .expect("an update")
+    }
+
+    /// Polling resumes past what was taken within Telegram's day, and from the start after it:
+    /// Telegram may number updates afresh, below an old offset, which would hide them all.
+    #[tokio::test]
+    async fn polling_resumes_past_what_was_taken_within_the_day_telegram_keeps_updates() {
+        let test = "bot-inbox-resume-offset";
+        let services = TestServices::start(test, mongo_settings(test)).await;
+        let inbox = Inbox::new(services.store.database());
+        let now = 1_800_000_000_000;
+        assert_eq!(inbox.resume_offset(&[], now).await.unwrap(), 0);
+
+        inbox.taken_below(50, now).await.unwrap();
+        inbox.taken_below(40, now).await.unwrap();
+        assert_eq!(inbox.resume_offset(&[], now + 1).await.unwrap(), 50);
+        // An update kept and never recorded as taken (the record's write failed).
+        assert_eq!(inbox.resume_offset(&[update(60)], now).await.unwrap(), 61);
+
+        let a_day_later = now + TELEGRAM_KEEPS_MS + 1;
+        assert_eq!(
+            inbox
+                .resume_offset(&[update(60)], a_day_later)
+                .await
+                .unwrap(),
+            0
+        );
+        services.finish().await;
     }
 }

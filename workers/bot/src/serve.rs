@@ -40,7 +40,9 @@ pub async fn receive_updates(
             "handling the updates an earlier bot left unfinished"
         );
     }
-    let resume_at = inbox.resume_offset(&leftovers).await?;
+    let resume_at = inbox
+        .resume_offset(&leftovers, Utc::now().timestamp_millis())
+        .await?;
     for update in leftovers {
         dispatcher.dispatch(update);
     }
@@ -78,7 +80,8 @@ async fn keep(
     }
     let fresh = retrying_store(shutdown, || inbox.keep(from_people.clone())).await?;
     if let Some(offset) = taken_below {
-        retrying_store(shutdown, || inbox.taken_below(offset)).await?;
+        let now_ms = Utc::now().timestamp_millis();
+        retrying_store(shutdown, || inbox.taken_below(offset, now_ms)).await?;
     }
     Some(fresh)
 }
