@@ -12,10 +12,10 @@ use crate::stopwatch::{measured, waiting};
 use crate::telegram::{send, RateLimits, SendError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use oleg_bus::{Bus, BusError, QueueName, RpcClient};
+use oleg_bus::{Bus, BusError, QueueName, Routed, RpcClient};
 use oleg_messages::{
-    decode, AddChannel, FieldError, PostRef, Reaction, RecommendReply, RecommendRequest, UserId,
-    UserStarted, Vote, SCHEMA_VERSION,
+    decode, AddChannel, FieldError, Message as BusMessage, PostRef, Reaction, RecommendReply,
+    RecommendRequest, UserId, UserStarted, Vote, SCHEMA_VERSION,
 };
 use oleg_store::StoreError;
 use secrecy::ExposeSecret;
@@ -235,7 +235,7 @@ impl BotApp {
                 .map_err(StoreError::from)?;
                 let mut started = UserStarted::new(user, Utc::now());
                 started.language_code = from.language_code.clone();
-                waiting(self.bus.publish(&started)).await?;
+                self.record(&started).await?;
                 self.notice(chat, ONBOARDING, "onboarding").await;
                 self.send_next(user, chat, Occasion::Asked).await;
             }
@@ -254,12 +254,12 @@ impl BotApp {
                 .await;
             }
             Command::AddChannel(channel) => {
-                waiting(self.bus.publish(&AddChannel {
+                self.record(&AddChannel {
                     schema_version: SCHEMA_VERSION,
                     channel: channel.clone(),
                     requested_by: Some(user),
                     requested_at: Utc::now(),
-                }))
+                })
                 .await?;
                 let reply = format!("Asked the scraper to follow @{channel}.");
                 self.notice(chat, &reply, "notice").await;
@@ -313,7 +313,7 @@ impl BotApp {
             }
         };
         let vote = Vote::new(user, press.post.clone(), press.reaction, Utc::now());
-        waiting(self.bus.publish(&vote)).await?;
+        self.record(&vote).await?;
         let answer = match press.reaction {
             Reaction::Like => "Noted: 👍",
             Reaction::Dislike => "Noted: 👎",
@@ -353,6 +353,18 @@ impl BotApp {
             self.send_next(user, chat, Occasion::Asked).await;
         }
         Ok(())
+    }
+
+    /// Publishes what an update asks to record. One that reached no queue (none bound to take
+    /// it, or the broker returned it) is not recorded: an error, so the update is tried again.
+    async fn record<M: BusMessage>(&self, message: &M) -> Result<(), HandleError> {
+        match waiting(self.bus.publish(message)).await? {
+            Routed::Queued => Ok(()),
+            Routed::NoQueue => Err(HandleError::Bus(BusError::NoQueue(format!(
+                "for {}",
+                M::KIND.name()
+            )))),
+        }
     }
 
     /// One Bot API call to `chat`, within the rate limits, retried on `429`.

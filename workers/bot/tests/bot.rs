@@ -621,6 +621,37 @@ async fn a_press_made_while_the_broker_is_down_is_kept_until_its_vote_is_publish
     h.finish().await;
 }
 
+/// Defect: a vote the broker took but routed to no queue (none bound to take it, or returned
+/// while a queue's leader moved) counted as published: the press left the inbox and the vote was
+/// lost. It is tried again until a queue takes it.
+#[tokio::test]
+async fn a_vote_that_reached_no_queue_is_tried_again_until_one_takes_it() {
+    let mut h = Harness::start("bot-vote-no-queue", &[]).await;
+    let user = 1201;
+    let posts = h.start_people([user].into_iter()).await;
+    h.drain_votes(Duration::from_millis(300)).await;
+    let queue = h.services.bus.topology().queue(QueueName::Ingest);
+    delete_queue(&h.services.amqp, &queue).await;
+    h.api.press(user, &posts[&user], 0);
+    h.wait_postponed(1.0).await;
+    // A bus connecting declares the topology again.
+    let redeclaring = oleg_bus::Bus::connect(
+        h.services.amqp.clone(),
+        "redeclaring",
+        &prometheus::Registry::new(),
+        oleg_telemetry::Readiness::default(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    redeclaring.close().await;
+    h.ingest = Subscription::new(h.services.bus.clone(), Source::Shared(QueueName::Ingest));
+    let vote: Vote = decode(&h.next_published(MessageKind::Vote).await, 1 << 16).unwrap();
+    assert_eq!((vote.user_id.get(), vote.post_id.get()), (user, 101));
+    h.wait_sent(user, 3).await;
+    h.finish().await;
+}
+
 /// Defect: every message moved the overall next slot to its chat's own next slot, so each
 /// vote (two messages to one chat) held up everyone by the per-chat interval.
 #[tokio::test]
