@@ -137,6 +137,17 @@ impl Harness {
         self.bot.get("/metrics").await.unwrap().1
     }
 
+    /// SIGTERM to the bot; it must exit cleanly.
+    async fn stop_bot(&mut self) {
+        let stopped = self.bot.terminate_within(LONG).await;
+        assert_eq!(stopped, Some(true), "{}", self.bot.log_tail());
+    }
+
+    /// One of the store's collections, as documents.
+    fn collection(&self, name: &str) -> mongodb::Collection<mongodb::bson::Document> {
+        self.services.store.database().collection(name)
+    }
+
     /// Waits until the bot has put off `attempts` updates' attempts in all.
     async fn wait_postponed(&self, attempts: f64) {
         let deadline = Instant::now() + LONG;
@@ -323,11 +334,7 @@ async fn digests_reach_every_active_person_once_retrying_429_and_dropping_403() 
     assert_eq!(retried.body["text"], refused.body["text"]);
 
     // The person who blocked the bot is marked inactive; nothing went to the paused one.
-    let chats = h
-        .services
-        .store
-        .database()
-        .collection::<mongodb::bson::Document>("bot_chats");
+    let chats = h.collection("bot_chats");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let record = chats
@@ -384,11 +391,7 @@ async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once(
             .count()
     };
     // Stopped once the digest has begun: the first people claimed, their posts on the way.
-    let chats = h
-        .services
-        .store
-        .database()
-        .collection::<mongodb::bson::Document>("bot_chats");
+    let chats = h.collection("bot_chats");
     let deadline = Instant::now() + Duration::from_secs(40);
     while chats
         .count_documents(doc! {"last_digest_s": {"$gt": 0}})
@@ -399,19 +402,15 @@ async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once(
         assert!(Instant::now() < deadline, "{}", h.bot.log_tail());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        h.bot.terminate_within(LONG).await,
-        Some(true),
-        "{}",
-        h.bot.log_tail()
-    );
+    h.stop_bot().await;
     let before = reached(&h);
     assert!(
         before < people.len(),
         "the stop waited for the whole digest"
     );
 
-    let env = bot_env(&h.api_url, &extra);
+    let api_url = h.api_url.clone();
+    let env = bot_env(&api_url, &extra);
     h.bot = spawn_bot(&h.services, &env);
     for &person in &people {
         let digest = &h.wait_sent(person, 3).await[2];
@@ -421,12 +420,7 @@ async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once(
     // is not sent it.
     let newcomer = 691;
     h.start_people([newcomer].into_iter()).await;
-    assert_eq!(
-        h.bot.terminate_within(LONG).await,
-        Some(true),
-        "{}",
-        h.bot.log_tail()
-    );
+    h.stop_bot().await;
     h.bot = spawn_bot(&h.services, &env);
     let deadline = Instant::now() + LONG;
     while std::fs::read_to_string(&h.bot.log)
@@ -573,11 +567,7 @@ async fn a_press_made_while_the_broker_is_down_is_kept_until_its_vote_is_publish
     broker.go_down();
     h.api.press(user, &posts[&user], 0);
     h.wait_postponed(1.0).await;
-    let inbox = h
-        .services
-        .store
-        .database()
-        .collection::<mongodb::bson::Document>("bot_updates");
+    let inbox = h.collection("bot_updates");
     assert_eq!(inbox.count_documents(doc! {}).await.unwrap(), 1);
 
     broker.resume();
@@ -603,12 +593,7 @@ async fn a_press_made_while_the_broker_is_down_is_kept_until_its_vote_is_publish
     broker.go_down();
     h.api.press(user, &next, 1);
     h.wait_postponed(2.0).await;
-    assert_eq!(
-        h.bot.terminate_within(LONG).await,
-        Some(true),
-        "{}",
-        h.bot.log_tail()
-    );
+    h.stop_bot().await;
     assert_eq!(inbox.count_documents(doc! {}).await.unwrap(), 1);
     broker.resume();
     h.bot = spawn_bot(&h.services, &bot_env(&h.api_url, &extra));
