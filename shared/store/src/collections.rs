@@ -23,7 +23,8 @@ impl Collections {
     pub const MODELS: &'static str = "models";
     /// The bot's record of each person's chat (written by oleg-bot).
     pub const BOT_CHATS: &'static str = "bot_chats";
-    /// Telegram updates the bot took and has not handled yet (written by oleg-bot).
+    /// Telegram updates the bot took: those not handled yet, and the ids of those handled within
+    /// the last day (written by oleg-bot).
     pub const BOT_UPDATES: &'static str = "bot_updates";
     /// Where the bot's long polling stands: `_id` `polling`, `offset` (written by oleg-bot).
     pub const BOT_STATE: &'static str = "bot_state";

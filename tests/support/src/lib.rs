@@ -121,21 +121,35 @@ pub async fn queue_depth(settings: &AmqpSettings, queue: &str) -> u32 {
     declare_passively(settings, queue).await.message_count()
 }
 
+/// Checks `holds` every 50 ms until it does; after `within`, panics with what `failure` says
+/// then (a worker's log, the state reached).
+pub async fn wait_until(
+    within: std::time::Duration,
+    mut holds: impl AsyncFnMut() -> bool,
+    failure: impl FnOnce() -> String,
+) {
+    let deadline = std::time::Instant::now() + within;
+    while !holds().await {
+        if std::time::Instant::now() >= deadline {
+            panic!("not within {within:?}: {}", failure());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until the broker has `count` consumers attached to a queue: a worker is ready before
 /// the broker starts handing it deliveries.
 pub async fn wait_for_consumers(settings: &AmqpSettings, queue: &str, count: u32) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let attached = declare_passively(settings, queue).await.consumer_count();
-        if attached >= count {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{queue} has {attached} consumers, not {count}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let attached = std::cell::Cell::new(0);
+    wait_until(
+        std::time::Duration::from_secs(30),
+        async || {
+            attached.set(declare_passively(settings, queue).await.consumer_count());
+            attached.get() >= count
+        },
+        || format!("{queue} has {} consumers, not {count}", attached.get()),
+    )
+    .await;
 }
 
 async fn declare_passively(settings: &AmqpSettings, queue: &str) -> lapin::Queue {
@@ -369,8 +383,13 @@ impl WorkerProcess {
         .await
     }
 
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }

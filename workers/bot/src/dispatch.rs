@@ -134,17 +134,18 @@ impl Dispatcher {
         self.app.metrics().in_flight.set(queues.in_flight as i64);
     }
 
-    /// Removes a refused update from the inbox, in the background; it counts as in flight until
-    /// then, so that shutdown waits for its removal too.
+    /// Marks a refused update done in the inbox, in the background; it counts as in flight until
+    /// then, so that shutdown waits for that too.
     fn forget(&self, id: u32) {
         self.count_taken(&mut self.queues.lock().expect("not poisoned"));
         let this = self.clone();
         tokio::spawn(async move { this.finish(id).await });
     }
 
-    /// Removes a handled or refused update from the inbox and counts it finished.
+    /// Marks a handled or refused update done in the inbox and counts it finished.
     async fn finish(&self, id: u32) {
-        if let Err(error) = self.inbox.done(id).await {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if let Err(error) = self.inbox.done(id, now_ms).await {
             tracing::warn!(%error, update = id, "could not mark an update handled; a restart may handle it again");
         }
         self.count_finished(|_| 1);

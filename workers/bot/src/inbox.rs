@@ -1,10 +1,14 @@
-//! The updates taken from Telegram and not yet handled (`bot_updates`, `_id` = update id).
+//! The updates taken from Telegram (`bot_updates`, `_id` = update id).
 //!
 //! An update is kept here before Telegram is told it arrived (the `getUpdates` offset, or the
-//! webhook's 200), and removed once handled. So the offset can move past updates still in
-//! flight — one slow chat never holds up the intake of the others — while a bot that stops or
-//! dies with updates in flight leaves them here, and the next one handles them first. Only one
-//! bot may run at a time (Telegram allows one poller, and the next one takes every leftover).
+//! webhook's 200). So the offset can move past updates still in flight — one slow chat never
+//! holds up the intake of the others — while a bot that stops or dies with updates in flight
+//! leaves them here, and the next one handles them first. Only one bot may run at a time
+//! (Telegram allows one poller, and the next one takes every leftover).
+//!
+//! A handled update leaves its id behind (`done_at_ms`, its body dropped) for the day Telegram
+//! may send it again — a webhook's 200 lost on the way, a poll's offset never confirmed — so
+//! that it is taken once however often it comes; the ids are forgotten after that day.
 //!
 //! Long polling also records how far it has taken updates (`bot_state`, `_id` `polling`) before
 //! it handles them: Telegram resends whatever its offset did not confirm (a crash, or a failed
@@ -17,6 +21,7 @@ use mongodb::error::{ErrorKind, InsertManyError};
 use mongodb::Collection;
 use oleg_store::DUPLICATE_KEY;
 use std::collections::HashSet;
+use std::time::Duration;
 use teloxide_core::types::Update;
 
 pub const COLLECTION: &str = oleg_store::Collections::BOT_UPDATES;
@@ -74,8 +79,8 @@ impl Inbox {
         Ok(i32::try_from(recorded.max(kept.unwrap_or(0))).unwrap_or(i32::MAX))
     }
 
-    /// Keeps `updates`; returns those not kept before (an update Telegram sends again, because
-    /// its offset was not confirmed yet, is taken only once).
+    /// Keeps `updates`; returns those not taken before (an update Telegram sends again, kept or
+    /// handled by then, is taken only once).
     pub async fn keep(&self, updates: Vec<Update>) -> mongodb::error::Result<Vec<Update>> {
         if updates.is_empty() {
             return Ok(updates);
@@ -108,19 +113,52 @@ impl Inbox {
             .collect())
     }
 
-    /// The update was handled (or refused): forget it.
-    pub async fn done(&self, id: u32) -> mongodb::error::Result<()> {
+    /// The update was handled (or refused) at `now_ms`: its body goes, its id stays.
+    pub async fn done(&self, id: u32, now_ms: i64) -> mongodb::error::Result<()> {
         self.collection
-            .delete_one(doc! {"_id": {"$eq": i64::from(id)}})
+            .update_one(
+                doc! {"_id": {"$eq": i64::from(id)}},
+                doc! {"$set": {"done_at_ms": now_ms}, "$unset": {"update": ""}},
+            )
             .await?;
         Ok(())
+    }
+
+    /// Forgets the updates handled before `before_ms`; returns how many.
+    pub async fn forget_handled(&self, before_ms: i64) -> mongodb::error::Result<u64> {
+        Ok(self
+            .collection
+            .delete_many(doc! {"done_at_ms": {"$lt": before_ms}})
+            .await?
+            .deleted_count)
+    }
+
+    /// Every hour, forgets the updates handled longer ago than Telegram keeps them; runs until
+    /// dropped. A failure is logged and tried at the next hour.
+    pub async fn forget_handled_hourly(&self) -> std::convert::Infallible {
+        let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            hourly.tick().await;
+            let before_ms = chrono::Utc::now().timestamp_millis() - TELEGRAM_KEEPS_MS;
+            match self.forget_handled(before_ms).await {
+                Ok(forgotten) => tracing::debug!(forgotten, "forgot the updates handled a day ago"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not forget the updates handled a day ago")
+                }
+            }
+        }
     }
 
     /// Updates an earlier bot took and did not finish, oldest first. One that no longer parses
     /// (an older teloxide's shape) is logged and dropped.
     pub async fn leftovers(&self) -> mongodb::error::Result<Vec<Update>> {
         use futures::TryStreamExt;
-        let documents: Vec<Document> = self.collection.find(doc! {}).await?.try_collect().await?;
+        let documents: Vec<Document> = self
+            .collection
+            .find(doc! {"done_at_ms": {"$exists": false}})
+            .await?
+            .try_collect()
+            .await?;
         let mut updates: Vec<Update> = Vec::with_capacity(documents.len());
         for document in documents {
             let parsed = document
@@ -185,6 +223,39 @@ mod tests {
                 .unwrap(),
             0
         );
+        services.finish().await;
+    }
+
+    /// A handled update's id stays: sent again, it is not taken again, and it is no leftover;
+    /// forgotten after the day, it would be taken again.
+    #[tokio::test]
+    async fn a_handled_update_is_taken_once_however_often_it_comes_until_forgotten() {
+        let test = "bot-inbox-handled-once";
+        let services = TestServices::start(test, mongo_settings(test)).await;
+        let inbox = Inbox::new(services.store.database());
+        let now = 1_800_000_000_000;
+        assert_eq!(
+            inbox.keep(vec![update(1), update(2)]).await.unwrap().len(),
+            2
+        );
+        inbox.done(1, now).await.unwrap();
+        let kept: Vec<u32> = inbox
+            .leftovers()
+            .await
+            .unwrap()
+            .iter()
+            .map(|u| u.id.0)
+            .collect();
+        assert_eq!(kept, [2]);
+        assert!(inbox
+            .keep(vec![update(1), update(2)])
+            .await
+            .unwrap()
+            .is_empty());
+
+        assert_eq!(inbox.forget_handled(now).await.unwrap(), 0);
+        assert_eq!(inbox.forget_handled(now + 1).await.unwrap(), 1);
+        assert_eq!(inbox.keep(vec![update(1)]).await.unwrap().len(), 1);
         services.finish().await;
     }
 }

@@ -40,15 +40,25 @@ pub async fn receive_updates(
             "handling the updates an earlier bot left unfinished"
         );
     }
-    let resume_at = inbox
-        .resume_offset(&leftovers, Utc::now().timestamp_millis())
-        .await?;
+    let resume_at = match app.settings().mode {
+        UpdateMode::Polling => {
+            let now_ms = Utc::now().timestamp_millis();
+            inbox.resume_offset(&leftovers, now_ms).await?
+        }
+        UpdateMode::Webhook => 0,
+    };
     for update in leftovers {
         dispatcher.dispatch(update);
     }
-    let received = match app.settings().mode {
-        UpdateMode::Polling => poll(&app, &inbox, &dispatcher, resume_at, &shutdown).await,
-        UpdateMode::Webhook => webhook(&app, &inbox, &dispatcher, &shutdown).await,
+    let receiving = async {
+        match app.settings().mode {
+            UpdateMode::Polling => poll(&app, &inbox, &dispatcher, resume_at, &shutdown).await,
+            UpdateMode::Webhook => webhook(&app, &inbox, &dispatcher, &shutdown).await,
+        }
+    };
+    let received = tokio::select! {
+        received = receiving => received,
+        never = inbox.forget_handled_hourly() => match never {},
     };
     let grace = Duration::from_secs(app.settings().shutdown_grace_s);
     let unfinished = dispatcher.drain(grace).await;
