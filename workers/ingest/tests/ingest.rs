@@ -481,19 +481,20 @@ async fn a_store_outage_holds_the_votes_and_readiness_until_it_returns() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some((503, body)) = worker.get("/readyz").await {
-            assert!(body.contains(r#""store":false"#), "{body}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "/readyz never went false; log:\n{}",
-            worker.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        async || {
+            let readyz = worker.get("/readyz").await;
+            matches!(readyz, Some((503, body)) if body.contains(r#""store":false"#))
+        },
+        || {
+            format!(
+                "/readyz never said the store was away; log:\n{}",
+                worker.log_tail()
+            )
+        },
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.resume();
     worker.wait_ready(Duration::from_secs(30)).await;
@@ -631,25 +632,16 @@ async fn a_vote_the_store_refuses_is_dead_lettered_after_its_attempts_and_holds_
     );
     services.publish_all(std::slice::from_ref(&later)).await;
     expected.push(later);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let stored = services
-            .store
-            .collections()
-            .votes
-            .count_documents(doc! {"user_id": {"$gte": 10}})
-            .await
-            .unwrap();
-        if stored == expected.len() as u64 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{stored} of {} votes stored: held up behind the refused one",
-            expected.len()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let votes = &services.store.collections().votes;
+    wait_until(
+        Duration::from_secs(20),
+        async || {
+            let stored = votes.count_documents(doc! {"user_id": {"$gte": 10}});
+            stored.await.unwrap() == expected.len() as u64
+        },
+        || "the votes after the refused one were held up behind it".to_owned(),
+    )
+    .await;
     assert_eq!(worker.get("/readyz").await.map(|r| r.0), Some(200));
     let (_, metrics) = worker.get("/metrics").await.unwrap();
     assert_eq!(

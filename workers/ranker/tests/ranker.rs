@@ -112,7 +112,13 @@ impl Services {
     }
 
     async fn ask(&self, user: i64, count: u32) -> RecommendReply {
-        let request = RecommendRequest::new(UserId::new(user).unwrap(), count);
+        self.ask_excluding(user, count, Vec::new()).await
+    }
+
+    /// Asks for `count` posts for `user`, leaving out `exclude`.
+    async fn ask_excluding(&self, user: i64, count: u32, exclude: Vec<PostRef>) -> RecommendReply {
+        let mut request = RecommendRequest::new(UserId::new(user).unwrap(), count);
+        request.exclude = exclude;
         let body = self
             .rpc
             .call(QueueName::Recommend, &request, Duration::from_secs(20))
@@ -162,31 +168,18 @@ fn posts_of(reply: &RecommendReply) -> Vec<String> {
 }
 
 async fn wait_for_model(services: &Services, user: i64, version: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        // Ask for nothing new: an excluded-everything request does not use up posts.
-        let mut request = RecommendRequest::new(UserId::new(user).unwrap(), 1);
-        request.exclude = seeded_posts();
-        let body = services
-            .rpc
-            .call(QueueName::Recommend, &request, Duration::from_secs(20))
-            .await
-            .unwrap();
-        if let RecommendReply::Ok {
-            model_version: Some(v),
-            ..
-        } = decode(&body, 1 << 20).unwrap()
-        {
-            if v.get() == version {
-                return;
-            }
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "model {version} never served"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(
+        Duration::from_secs(30),
+        async || {
+            // Ask for nothing new: an excluded-everything request does not use up posts.
+            matches!(
+                services.ask_excluding(user, 1, seeded_posts()).await,
+                RecommendReply::Ok { model_version: Some(v), .. } if v.get() == version
+            )
+        },
+        || format!("model {version} never served"),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -277,21 +270,20 @@ async fn a_vote_heard_keeps_its_post_from_a_person_the_replica_holds() {
         .collect();
     // The replica's notice queue may be bound a moment after it is ready: send again until it
     // heard every vote once (a vote heard twice changes nothing).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        for vote in &votes {
-            services.bus.publish(vote).await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (_, metrics) = ranker.get("/metrics").await.unwrap();
-        if metric(&metrics, "oleg_ranker_votes_heard_total{change=\"new\"}") >= votes.len() as f64 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "votes never heard:\n{metrics}"
-        );
-    }
+    wait_until(
+        Duration::from_secs(10),
+        async || {
+            for vote in &votes {
+                services.bus.publish(vote).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let (_, metrics) = ranker.get("/metrics").await.unwrap();
+            let heard = metric(&metrics, "oleg_ranker_votes_heard_total{change=\"new\"}");
+            heard >= votes.len() as f64
+        },
+        || "the votes were never heard".to_owned(),
+    )
+    .await;
     let reply = services.ask(9, 20).await;
     assert_eq!(posts_of(&reply), [kept.to_string()]);
     services.finish().await;
@@ -356,27 +348,18 @@ async fn a_new_post_becomes_a_candidate_after_its_notice() {
 /// Waits until `post` is among a new person's picks (10 s at most), leaving the seeded posts out.
 async fn wait_until_candidate(services: &Services, post: &PostRef) {
     let key = post.to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut user = 100;
-    loop {
-        // A new person each time (cold start) so nothing is used up; max_count is 20.
-        let mut request = RecommendRequest::new(UserId::new(user).unwrap(), 20);
-        request.exclude = seeded_posts();
-        let body = services
-            .rpc
-            .call(QueueName::Recommend, &request, Duration::from_secs(20))
-            .await
-            .unwrap();
-        if posts_of(&decode(&body, 1 << 20).unwrap()).contains(&key) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{key} never became a candidate"
-        );
-        user += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        async || {
+            // A new person each time (cold start) so nothing is used up; max_count is 20.
+            user += 1;
+            let reply = services.ask_excluding(user, 20, seeded_posts()).await;
+            posts_of(&reply).contains(&key)
+        },
+        || format!("{key} never became a candidate"),
+    )
+    .await;
 }
 
 /// Defect: a replica read its candidates before its notice queue was bound, so a post scraped
@@ -435,21 +418,18 @@ async fn notices_that_grow_the_pool_teach_it_subjects() {
             oleg_bus::Routed::Queued
         );
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, page) = ranker.get("/metrics").await.unwrap();
-        // Learned whenever the pool outgrew its subjects by a quarter: once all 60 posts are in,
-        // the last learning saw at least 48 (60 is within a quarter of 48), however the notices
-        // and learnings met. A learning from 50 may be read before the last notices land.
-        if metric(&page, "oleg_ranker_candidate_posts") == 60.0 && learned_from(&page) >= 48.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "60 candidates and subjects learned again from 48 or more expected:\n{page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Learned whenever the pool outgrew its subjects by a quarter: once all 60 posts are in, the
+    // last learning saw at least 48 (60 is within a quarter of 48), however the notices and
+    // learnings met. A learning from 50 may be read before the last notices land.
+    wait_until(
+        Duration::from_secs(20),
+        async || {
+            let (_, page) = ranker.get("/metrics").await.unwrap();
+            metric(&page, "oleg_ranker_candidate_posts") == 60.0 && learned_from(&page) >= 48.0
+        },
+        || "60 candidates and subjects learned again from 48 or more expected".to_owned(),
+    )
+    .await;
     // Requests are answered meanwhile and after.
     let reply = services.ask(6, 5).await;
     assert_eq!(posts_of(&reply).len(), 5);
@@ -495,22 +475,12 @@ async fn models_swap_under_load_without_a_failed_request_and_a_corrupt_one_is_re
     assert_eq!(versions.last(), Some(&Some(2)), "swapped under load");
 
     services.publish_model(3, 16, true).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, metrics) = ranker.get("/metrics").await.unwrap();
-        if metrics.contains("oleg_ranker_model_load_failures_total 1") {
-            assert!(
-                metrics.contains("oleg_ranker_model_version 2"),
-                "the old model keeps serving"
-            );
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the corrupt model was not refused"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_metric(&ranker, "oleg_ranker_model_load_failures_total 1").await;
+    let (_, metrics) = ranker.get("/metrics").await.unwrap();
+    assert!(
+        metrics.contains("oleg_ranker_model_version 2"),
+        "the old model keeps serving"
+    );
     wait_for_model(&services, 1, 2).await;
     services.finish().await;
 }
@@ -753,18 +723,12 @@ async fn deliveries_of(services: &Services, user: i64) -> u64 {
 }
 
 async fn wait_for_metric(ranker: &InProcess, line: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, metrics) = ranker.get("/metrics").await.unwrap();
-        if metrics.contains(line) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{line} missing:\n{metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        async || ranker.get("/metrics").await.unwrap().1.contains(line),
+        || format!("{line} missing"),
+    )
+    .await;
 }
 
 /// Defect: the ranker acked a request whose reply the broker could not route (the requester's

@@ -196,14 +196,12 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
         let store = store.clone();
         async move { store.channel(name).await.unwrap().unwrap() }
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while channel("nosuchchannel").await.status != oleg_store::ChannelStatus::Missing {
-        assert!(
-            Instant::now() < deadline,
-            "the missing channel was never marked"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(
+        Duration::from_secs(20),
+        async || channel("nosuchchannel").await.status == oleg_store::ChannelStatus::Missing,
+        || "the missing channel was never marked".to_owned(),
+    )
+    .await;
     assert_eq!(channel("campcode").await.newest_post_id, Some(2376));
     assert_eq!(channel("campcode").await.title.as_deref(), Some("CodeCamp"));
     assert_eq!(

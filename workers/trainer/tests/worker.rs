@@ -275,23 +275,15 @@ async fn trains_publishes_and_then_trains_incrementally_on_announced_votes() {
         "oleg_trainer_cycle_seconds_count 2",
         "process_resident_memory_bytes",
     ];
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, metrics) = trainer.get("/metrics").await.unwrap();
-        let missing: Vec<&str> = wanted
-            .iter()
-            .copied()
-            .filter(|name| !metrics.contains(name))
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{missing:?} missing from /metrics"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until(
+        Duration::from_secs(10),
+        async || {
+            let (_, metrics) = trainer.get("/metrics").await.unwrap();
+            wanted.iter().all(|name| metrics.contains(name))
+        },
+        || format!("one of {wanted:?} missing from /metrics"),
+    )
+    .await;
     services.finish().await;
 }
 
@@ -303,16 +295,18 @@ async fn two_replicas_never_train_at_once() {
     let second = services.spawn_trainer("second.log");
     first.wait_ready(Duration::from_secs(60)).await;
     second.wait_ready(Duration::from_secs(60)).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while services.models().await.is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no model; logs:\n{}\n{}",
-            first.log_tail(),
-            second.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(
+        Duration::from_secs(120),
+        async || !services.models().await.is_empty(),
+        || {
+            format!(
+                "no model; logs:\n{}\n{}",
+                first.log_tail(),
+                second.log_tail()
+            )
+        },
+    )
+    .await;
     // Give the other replica time to try: it must find the lease taken or nothing new.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let models = services.models().await;
