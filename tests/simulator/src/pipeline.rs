@@ -170,6 +170,24 @@ impl LocalPipeline {
             .1
     }
 
+    /// The lines of each worker's `/metrics` that start with one of `names`, each after its
+    /// worker's name; a worker that does not answer says so.
+    pub async fn metric_lines(&self, names: &[&str]) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (kind, worker) in &self.workers {
+            match worker.get("/metrics").await {
+                Some((_, metrics)) => lines.extend(
+                    metrics
+                        .lines()
+                        .filter(|line| names.iter().any(|name| line.starts_with(name)))
+                        .map(|line| format!("{}: {line}", kind.name)),
+                ),
+                None => lines.push(format!("{}: /metrics did not answer", kind.name)),
+            }
+        }
+        lines
+    }
+
     /// `(worker name, telemetry address)` of each worker.
     pub fn metrics_targets(&self) -> Vec<(&'static str, String)> {
         self.workers

@@ -172,6 +172,16 @@ async fn main() -> anyhow::Result<()> {
         .queue_depth(QueueName::Ingest)
         .await
         .unwrap_or(u32::MAX);
+    // How each worker's publishes and postponed updates went: where a lost vote went, on a
+    // failure (a vote routed to no queue, say, leaves no line in any log).
+    let publishes = run
+        .pipeline
+        .metric_lines(&[
+            "oleg_amqp_published_total",
+            "oleg_amqp_publish_retries_total",
+            "oleg_bot_updates_postponed_total",
+        ])
+        .await;
     let unclean = run.stop(false).await;
 
     println!("\n| phase | seconds | presses answered / s |\n|---|---:|---:|");
@@ -220,6 +230,10 @@ async fn main() -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         std::process::exit(0);
     } else {
+        println!("\nthe workers' publishes:");
+        for line in &publishes {
+            println!("  {line}");
+        }
         println!("verdict: FAIL — {}", failed.join("; "));
         std::process::exit(1);
     }
