@@ -2,12 +2,15 @@
 //! p gets `campcode/101`, `/102`, … in turn, never one twice, each after a set delay (requests
 //! are answered concurrently). Like the ranker, it takes back the post of a reply the broker
 //! returns as unroutable (its requester's reply path was gone), and it counts what it handed out.
+//! It can be told to refuse requests (`unavailable`, as a ranker whose store is away).
 
 use oleg_bus::{Bus, QueueName, Routed, Source, Subscription};
 use oleg_messages::{
-    decode, ChannelName, PostId, RecommendReply, RecommendRequest, RecommendedPost, SCHEMA_VERSION,
+    decode, ChannelName, PostId, RecommendErrorCode, RecommendReply, RecommendRequest,
+    RecommendedPost, SCHEMA_VERSION,
 };
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +24,8 @@ pub struct StandInRanker {
     /// Per person: posts taken back, handed out again first.
     free: Arc<Mutex<HashMap<i64, Vec<i64>>>>,
     next: Arc<Mutex<HashMap<i64, i64>>>,
+    /// How many of the next requests are refused.
+    refusing: Arc<AtomicU32>,
 }
 
 impl StandInRanker {
@@ -38,6 +43,24 @@ impl StandInRanker {
                     let person = request.user_id.get();
                     *state.requests.lock().unwrap().entry(person).or_default() += 1;
                     tokio::time::sleep(delay).await;
+                    let (Some(to), Some(id)) = (incoming.reply_to(), incoming.correlation_id())
+                    else {
+                        let _ = incoming.ack().await;
+                        return;
+                    };
+                    let refused = state
+                        .refusing
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if refused {
+                        let refusal = RecommendReply::error(
+                            RecommendErrorCode::Unavailable,
+                            "the stand-in ranker refuses",
+                        );
+                        let _ = bus.reply(&to, &id, &refusal).await;
+                        let _ = incoming.ack().await;
+                        return;
+                    }
                     let post = state.take(person);
                     let reply = RecommendReply::Ok {
                         schema_version: SCHEMA_VERSION,
@@ -56,11 +79,6 @@ impl StandInRanker {
                         exploration_noise: 0.05,
                         exploration: oleg_messages::ExplorationPolicy::Noise,
                     };
-                    let (Some(to), Some(id)) = (incoming.reply_to(), incoming.correlation_id())
-                    else {
-                        let _ = incoming.ack().await;
-                        return;
-                    };
                     match bus.reply(&to, &id, &reply).await {
                         Ok(Routed::Queued) => {
                             let mut delivered = state.delivered.lock().unwrap();
@@ -77,6 +95,11 @@ impl StandInRanker {
             }
         });
         ranker
+    }
+
+    /// Refuses the next `requests` requests.
+    pub fn refuse_next(&self, requests: u32) {
+        self.refusing.store(requests, Ordering::SeqCst);
     }
 
     /// How many requests came from `person`.

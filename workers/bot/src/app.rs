@@ -101,6 +101,9 @@ pub struct DigestSummary {
     pub nothing_new: u32,
     pub blocked: u32,
     pub failed: u32,
+    /// Not sent and not claimed (the ranker gave no post, or the claim did not reach the
+    /// store): a later run tries again, within `bot.digest_catch_up_s` of the digest's time.
+    pub postponed: u32,
     /// Not reached before the bot stopped: the next bot sends them theirs
     /// (`bot.digest_catch_up_s`).
     pub left: u32,
@@ -110,7 +113,18 @@ enum Outcome {
     Sent,
     NothingNew,
     Blocked,
+    /// Telegram did not take the post.
     Failed,
+    /// The ranker gave no post (no answer, or a refusal): nothing was sent.
+    NoAnswer,
+}
+
+/// What became of one person's digest.
+enum DigestResult {
+    AlreadySent,
+    /// Not sent, and not claimed (any more): a later run sends it.
+    Postponed,
+    Ended(Outcome),
 }
 
 pub struct BotApp {
@@ -482,7 +496,7 @@ impl BotApp {
             )
             .await;
         }
-        Outcome::Failed
+        Outcome::NoAnswer
     }
 
     async fn notice(&self, chat: ChatId, text: &str, kind: &'static str) {
@@ -533,22 +547,32 @@ impl BotApp {
         let slot_s = slot.timestamp();
         let recipients = self.chats.digest_recipients(slot_s).await?;
         let total = recipients.len();
-        let outcomes: Vec<Option<Outcome>> = futures::stream::iter(recipients)
+        let outcomes: Vec<DigestResult> = futures::stream::iter(recipients)
             .take_until(shutdown.cancelled())
             .map(|Recipient { user_id, chat_id }| async move {
                 match self.chats.claim_digest(user_id, slot_s).await {
                     Ok(true) => {}
-                    Ok(false) => return None,
+                    Ok(false) => return DigestResult::AlreadySent,
                     Err(error) => {
-                        tracing::warn!(%error, user_id, "could not claim the digest");
-                        return Some(Outcome::Failed);
+                        tracing::warn!(%error, user_id, "could not claim the digest; tried again later");
+                        return DigestResult::Postponed;
                     }
                 }
-                let user = UserId::new(user_id).ok()?;
-                Some(
-                    self.send_next(user, ChatId(chat_id), Occasion::Digest)
-                        .await,
-                )
+                let Ok(user) = UserId::new(user_id) else {
+                    return DigestResult::Ended(Outcome::Failed);
+                };
+                match self.send_next(user, ChatId(chat_id), Occasion::Digest).await {
+                    // Nothing was sent (and the ranker recorded nothing it answered): the claim is
+                    // released so that a later run sends the digest.
+                    Outcome::NoAnswer => match self.chats.release_digest(user_id, slot_s).await {
+                        Ok(()) => DigestResult::Postponed,
+                        Err(error) => {
+                            tracing::warn!(%error, user_id, "could not release a digest the ranker gave no post for");
+                            DigestResult::Ended(Outcome::NoAnswer)
+                        }
+                    },
+                    outcome => DigestResult::Ended(outcome),
+                }
             })
             .buffer_unordered(32)
             .collect()
@@ -559,11 +583,12 @@ impl BotApp {
         };
         for outcome in outcomes {
             match outcome {
-                None => summary.already_sent += 1,
-                Some(Outcome::Sent) => summary.sent += 1,
-                Some(Outcome::NothingNew) => summary.nothing_new += 1,
-                Some(Outcome::Blocked) => summary.blocked += 1,
-                Some(Outcome::Failed) => summary.failed += 1,
+                DigestResult::AlreadySent => summary.already_sent += 1,
+                DigestResult::Postponed => summary.postponed += 1,
+                DigestResult::Ended(Outcome::Sent) => summary.sent += 1,
+                DigestResult::Ended(Outcome::NothingNew) => summary.nothing_new += 1,
+                DigestResult::Ended(Outcome::Blocked) => summary.blocked += 1,
+                DigestResult::Ended(Outcome::Failed | Outcome::NoAnswer) => summary.failed += 1,
             }
         }
         tracing::info!(%slot, ?summary, "digest sent");

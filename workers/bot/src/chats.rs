@@ -46,7 +46,7 @@ pub struct ChatRecord {
     pub chat_id: i64,
     pub status: ChatStatus,
     pub started_at_ms: i64,
-    /// The digest slot (Unix seconds) last claimed for the person.
+    /// The digest slot (Unix seconds) last claimed for the person (0: none, or one taken back).
     pub last_digest_s: i64,
 }
 
@@ -125,6 +125,17 @@ impl Chats {
                 chat_id: r.chat_id,
             })
             .collect())
+    }
+
+    /// Takes back the person's claim of the digest due at `slot_s`: it was not sent.
+    pub async fn release_digest(&self, user_id: i64, slot_s: i64) -> mongodb::error::Result<()> {
+        self.collection
+            .update_one(
+                doc! {"_id": {"$eq": user_id}, "last_digest_s": {"$eq": slot_s}},
+                doc! {"$set": {"last_digest_s": 0_i64}},
+            )
+            .await?;
+        Ok(())
     }
 
     /// Claims the digest due at `slot_s` (Unix seconds) for the person; `false` if it was

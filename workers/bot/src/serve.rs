@@ -14,6 +14,7 @@ use axum::Router;
 use chrono::{DateTime, Duration as Days, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use hmac::{Hmac, Mac};
+use oleg_bus::Backoff;
 use secrecy::ExposeSecret;
 use sha2::Sha256;
 use std::future::IntoFuture;
@@ -275,6 +276,10 @@ async fn webhook_update(
     }
 }
 
+/// The first wait before a digest is tried again for those it did not reach, and the longest.
+const DIGEST_RETRY_MIN: Duration = Duration::from_secs(5);
+const DIGEST_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Sends the digests at the configured local times until shutdown.
 pub async fn send_digests(app: Arc<BotApp>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let settings = app.settings();
@@ -287,17 +292,43 @@ pub async fn send_digests(app: Arc<BotApp>, shutdown: CancellationToken) -> anyh
     if times.is_empty() {
         return Ok(());
     }
+    let catch_up = Days::seconds(settings.digest_catch_up_s as i64);
+    // A digest goes out to everyone it can reach; those the ranker gave no post (a ranker
+    // restarting at its time, say) or whose claim the store did not take are tried again, until
+    // `catch_up` past its time or the next digest's.
     let run = |slot: DateTime<Utc>| {
-        let (app, shutdown) = (&app, &shutdown);
+        let (app, shutdown, times) = (&app, &shutdown, &times);
         async move {
-            if let Err(error) = app.run_digest(slot, shutdown).await {
-                tracing::error!(error = format!("{error:#}"), local = %slot.with_timezone(&zone), "digest failed");
+            let local = slot.with_timezone(&zone);
+            let last_try = next_slot(slot, zone, times)
+                .map_or(slot + catch_up, |next| next.min(slot + catch_up));
+            let mut retries = Backoff::new(DIGEST_RETRY_MIN, DIGEST_RETRY_MAX);
+            loop {
+                let postponed = match app.run_digest(slot, shutdown).await {
+                    Ok(summary) => summary.postponed > 0,
+                    Err(error) => {
+                        tracing::error!(error = format!("{error:#}"), %local, "digest failed");
+                        true
+                    }
+                };
+                if !postponed || shutdown.is_cancelled() {
+                    return;
+                }
+                let delay = retries.next_delay();
+                if Utc::now() + Days::milliseconds(delay.as_millis() as i64) > last_try {
+                    tracing::warn!(%local, "some people did not get the digest, and its time is too long past to try again");
+                    return;
+                }
+                tracing::info!(%local, ?delay, "trying the digest again for those it did not reach");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
             }
         }
     };
     // The last digest's time may have passed while no bot ran, or a stopping bot may have left
     // it half sent: those it has not reached get it now, if it is recent enough.
-    let catch_up = Days::seconds(settings.digest_catch_up_s as i64);
     if let Some(slot) = last_slot(Utc::now(), zone, &times).filter(|s| Utc::now() - *s <= catch_up)
     {
         tracing::info!(local = %slot.with_timezone(&zone), "catching up on the last digest");

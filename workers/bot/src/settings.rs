@@ -41,9 +41,10 @@ pub struct BotSettings {
     pub digest_times: Vec<String>,
     /// IANA time zone of `digest_times`.
     pub timezone: String,
-    /// A digest whose time passed while no bot ran, or that a stopping bot left half sent, goes
-    /// out from the next bot to those it has not reached, if that bot starts within this long of
-    /// its time (0: never).
+    /// How long past its time a digest may still go out (0: only at its time): one whose time
+    /// passed while no bot ran, or that a stopping bot left half sent, goes out from the next bot
+    /// to those it has not reached if that bot starts within this long; people the ranker gave no
+    /// post are tried again within it (and before the next digest).
     pub digest_catch_up_s: u64,
     pub mode: UpdateMode,
     pub poll_timeout_s: u64,
