@@ -109,6 +109,21 @@ pub struct DigestSummary {
     pub left: u32,
 }
 
+impl DigestSummary {
+    /// Each count with its outcome's name (the label of `oleg_bot_digest_people_total`).
+    pub fn by_outcome(&self) -> [(&'static str, u32); 7] {
+        [
+            ("sent", self.sent),
+            ("already_sent", self.already_sent),
+            ("nothing_new", self.nothing_new),
+            ("blocked", self.blocked),
+            ("failed", self.failed),
+            ("postponed", self.postponed),
+            ("left", self.left),
+        ]
+    }
+}
+
 enum Outcome {
     Sent,
     NothingNew,
@@ -590,6 +605,12 @@ impl BotApp {
                 DigestResult::Ended(Outcome::Blocked) => summary.blocked += 1,
                 DigestResult::Ended(Outcome::Failed | Outcome::NoAnswer) => summary.failed += 1,
             }
+        }
+        for (outcome, people) in summary.by_outcome() {
+            self.metrics
+                .digest_people
+                .with_label_values(&[outcome])
+                .inc_by(u64::from(people));
         }
         tracing::info!(%slot, ?summary, "digest sent");
         Ok(summary)

@@ -1,3 +1,4 @@
+use crate::app::DigestSummary;
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry,
@@ -14,6 +15,7 @@ pub struct BotMetrics {
     pub pending_sends: IntGauge,
     pub in_flight: IntGauge,
     pub postponed: IntCounter,
+    pub digest_people: IntCounterVec,
     pub handle_seconds: Histogram,
     pub own_work_seconds: Histogram,
 }
@@ -75,6 +77,13 @@ impl BotMetrics {
                 "oleg_bot_updates_postponed_total",
                 "Attempts at an update that ended with what it asked to record (a vote, a start, a pause, a channel) not taken by the broker or the store: the update stays kept and is tried again.",
             )?,
+            digest_people: IntCounterVec::new(
+                Opts::new(
+                    "oleg_bot_digest_people_total",
+                    "People each digest run went through, by outcome: sent, already_sent, nothing_new, blocked, failed (Telegram did not take it), postponed (the ranker gave no post, or the claim did not reach the store: tried again) and left (the bot stopped first: the next one sends it).",
+                ),
+                &["outcome"],
+            )?,
             handle_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "oleg_bot_handle_seconds",
@@ -106,6 +115,9 @@ impl BotMetrics {
         for reason in ["rate", "queue_full"] {
             metrics.throttled.with_label_values(&[reason]);
         }
+        for (outcome, _) in DigestSummary::default().by_outcome() {
+            metrics.digest_people.with_label_values(&[outcome]);
+        }
         registry.register(Box::new(metrics.updates.clone()))?;
         registry.register(Box::new(metrics.sent.clone()))?;
         registry.register(Box::new(metrics.callback_refusals.clone()))?;
@@ -115,6 +127,7 @@ impl BotMetrics {
         registry.register(Box::new(metrics.pending_sends.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;
         registry.register(Box::new(metrics.postponed.clone()))?;
+        registry.register(Box::new(metrics.digest_people.clone()))?;
         registry.register(Box::new(metrics.handle_seconds.clone()))?;
         registry.register(Box::new(metrics.own_work_seconds.clone()))?;
         Ok(metrics)

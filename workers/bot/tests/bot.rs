@@ -479,6 +479,14 @@ async fn a_digest_the_ranker_gave_no_post_for_is_tried_again_and_sent_once() {
             "person {person}: a digest twice"
         );
     }
+    let metrics = h.metrics().await;
+    for wanted in [
+        "oleg_bot_digest_people_total{outcome=\"postponed\"} 2\n",
+        "oleg_bot_digest_people_total{outcome=\"sent\"} 3\n",
+        "oleg_bot_digest_people_total{outcome=\"failed\"} 0\n",
+    ] {
+        assert!(metrics.contains(wanted), "{wanted} missing:\n{metrics}");
+    }
     h.finish().await;
 }
 
