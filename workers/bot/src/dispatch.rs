@@ -183,14 +183,14 @@ impl Dispatcher {
     fn spawn_worker(&self, person: i64) {
         let this = self.clone();
         tokio::spawn(async move {
-            let _slot = this
-                .slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("never closed");
             let mut retries = Backoff::new(RETRY_MIN, RETRY_MAX);
             loop {
+                let slot = this
+                    .slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let job = {
                     let mut queues = this.queues.lock().expect("not poisoned");
                     match queues.people.get_mut(&person).and_then(VecDeque::pop_front) {
@@ -215,6 +215,8 @@ impl Dispatcher {
                         Handled::Finished
                     });
                 if handled == Handled::Postponed {
+                    // The wait holds no slot: other people's updates go on meanwhile.
+                    drop(slot);
                     tokio::select! {
                         _ = this.shutdown.cancelled() => {
                             this.leave(person);
