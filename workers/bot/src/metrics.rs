@@ -14,6 +14,7 @@ pub struct BotMetrics {
     pub throttled: IntCounterVec,
     pub pending_sends: IntGauge,
     pub in_flight: IntGauge,
+    pub receiving: IntGauge,
     pub postponed: IntCounter,
     pub digest_people: IntCounterVec,
     pub handle_seconds: Histogram,
@@ -73,6 +74,10 @@ impl BotMetrics {
                 "oleg_bot_updates_in_flight",
                 "Updates taken and not yet handled (queued or being handled), or refused and not yet removed from the inbox.",
             )?,
+            receiving: IntGauge::new(
+                "oleg_bot_receiving",
+                "1 while the bot takes updates from Telegram (long polling: the last getUpdates answered; webhook: the webhook is set), 0 while getUpdates fails (a revoked token, another bot polling with the same token, Telegram out of reach).",
+            )?,
             postponed: IntCounter::new(
                 "oleg_bot_updates_postponed_total",
                 "Attempts at an update that ended with what it asked to record (a vote, a start, a pause, a channel) not taken by the broker or the store: the update stays kept and is tried again.",
@@ -126,6 +131,7 @@ impl BotMetrics {
         registry.register(Box::new(metrics.throttled.clone()))?;
         registry.register(Box::new(metrics.pending_sends.clone()))?;
         registry.register(Box::new(metrics.in_flight.clone()))?;
+        registry.register(Box::new(metrics.receiving.clone()))?;
         registry.register(Box::new(metrics.postponed.clone()))?;
         registry.register(Box::new(metrics.digest_people.clone()))?;
         registry.register(Box::new(metrics.handle_seconds.clone()))?;

@@ -149,6 +149,7 @@ async fn poll(
         match updates {
             Ok(updates) => {
                 failures = 0;
+                app.metrics().receiving.set(1);
                 let next = updates.iter().map(|u| u.id.0 as i32 + 1).max();
                 let Some(fresh) = keep(app, inbox, updates, next, shutdown).await else {
                     break;
@@ -160,6 +161,11 @@ async fn poll(
             }
             Err(error) => {
                 failures += 1;
+                app.metrics().receiving.set(0);
+                app.metrics()
+                    .api_errors
+                    .with_label_values(&[crate::telegram::code(&error)])
+                    .inc();
                 let delay = Duration::from_millis(500 * u64::from(failures.min(20)));
                 tracing::warn!(%error, ?delay, "getUpdates failed; retrying");
                 tokio::select! {
@@ -215,6 +221,7 @@ async fn webhook(
         .secret_token(secret.clone())
         .allowed_updates([AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
         .await?;
+    app.metrics().receiving.set(1);
     let router = Router::new()
         .route(url.path(), post(webhook_update))
         .route_layer(middleware::from_fn_with_state(

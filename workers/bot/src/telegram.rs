@@ -152,7 +152,8 @@ fn is_gone(error: &RequestError) -> bool {
 }
 
 /// The metric label of an error: its HTTP-like code where Telegram has one.
-fn code(error: &RequestError) -> &'static str {
+/// The `code` label of `oleg_bot_api_errors_total` for `error`.
+pub fn code(error: &RequestError) -> &'static str {
     match error {
         RequestError::RetryAfter(_) => "429",
         e if is_gone(e) => "403",

@@ -166,6 +166,16 @@ impl Harness {
         .await;
     }
 
+    /// Waits until the bot's metrics have `line`.
+    async fn wait_metric(&self, line: &str) {
+        wait_until(
+            LONG,
+            async || self.metrics().await.contains(line),
+            || format!("{line} missing:\n{}", self.bot.log_tail()),
+        )
+        .await;
+    }
+
     /// Waits until the bot has put off `attempts` updates' attempts in all.
     async fn wait_postponed(&self, attempts: f64) {
         wait_until(
@@ -277,16 +287,8 @@ async fn start_vote_change_and_forged_presses() {
         .map(|(body, _)| format!("{body}|AAAAAAAAAAA"))
         .unwrap();
     h.api.press_data(user, &sent[2], &forged);
-    wait_until(
-        Duration::from_secs(10),
-        async || {
-            h.metrics()
-                .await
-                .contains("oleg_bot_callback_refusals_total{reason=\"forged\"} 1")
-        },
-        || "the forged press's refusal was not counted".to_owned(),
-    )
-    .await;
+    h.wait_metric("oleg_bot_callback_refusals_total{reason=\"forged\"} 1")
+        .await;
     assert!(
         tokio::time::timeout(Duration::from_millis(800), h.ingest.next())
             .await
@@ -889,6 +891,8 @@ async fn updates_telegram_was_not_told_were_taken_are_not_handled_again_by_the_n
     for &person in &people {
         h.wait_sent(person, 3).await;
     }
+    // A bot whose getUpdates fails says so (and its alert pages after 5 minutes).
+    h.wait_metric("oleg_bot_receiving 0\n").await;
     let stopped = h.bot.terminate_within(LONG).await;
     assert!(h.api.unconfirmed() >= people.len());
     h.api.heal_updates();
@@ -897,6 +901,7 @@ async fn updates_telegram_was_not_told_were_taken_are_not_handled_again_by_the_n
     h.bot = spawn_bot(&h.services, &env);
     h.bot.wait_ready(Duration::from_secs(60)).await;
     wait_until(LONG, async || h.api.unconfirmed() == 0, || h.bot.log_tail()).await;
+    h.wait_metric("oleg_bot_receiving 1\n").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for &person in &people {
         assert_eq!(
