@@ -100,6 +100,8 @@ pub struct DigestSummary {
     pub already_sent: u32,
     pub nothing_new: u32,
     pub blocked: u32,
+    /// Telegram did not take the post, or the ranker gave none and the claim could not be
+    /// taken back: that person goes without this digest.
     pub failed: u32,
     /// Not sent and not claimed (the ranker gave no post, or the claim did not reach the
     /// store): a later run tries again, within `bot.digest_catch_up_s` of the digest's time.

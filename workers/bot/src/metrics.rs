@@ -85,7 +85,7 @@ impl BotMetrics {
             digest_people: IntCounterVec::new(
                 Opts::new(
                     "oleg_bot_digest_people_total",
-                    "People each digest run went through, by outcome: sent, already_sent, nothing_new, blocked, failed (Telegram did not take it), postponed (the ranker gave no post, or the claim did not reach the store: tried again) and left (the bot stopped first: the next one sends it).",
+                    "People each digest run went through, by outcome: sent, already_sent, nothing_new, blocked, failed (Telegram did not take it, or the ranker gave no post and the claim could not be taken back), postponed (the ranker gave no post, or the claim did not reach the store: tried again) and left (the bot stopped first: the next one sends it).",
                 ),
                 &["outcome"],
             )?,
