@@ -199,13 +199,17 @@ mod tests {
         .expect("an update")
     }
 
+    async fn inbox(test: &str) -> (TestServices, Inbox) {
+        let services = TestServices::start(test, mongo_settings(test)).await;
+        let inbox = Inbox::new(services.store.database());
+        (services, inbox)
+    }
+
     /// Polling resumes past what was taken within Telegram's day, and from the start after it:
     /// Telegram may number updates afresh, below an old offset, which would hide them all.
     #[tokio::test]
     async fn polling_resumes_past_what_was_taken_within_the_day_telegram_keeps_updates() {
-        let test = "bot-inbox-resume-offset";
-        let services = TestServices::start(test, mongo_settings(test)).await;
-        let inbox = Inbox::new(services.store.database());
+        let (services, inbox) = inbox("bot-inbox-resume-offset").await;
         let now = 1_800_000_000_000;
         assert_eq!(inbox.resume_offset(&[], now).await.unwrap(), 0);
 
@@ -230,9 +234,7 @@ mod tests {
     /// forgotten after the day, it would be taken again.
     #[tokio::test]
     async fn a_handled_update_is_taken_once_however_often_it_comes_until_forgotten() {
-        let test = "bot-inbox-handled-once";
-        let services = TestServices::start(test, mongo_settings(test)).await;
-        let inbox = Inbox::new(services.store.database());
+        let (services, inbox) = inbox("bot-inbox-handled-once").await;
         let now = 1_800_000_000_000;
         assert_eq!(
             inbox.keep(vec![update(1), update(2)]).await.unwrap().len(),

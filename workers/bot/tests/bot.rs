@@ -166,6 +166,34 @@ impl Harness {
         .await;
     }
 
+    /// Waits until each of `people` has got their digest, a post after their first two
+    /// messages.
+    async fn wait_digests(&self, people: &[i64]) {
+        for &person in people {
+            let digest = &self.wait_sent(person, 3).await[2];
+            assert!(digest.post_link().is_some(), "{:?}", digest.body);
+        }
+    }
+
+    /// Each of `people` has been sent `count` messages; `more` says what one more would mean.
+    fn assert_sent_each(&self, people: &[i64], count: usize, more: &str) {
+        for &person in people {
+            assert_eq!(
+                self.api.sent_to(person).len(),
+                count,
+                "person {person}: {more}"
+            );
+        }
+    }
+
+    /// The bot's metrics have each of `lines`.
+    async fn assert_metrics(&self, lines: &[&str]) {
+        let metrics = self.metrics().await;
+        for line in lines {
+            assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+        }
+    }
+
     /// Waits until the bot's metrics have `line`.
     async fn wait_metric(&self, line: &str) {
         wait_until(
@@ -196,6 +224,21 @@ impl Harness {
 
 fn spawn_bot(services: &TestServices, env: &[(&str, &str)]) -> WorkerProcess {
     services.spawn(BINARY, "OLEG__BOT__METRICS_ADDR", "bot.log", env)
+}
+
+/// The time of day `seconds` from now, as a digest time (the tests' bots keep UTC).
+fn digest_time_in(seconds: i64) -> String {
+    (chrono::Utc::now() + chrono::Duration::seconds(seconds))
+        .format("%H:%M:%S")
+        .to_string()
+}
+
+/// The settings of a bot whose one digest is at `at` and may go out up to 10 minutes late.
+fn digest_env(at: &str) -> [(&str, &str); 2] {
+    [
+        ("OLEG__BOT__DIGEST_TIMES", at),
+        ("OLEG__BOT__DIGEST_CATCH_UP_S", "600"),
+    ]
 }
 
 /// The p-th percentile (0..=100) of `values`.
@@ -295,8 +338,7 @@ async fn start_vote_change_and_forged_presses() {
             .is_err(),
         "a forged press published a vote"
     );
-    let metrics = h.metrics().await;
-    for wanted in [
+    h.assert_metrics(&[
         "oleg_bot_updates_total{kind=\"command\"} 1",
         "oleg_bot_messages_sent_total{kind=\"post\"} 2",
         "oleg_bot_send_seconds_count",
@@ -304,9 +346,8 @@ async fn start_vote_change_and_forged_presses() {
         "oleg_rpc_reply_path_up 1",
         "oleg_rpc_calls_total{outcome=\"ok\"} 2",
         "process_resident_memory_bytes",
-    ] {
-        assert!(metrics.contains(wanted), "{wanted} missing:\n{metrics}");
-    }
+    ])
+    .await;
     let ready = h.bot.get("/readyz").await.unwrap().1;
     assert!(ready.contains("\"reply_path\":true"), "{ready}");
     h.finish().await;
@@ -315,9 +356,7 @@ async fn start_vote_change_and_forged_presses() {
 #[tokio::test]
 async fn digests_reach_every_active_person_once_retrying_429_and_dropping_403() {
     // The digest goes out a few seconds after the people have started.
-    let at = (chrono::Utc::now() + chrono::Duration::seconds(12))
-        .format("%H:%M:%S")
-        .to_string();
+    let at = digest_time_in(12);
     let h = Harness::start("bot-digest", &[("OLEG__BOT__DIGEST_TIMES", &at)]).await;
     let (steady, throttled, blocked, paused) = (601, 602, 603, 604);
     h.start_people([steady, throttled, blocked, paused].into_iter())
@@ -365,14 +404,12 @@ async fn digests_reach_every_active_person_once_retrying_429_and_dropping_403() 
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(h.api.sent_to(steady).len(), 3, "a digest went out twice");
-    let metrics = h.metrics().await;
-    for wanted in [
+    h.assert_metrics(&[
         "oleg_bot_api_errors_total{code=\"429\"} 1",
         "oleg_bot_api_errors_total{code=\"403\"} 1",
         "oleg_bot_messages_sent_total{kind=\"digest\"} 2",
-    ] {
-        assert!(metrics.contains(wanted), "{wanted} missing:\n{metrics}");
-    }
+    ])
+    .await;
     h.finish().await;
 }
 
@@ -384,12 +421,8 @@ async fn digests_reach_every_active_person_once_retrying_429_and_dropping_403() 
 async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once() {
     // More people than a digest sends to at once (32), each post taking the ranker 1.5 s.
     let people: Vec<i64> = (651..=690).collect();
-    let slot = chrono::Utc::now() + chrono::Duration::seconds(15);
-    let at = slot.format("%H:%M:%S").to_string();
-    let extra = [
-        ("OLEG__BOT__DIGEST_TIMES", at.as_str()),
-        ("OLEG__BOT__DIGEST_CATCH_UP_S", "600"),
-    ];
+    let at = digest_time_in(15);
+    let extra = digest_env(&at);
     let mut h =
         Harness::start_with_ranker("bot-digest-catch-up", &extra, Duration::from_millis(1500))
             .await;
@@ -421,10 +454,7 @@ async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once(
     let api_url = h.api_url.clone();
     let env = bot_env(&api_url, &extra);
     h.bot = spawn_bot(&h.services, &env);
-    for &person in &people {
-        let digest = &h.wait_sent(person, 3).await[2];
-        assert!(digest.post_link().is_some(), "{:?}", digest.body);
-    }
+    h.wait_digests(&people).await;
     // A bot starting again finds everyone reached, and someone who came after the digest's time
     // is not sent it.
     let newcomer = 691;
@@ -437,13 +467,7 @@ async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once(
         || h.bot.log_tail(),
     )
     .await;
-    for &person in &people {
-        assert_eq!(
-            h.api.sent_to(person).len(),
-            3,
-            "person {person}: a digest twice"
-        );
-    }
+    h.assert_sent_each(&people, 3, "a digest twice");
     assert_eq!(h.api.sent_to(newcomer).len(), 2, "a digest to a newcomer");
     h.finish().await;
 }
@@ -454,41 +478,26 @@ async fn a_digest_a_stopping_bot_left_half_sent_goes_out_from_the_next_one_once(
 #[tokio::test]
 async fn a_digest_the_ranker_gave_no_post_for_is_tried_again_and_sent_once() {
     let people: Vec<i64> = (711..=713).collect();
-    let slot = chrono::Utc::now() + chrono::Duration::seconds(15);
-    let at = slot.format("%H:%M:%S").to_string();
-    let extra = [
-        ("OLEG__BOT__DIGEST_TIMES", at.as_str()),
-        ("OLEG__BOT__DIGEST_CATCH_UP_S", "600"),
-    ];
+    let at = digest_time_in(15);
+    let extra = digest_env(&at);
     let h = Harness::start("bot-digest-retry", &extra).await;
     h.start_people(people.iter().copied()).await;
     // The digest's first two requests are refused.
     h.ranker.refuse_next(2);
-    for &person in &people {
-        let digest = &h.wait_sent(person, 3).await[2];
-        assert!(digest.post_link().is_some(), "{:?}", digest.body);
-    }
+    h.wait_digests(&people).await;
     assert!(
         h.bot.log_text().contains("trying the digest again"),
         "{}",
         h.bot.log_tail()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for &person in &people {
-        assert_eq!(
-            h.api.sent_to(person).len(),
-            3,
-            "person {person}: a digest twice"
-        );
-    }
-    let metrics = h.metrics().await;
-    for wanted in [
+    h.assert_sent_each(&people, 3, "a digest twice");
+    h.assert_metrics(&[
         "oleg_bot_digest_people_total{outcome=\"postponed\"} 2\n",
         "oleg_bot_digest_people_total{outcome=\"sent\"} 3\n",
         "oleg_bot_digest_people_total{outcome=\"failed\"} 0\n",
-    ] {
-        assert!(metrics.contains(wanted), "{wanted} missing:\n{metrics}");
-    }
+    ])
+    .await;
     h.finish().await;
 }
 
@@ -903,13 +912,7 @@ async fn updates_telegram_was_not_told_were_taken_are_not_handled_again_by_the_n
     wait_until(LONG, async || h.api.unconfirmed() == 0, || h.bot.log_tail()).await;
     h.wait_metric("oleg_bot_receiving 1\n").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for &person in &people {
-        assert_eq!(
-            h.api.sent_to(person).len(),
-            3,
-            "person {person}: a press handled twice"
-        );
-    }
+    h.assert_sent_each(&people, 3, "a press handled twice");
     assert_eq!(
         h.drain_votes(Duration::from_secs(1)).await.len(),
         people.len()
