@@ -207,12 +207,15 @@ impl Store {
             .await?)
     }
 
-    /// Posts published at or after `since_ms`.
+    /// Posts published at or after `since_ms`, save those found deleted from their channel.
     pub async fn recent_posts(&self, since_ms: i64) -> Result<Vec<RecentPost>, StoreError> {
         let mut cursor = self
             .database()
             .collection::<Document>(Collections::POSTS)
-            .find(doc! {"published_at_ms": {"$gte": since_ms}})
+            .find(doc! {
+                "published_at_ms": {"$gte": since_ms},
+                crate::posts::DELETED_AT: {"$exists": false},
+            })
             .projection({
                 let mut fields = doc! {"channel": 1, "post_id": 1, "published_at_ms": 1};
                 fields.extend(crate::posts::CONTENT_FIELDS.clone());

@@ -1,4 +1,5 @@
-//! Posts: upserted by the scraper (edits update text and views), looked up by ingest.
+//! Posts: upserted by the scraper (edits update text and views, deletions are marked), looked
+//! up by ingest.
 
 use crate::{run_update, Collections, PostKey, Store, StoreError};
 use futures::TryStreamExt;
@@ -9,7 +10,8 @@ use std::collections::{HashMap, HashSet};
 
 impl Store {
     /// Stores posts idempotently: new ones are inserted, known ones get the current text, views
-    /// and media (a post may be edited). Returns the posts that were new.
+    /// and media (a post may be edited) and lose any mark of deletion (a post shown is not
+    /// deleted). Returns the posts that were new.
     pub async fn upsert_posts(
         &self,
         posts: &[ScrapedPost],
@@ -50,6 +52,7 @@ impl Store {
                             "scraped_at_ms": post.scraped_at.timestamp_millis(),
                         },
                         "$setOnInsert": {"first_seen_ms": seen_at_ms},
+                        "$unset": {DELETED_AT: ""},
                     },
                     "upsert": true,
                     "multi": false,
@@ -68,6 +71,33 @@ impl Store {
             })
             .collect();
         Ok(new)
+    }
+
+    /// Marks as deleted, at `at_ms`, the stored posts of `channel` numbered from `shown.0` to
+    /// `shown.1` that are not among `present`: a page that showed that stretch of the channel
+    /// whole no longer shows them, and Telegram's preview leaves out only deleted posts. A
+    /// marked post stays (its votes still train) but is no candidate ([`Store::recent_posts`]).
+    /// Returns how many were newly marked.
+    pub async fn mark_deleted_posts(
+        &self,
+        channel: &str,
+        shown: (i64, i64),
+        present: &[i64],
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let marked = self
+            .database()
+            .collection::<Document>(Collections::POSTS)
+            .update_many(
+                doc! {
+                    "channel": {"$eq": channel},
+                    "post_id": {"$gte": shown.0, "$lte": shown.1, "$nin": present},
+                    DELETED_AT: {"$exists": false},
+                },
+                doc! {"$set": {DELETED_AT: at_ms}},
+            )
+            .await?;
+        Ok(marked.modified_count)
     }
 
     /// Which of `keys` are stored.
@@ -133,6 +163,9 @@ impl Store {
             .collect())
     }
 }
+
+/// When a post was found deleted from its channel; absent while it is shown.
+pub(crate) const DELETED_AT: &str = "deleted_at_ms";
 
 /// The fields of a stored post that [`content_of`] reads.
 pub(crate) static CONTENT_FIELDS: std::sync::LazyLock<Document> = std::sync::LazyLock::new(|| {

@@ -45,6 +45,15 @@ async fn stored(store: &Store, user: i64, post_id: i64) -> Option<oleg_store::Vo
         .unwrap()
 }
 
+async fn posts_stored(store: &Store) -> u64 {
+    store
+        .collections()
+        .posts
+        .estimated_document_count()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn index_creation_is_idempotent() {
     let store = store("store-indexes").await;
@@ -483,15 +492,84 @@ async fn an_edited_post_updates_its_text_and_views_without_counting_as_new() {
         ),
         ("edited", Some(9_000), Some(3_000))
     );
+    assert_eq!(posts_stored(&store).await, 1);
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_post_deleted_from_its_channel_is_no_candidate_until_it_is_shown_again() {
+    let store = store("store-deleted-posts").await;
+    let other = PostRef {
+        channel: ChannelName::parse("othercamp").unwrap(),
+        post_id: PostId::new(2372).unwrap(),
+    };
+    let posts: Vec<_> = (2370..=2375)
+        .map(|id| oleg_testkit::scraped_post(&post(id)))
+        .chain([oleg_testkit::scraped_post(&other)])
+        .collect();
+    store.upsert_posts(&posts, 1).await.unwrap();
+    let candidates = || async {
+        let mut keys: Vec<String> = store
+            .recent_posts(0)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| format!("{}/{}", p.channel, p.post_id))
+            .collect();
+        keys.sort();
+        keys
+    };
+    // A page showed codecamp's 2371 to 2374 without 2372 and 2373.
     assert_eq!(
         store
-            .collections()
-            .posts
-            .estimated_document_count()
+            .mark_deleted_posts("codecamp", (2371, 2374), &[2371, 2374], 5)
             .await
             .unwrap(),
-        1
+        2
     );
+    assert_eq!(
+        candidates().await,
+        [
+            "codecamp/2370",
+            "codecamp/2371",
+            "codecamp/2374",
+            "codecamp/2375",
+            "othercamp/2372"
+        ],
+        "outside the stretch, shown, or another channel's: still candidates"
+    );
+    assert_eq!(
+        store
+            .mark_deleted_posts("codecamp", (2371, 2374), &[2371, 2374], 6)
+            .await
+            .unwrap(),
+        0,
+        "marked once"
+    );
+    let deleted = store
+        .database()
+        .collection::<mongodb::bson::Document>("posts")
+        .find_one(doc! {"_id": {"$eq": "codecamp/2372"}})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        oleg_store::as_i64(deleted.get("deleted_at_ms")),
+        Some(5),
+        "{deleted}"
+    );
+    assert_eq!(
+        posts_stored(&store).await,
+        7,
+        "a deleted post stays: its votes still train"
+    );
+    // Shown again (a page that had left it out for another reason): a candidate again.
+    store
+        .upsert_posts(std::slice::from_ref(&posts[2]), 7)
+        .await
+        .unwrap();
+    assert!(candidates().await.contains(&"codecamp/2372".to_owned()));
+    assert!(!candidates().await.contains(&"codecamp/2373".to_owned()));
     store.drop_database().await.unwrap();
 }
 

@@ -170,6 +170,7 @@ impl Ranker {
     /// Reloads candidates and popularity from the store.
     pub async fn refresh_pool(&self) -> Result<(), StoreError> {
         let since = self.window_start_ms();
+        let read_started = Instant::now();
         let posts = self.inner.store.recent_posts(since).await?;
         let counts = self.inner.store.vote_counts(since).await?;
         let (prior_strength, post_effect_sd) = (
@@ -195,7 +196,7 @@ impl Ranker {
         };
         let scorer = model.as_deref().map(|m| &m.scorer);
         let mut slot = self.pool_mut();
-        pool.keep_newer_posts_of(std::mem::take(&mut *slot), scorer);
+        pool.keep_newer_posts_of(std::mem::take(&mut *slot), read_started, scorer);
         pool.expire(since);
         self.inner.metrics.pool_posts.set(pool.posts.len() as i64);
         self.set_subjects_metric(&pool);
@@ -231,7 +232,8 @@ impl Ranker {
             post.post_id.get(),
             published,
             &post.into(),
-        );
+        )
+        .announced(Instant::now());
         let model = self.inner.model.current();
         let mut pool = self.pool_mut();
         if pool.insert(candidate, model.as_deref().map(|m| &m.scorer)) {

@@ -12,6 +12,7 @@ use oleg_scorer::{Candidate, NewPostPart, ScoringModel};
 use oleg_store::{PostKey, RecentPost, VoteChange};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The newest votes heard on a post that are kept to be read again against each new model
 /// (24 bytes each): beyond a few hundred votes the model has learned the post for itself.
@@ -32,6 +33,9 @@ pub struct CandidatePost {
     /// Its views relative to its channel's (0 where unknown), weighed by the calibration
     /// ([`Pool::views_shift`]).
     relative_views: f64,
+    /// When its notice came, if one brought it (a post read from the store has none): a reload
+    /// that began reading earlier may have missed it ([`Pool::keep_newer_posts_of`]).
+    announced_at: Option<Instant>,
 }
 
 impl CandidatePost {
@@ -44,6 +48,15 @@ impl CandidatePost {
             text: content.text.as_str().into(),
             features: Arc::new(PostFeatures::of(content)),
             relative_views: content.relative_views().map_or(0.0, f64::from),
+            announced_at: None,
+        }
+    }
+
+    /// The post as its notice brought it, at `at`.
+    pub fn announced(self, at: Instant) -> Self {
+        Self {
+            announced_at: Some(at),
+            ..self
         }
     }
 }
@@ -482,17 +495,26 @@ impl Pool {
         (s.residual - prior.offset * s.information) / (s.information + prior.precision)
     }
 
-    /// Carries over the posts of `older` that this pool (read from the store) lacks: those
-    /// announced while it was read, with their rows in `scorer`.
-    /// The posts' surprises, their votes heard and the calibration come along: the store does
-    /// not keep what was expected of a voter. `older` is taken, not copied: this pool replaces
-    /// it, under the lock requests wait on, and its votes heard are up to 256 a post.
-    pub fn keep_newer_posts_of(&mut self, older: Pool, scorer: Option<&ScoringModel>) {
+    /// Takes over from `older`, the pool this one replaces, what the store could not give it:
+    /// the posts announced since this pool's read of the store began (`read_started`), with
+    /// their rows in `scorer`. The posts' surprises, their votes heard and the calibration come
+    /// along: the store does not keep what was expected of a voter. Any other post of `older`
+    /// has left the store's candidates (found deleted from its channel, or past the window) and
+    /// is not kept. `older` is taken, not copied: this pool replaces it, under the lock requests
+    /// wait on, and its votes heard are up to 256 a post.
+    pub fn keep_newer_posts_of(
+        &mut self,
+        older: Pool,
+        read_started: Instant,
+        scorer: Option<&ScoringModel>,
+    ) {
         self.calibration = older.calibration;
         self.surprise_epoch = older.surprise_epoch;
         for (post, tally) in older.posts.into_iter().zip(older.tallies) {
             let key = post.key.clone();
-            self.insert(post, scorer);
+            if post.announced_at.is_some_and(|at| at >= read_started) {
+                self.insert(post, scorer);
+            }
             if let Some(i) = self.position(&key) {
                 self.tallies[i].surprise = tally.surprise;
                 self.tallies[i].heard = tally.heard;
@@ -746,6 +768,34 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_reload_keeps_the_posts_announced_since_it_began_reading_and_no_other_it_lacks() {
+        let announced =
+            |id, at| CandidatePost::new("a".into(), id, 0, &Default::default()).announced(at);
+        let ids = |pool: &Pool| {
+            let mut ids: Vec<i64> = pool.posts.iter().map(|p| p.post_id).collect();
+            ids.sort();
+            ids
+        };
+        let mut pool = Pool::new(recent(&[("a", 1), ("a", 2)]), HashMap::new(), 5.0);
+        let read_started = Instant::now() + std::time::Duration::from_secs(1);
+        let (before, since) = (
+            read_started - std::time::Duration::from_millis(1),
+            read_started + std::time::Duration::from_millis(1),
+        );
+        for (id, at) in [(3, before), (4, since), (5, before)] {
+            assert!(pool.insert(announced(id, at), None));
+        }
+        // The store holds 1 and 3; 2 and 5 were found deleted; 4 was stored after the read.
+        let mut reloaded = Pool::new(recent(&[("a", 1), ("a", 3)]), HashMap::new(), 5.0);
+        reloaded.keep_newer_posts_of(pool, read_started, None);
+        assert_eq!(ids(&reloaded), [1, 3, 4]);
+        // The next reload, which began later, finds 4 in the store or drops it.
+        let mut next = Pool::new(recent(&[("a", 1), ("a", 3)]), HashMap::new(), 5.0);
+        next.keep_newer_posts_of(reloaded, since + std::time::Duration::from_secs(1), None);
+        assert_eq!(ids(&next), [1, 3]);
+    }
+
+    #[test]
     fn votes_heard_move_popularity_as_a_reload_would() {
         let posts = || recent(&[("a", 1), ("a", 2), ("b", 1)]);
         let key = |c: &str, id| PostKey::new(c, id);
@@ -853,7 +903,7 @@ pub(crate) mod tests {
             HashMap::new(),
             5.0,
         );
-        reloaded.keep_newer_posts_of(pool.clone(), None);
+        reloaded.keep_newer_posts_of(pool.clone(), Instant::now(), None);
         let again = reloaded.post_effect_prior(0.5).unwrap();
         for id in 1..=4 {
             let i = reloaded.position(&key(id)).unwrap();
@@ -1021,7 +1071,7 @@ pub(crate) mod tests {
         assert_eq!(pool.calibration().weights(), weights);
         // It outlives a reload from the store.
         let mut reloaded = Pool::new(recent(&[("a", 1)]), HashMap::new(), 5.0);
-        reloaded.keep_newer_posts_of(pool.clone(), None);
+        reloaded.keep_newer_posts_of(pool.clone(), Instant::now(), None);
         assert_eq!(reloaded.calibration().weights(), weights);
     }
 

@@ -111,6 +111,15 @@ impl Services {
         (weights, vocab)
     }
 
+    /// Stores `post` and announces it, as the scraper does; how the broker routed the notice.
+    async fn announce(&self, post: &PostRef) -> oleg_bus::Routed {
+        self.store
+            .upsert_posts(&[scraped_post(post)], 0)
+            .await
+            .unwrap();
+        self.bus.publish(&scraped_post(post)).await.unwrap()
+    }
+
     async fn ask(&self, user: i64, count: u32) -> RecommendReply {
         self.ask_excluding(user, count, Vec::new()).await
     }
@@ -331,16 +340,8 @@ async fn fifty_concurrent_requests_to(replicas: usize, test: &str) {
 async fn a_new_post_becomes_a_candidate_after_its_notice() {
     let (services, _ranker, _) = Services::serving("ranker-new-post", 13, 6).await;
     let fresh = post(1, 500);
-    services
-        .store
-        .upsert_posts(&[scraped_post(&fresh)], 0)
-        .await
-        .unwrap();
     // The replica binds its notice queue before it takes requests, and it has answered some.
-    assert_eq!(
-        services.bus.publish(&scraped_post(&fresh)).await.unwrap(),
-        oleg_bus::Routed::Queued
-    );
+    assert_eq!(services.announce(&fresh).await, oleg_bus::Routed::Queued);
     wait_until_candidate(&services, &fresh).await;
     services.finish().await;
 }
@@ -388,6 +389,51 @@ async fn a_post_announced_while_the_replica_had_no_notice_queue_becomes_a_candid
         assert!(id < 620, "the replica's notice queue was never seen gone");
     };
     wait_until_candidate(&services, &missed).await;
+    services.finish().await;
+}
+
+/// Defect: a reload of the candidates kept every post of the pool it replaced, so a post gone
+/// from the store's candidates (found deleted from its channel) stayed a candidate until it left
+/// the window, days later. A reload now keeps, of the pool it replaces, only the posts announced
+/// since it began reading the store.
+#[tokio::test]
+async fn a_post_deleted_from_its_channel_leaves_the_candidates_at_the_next_reload() {
+    let services = Services::new("ranker-deleted-post").await;
+    services.publish_model(1, 23, false).await;
+    let _ranker = services
+        .start_ranker(&[("OLEG__RANKER__REFRESH_S", "1")])
+        .await;
+    wait_for_model(&services, 6, 1).await;
+    let announced = post(1, 700);
+    services.announce(&announced).await;
+    wait_until_candidate(&services, &announced).await;
+
+    let seeded = post(0, 3);
+    for gone in [&seeded, &announced] {
+        let id = gone.post_id.get();
+        let marked = services
+            .store
+            .mark_deleted_posts(gone.channel.as_str(), (id, id), &[], 1)
+            .await
+            .unwrap();
+        assert_eq!(marked, 1);
+    }
+    let mut user = 200;
+    wait_until(
+        Duration::from_secs(10),
+        async || {
+            user += 1;
+            // 21 candidates, 20 asked for; 19 left once both are gone.
+            posts_of(&services.ask(user, 20).await).len() == seeded_posts().len() - 1
+        },
+        || "the deleted posts are still candidates".to_owned(),
+    )
+    .await;
+    let picks = posts_of(&services.ask(user + 1, 20).await);
+    assert!(
+        !picks.contains(&seeded.to_string()) && !picks.contains(&announced.to_string()),
+        "{picks:?}"
+    );
     services.finish().await;
 }
 

@@ -28,6 +28,10 @@ pub struct PagePlan {
     pages: u32,
     /// Every post on the pages read, new or known (a post on two pages twice).
     posts: Vec<ParsedPost>,
+    /// Each page's stretch of post ids, oldest to newest.
+    stretches: Vec<(i64, i64)>,
+    /// Whether a page had markup that could not be read: a post may be missing from it.
+    unreadable: bool,
 }
 
 /// The posts of one crawl, each once, oldest first.
@@ -41,6 +45,10 @@ pub struct ReadPosts {
     /// on this visit, which a new post's views are read against (a channel polled often has one
     /// new post a visit, its own median). `None` when no post showed one.
     pub median_views: Option<u64>,
+    /// The stretches of post ids the pages showed whole (from each page's oldest post to its
+    /// newest), where a stored post the pages did not show was deleted from the channel. None
+    /// where a page may have left a post out for another reason: unreadable markup.
+    pub shown: Vec<(i64, i64)>,
 }
 
 impl PagePlan {
@@ -50,6 +58,8 @@ impl PagePlan {
             first_sight_pages,
             pages: 0,
             posts: Vec::new(),
+            stretches: Vec::new(),
+            unreadable: false,
         }
     }
 
@@ -59,6 +69,11 @@ impl PagePlan {
         self.pages += 1;
         let known = self.known;
         let reached_known = page.posts.iter().any(|p| !newer(p, known));
+        let ids = page.posts.iter().map(|p| p.id);
+        if let (Some(oldest), Some(newest)) = (ids.clone().min(), ids.max()) {
+            self.stretches.push((oldest, newest));
+        }
+        self.unreadable |= !page.warnings.is_empty();
         self.posts.extend(page.posts);
         let deep_enough = known.is_none() && self.pages >= self.first_sight_pages;
         // A page before `known + 1` would hold nothing new.
@@ -82,6 +97,11 @@ impl PagePlan {
             new,
             known,
             median_views,
+            shown: if self.unreadable {
+                Vec::new()
+            } else {
+                self.stretches
+            },
         }
     }
 }
@@ -287,6 +307,34 @@ mod tests {
             ids(&read.known),
             (11..=15).collect::<Vec<_>>(),
             "stored again"
+        );
+    }
+
+    #[test]
+    fn the_pages_read_vouch_for_their_stretches_unless_a_post_could_not_be_read() {
+        let mut plan = PagePlan::new(Some(15), 3);
+        let mut newest = page("c", 31..=40);
+        // 35 deleted: the page goes from 31 to 40 without it.
+        newest.posts.retain(|p| p.id != 35);
+        assert_eq!(plan.take(newest), Some(31));
+        plan.take(page("c", 11..=20));
+        assert_eq!(
+            plan.into_posts().shown,
+            vec![(31, 40), (11, 20)],
+            "each page's own stretch: nothing said of 21 to 30, which no page showed"
+        );
+
+        let mut plan = PagePlan::new(Some(15), 3);
+        let mut damaged = page("c", 11..=20);
+        damaged.posts.retain(|p| p.id != 17);
+        damaged.warnings.push(crate::parse::ParseWarning {
+            post: None,
+            problem: "unreadable".into(),
+        });
+        plan.take(damaged);
+        assert!(
+            plan.into_posts().shown.is_empty(),
+            "a page with unreadable markup may have left a post out that was not deleted"
         );
     }
 

@@ -36,7 +36,7 @@ impl ScraperMetrics {
             posts: IntCounterVec::new(
                 Opts::new(
                     "oleg_scraper_posts_total",
-                    "Posts stored, by outcome (new, seen).",
+                    "Posts stored, by outcome (new, seen), and stored posts found deleted from their channel (deleted: a page no longer shows them; they are no longer recommended).",
                 ),
                 &["outcome"],
             )?,
@@ -222,13 +222,20 @@ impl Scraper {
         let newest = sorted.own.iter().map(|p| p.id).max().or(known);
         // Known posts are stored again (their views grow, their text may be edited), counted
         // as seen and not announced; their mismatches were counted when they were new.
-        let known_own = sort_by_owner(read.known, &channel.name, alias.as_deref()).own;
+        let known_sorted = sort_by_owner(read.known, &channel.name, alias.as_deref());
         let scraped: Vec<ScrapedPost> = sorted
             .own
             .iter()
-            .chain(&known_own)
+            .chain(&known_sorted.own)
             .filter_map(|post| to_message(post, &channel.name, read.median_views))
             .collect();
+        // A post naming another channel is numbered in that channel's sequence: the stretches
+        // would not be the followed channel's.
+        let shown = if sorted.unrelated + known_sorted.unrelated == 0 {
+            read.shown
+        } else {
+            Vec::new()
+        };
         match self
             .store
             .upsert_posts(&scraped, Utc::now().timestamp_millis())
@@ -251,6 +258,8 @@ impl Scraper {
                         tracing::warn!(%error, post = %post.post_id, "could not announce a post");
                     }
                 }
+                let present: Vec<i64> = scraped.iter().map(|p| p.post_id.get()).collect();
+                self.mark_deleted(&channel.name, &shown, &present).await;
                 Polled::Scraped {
                     newest,
                     header,
@@ -258,6 +267,36 @@ impl Scraper {
                 }
             }
             Err(error) => Polled::Failed(format!("store: {error}")),
+        }
+    }
+
+    /// Marks the stored posts within `shown` that are not `present` as deleted: they leave the
+    /// candidates at the rankers' next reload. A failure is logged and tried again at the next
+    /// poll, which shows the same stretch while the posts are young.
+    async fn mark_deleted(&self, channel: &str, shown: &[(i64, i64)], present: &[i64]) {
+        let now = Utc::now().timestamp_millis();
+        for &stretch in shown {
+            match self
+                .store
+                .mark_deleted_posts(channel, stretch, present, now)
+                .await
+            {
+                Ok(0) => {}
+                Ok(marked) => {
+                    self.metrics
+                        .posts
+                        .with_label_values(&["deleted"])
+                        .inc_by(marked);
+                    tracing::info!(
+                        channel,
+                        marked,
+                        "posts deleted from the channel; no longer recommended"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%error, channel, "could not mark deleted posts");
+                }
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `oleg-scraper` as a process against pages served from loopback: every post stored once,
 //! `?before=` pagination, a 429 with Retry-After, a 500, a slow response, a missing channel, the
-//! rate limit kept, and a restart that resumes from the newest stored post.
+//! rate limit kept, a restart that resumes from the newest stored post, and a deleted post.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -27,8 +27,9 @@ const BINARY: &str = env!("CARGO_BIN_EXE_oleg-scraper");
 struct Site {
     requests: Mutex<Vec<(Instant, String)>>,
     hits: Mutex<HashMap<String, u32>>,
-    /// campcode's newest post (3.5K views) has since been read 7.5K times.
-    views_grown: std::sync::atomic::AtomicBool,
+    /// campcode's newest post (3.5K views) has since been read 7.5K times, and its post 2370
+    /// was deleted.
+    campcode_changed: std::sync::atomic::AtomicBool,
 }
 
 fn fixture(name: &str) -> String {
@@ -62,10 +63,17 @@ async fn channel_page(
                     .replace("data-before=\"2357\"", "data-before=\"1357\""),
             )
         }
-        "campcode" if site.views_grown.load(std::sync::atomic::Ordering::SeqCst) => {
-            html(fixture("codecamp.html").replace(
-                "tgme_widget_message_views\">3.5K<",
-                "tgme_widget_message_views\">7.5K<",
+        "campcode"
+            if site
+                .campcode_changed
+                .load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            html(without_post(
+                &fixture("codecamp.html").replace(
+                    "tgme_widget_message_views\">3.5K<",
+                    "tgme_widget_message_views\">7.5K<",
+                ),
+                "campcode/2370",
             ))
         }
         "campcode" => html(fixture("codecamp.html")),
@@ -83,6 +91,18 @@ async fn channel_page(
         // Telegram sends unknown and private channels to their info page.
         other => (StatusCode::FOUND, [(header::LOCATION, format!("/{other}"))]).into_response(),
     }
+}
+
+/// `html` without the post `post` (`channel/id`), as Telegram shows a channel page once the
+/// post is deleted.
+fn without_post(html: &str, post: &str) -> String {
+    const WRAP: &str = "<div class=\"tgme_widget_message_wrap";
+    let at = html
+        .find(&format!("data-post=\"{post}\""))
+        .expect("the post is on the page");
+    let start = html[..at].rfind(WRAP).expect("its message's wrap");
+    let end = at + html[at..].find(WRAP).expect("a newer post follows");
+    format!("{}{}", &html[..start], &html[end..])
 }
 
 /// A request to follow `channel` that names no person.
@@ -248,8 +268,9 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
     assert_eq!(views_of_the_newest().await, Some(3_500));
 
     // Restart: it polls again from the newest stored post, without older pages or new notices,
-    // and stores the posts it read again with their current views.
-    site.views_grown
+    // stores the posts it read again with their current views, and marks the post the channel
+    // deleted since.
+    site.campcode_changed
         .store(true, std::sync::atomic::Ordering::SeqCst);
     scraper.kill();
     let before_restart = site.requests.lock().unwrap().len();
@@ -293,10 +314,39 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
         Some(7_500),
         "a known post read again keeps its current views"
     );
+    let candidates = || {
+        let store = store.clone();
+        async move {
+            let posts = store.recent_posts(0).await.unwrap();
+            posts
+                .iter()
+                .filter(|p| p.channel == "campcode")
+                .map(|p| p.post_id)
+                .collect::<Vec<_>>()
+        }
+    };
+    wait_until(
+        Duration::from_secs(10),
+        async || !candidates().await.contains(&2370),
+        || {
+            format!(
+                "the deleted post is still a candidate; log:\n{}",
+                scraper.log_tail()
+            )
+        },
+    )
+    .await;
+    let left = candidates().await;
+    assert_eq!(left.len(), 39, "only the deleted post left the candidates");
+    assert!(left.contains(&2369) && left.contains(&2371) && left.contains(&1370));
     let (_, metrics) = scraper.get("/metrics").await.unwrap();
     assert!(
         metrics.contains("oleg_scraper_posts_total{outcome=\"seen\"}"),
         "re-read posts are counted as seen"
+    );
+    assert!(
+        metrics.contains("oleg_scraper_posts_total{outcome=\"deleted\"} 1"),
+        "{metrics}"
     );
 
     // A channel asked for on the bus is followed; a name that is no username is refused.
