@@ -63,7 +63,19 @@ impl ChannelRecord {
     pub fn paused(&self) -> bool {
         self.next_poll_ms == NEVER
     }
+
+    /// `paused`, or its status: what an operator is shown and the scraper counts.
+    pub fn state(&self) -> &'static str {
+        if self.paused() {
+            "paused"
+        } else {
+            self.status.as_str()
+        }
+    }
 }
+
+/// Every state [`ChannelRecord::state`] gives.
+pub const CHANNEL_STATES: [&str; 3] = ["active", "missing", "paused"];
 
 /// What one poll learned.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +159,29 @@ impl Store {
             )
             .await?;
         Ok(())
+    }
+
+    /// Makes missing channels (`name`, or every one) due at `now_ms` instead of at their rare
+    /// retry, paused ones excepted; returns how many. After a fix for pages the scraper could
+    /// not read, which made channels look missing.
+    pub async fn retry_missing_channels(
+        &self,
+        name: Option<&str>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut filter = doc! {
+            "status": {"$eq": ChannelStatus::Missing.as_str()},
+            "next_poll_ms": {"$lt": NEVER},
+        };
+        if let Some(name) = name {
+            filter.insert("_id", doc! {"$eq": name});
+        }
+        let updated = self
+            .database()
+            .collection::<mongodb::bson::Document>(Collections::CHANNELS)
+            .update_many(filter, doc! {"$set": {"next_poll_ms": now_ms}})
+            .await?;
+        Ok(updated.matched_count)
     }
 
     /// Every followed channel, by name.

@@ -19,7 +19,7 @@ mod retention;
 mod users;
 mod votes;
 
-pub use channels::{ChannelPoll, ChannelRecord, ChannelStatus};
+pub use channels::{ChannelPoll, ChannelRecord, ChannelStatus, CHANNEL_STATES};
 pub use collections::Collections;
 pub use deliveries::{PersonHistory, RecentPost, VoteChange};
 pub use keys::{vote_key, PostKey};

@@ -26,11 +26,6 @@ pub async fn run(
                 "TITLE",
             ]);
             for channel in store.channels().await? {
-                let state = if channel.paused() {
-                    "paused"
-                } else {
-                    channel.status.as_str()
-                };
                 let next = if channel.paused() {
                     channel.paused_at_ms.map_or("never".to_owned(), |at| {
                         format!("never (paused {} ago)", age(now, at))
@@ -42,7 +37,7 @@ pub async fn run(
                 };
                 table.row(vec![
                     channel.name.clone(),
-                    state.to_owned(),
+                    channel.state().to_owned(),
                     channel
                         .polled_at_ms
                         .map_or("never".into(), |at| format!("{} ago", age(now, at))),
@@ -70,6 +65,24 @@ pub async fn run(
                 return Err(not_followed(&name));
             }
             writeln!(out, "no longer following {name}; its posts stay")?;
+            Ok(())
+        }
+        ChannelCommand::Retry { name, .. } => {
+            let name = name.as_deref().map(channel_name).transpose()?;
+            let retried = store.retry_missing_channels(name.as_deref(), now).await?;
+            match name {
+                Some(name) if retried == 0 => {
+                    return Err(match store.channel(&name).await? {
+                        None => not_followed(&name),
+                        Some(channel) => AdminError::BadInput(format!(
+                            "{name} is {}, not missing",
+                            channel.state()
+                        )),
+                    });
+                }
+                Some(name) => writeln!(out, "{name}: polled at once")?,
+                None => writeln!(out, "{retried} missing channels: polled at once")?,
+            }
             Ok(())
         }
         ChannelCommand::Pause { name } | ChannelCommand::Resume { name } => {

@@ -119,6 +119,14 @@ pub enum ChannelCommand {
     Pause { name: String },
     /// Poll a paused channel again, at once.
     Resume { name: String },
+    /// Poll a missing channel at once instead of in a day, or every missing one (`--missing`):
+    /// after a fix for pages the scraper could not read, which made channels look missing.
+    Retry {
+        #[arg(required_unless_present = "missing", conflicts_with = "missing")]
+        name: Option<String>,
+        #[arg(long)]
+        missing: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

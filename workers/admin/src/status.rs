@@ -49,19 +49,16 @@ pub async fn show(admin: &Admin, out: &mut dyn Write) -> Result<(), AdminError> 
         None => writeln!(out, "live model: none yet (cold-start ranking)")?,
     }
     let channels = store.channels().await?;
-    let paused = channels.iter().filter(|c| c.paused()).count();
+    let in_state = |state| channels.iter().filter(|c| c.state() == state).count();
+    let followed = format!(
+        "channels: {} followed ({} paused, {} missing)",
+        channels.len(),
+        in_state("paused"),
+        in_state("missing")
+    );
     match channels.iter().filter_map(|c| c.polled_at_ms).max() {
-        Some(at) => writeln!(
-            out,
-            "channels: {} followed ({paused} paused), last fetch {} ago",
-            channels.len(),
-            age(now, at)
-        )?,
-        None => writeln!(
-            out,
-            "channels: {} followed ({paused} paused), none fetched yet",
-            channels.len()
-        )?,
+        Some(at) => writeln!(out, "{followed}, last fetch {} ago", age(now, at))?,
+        None => writeln!(out, "{followed}, none fetched yet")?,
     }
     match store.newest_vote_ingested_ms().await? {
         Some(at) => writeln!(out, "newest vote stored {} ago", age(now, at))?,

@@ -260,7 +260,7 @@ async fn a_message_the_broker_gave_up_on_is_replayed_to_its_exchange_and_key() {
 }
 
 #[tokio::test]
-async fn channels_are_followed_paused_resumed_and_unfollowed_as_the_scraper_reads_them() {
+async fn channels_are_followed_paused_resumed_retried_and_unfollowed_as_the_scraper_reads_them() {
     let services = TestServices::start("admin_channels", mongo_settings("admin_channels")).await;
     let admin = connect(&services).await;
     let store = &services.store;
@@ -322,6 +322,39 @@ async fn channels_are_followed_paused_resumed_and_unfollowed_as_the_scraper_read
         .0
         .unwrap();
     assert_eq!(due_names().await, ["channel_one"]);
+
+    // Channels the scraper found missing (retried in a day) are polled at once on an
+    // operator's word: one, or every missing one.
+    run(&admin, &["channels", "follow", "channel_three"], "")
+        .await
+        .0
+        .unwrap();
+    let in_a_day = chrono::Utc::now().timestamp_millis() + 86_400_000;
+    for name in ["channel_one", "channel_three"] {
+        let missing = oleg_store::ChannelPoll {
+            status: oleg_store::ChannelStatus::Missing,
+            next_poll_ms: in_a_day,
+            ..poll.clone()
+        };
+        store.record_poll(name, &missing).await.unwrap();
+    }
+    assert!(due_names().await.is_empty());
+    let (done, said) = run(&admin, &["channels", "retry", "channel_one"], "").await;
+    done.unwrap();
+    assert_eq!(said.trim(), "channel_one: polled at once");
+    assert_eq!(due_names().await, ["channel_one"]);
+    let (done, said) = run(&admin, &["channels", "retry", "--missing"], "").await;
+    done.unwrap();
+    assert_eq!(said.trim(), "2 missing channels: polled at once");
+    assert_eq!(due_names().await, ["channel_one", "channel_three"]);
+    run(&admin, &["channels", "follow", "channel_four"], "")
+        .await
+        .0
+        .unwrap();
+    let (active, _) = run(&admin, &["channels", "retry", "channel_four"], "").await;
+    assert_eq!(active.unwrap_err().exit_code(), 2, "not missing");
+    let (unfollowed, _) = run(&admin, &["channels", "retry", "channel_two"], "").await;
+    assert_eq!(unfollowed.unwrap_err().exit_code(), 3);
 
     let (unknown, _) = run(&admin, &["channels", "pause", "channel_nine"], "").await;
     assert_eq!(unknown.unwrap_err().exit_code(), 3);
@@ -578,7 +611,7 @@ async fn status_shows_queues_dead_letters_the_live_model_and_channels() {
     assert!(status.contains("dead letters: 1 (malformed 1)"), "{status}");
     assert!(status.contains("live model: none yet"), "{status}");
     assert!(
-        status.contains("channels: 1 followed (0 paused), none fetched yet"),
+        status.contains("channels: 1 followed (0 paused, 0 missing), none fetched yet"),
         "{status}"
     );
     assert!(status.contains("no vote stored yet"), "{status}");

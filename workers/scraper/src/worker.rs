@@ -8,10 +8,14 @@ use crate::ScraperSettings;
 use chrono::Utc;
 use oleg_bus::{consume, Bus, Outcome, QueueName, Source};
 use oleg_messages::{AddChannel, ChannelName, PostId, ScrapedPost, SCHEMA_VERSION};
-use oleg_store::{ChannelRecord, Store};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use oleg_store::{ChannelRecord, Store, CHANNEL_STATES};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 use rand::Rng;
 use std::time::Duration;
+use tokio::time::Instant;
+
+/// How often the followed channels are counted by state for `oleg_scraper_channels`.
+const CHANNELS_COUNTED_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct ScraperMetrics {
@@ -20,6 +24,7 @@ pub struct ScraperMetrics {
     pub posts: IntCounterVec,
     pub parse_warnings: IntCounter,
     pub mismatches: IntCounterVec,
+    pub channels: IntGaugeVec,
 }
 
 impl ScraperMetrics {
@@ -51,15 +56,28 @@ impl ScraperMetrics {
                 ),
                 &["kind"],
             )?,
+            channels: IntGaugeVec::new(
+                Opts::new(
+                    "oleg_scraper_channels",
+                    "Followed channels by state (active, missing: not found or private, retried daily; paused), counted every minute.",
+                ),
+                &["state"],
+            )?,
         };
         for kind in ["alias", "unrelated"] {
             metrics.mismatches.with_label_values(&[kind]);
+        }
+        // At 0 from the start: a scraper that never stores a post shows it (alert
+        // OlegScraperStoresNothing).
+        for outcome in ["new", "seen", "deleted"] {
+            metrics.posts.with_label_values(&[outcome]);
         }
         registry.register(Box::new(metrics.requests.clone()))?;
         registry.register(Box::new(metrics.pages.clone()))?;
         registry.register(Box::new(metrics.posts.clone()))?;
         registry.register(Box::new(metrics.parse_warnings.clone()))?;
         registry.register(Box::new(metrics.mismatches.clone()))?;
+        registry.register(Box::new(metrics.channels.clone()))?;
         Ok(metrics)
     }
 }
@@ -91,7 +109,12 @@ impl Scraper {
     pub async fn run(self) {
         let shutdown = self.bus.shutdown_token().clone();
         let additions = tokio::spawn(follow_additions(self.bus.clone(), self.store.clone()));
+        let mut counted_at: Option<Instant> = None;
         while !shutdown.is_cancelled() {
+            if counted_at.is_none_or(|at| at.elapsed() >= CHANNELS_COUNTED_EVERY) {
+                self.count_channels().await;
+                counted_at = Some(Instant::now());
+            }
             let due = match self
                 .store
                 .due_channels(Utc::now().timestamp_millis(), 16)
@@ -120,6 +143,22 @@ impl Scraper {
         // cut short, it could meet the store the runtime closes next.
         if let Err(error) = additions.await {
             tracing::error!(%error, "the channel requests' consumer panicked");
+        }
+    }
+
+    /// Sets `oleg_scraper_channels`; a store that does not answer leaves the last count.
+    async fn count_channels(&self) {
+        match self.store.channels().await {
+            Ok(channels) => {
+                for state in CHANNEL_STATES {
+                    let count = channels.iter().filter(|c| c.state() == state).count();
+                    self.metrics
+                        .channels
+                        .with_label_values(&[state])
+                        .set(count as i64);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot count the channels"),
         }
     }
 

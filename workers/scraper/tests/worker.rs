@@ -344,10 +344,14 @@ async fn scrapes_every_post_once_politely_and_resumes_after_a_restart() {
         metrics.contains("oleg_scraper_posts_total{outcome=\"seen\"}"),
         "re-read posts are counted as seen"
     );
-    assert!(
-        metrics.contains("oleg_scraper_posts_total{outcome=\"deleted\"} 1"),
-        "{metrics}"
-    );
+    for line in [
+        "oleg_scraper_posts_total{outcome=\"deleted\"} 1",
+        "oleg_scraper_channels{state=\"active\"} 4",
+        "oleg_scraper_channels{state=\"missing\"} 1",
+        "oleg_scraper_channels{state=\"paused\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line}:\n{metrics}");
+    }
 
     // A channel asked for on the bus is followed; a name that is no username is refused.
     bus.publish(&channel_request("infoscape_test"))
