@@ -2,8 +2,11 @@
 //!
 //! An operator pauses a channel by moving its next poll to [`NEVER`] (the scraper only asks for
 //! due channels, and a poll's outcome is recorded only while the channel is not paused, so a poll
-//! in flight cannot undo a pause) and unfollows it by deleting its record; its posts stay.
+//! in flight cannot undo a pause) and unfollows it by deleting its record; its posts stay
+//! stored, marked `unfollowed_at_ms`, which keeps them from the candidates until it is followed
+//! again.
 
+use crate::posts::UNFOLLOWED_AT;
 use crate::{run_update, Collections, Store, StoreError};
 use futures::TryStreamExt;
 use mongodb::bson::doc;
@@ -92,7 +95,8 @@ pub struct ChannelPoll {
 }
 
 impl Store {
-    /// Follows a channel (due at once); `false` if it was followed already.
+    /// Follows a channel (due at once), its posts candidates again if it was unfollowed;
+    /// `false` if it was followed already.
     pub async fn add_channel(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
         let update = doc! {
             "q": {"_id": {"$eq": name}},
@@ -100,13 +104,41 @@ impl Store {
             "upsert": true,
             "multi": false,
         };
-        Ok(
-            !run_update(self.database(), Collections::CHANNELS, vec![update])
-                .await?
-                .all_or_error(Collections::CHANNELS)?
-                .upserted
-                .is_empty(),
-        )
+        let added = !run_update(self.database(), Collections::CHANNELS, vec![update])
+            .await?
+            .all_or_error(Collections::CHANNELS)?
+            .upserted
+            .is_empty();
+        if added {
+            self.post_documents()
+                .update_many(
+                    doc! {"channel": {"$eq": name}, UNFOLLOWED_AT: {"$exists": true}},
+                    doc! {"$unset": {UNFOLLOWED_AT: ""}},
+                )
+                .await?;
+        }
+        Ok(added)
+    }
+
+    /// Keeps the posts of `name`, a channel no longer followed, from the candidates (marks
+    /// them `unfollowed_at_ms`, `at_ms`); returns how many were newly marked.
+    pub async fn withdraw_unfollowed_posts(
+        &self,
+        name: &str,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let marked = self
+            .post_documents()
+            .update_many(
+                doc! {"channel": {"$eq": name}, UNFOLLOWED_AT: {"$exists": false}},
+                doc! {"$set": {UNFOLLOWED_AT: at_ms}},
+            )
+            .await?;
+        Ok(marked.modified_count)
+    }
+
+    fn post_documents(&self) -> mongodb::Collection<mongodb::bson::Document> {
+        self.database().collection(Collections::POSTS)
     }
 
     /// Channels whose next poll is due, soonest first.
@@ -134,9 +166,9 @@ impl Store {
             .await?)
     }
 
-    /// Records a poll's outcome, unless the channel was paused or unfollowed meanwhile. The
-    /// newest post id only ever grows.
-    pub async fn record_poll(&self, name: &str, poll: &ChannelPoll) -> Result<(), StoreError> {
+    /// Records a poll's outcome, unless the channel was paused or unfollowed meanwhile
+    /// (`false`). The newest post id only ever grows.
+    pub async fn record_poll(&self, name: &str, poll: &ChannelPoll) -> Result<bool, StoreError> {
         let mut set = doc! {"status": poll.status.as_str(), "failures": poll.failures, "next_poll_ms": poll.next_poll_ms, "polled_at_ms": poll.polled_at_ms};
         if let Some(title) = &poll.title {
             set.insert("title", title);
@@ -151,14 +183,15 @@ impl Store {
         if let Some(newest) = poll.newest_post_id {
             update.insert("$max", doc! {"newest_post_id": newest});
         }
-        self.database()
+        let recorded = self
+            .database()
             .collection::<mongodb::bson::Document>(Collections::CHANNELS)
             .update_one(
                 doc! {"_id": {"$eq": name}, "next_poll_ms": {"$lt": NEVER}},
                 update,
             )
             .await?;
-        Ok(())
+        Ok(recorded.matched_count == 1)
     }
 
     /// Makes missing channels (`name`, or every one) due at `now_ms` instead of at their rare
@@ -196,14 +229,19 @@ impl Store {
             .await?)
     }
 
-    /// Stops following a channel (its posts stay); `false` if it was not followed.
-    pub async fn remove_channel(&self, name: &str) -> Result<bool, StoreError> {
+    /// Stops following a channel: its posts stay stored (their votes still train) but are no
+    /// longer candidates; `false` if it was not followed.
+    pub async fn remove_channel(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
         let deleted = self
             .collections()
             .channels
             .delete_one(doc! {"_id": {"$eq": name}})
             .await?;
-        Ok(deleted.deleted_count == 1)
+        if deleted.deleted_count == 0 {
+            return Ok(false);
+        }
+        self.withdraw_unfollowed_posts(name, now_ms).await?;
+        Ok(true)
     }
 
     /// Pauses polling (`paused`) or resumes it, due at `now_ms`; `false` if not followed.

@@ -207,7 +207,8 @@ impl Store {
             .await?)
     }
 
-    /// Posts published at or after `since_ms`, save those found deleted from their channel.
+    /// Posts published at or after `since_ms`, save those found deleted from their channel and
+    /// those of channels no longer followed.
     pub async fn recent_posts(&self, since_ms: i64) -> Result<Vec<RecentPost>, StoreError> {
         let mut cursor = self
             .database()
@@ -215,6 +216,7 @@ impl Store {
             .find(doc! {
                 "published_at_ms": {"$gte": since_ms},
                 crate::posts::DELETED_AT: {"$exists": false},
+                crate::posts::UNFOLLOWED_AT: {"$exists": false},
             })
             .projection({
                 let mut fields = doc! {"channel": 1, "post_id": 1, "published_at_ms": 1};

@@ -167,6 +167,9 @@ impl Store {
 /// When a post was found deleted from its channel; absent while it is shown.
 pub(crate) const DELETED_AT: &str = "deleted_at_ms";
 
+/// When an operator unfollowed the post's channel; absent while it is followed.
+pub(crate) const UNFOLLOWED_AT: &str = "unfollowed_at_ms";
+
 /// The fields of a stored post that [`content_of`] reads.
 pub(crate) static CONTENT_FIELDS: std::sync::LazyLock<Document> = std::sync::LazyLock::new(|| {
     doc! {

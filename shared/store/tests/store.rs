@@ -574,6 +574,56 @@ async fn a_post_deleted_from_its_channel_is_no_candidate_until_it_is_shown_again
 }
 
 #[tokio::test]
+async fn an_unfollowed_channels_posts_are_no_candidates_until_it_is_followed_again() {
+    let store = store("store-unfollowed").await;
+    assert!(store.add_channel("codecamp", 1).await.unwrap());
+    let posts: Vec<_> = (1..=3)
+        .map(|id| oleg_testkit::scraped_post(&post(id)))
+        .collect();
+    store.upsert_posts(&posts, 1).await.unwrap();
+    let candidates = || async { store.recent_posts(0).await.unwrap().len() };
+    assert_eq!(candidates().await, 3);
+
+    assert!(store.remove_channel("codecamp", 2).await.unwrap());
+    assert_eq!(candidates().await, 0);
+    assert_eq!(
+        posts_stored(&store).await,
+        3,
+        "stored: their votes still train"
+    );
+    assert!(!store.remove_channel("codecamp", 3).await.unwrap());
+    // A poll that was in flight finds the channel gone; its posts are withdrawn again.
+    let poll = oleg_store::ChannelPoll {
+        status: oleg_store::ChannelStatus::Active,
+        newest_post_id: Some(4),
+        title: None,
+        alias: None,
+        subscribers: None,
+        failures: 0,
+        next_poll_ms: 0,
+        polled_at_ms: 4,
+    };
+    store
+        .upsert_posts(&[oleg_testkit::scraped_post(&post(4))], 4)
+        .await
+        .unwrap();
+    assert!(!store.record_poll("codecamp", &poll).await.unwrap());
+    assert_eq!(
+        store
+            .withdraw_unfollowed_posts("codecamp", 4)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(candidates().await, 0);
+
+    assert!(store.add_channel("codecamp", 5).await.unwrap());
+    assert_eq!(candidates().await, 4, "followed again: candidates again");
+    assert!(store.record_poll("codecamp", &poll).await.unwrap());
+    store.drop_database().await.unwrap();
+}
+
+#[tokio::test]
 async fn model_versions_order_by_number_past_nine() {
     let store = store("store-model-versions").await;
     assert_eq!(store.next_model_version().await.unwrap(), v(1));

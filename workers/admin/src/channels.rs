@@ -61,10 +61,13 @@ pub async fn run(
         }
         ChannelCommand::Unfollow { name } => {
             let name = channel_name(name)?;
-            if !store.remove_channel(&name).await? {
+            if !store.remove_channel(&name, now).await? {
                 return Err(not_followed(&name));
             }
-            writeln!(out, "no longer following {name}; its posts stay")?;
+            writeln!(
+                out,
+                "no longer following {name}; its posts stay stored but are no longer recommended"
+            )?;
             Ok(())
         }
         ChannelCommand::Retry { name, .. } => {

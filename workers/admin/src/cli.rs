@@ -113,7 +113,7 @@ pub enum ChannelCommand {
     List,
     /// Follow a public channel (polled at once).
     Follow { name: String },
-    /// Stop following a channel; its posts stay.
+    /// Stop following a channel; its posts stay stored but are no longer recommended.
     Unfollow { name: String },
     /// Stop polling a channel until it is resumed.
     Pause { name: String },

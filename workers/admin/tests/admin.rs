@@ -302,7 +302,7 @@ async fn channels_are_followed_paused_resumed_retried_and_unfollowed_as_the_scra
         next_poll_ms: 0,
         polled_at_ms: chrono::Utc::now().timestamp_millis(),
     };
-    store.record_poll("channel_one", &poll).await.unwrap();
+    assert!(!store.record_poll("channel_one", &poll).await.unwrap());
     assert_eq!(due_names().await, ["channel_two"]);
     let (_, listed) = run(&admin, &["channels", "list"], "").await;
     assert!(
@@ -317,10 +317,12 @@ async fn channels_are_followed_paused_resumed_retried_and_unfollowed_as_the_scra
         .0
         .unwrap();
     assert_eq!(due_names().await, ["channel_one", "channel_two"]);
-    run(&admin, &["channels", "unfollow", "channel_two"], "")
-        .await
-        .0
-        .unwrap();
+    let (done, said) = run(&admin, &["channels", "unfollow", "channel_two"], "").await;
+    done.unwrap();
+    assert_eq!(
+        said.trim(),
+        "no longer following channel_two; its posts stay stored but are no longer recommended"
+    );
     assert_eq!(due_names().await, ["channel_one"]);
 
     // Channels the scraper found missing (retried in a day) are polled at once on an

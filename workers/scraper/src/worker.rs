@@ -177,8 +177,26 @@ impl Scraper {
         let jitter = rand::rng().random_range(-jitter..=jitter);
         let now = Utc::now().timestamp_millis();
         let poll = next_poll(polled, channel.failures, &self.settings, now, jitter);
-        if let Err(error) = self.store.record_poll(&channel.name, &poll).await {
-            tracing::warn!(%error, channel = %channel.name, "could not record the poll");
+        match self.store.record_poll(&channel.name, &poll).await {
+            Ok(true) => {}
+            // Paused or unfollowed while it was polled: posts it stored of a channel no
+            // longer followed are withdrawn like the rest of them.
+            Ok(false) => self.withdraw_if_unfollowed(&channel.name).await,
+            Err(error) => {
+                tracing::warn!(%error, channel = %channel.name, "could not record the poll");
+            }
+        }
+    }
+
+    async fn withdraw_if_unfollowed(&self, channel: &str) {
+        let now = Utc::now().timestamp_millis();
+        let withdrawn = match self.store.channel(channel).await {
+            Ok(Some(_)) => return,
+            Ok(None) => self.store.withdraw_unfollowed_posts(channel, now).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = withdrawn {
+            tracing::warn!(%error, channel, "could not withdraw the posts of a channel unfollowed while it was polled");
         }
     }
 
