@@ -46,7 +46,7 @@ pub struct ReadPosts {
     /// new post a visit, its own median). `None` when no post showed one.
     pub median_views: Option<u64>,
     /// The stretches of post ids the pages showed whole (from each page's oldest post to its
-    /// newest), where a stored post the pages did not show was deleted from the channel. None
+    /// newest), where a stored post the pages did not show was deleted from the channel. Empty
     /// where a page may have left a post out for another reason: unreadable markup.
     pub shown: Vec<(i64, i64)>,
 }
