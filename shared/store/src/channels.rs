@@ -110,7 +110,8 @@ impl Store {
             .upserted
             .is_empty();
         if added {
-            self.post_documents()
+            self.collections()
+                .posts
                 .update_many(
                     doc! {"channel": {"$eq": name}, UNFOLLOWED_AT: {"$exists": true}},
                     doc! {"$unset": {UNFOLLOWED_AT: ""}},
@@ -128,17 +129,14 @@ impl Store {
         at_ms: i64,
     ) -> Result<u64, StoreError> {
         let marked = self
-            .post_documents()
+            .collections()
+            .posts
             .update_many(
                 doc! {"channel": {"$eq": name}, UNFOLLOWED_AT: {"$exists": false}},
                 doc! {"$set": {UNFOLLOWED_AT: at_ms}},
             )
             .await?;
         Ok(marked.modified_count)
-    }
-
-    fn post_documents(&self) -> mongodb::Collection<mongodb::bson::Document> {
-        self.database().collection(Collections::POSTS)
     }
 
     /// Channels whose next poll is due, soonest first.
@@ -210,8 +208,8 @@ impl Store {
             filter.insert("_id", doc! {"$eq": name});
         }
         let updated = self
-            .database()
-            .collection::<mongodb::bson::Document>(Collections::CHANNELS)
+            .collections()
+            .channels
             .update_many(filter, doc! {"$set": {"next_poll_ms": now_ms}})
             .await?;
         Ok(updated.matched_count)

@@ -86,8 +86,8 @@ impl Store {
         at_ms: i64,
     ) -> Result<u64, StoreError> {
         let marked = self
-            .database()
-            .collection::<Document>(Collections::POSTS)
+            .collections()
+            .posts
             .update_many(
                 doc! {
                     "channel": {"$eq": channel},

@@ -162,10 +162,7 @@ async fn poll(
             Err(error) => {
                 failures += 1;
                 app.metrics().receiving.set(0);
-                app.metrics()
-                    .api_errors
-                    .with_label_values(&[crate::telegram::code(&error)])
-                    .inc();
+                crate::telegram::count_error(app.metrics(), &error);
                 let delay = Duration::from_millis(500 * u64::from(failures.min(20)));
                 tracing::warn!(%error, ?delay, "getUpdates failed; retrying");
                 tokio::select! {

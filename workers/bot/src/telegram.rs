@@ -115,7 +115,7 @@ where
             Ok(value) => break Ok(value),
             Err(error) => error,
         };
-        metrics.api_errors.with_label_values(&[code(&error)]).inc();
+        count_error(metrics, &error);
         match error {
             RequestError::RetryAfter(wait) if attempt < max_attempts => {
                 tracing::info!(
@@ -151,9 +151,13 @@ fn is_gone(error: &RequestError) -> bool {
     )
 }
 
+/// Counts `error` in `oleg_bot_api_errors_total`.
+pub fn count_error(metrics: &BotMetrics, error: &RequestError) {
+    metrics.api_errors.with_label_values(&[code(error)]).inc();
+}
+
 /// The metric label of an error: its HTTP-like code where Telegram has one.
-/// The `code` label of `oleg_bot_api_errors_total` for `error`.
-pub fn code(error: &RequestError) -> &'static str {
+fn code(error: &RequestError) -> &'static str {
     match error {
         RequestError::RetryAfter(_) => "429",
         e if is_gone(e) => "403",
