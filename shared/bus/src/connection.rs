@@ -279,7 +279,9 @@ impl Bus {
 
     /// Publishes persistent JSON and waits for the broker's confirm; a lost channel or a nack is
     /// retried until `amqp.confirm_timeout_ms` runs out. A retry after a lost confirm may deliver
-    /// twice: consumers are idempotent.
+    /// twice: consumers are idempotent. [`Routed::NoQueue`] means no attempt reached a queue: a
+    /// retry returned unroutable after an attempt that may have is
+    /// [`BusError::ReturnedAfterLoss`].
     pub async fn publish_bytes(
         &self,
         exchange: &str,
@@ -293,8 +295,11 @@ impl Bus {
             .with_delivery_mode(2)
             .with_content_type("application/json".into());
         let mut backoff = self.backoff();
+        // An attempt whose channel was lost after it went out may have been queued all the same.
+        let mut may_have_landed = false;
         loop {
             let channel = self.publishing_channel(deadline).await?;
+            // The error, and whether the message went out before it.
             let attempt = async {
                 channel
                     .basic_publish(
@@ -307,8 +312,10 @@ impl Bus {
                         body,
                         properties.clone(),
                     )
-                    .await?
                     .await
+                    .map_err(|error| (error, false))?
+                    .await
+                    .map_err(|error| (error, true))
             };
             let outcome =
                 tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), attempt)
@@ -331,6 +338,9 @@ impl Bus {
                         .published
                         .with_label_values(&[routing_key, label])
                         .inc();
+                    if routed == Routed::NoQueue && may_have_landed {
+                        return Err(BusError::ReturnedAfterLoss(routing_key.to_owned()));
+                    }
                     return Ok(routed);
                 }
                 Ok(Ok(Confirmation::Nack(_))) => {
@@ -345,7 +355,8 @@ impl Bus {
                 Ok(Ok(Confirmation::NotRequested)) => {
                     "the channel was not in confirm mode".to_owned()
                 }
-                Ok(Err(error)) => {
+                Ok(Err((error, went_out))) => {
+                    may_have_landed |= went_out;
                     self.report_broker_lost(&error);
                     self.inner.publisher.lock().await.channel = None;
                     error.to_string()

@@ -40,6 +40,10 @@ pub enum BusError {
     ShuttingDown,
     #[error("no queue {0} to take the message")]
     NoQueue(String),
+    /// Whether the message reached a queue is unknown: an attempt went out on a channel lost
+    /// before its confirm, and the retry was returned unroutable (the queue may have gone since).
+    #[error("a publish to {0} was returned unroutable after an earlier attempt that may have been queued")]
+    ReturnedAfterLoss(String),
     #[error("could not register a metric: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -88,6 +88,20 @@ pub struct LocalPipeline {
     pub workers: Vec<(WorkerKind, WorkerProcess)>,
 }
 
+/// The metrics that tell where a message went: each worker's publishes by outcome and their
+/// retries, the bot's updates, those postponed for another attempt and the presses it refused,
+/// and each consumer's deliveries, those handed back and those dead-lettered.
+pub const MESSAGE_FLOW_METRICS: &[&str] = &[
+    "oleg_amqp_published_total",
+    "oleg_amqp_publish_retries_total",
+    "oleg_bot_updates_total",
+    "oleg_bot_updates_postponed_total",
+    "oleg_bot_callback_refusals_total",
+    "oleg_amqp_consumed_total",
+    "oleg_amqp_retried_total",
+    "oleg_amqp_dead_lettered_total",
+];
+
 impl LocalPipeline {
     /// Starts the four workers (and the bot, given a Bot API) with the options' `OLEG_ENV` on
     /// their services.

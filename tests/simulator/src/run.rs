@@ -3,13 +3,13 @@
 
 use crate::fixtures::FixtureSite;
 use crate::frontend::{Frontend, FrontendKind};
-use crate::pipeline::{LocalPipeline, MetricsWatch, PipelineOptions};
+use crate::pipeline::{LocalPipeline, MetricsWatch, PipelineOptions, MESSAGE_FLOW_METRICS};
 use crate::prometheus::{scrape_config, PrometheusServer};
 use crate::simulation::{RoundReport, SimulationSettings, Simulator};
 use crate::world::{World, WorldSettings};
 use mongodb::bson::doc;
 use oleg_bus::Bus;
-use oleg_messages::{ModelStatus, ModelVersion};
+use oleg_messages::{ModelStatus, ModelVersion, PostRef, UserId};
 use oleg_settings::{AmqpSettings, MongoSettings};
 use oleg_store::Store;
 use oleg_testkit::telegram::FakeTelegram;
@@ -266,13 +266,14 @@ impl PipelineRun {
             let vote_wait = Duration::from_secs(60);
             stored = simulator.wait_until_stored(vote_wait).await?;
             // A vote not stored a minute after it was pressed is lost, and every later round
-            // would only wait as long again: stop here, with what ingest said.
-            anyhow::ensure!(
-                stored >= simulator.votes_sent(),
-                "round {round}: {stored} of {} votes pressed so far stored after {vote_wait:?}; ingest log:\n{}",
-                simulator.votes_sent(),
-                self.pipeline.worker("ingest").log_tail()
-            );
+            // would only wait as long again: stop here, with what tells where it went.
+            if stored < simulator.votes_sent() {
+                anyhow::bail!(
+                    "round {round}: {stored} of {} votes pressed so far stored after {vote_wait:?}\n{}",
+                    simulator.votes_sent(),
+                    self.votes_lost_report(&simulator).await?
+                );
+            }
             observer.round_finished(&report, stored);
             reports.push(report);
             if round < simulation.rounds {
@@ -283,10 +284,46 @@ impl PipelineRun {
             reports,
             votes_sent: simulator.votes_sent(),
             votes_stored: stored,
-            repeats: simulator.repeats,
+            repeats: simulator.repeated.len() as u64,
             posts: simulator.posts(),
             sent_new: simulator.sent_new(),
         })
+    }
+
+    /// Where votes pressed and not stored may have gone: which they are, posts sent to a person
+    /// twice (their second vote replaces the first), how each worker's messages went (a vote
+    /// routed to no queue leaves no line in any log), and the bot's and ingest's warnings.
+    async fn votes_lost_report(&self, simulator: &Simulator) -> anyhow::Result<String> {
+        let missing = simulator.votes_not_stored().await?;
+        let listed = |votes: &[(UserId, PostRef)]| {
+            let named: Vec<String> = votes
+                .iter()
+                .take(20)
+                .map(|(person, post)| format!("{person} on {post}"))
+                .collect();
+            format!("{} ({})", votes.len(), named.join(", "))
+        };
+        let mut report = format!(
+            "not stored: {}\nposts sent to a person twice: {}\n",
+            listed(&missing),
+            listed(&simulator.repeated)
+        );
+        for line in self.pipeline.metric_lines(MESSAGE_FLOW_METRICS).await {
+            report.push_str(&format!("{line}\n"));
+        }
+        for worker in ["bot", "ingest"] {
+            let log = self.pipeline.worker(worker).log_text();
+            let warnings: Vec<&str> = log
+                .lines()
+                .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+                .collect();
+            report.push_str(&format!(
+                "{worker}'s last warnings and errors ({} in all):\n{}\n",
+                warnings.len(),
+                warnings[warnings.len().saturating_sub(30)..].join("\n")
+            ));
+        }
+        Ok(report)
     }
 
     /// Waits for the trainer's cycle on the round's votes to settle a model (published, rejected

@@ -200,8 +200,8 @@ pub struct Simulator {
     rng: StdRng,
     newest_model: watch::Receiver<Option<ModelVersion>>,
     votes_sent: u64,
-    /// Posts sent to a person a second time (the ranker promises none).
-    pub repeats: u64,
+    /// Posts sent to a person a second time, as `(person, post)` (the ranker promises none).
+    pub repeated: Vec<(UserId, PostRef)>,
 }
 
 impl Simulator {
@@ -247,7 +247,7 @@ impl Simulator {
             world,
             newest_model,
             votes_sent: 0,
-            repeats: 0,
+            repeated: Vec::new(),
         })
     }
 
@@ -380,7 +380,7 @@ impl Simulator {
             report.random_variance += variance;
             report.best += best;
             if !self.received[index].insert(post.clone()) {
-                self.repeats += 1;
+                self.repeated.push((person.user_id, post.clone()));
             }
             let reaction = if liked {
                 Reaction::Like
@@ -395,6 +395,35 @@ impl Simulator {
             .vote(votes, concurrency, timeout, on_answer)
             .await?;
         Ok(report)
+    }
+
+    /// The votes pressed that the store lacks, as `(person, post)`: a person votes on every post
+    /// they are sent, so these are the posts sent that have no stored vote.
+    pub async fn votes_not_stored(&self) -> anyhow::Result<Vec<(UserId, PostRef)>> {
+        let mut stored: HashSet<(i64, String, i64)> = HashSet::new();
+        let mut votes = self
+            .store
+            .collections()
+            .votes
+            .find(doc! {"user_id": {"$gte": self.settings.first_user}})
+            .await?;
+        while let Some(vote) = votes.try_next().await? {
+            stored.insert((vote.user_id, vote.channel, vote.post_id));
+        }
+        let mut missing = Vec::new();
+        for (person, received) in self.people.iter().zip(&self.received) {
+            for post in received {
+                let key = (
+                    person.user_id.get(),
+                    post.channel.to_string(),
+                    post.post_id.get(),
+                );
+                if !stored.contains(&key) {
+                    missing.push((person.user_id, post.clone()));
+                }
+            }
+        }
+        Ok(missing)
     }
 
     /// Waits until the store holds every vote sent (ingest stores each exactly once).

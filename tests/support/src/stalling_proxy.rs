@@ -1,7 +1,9 @@
 //! A TCP relay that can stall or go down. While stalled it forwards nothing either way but keeps
 //! every connection open, as a broker node does that hangs or sits behind a dropped network path:
-//! the client sees no error, only silence. While down it drops every connection and refuses new
-//! ones, as a server does that has stopped: what was sent and not yet passed on is lost.
+//! the client sees no error, only silence. It can also hold only the server's answers, so that
+//! what a client sends takes effect and it hears nothing back. While down it drops every
+//! connection and refuses new ones, as a server does that has stopped: what was sent and not yet
+//! passed on is lost.
 
 use crate::proxy::listen;
 use std::sync::Arc;
@@ -18,8 +20,16 @@ pub struct StallingProxy {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Passage {
     Open,
+    /// The client's bytes pass; the server's are held.
+    AnswersStalled,
     Stalled,
     Down,
+}
+
+impl Passage {
+    fn lets_through(self, to_server: bool) -> bool {
+        self == Passage::Open || (to_server && self == Passage::AnswersStalled)
+    }
 }
 
 impl StallingProxy {
@@ -36,8 +46,8 @@ impl StallingProxy {
                 }
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(relay(client_read, server_write, passage.subscribe()));
-                relay(server_read, client_write, passage.subscribe()).await;
+                tokio::spawn(relay(client_read, server_write, passage.subscribe(), true));
+                relay(server_read, client_write, passage.subscribe(), false).await;
             }
         })
         .await;
@@ -67,6 +77,12 @@ impl StallingProxy {
         self.passage.send_replace(Passage::Stalled);
     }
 
+    /// From now on what clients send passes and the server's answers are held, until
+    /// [`resume`](Self::resume) (or dropped, on [`go_down`](Self::go_down)).
+    pub fn stall_answers(&self) {
+        self.passage.send_replace(Passage::AnswersStalled);
+    }
+
     /// Drops every connection through the proxy, with what it holds, and refuses new ones until
     /// [`resume`](Self::resume).
     pub fn go_down(&self) {
@@ -78,12 +94,13 @@ impl StallingProxy {
     }
 }
 
-/// Copies `from` to `to`, holding what it read while stalled; ends (dropping both) when the
-/// proxy goes down.
+/// Copies `from` to `to` (toward the server or toward the client), holding what it read while
+/// that way is stalled; ends (dropping both) when the proxy goes down.
 async fn relay(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut passage: watch::Receiver<Passage>,
+    to_server: bool,
 ) {
     let mut buffer = vec![0; 64 * 1024];
     loop {
@@ -95,10 +112,10 @@ async fn relay(
             _ = passage.wait_for(|passage| *passage == Passage::Down) => return,
         };
         match passage
-            .wait_for(|passage| *passage != Passage::Stalled)
+            .wait_for(|passage| *passage == Passage::Down || passage.lets_through(to_server))
             .await
         {
-            Ok(passage) if *passage == Passage::Open => {}
+            Ok(passage) if *passage != Passage::Down => {}
             _ => return,
         }
         if to.write_all(&buffer[..read]).await.is_err() {

@@ -663,15 +663,18 @@ impl Ranker {
             incoming.settle(Outcome::Done).await;
             return;
         }
-        let (reply, user) =
+        // Whose posts this answer picked now: only those can be released if the reply reaches
+        // nobody. Posts recorded for an earlier delivery of the request may have reached the
+        // requester with an earlier reply (its ack was lost, not necessarily the reply).
+        let (reply, picked_for) =
             match incoming.decode::<RecommendRequest>(self.inner.settings.max_message_bytes) {
                 Ok(request) => {
-                    let reply = if incoming.redelivered {
+                    let (reply, picked_now) = if incoming.redelivered {
                         self.answer_again(&request, &request_id).await
                     } else {
-                        self.recommend(&request, &request_id).await
+                        (self.recommend(&request, &request_id).await, true)
                     };
-                    (reply, Some(request.user_id))
+                    (reply, picked_now.then_some(request.user_id))
                 }
                 Err(rejection) => {
                     let code = if rejection.reason == DeadLetterReason::UnsupportedSchemaVersion {
@@ -706,10 +709,12 @@ impl Ranker {
             }
             Ok(Routed::NoQueue) => {
                 // Nobody will show these posts: release them for a later request.
-                if let (Some(user), RecommendReply::Ok { posts, .. }) = (user, &reply) {
+                if let (Some(user), RecommendReply::Ok { posts, .. }) = (picked_for, &reply) {
                     self.release(user, posts, &request_id).await;
+                    tracing::info!("the requester's reply path is gone; its posts were released");
+                } else {
+                    tracing::info!("the requester's reply path is gone");
                 }
-                tracing::info!("the requester's reply path is gone; its posts were released");
                 metrics.requests.with_label_values(&["unroutable"]).inc();
                 Outcome::Done
             }
@@ -766,8 +771,13 @@ impl Ranker {
     }
 
     /// A request delivered before (its ack was lost): the posts it recorded then, if any, so
-    /// that the same request never uses up two sets of posts.
-    async fn answer_again(&self, request: &RecommendRequest, request_id: &str) -> RecommendReply {
+    /// that the same request never uses up two sets of posts; and whether its posts were picked
+    /// now (none were recorded).
+    async fn answer_again(
+        &self,
+        request: &RecommendRequest,
+        request_id: &str,
+    ) -> (RecommendReply, bool) {
         let recorded = match self
             .inner
             .store
@@ -775,10 +785,10 @@ impl Ranker {
             .await
         {
             Ok(recorded) => recorded,
-            Err(error) => return unavailable(&error),
+            Err(error) => return (unavailable(&error), false),
         };
         if recorded.is_empty() {
-            return self.recommend(request, request_id).await;
+            return (self.recommend(request, request_id).await, true);
         }
         let model = self.inner.model.current();
         let pool = self.pool();
@@ -800,7 +810,7 @@ impl Ranker {
             })
             .collect();
         drop(pool);
-        RecommendReply::Ok {
+        let reply = RecommendReply::Ok {
             schema_version: SCHEMA_VERSION,
             user_id: request.user_id,
             posts,
@@ -808,7 +818,8 @@ impl Ranker {
             cold_start: false,
             exploration_noise: self.inner.settings.exploration_noise,
             exploration: self.inner.settings.exploration,
-        }
+        };
+        (reply, false)
     }
 
     /// Picks, records and returns the posts for one request. If recording fails halfway, what

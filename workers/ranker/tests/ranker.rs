@@ -7,7 +7,9 @@ use oleg_bus::{QueueName, RpcClient};
 use oleg_messages::*;
 use oleg_model::{write_network, ModelConfig, Network, Sizes};
 use oleg_scorer::ScoringModel;
+use oleg_testkit::fault_proxy::FaultProxy;
 use oleg_testkit::in_process::InProcess;
+use oleg_testkit::stalling_proxy::StallingProxy;
 use oleg_testkit::*;
 use std::collections::HashSet;
 use std::time::Duration;
@@ -710,6 +712,51 @@ impl RawRequester {
         }
     }
 
+    /// Takes the request waiting in the ranker's queue (no ranker running) and hands it back,
+    /// so that its next delivery is marked redelivered.
+    async fn hand_back_a_request(&self, services: &Services) {
+        use lapin::options::{BasicGetOptions, BasicNackOptions};
+        let queue = services.bus.topology().queue(QueueName::Recommend);
+        let taken = loop {
+            if let Some(message) = self
+                .channel
+                .basic_get(queue.clone().into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+            {
+                break message;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        taken
+            .delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// Sends a request for `user` and returns once the ranker is recording its posts, which
+    /// `store` holds until released.
+    async fn send_held_at_recording(
+        &self,
+        services: &Services,
+        store: &FaultProxy,
+        user: i64,
+        correlation_id: &str,
+    ) {
+        store.hold_next(&[b"insert\0", b"deliveries\0"]);
+        let now = Utc::now().timestamp_millis();
+        self.send(services, user, correlation_id, None, now, None)
+            .await;
+        tokio::time::timeout(Duration::from_secs(10), store.wait_held())
+            .await
+            .expect("the request's posts reached the store");
+    }
+
     /// Publishes a request for `user` with `correlation_id`, replies to `reply_to` (the own queue
     /// when `None`), and the given publish time.
     async fn send(
@@ -833,52 +880,71 @@ async fn replies_through_direct_reply_to_keep_their_posts() {
     services.finish().await;
 }
 
-/// Defect: a reply the broker did not confirm in time had its posts released, though it may have
-/// reached its requester (the broker fell silent after taking it, or its confirm was late): shown
-/// there, those posts could be sent to the person again. Now they stay recorded, and the request,
-/// delivered again, is answered with them.
-#[tokio::test]
-async fn a_reply_that_may_have_reached_its_requester_keeps_its_posts() {
-    use oleg_testkit::fault_proxy::FaultProxy;
-    use oleg_testkit::stalling_proxy::StallingProxy;
-    let services = Services::new("ranker-unconfirmed").await;
+/// A ranker behind a store and a broker the test can hold up (confirms awaited for
+/// `confirm_timeout_ms`), its publishing channel opened by a first request, for `warm_user`.
+async fn ranker_behind_proxies(
+    services: &Services,
+    confirm_timeout_ms: &str,
+    warm_user: i64,
+) -> (InProcess, FaultProxy, StallingProxy) {
     let store = FaultProxy::start(mongodb_address()).await;
     let broker = StallingProxy::start(amqp_address()).await;
     let ranker = services
         .start_ranker(&[
             ("OLEG__MONGO__URI", &store.mongodb_uri()),
             ("OLEG__AMQP__URI", &broker.amqp_uri()),
-            ("OLEG__AMQP__CONFIRM_TIMEOUT_MS", "1000"),
+            ("OLEG__AMQP__CONFIRM_TIMEOUT_MS", confirm_timeout_ms),
         ])
         .await;
-    // A first reply opens the ranker's publishing channel, so the next one goes out into the
-    // silence (a channel opened there would give up before any reply went out).
-    assert_eq!(posts_of(&services.ask(14, 1).await).len(), 1);
-    let mut requester = RawRequester::new().await;
-    // The broker falls silent while the request's posts are recorded: its reply goes into the
-    // silence, and comes out once the broker answers again.
-    store.hold_next(&[b"insert\0", b"deliveries\0"]);
-    let now = Utc::now().timestamp_millis();
-    requester
-        .send(&services, 12, "unconfirmed-1", None, now, None)
-        .await;
-    tokio::time::timeout(Duration::from_secs(10), store.wait_held())
-        .await
-        .expect("the request's posts reached the store");
-    broker.stall();
-    store.release();
+    assert_eq!(posts_of(&services.ask(warm_user, 1).await).len(), 1);
+    (ranker, store, broker)
+}
+
+/// Waits until the ranker has answered a request with `outcome`, then checks that it released no
+/// post: `user`'s two posts stay recorded, since the reply may have reached its requester.
+async fn assert_posts_kept(ranker: &InProcess, services: &Services, outcome: &str, user: i64) {
     wait_for_metric(
-        &ranker,
-        "oleg_ranker_requests_total{outcome=\"reply_failed\"} 1",
+        ranker,
+        &format!("oleg_ranker_requests_total{{outcome=\"{outcome}\"}} 1"),
     )
     .await;
     let (_, page) = ranker.get("/metrics").await.unwrap();
     assert_eq!(metric(&page, "oleg_ranker_released_deliveries_total"), 0.0);
     assert_eq!(
-        deliveries_of(&services, 12).await,
+        deliveries_of(services, user).await,
         2,
         "the posts of a reply that may have reached its requester were released"
     );
+}
+
+/// The next two posts for `user` are none of the `first` ones they were sent.
+async fn assert_not_sent_again(services: &Services, user: i64, first: &[String]) {
+    let next = posts_of(&services.ask(user, 2).await);
+    assert!(
+        next.iter().all(|post| !first.contains(post)),
+        "a post its requester was sent was sent again: {first:?} then {next:?}"
+    );
+}
+
+/// Defect: a reply the broker did not confirm in time had its posts released, though it may have
+/// reached its requester (the broker fell silent after taking it, or its confirm was late): shown
+/// there, those posts could be sent to the person again. Now they stay recorded, and the request,
+/// delivered again, is answered with them.
+#[tokio::test]
+async fn a_reply_that_may_have_reached_its_requester_keeps_its_posts() {
+    let services = Services::new("ranker-unconfirmed").await;
+    // The first reply opens the publishing channel, so the next one goes out into the silence
+    // (a channel opened there would give up before any reply went out).
+    let (ranker, store, broker) = ranker_behind_proxies(&services, "1000", 14).await;
+    let mut requester = RawRequester::new().await;
+    // The broker falls silent while the request's posts are recorded: its reply goes into the
+    // silence, and comes out once the broker answers again.
+    requester
+        .send_held_at_recording(&services, &store, 12, "unconfirmed-1")
+        .await;
+    broker.stall();
+    store.release();
+    assert_posts_kept(&ranker, &services, "reply_failed", 12).await;
     broker.resume();
     let first = requester.reply(Duration::from_secs(20)).await.unwrap();
     let again = requester.reply(Duration::from_secs(20)).await.unwrap();
@@ -888,11 +954,42 @@ async fn a_reply_that_may_have_reached_its_requester_keeps_its_posts() {
     services.finish().await;
 }
 
+/// Defect: a reply that went out on a channel lost before its confirm came was published again,
+/// and the broker returned the retry unroutable (its requester had left meanwhile): the ranker
+/// took that for a reply that reached nobody and released its posts, though the first attempt
+/// had reached the requester. Now the posts stay recorded.
+#[tokio::test]
+async fn a_reply_retried_after_a_lost_confirm_keeps_its_posts_though_its_requester_has_left() {
+    let services = Services::new("ranker-returned-after-loss").await;
+    let (ranker, store, broker) = ranker_behind_proxies(&services, "20000", 17).await;
+    let mut requester = RawRequester::new().await;
+    // The broker's answers are held from the moment the request's posts are recorded: its reply
+    // reaches the requester, and the confirm never reaches the ranker.
+    requester
+        .send_held_at_recording(&services, &store, 16, "lost-confirm-1")
+        .await;
+    broker.stall_answers();
+    store.release();
+    let first = posts_of(
+        &requester
+            .reply(Duration::from_secs(20))
+            .await
+            .expect("the reply reached its requester"),
+    );
+    // The requester leaves (its reply queue with it), then the ranker's connection is lost.
+    let _ = requester.connection.close(200, "done".into()).await;
+    broker.go_down();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.resume();
+    assert_posts_kept(&ranker, &services, "unroutable", 16).await;
+    assert_not_sent_again(&services, 16, &first).await;
+    services.finish().await;
+}
+
 /// A request the ranker answered but could not ack comes back marked redelivered: it is
 /// answered with the posts it recorded the first time, not with two more.
 #[tokio::test]
 async fn a_request_delivered_again_gets_the_same_posts() {
-    use lapin::options::{BasicGetOptions, BasicNackOptions};
     let services = Services::new("ranker-redelivered").await;
     let ranker = services.start_ranker(&[]).await;
     let mut requester = RawRequester::new().await;
@@ -906,31 +1003,45 @@ async fn a_request_delivered_again_gets_the_same_posts() {
     requester
         .send(&services, 8, "twice-1", None, now, None)
         .await;
-    let queue = services.bus.topology().queue(QueueName::Recommend);
-    let taken = loop {
-        if let Some(message) = requester
-            .channel
-            .basic_get(queue.clone().into(), BasicGetOptions::default())
-            .await
-            .unwrap()
-        {
-            break message;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    taken
-        .delivery
-        .acker
-        .nack(BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    requester.hand_back_a_request(&services).await;
     let _ranker = services.start_ranker(&[]).await;
     let again = requester.reply(Duration::from_secs(20)).await.unwrap();
     assert_eq!(posts_of(&again), posts_of(&first));
     assert_eq!(deliveries_of(&services, 8).await, 2);
+    let _ = requester.connection.close(200, "done".into()).await;
+    services.finish().await;
+}
+
+/// Defect: a request answered, whose ack was lost, came back after its requester's reply path
+/// was gone (a broker node lost with both): the answer again was unroutable, and the ranker
+/// released the posts of the first answer, which had reached the requester. The cluster drill
+/// saw such a post sent to the person a second time. Now they stay recorded.
+#[tokio::test]
+async fn a_request_delivered_again_after_its_requester_left_keeps_the_posts_it_was_answered_with() {
+    let services = Services::new("ranker-redelivered-unroutable").await;
+    let ranker = services.start_ranker(&[]).await;
+    let mut requester = RawRequester::new().await;
+    let now = Utc::now().timestamp_millis();
+    requester
+        .send(&services, 15, "answered-1", None, now, None)
+        .await;
+    let first = posts_of(&requester.reply(Duration::from_secs(20)).await.unwrap());
+    assert!(ranker.stop().await);
+    // Delivered again, with the reply path it named gone.
+    requester
+        .send(
+            &services,
+            15,
+            "answered-1",
+            Some("amq.gen-no-such-queue"),
+            now,
+            None,
+        )
+        .await;
+    requester.hand_back_a_request(&services).await;
+    let ranker = services.start_ranker(&[]).await;
+    assert_posts_kept(&ranker, &services, "unroutable", 15).await;
+    assert_not_sent_again(&services, 15, &first).await;
     let _ = requester.connection.close(200, "done".into()).await;
     services.finish().await;
 }
@@ -958,7 +1069,6 @@ async fn a_request_its_sender_gave_up_on_is_not_answered() {
 /// record; what is recorded afterwards is exactly what the reply gave.
 #[tokio::test]
 async fn a_request_the_store_fails_halfway_leaves_nothing_recorded_it_did_not_return() {
-    use oleg_testkit::fault_proxy::FaultProxy;
     let services = Services::new("ranker-halfway").await;
     let proxy = FaultProxy::start(mongodb_address()).await;
     let _ranker = services
@@ -986,7 +1096,6 @@ async fn a_request_the_store_fails_halfway_leaves_nothing_recorded_it_did_not_re
 /// loads the new version.
 #[tokio::test]
 async fn a_model_the_store_could_not_hand_over_is_loaded_at_the_next_check() {
-    use oleg_testkit::fault_proxy::FaultProxy;
     let services = Services::new("ranker-model-read").await;
     let proxy = FaultProxy::start(mongodb_address()).await;
     let ranker = services

@@ -13,6 +13,7 @@ use mongodb::bson::doc;
 use oleg_bus::QueueName;
 use oleg_simulator::cli::{init_logging, PeopleArgs};
 use oleg_simulator::frontend::FrontendKind;
+use oleg_simulator::pipeline::MESSAGE_FLOW_METRICS;
 use oleg_simulator::run::{Observer, PipelineRun, RunSettings};
 use oleg_simulator::simulation::RoundReport;
 use oleg_simulator::ServiceConfig;
@@ -172,16 +173,9 @@ async fn main() -> anyhow::Result<()> {
         .queue_depth(QueueName::Ingest)
         .await
         .unwrap_or(u32::MAX);
-    // How each worker's publishes and postponed updates went: where a lost vote went, on a
-    // failure (a vote routed to no queue, say, leaves no line in any log).
-    let publishes = run
-        .pipeline
-        .metric_lines(&[
-            "oleg_amqp_published_total",
-            "oleg_amqp_publish_retries_total",
-            "oleg_bot_updates_postponed_total",
-        ])
-        .await;
+    // How each worker's messages went: where a lost vote went, on a failure (a vote routed to
+    // no queue, say, leaves no line in any log).
+    let message_flow = run.pipeline.metric_lines(MESSAGE_FLOW_METRICS).await;
     let unclean = run.stop(false).await;
 
     println!("\n| phase | seconds | presses answered / s |\n|---|---:|---:|");
@@ -230,8 +224,8 @@ async fn main() -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         std::process::exit(0);
     } else {
-        println!("\nthe workers' publishes:");
-        for line in &publishes {
+        println!("\nthe workers' messages:");
+        for line in &message_flow {
             println!("  {line}");
         }
         println!("verdict: FAIL — {}", failed.join("; "));
