@@ -347,8 +347,14 @@ impl Bus {
                     // Retried on a fresh channel: in the drill, a channel opened while a quorum
                     // queue elected its new leader had every publish nacked for as long as the
                     // lost node was down.
-                    if let Some(stale) = self.inner.publisher.lock().await.channel.take() {
-                        let _ = stale.close(200, "publish nacked".into()).await;
+                    // Taken in a statement of its own: held through the close, the lock would
+                    // keep every other publish and the stop waiting on a broker that may never
+                    // answer; the close itself waits no longer than this publish may.
+                    let stale = self.inner.publisher.lock().await.channel.take();
+                    if let Some(stale) = stale {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let closing = stale.close(200, "publish nacked".into());
+                        let _ = tokio::time::timeout(left, closing).await;
                     }
                     "the broker nacked the publish".to_owned()
                 }

@@ -57,6 +57,7 @@ impl Connections {
     /// runtime stops, so that none of the driver's tasks is cut short).
     pub async fn close(&self) {
         self.bus.close().await;
+        tracing::info!("broker connection closed; closing the store's");
         self.store.close().await;
     }
 }
@@ -66,6 +67,8 @@ impl Connections {
 pub async fn run<W: Worker>(worker: W) -> anyhow::Result<()> {
     let connections = worker.connections();
     let stopped = worker.run_until_stopped().await;
+    // Said at each step, so that a stop that hangs shows where.
+    tracing::info!("work finished; closing the connections");
     connections.close().await;
     stopped
 }

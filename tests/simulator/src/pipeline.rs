@@ -88,6 +88,10 @@ pub struct LocalPipeline {
     pub workers: Vec<(WorkerKind, WorkerProcess)>,
 }
 
+/// How long a worker may take to stop after SIGTERM (the longest wait it has for in-flight work
+/// is `amqp.confirm_timeout_ms` and the store's timeouts, well under this).
+const STOP_LIMIT: Duration = Duration::from_secs(60);
+
 /// The metrics that tell where a message went: each worker's publishes by outcome and their
 /// retries, the bot's updates, those postponed for another attempt and the presses it refused,
 /// and each consumer's deliveries, those handed back and those dead-lettered.
@@ -211,12 +215,26 @@ impl LocalPipeline {
     }
 
     /// SIGTERM to each worker, newest stage first; returns the workers that did not exit cleanly.
-    pub fn stop(&mut self) -> Vec<&'static str> {
-        self.workers
-            .iter_mut()
-            .rev()
-            .filter_map(|(kind, worker)| (!worker.terminate()).then_some(kind.name))
-            .collect()
+    /// One still running [`STOP_LIMIT`] later is killed, said on stderr and returned with them,
+    /// so that a stop that hangs fails the run instead of holding it.
+    pub async fn stop(&mut self) -> Vec<&'static str> {
+        let mut unclean = Vec::new();
+        for (kind, worker) in self.workers.iter_mut().rev() {
+            match worker.terminate_within(STOP_LIMIT).await {
+                Some(true) => {}
+                Some(false) => unclean.push(kind.name),
+                None => {
+                    eprintln!(
+                        "· {} had not stopped {STOP_LIMIT:?} after SIGTERM: killed; the end of its log:\n{}",
+                        kind.name,
+                        worker.log_tail()
+                    );
+                    worker.kill();
+                    unclean.push(kind.name);
+                }
+            }
+        }
+        unclean
     }
 }
 

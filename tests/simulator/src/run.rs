@@ -386,7 +386,7 @@ impl PipelineRun {
     /// exit cleanly.
     pub async fn stop(mut self, keep_data: bool) -> Vec<&'static str> {
         let _ = self.metrics_answered();
-        let unclean = self.pipeline.stop();
+        let unclean = self.pipeline.stop().await;
         if let Some(mut prometheus) = self.prometheus.take() {
             prometheus.stop();
         }

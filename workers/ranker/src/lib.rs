@@ -535,6 +535,7 @@ impl Ranker {
         // refresher is cut short; both are awaited, so nothing reads the store once `run` has
         // returned and the runtime closes it.
         while in_flight.join_next().await.is_some() {}
+        tracing::info!("requests in flight answered; stopping the notices");
         refresher.abort();
         let _ = tokio::join!(notices, refresher);
     }
