@@ -279,8 +279,8 @@ impl Bus {
 
     /// Publishes persistent JSON and waits for the broker's confirm; a lost channel or a nack is
     /// retried until `amqp.confirm_timeout_ms` runs out. A retry after a lost confirm may deliver
-    /// twice: consumers are idempotent. [`Routed::NoQueue`] means no attempt reached a queue: a
-    /// retry returned unroutable after an attempt that may have is
+    /// twice: consumers are idempotent. [`Routed::NoQueue`] means no attempt reached a queue; a
+    /// retry returned unroutable after an attempt that may have reached one is
     /// [`BusError::ReturnedAfterLoss`].
     pub async fn publish_bytes(
         &self,

@@ -714,7 +714,7 @@ impl Ranker {
                     self.release(user, posts, &request_id).await;
                     tracing::info!("the requester's reply path is gone; its posts were released");
                 } else {
-                    tracing::info!("the requester's reply path is gone");
+                    tracing::info!("the requester's reply path is gone; its posts stay recorded, since an earlier answer may have reached it");
                 }
                 metrics.requests.with_label_values(&["unroutable"]).inc();
                 Outcome::Done
